@@ -1,0 +1,69 @@
+//! `echo-server`: parses the command line and hands over to the library.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use echo_service::config::{Host, LogLevel, Overrides};
+use echo_service::error::exit_code;
+use echo_service::server::{Launch, launch};
+
+/// An RFC 862 echo daemon: every byte received over TCP (and UDP, if enabled)
+/// is sent back unchanged.
+///
+/// The configuration comes from --config, else $ECHO_SERVER_CONFIG, else
+/// /etc/echo-server/config.toml if it exists, else the built-in default
+/// (127.0.0.1:65432, TCP only). SIGHUP reloads it; SIGTERM stops gracefully.
+#[derive(Debug, Parser)]
+#[command(name = "echo-server", version, max_term_width = 100)]
+struct Args {
+    /// Read the configuration from this TOML file.
+    #[arg(short, long, value_name = "PATH")]
+    config: Option<PathBuf>,
+
+    /// Listen on this host instead of the configured ones (address or name).
+    #[arg(long, value_name = "HOST")]
+    host: Option<Host>,
+
+    /// Listen on this port instead of the configured ones.
+    #[arg(short, long, value_name = "PORT")]
+    port: Option<u16>,
+
+    /// Log at this level: error, warn, info, debug or trace.
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<LogLevel>,
+
+    /// Validate the configuration, print the effective settings and exit.
+    #[arg(short = 't', long)]
+    check_config: bool,
+
+    /// Print the shipped, commented configuration file and exit.
+    #[arg(long, conflicts_with_all = ["config", "check_config"])]
+    print_default_config: bool,
+}
+
+fn main() {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() {
+                exit_code::USAGE
+            } else {
+                exit_code::OK
+            });
+        }
+    };
+    if args.print_default_config {
+        print!("{}", echo_service::config::DEFAULT_CONFIG_TOML);
+        return;
+    }
+    std::process::exit(launch(Launch {
+        config_path: args.config,
+        overrides: Overrides {
+            host: args.host,
+            port: args.port,
+            log_level: args.log_level,
+        },
+        check_config: args.check_config,
+    }));
+}

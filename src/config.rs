@@ -1,0 +1,790 @@
+//! The daemon's configuration: where it comes from, what it may contain, and
+//! how a mistake in it is reported.
+//!
+//! Operators edit one TOML file, so every error has to point at the line that
+//! is wrong and say what would be right. Values are checked while they are
+//! deserialized wherever possible, because that is where `toml` knows the
+//! position; the few checks that span several keys carry their own spans.
+//!
+//! The shipped, commented `config/echo-server.toml` is compiled in and *is*
+//! the built-in default, so the documentation and the behaviour cannot drift.
+
+use std::fmt;
+use std::net::Ipv6Addr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use toml::Spanned;
+
+/// The shipped configuration file, which doubles as the built-in default.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../config/echo-server.toml");
+
+/// Where the daemon looks for its configuration when no path is given.
+pub const SYSTEM_CONFIG_PATH: &str = "/etc/echo-server/config.toml";
+
+/// The environment variable that names a config file.
+pub const CONFIG_ENV_VAR: &str = "ECHO_SERVER_CONFIG";
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The simple form: one host (address or name)...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Spanned<Host>>,
+    /// ...and one port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The general form: any number of `HOST:PORT` entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<Spanned<Vec<ListenAddr>>>,
+    #[serde(default)]
+    pub udp: bool,
+    #[serde(default = "defaults::udp_rate_limit")]
+    pub udp_rate_limit: u32,
+    #[serde(
+        default = "defaults::max_connections",
+        deserialize_with = "at_least_one"
+    )]
+    pub max_connections: usize,
+    #[serde(default = "defaults::idle_timeout")]
+    pub idle_timeout: HumanDuration,
+    #[serde(default = "defaults::shutdown_grace")]
+    pub shutdown_grace: HumanDuration,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub level: LogLevel,
+    #[serde(default)]
+    pub format: LogFormat,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<PathBuf>,
+    #[serde(default)]
+    pub rotation: Rotation,
+    #[serde(default = "defaults::max_files")]
+    pub max_files: usize,
+}
+
+mod defaults {
+    use super::HumanDuration;
+    use std::time::Duration;
+
+    pub const HOST: &str = "127.0.0.1";
+    pub const PORT: u16 = 65432;
+
+    pub fn udp_rate_limit() -> u32 {
+        100
+    }
+    pub fn max_connections() -> usize {
+        10_000
+    }
+    pub fn idle_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(300))
+    }
+    pub fn shutdown_grace() -> HumanDuration {
+        HumanDuration(Duration::from_secs(10))
+    }
+    pub fn max_files() -> usize {
+        7
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: None,
+            port: None,
+            listen: None,
+            udp: false,
+            udp_rate_limit: defaults::udp_rate_limit(),
+            max_connections: defaults::max_connections(),
+            idle_timeout: defaults::idle_timeout(),
+            shutdown_grace: defaults::shutdown_grace(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: LogLevel::default(),
+            format: LogFormat::default(),
+            directory: None,
+            rotation: Rotation::default(),
+            max_files: defaults::max_files(),
+        }
+    }
+}
+
+impl Default for Config {
+    /// The built-in default: the shipped config file.
+    fn default() -> Self {
+        Config::parse(DEFAULT_CONFIG_TOML, &ConfigSource::BuiltIn)
+            .expect("the shipped config/echo-server.toml is valid")
+    }
+}
+
+impl ServerConfig {
+    /// Every address to serve, whichever form the file used.
+    pub fn listen_addrs(&self) -> Vec<ListenAddr> {
+        match &self.listen {
+            Some(list) => list.get_ref().clone(),
+            None => vec![ListenAddr {
+                host: self
+                    .host
+                    .as_ref()
+                    .map(|h| h.get_ref().clone())
+                    .unwrap_or_else(|| Host(defaults::HOST.to_string())),
+                port: self.port.unwrap_or(defaults::PORT),
+            }],
+        }
+    }
+
+    /// Rewrites the simple form as a `listen` list, so the effective
+    /// configuration always reads the same way and overrides have one place
+    /// to act on.
+    fn normalize(&mut self) {
+        let addrs = self.listen_addrs();
+        self.host = None;
+        self.port = None;
+        self.listen = Some(Spanned::new(0..0, addrs));
+    }
+
+    fn validate(&self) -> Result<(), (Option<Range<usize>>, String)> {
+        if let Some(listen) = &self.listen {
+            if let Some(host) = &self.host {
+                return Err((
+                    Some(host.span()),
+                    "`host` cannot be combined with `listen`: use either host/port or a listen list"
+                        .to_string(),
+                ));
+            }
+            if self.port.is_some() {
+                return Err((
+                    Some(listen.span()),
+                    "`port` cannot be combined with `listen`: give the port in each listen entry"
+                        .to_string(),
+                ));
+            }
+            if listen.get_ref().is_empty() {
+                return Err((
+                    Some(listen.span()),
+                    "`listen` is empty: give at least one \"ADDRESS:PORT\"".to_string(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Settings given on the command line, which win over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub host: Option<Host>,
+    pub port: Option<u16>,
+    pub log_level: Option<LogLevel>,
+}
+
+impl Config {
+    /// Parses and validates a config file's text.
+    pub fn parse(text: &str, source: &ConfigSource) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::at(source, text, e.span(), e.message()))?;
+        config
+            .server
+            .validate()
+            .map_err(|(span, message)| ConfigError::at(source, text, span, &message))?;
+        config.server.normalize();
+        Ok(config)
+    }
+
+    /// Loads the configuration from `source` and applies the overrides.
+    pub fn load(source: &ConfigSource, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let text = match source.path() {
+            Some(path) => {
+                std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(source, e))?
+            }
+            None => DEFAULT_CONFIG_TOML.to_string(),
+        };
+        let mut config = Config::parse(&text, source)?;
+        config.apply(overrides);
+        Ok(config)
+    }
+
+    /// `--host` replaces the host of every listen address and `--port` the
+    /// port, so `--port 7007` moves a multi-address server as a whole.
+    pub fn apply(&mut self, overrides: &Overrides) {
+        if overrides.host.is_some() || overrides.port.is_some() {
+            let mut addrs: Vec<ListenAddr> = Vec::new();
+            for addr in self.server.listen_addrs() {
+                let addr = ListenAddr {
+                    host: overrides.host.clone().unwrap_or(addr.host),
+                    port: overrides.port.unwrap_or(addr.port),
+                };
+                if !addrs.contains(&addr) {
+                    addrs.push(addr);
+                }
+            }
+            self.server.listen = Some(Spanned::new(0..0, addrs));
+        }
+        if let Some(level) = overrides.log_level {
+            self.log.level = level;
+        }
+    }
+
+    /// The effective configuration as TOML, as `--check-config` prints it.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a Config always serializes")
+    }
+
+    /// The names of settings that differ from `other` and only take effect
+    /// after a restart.
+    pub fn restart_only_changes(&self, other: &Config) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if self.server.listen_addrs() != other.server.listen_addrs() {
+            changed.push("server.listen");
+        }
+        if self.server.udp != other.server.udp {
+            changed.push("server.udp");
+        }
+        if self.log.format != other.log.format {
+            changed.push("log.format");
+        }
+        if self.log.directory != other.log.directory {
+            changed.push("log.directory");
+        }
+        if self.log.rotation != other.log.rotation {
+            changed.push("log.rotation");
+        }
+        if self.log.max_files != other.log.max_files {
+            changed.push("log.max_files");
+        }
+        changed
+    }
+}
+
+/// Where the configuration was found, in order of precedence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// `--config PATH`
+    CommandLine(PathBuf),
+    /// `$ECHO_SERVER_CONFIG`
+    Environment(PathBuf),
+    /// `/etc/echo-server/config.toml`, because it exists.
+    System(PathBuf),
+    /// Nothing found: the compiled-in default.
+    BuiltIn,
+}
+
+impl ConfigSource {
+    /// Picks the source: `--config`, then `$ECHO_SERVER_CONFIG`, then the
+    /// system file if it exists, then the built-in default. An explicitly
+    /// named file must exist; only the system path is optional.
+    pub fn locate(
+        command_line: Option<PathBuf>,
+        environment: Option<PathBuf>,
+        system: &Path,
+    ) -> ConfigSource {
+        if let Some(path) = command_line {
+            ConfigSource::CommandLine(path)
+        } else if let Some(path) = environment.filter(|p| !p.as_os_str().is_empty()) {
+            ConfigSource::Environment(path)
+        } else if system.exists() {
+            ConfigSource::System(system.to_path_buf())
+        } else {
+            ConfigSource::BuiltIn
+        }
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            ConfigSource::CommandLine(p)
+            | ConfigSource::Environment(p)
+            | ConfigSource::System(p) => Some(p),
+            ConfigSource::BuiltIn => None,
+        }
+    }
+}
+
+impl fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigSource::CommandLine(p) => write!(f, "{} (--config)", p.display()),
+            ConfigSource::Environment(p) => write!(f, "{} (${CONFIG_ENV_VAR})", p.display()),
+            ConfigSource::System(p) => write!(f, "{}", p.display()),
+            ConfigSource::BuiltIn => write!(f, "built-in default"),
+        }
+    }
+}
+
+/// A configuration that cannot be used, with the position of the mistake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, or "built-in default".
+    pub origin: String,
+    /// 1-based line and column, when the mistake has a position.
+    pub position: Option<(usize, usize)>,
+    pub message: String,
+    /// The offending line with a caret under the mistake.
+    excerpt: Option<String>,
+    /// True when the file could not be read at all (as opposed to being wrong).
+    pub unreadable: bool,
+}
+
+impl ConfigError {
+    fn at(
+        source: &ConfigSource,
+        text: &str,
+        span: Option<Range<usize>>,
+        message: &str,
+    ) -> ConfigError {
+        let origin = origin_of(source);
+        let message = message.trim().to_string();
+        let Some(span) = span.filter(|s| s.end > 0 || s.start > 0 || !text.is_empty()) else {
+            return ConfigError {
+                origin,
+                position: None,
+                message,
+                excerpt: None,
+                unreadable: false,
+            };
+        };
+        let start = span.start.min(text.len());
+        let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+        let line_no = text[..start].matches('\n').count() + 1;
+        let column = text[line_start..start].chars().count() + 1;
+        let line = &text[line_start..line_end];
+        let width = text[start..span.end.clamp(start, line_end)]
+            .chars()
+            .count()
+            .max(1);
+        let gutter = " ".repeat(line_no.to_string().len());
+        let excerpt = format!(
+            "{gutter} |\n{line_no} | {line}\n{gutter} | {}{}",
+            " ".repeat(column - 1),
+            "^".repeat(width)
+        );
+        ConfigError {
+            origin,
+            position: Some((line_no, column)),
+            message,
+            excerpt: Some(excerpt),
+            unreadable: false,
+        }
+    }
+
+    fn unreadable(source: &ConfigSource, error: std::io::Error) -> ConfigError {
+        let hint = match error.kind() {
+            std::io::ErrorKind::NotFound => {
+                " (check the path, or run without --config and $ECHO_SERVER_CONFIG to use the built-in default)"
+            }
+            std::io::ErrorKind::PermissionDenied => " (the daemon's user must be able to read it)",
+            _ => "",
+        };
+        ConfigError {
+            origin: origin_of(source),
+            position: None,
+            message: format!("cannot read the config file: {error}{hint}"),
+            excerpt: None,
+            unreadable: true,
+        }
+    }
+}
+
+fn origin_of(source: &ConfigSource) -> String {
+    match source.path() {
+        Some(path) => path.display().to_string(),
+        None => source.to_string(),
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((line, column)) => write!(
+                f,
+                "{}, line {line}, column {column}: {}",
+                self.origin, self.message
+            )?,
+            None => write!(f, "{}: {}", self.origin, self.message)?,
+        }
+        if let Some(excerpt) = &self.excerpt {
+            write!(f, "\n{excerpt}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A host to listen on: an IP address (IPv6 with or without brackets) or a
+/// name resolved at start-up.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Host(String);
+
+impl Host {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Host {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Host, String> {
+        let unbracketed = s
+            .strip_prefix('[')
+            .and_then(|s| s.strip_suffix(']'))
+            .unwrap_or(s);
+        if unbracketed.is_empty() {
+            return Err(
+                "the host is empty: give an address such as 127.0.0.1, ::1 or 0.0.0.0".to_string(),
+            );
+        }
+        if unbracketed.contains(':') && unbracketed.parse::<Ipv6Addr>().is_err() {
+            return Err(format!(
+                "`{s}` is not a host: give the address without a port (use `port`, or `listen = [\"HOST:PORT\"]`)"
+            ));
+        }
+        if unbracketed.chars().any(char::is_whitespace) {
+            return Err(format!("`{s}` is not a host: it contains white space"));
+        }
+        Ok(Host(unbracketed.to_string()))
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One `HOST:PORT` (or `[IPV6]:PORT`) entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ListenAddr {
+    pub host: Host,
+    pub port: u16,
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ListenAddr, String> {
+        let bad = || {
+            format!(
+                "`{s}` is not a listen address: write \"HOST:PORT\", or \"[IPV6]:PORT\" for IPv6"
+            )
+        };
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (host, port) = rest.split_once("]:").ok_or_else(bad)?;
+            (format!("[{host}]"), port)
+        } else {
+            let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+            if host.contains(':') {
+                return Err(format!(
+                    "`{s}`: put an IPv6 address in brackets, as in \"[::1]:7\""
+                ));
+            }
+            (host.to_string(), port)
+        };
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("`{s}`: the port must be a number from 0 to 65535"))?;
+        Ok(ListenAddr {
+            host: host.parse()?,
+            port,
+        })
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.0.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Deserializes any `FromStr` type from a TOML string, keeping its message.
+macro_rules! serde_via_str {
+    ($type:ty) => {
+        impl<'de> Deserialize<'de> for $type {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(deserializer)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl Serialize for $type {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+    };
+}
+
+serde_via_str!(Host);
+serde_via_str!(ListenAddr);
+serde_via_str!(HumanDuration);
+
+/// A duration written for people: "30s", "5m", "1h 30m", "250ms", or "0".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    /// `None` for zero, which means "never" wherever a timeout is configured.
+    pub fn as_timeout(self) -> Option<Duration> {
+        (!self.0.is_zero()).then_some(self.0)
+    }
+}
+
+impl FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<HumanDuration, String> {
+        if s.trim() == "0" {
+            return Ok(HumanDuration(Duration::ZERO));
+        }
+        humantime::parse_duration(s)
+            .map(HumanDuration)
+            .map_err(|e| format!("`{s}` is not a duration ({e}): write it like \"30s\", \"5m\", \"1h 30m\" or \"0\""))
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_zero() {
+            f.write_str("0")
+        } else {
+            write!(f, "{}", humantime::format_duration(self.0))
+        }
+    }
+}
+
+fn at_least_one<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+    let value = usize::deserialize(deserializer)?;
+    if value == 0 {
+        return Err(serde::de::Error::custom("must be at least 1"));
+    }
+    Ok(value)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl FromStr for LogLevel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<LogLevel, String> {
+        LogLevel::deserialize(
+            serde::de::value::StrDeserializer::<serde::de::value::Error>::new(
+                &s.to_ascii_lowercase(),
+            ),
+        )
+        .map_err(|_| format!("`{s}` is not a log level: use error, warn, info, debug or trace"))
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.serialize(f)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rotation {
+    #[default]
+    Daily,
+    Hourly,
+    Never,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, &ConfigSource::CommandLine(PathBuf::from("test.toml")))
+    }
+
+    #[test]
+    fn shipped_file_is_the_documented_default() {
+        let config = Config::default();
+        assert_eq!(
+            config.server.listen_addrs(),
+            vec!["127.0.0.1:65432".parse().unwrap()]
+        );
+        assert!(!config.server.udp);
+        assert_eq!(config.log.level, LogLevel::Info);
+        assert_eq!(config.log.directory, None);
+        // An empty file means the same as the shipped one.
+        assert_eq!(parse("").unwrap(), config);
+    }
+
+    #[test]
+    fn listen_list_accepts_ipv4_ipv6_and_names() {
+        let config =
+            parse("[server]\nlisten = [\"0.0.0.0:7\", \"[::]:7\", \"localhost:8\"]\n").unwrap();
+        let addrs: Vec<String> = config
+            .server
+            .listen_addrs()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(addrs, ["0.0.0.0:7", "[::]:7", "localhost:8"]);
+    }
+
+    #[test]
+    fn errors_name_line_and_column() {
+        let err = parse("[server]\nport = 70000\n").unwrap_err();
+        assert_eq!(err.position, Some((2, 8)));
+        assert!(
+            err.to_string().starts_with("test.toml, line 2, column 8:"),
+            "{err}"
+        );
+
+        let err = parse("[server]\nprot = 7\n").unwrap_err();
+        assert_eq!(err.position, Some((2, 1)));
+        assert!(err.message.contains("unknown field `prot`"), "{err}");
+
+        let err = parse("[server]\nidle_timeout = \"5 parsecs\"\n").unwrap_err();
+        assert!(err.message.contains("is not a duration"), "{err}");
+
+        let err = parse("[server]\nmax_connections = 0\n").unwrap_err();
+        assert!(err.message.contains("at least 1"), "{err}");
+
+        let err = parse("[log]\nlevel = \"loud\"\n").unwrap_err();
+        assert_eq!(err.position, Some((2, 9)));
+    }
+
+    #[test]
+    fn host_and_listen_together_are_rejected_at_the_host() {
+        let err = parse("[server]\nlisten = [\"127.0.0.1:7\"]\nhost = \"::1\"\n").unwrap_err();
+        assert_eq!(err.position, Some((3, 8)));
+        assert!(err.message.contains("cannot be combined"), "{err}");
+    }
+
+    #[test]
+    fn bad_addresses_say_what_to_write() {
+        for (input, needle) in [
+            ("host = \"127.0.0.1:80\"", "without a port"),
+            ("host = \"\"", "host is empty"),
+            ("listen = [\"127.0.0.1\"]", "HOST:PORT"),
+            ("listen = [\"::1:7\"]", "brackets"),
+            ("listen = [\"a:99999\"]", "0 to 65535"),
+            ("listen = []", "is empty"),
+        ] {
+            let err = parse(&format!("[server]\n{input}\n")).unwrap_err();
+            assert!(err.message.contains(needle), "{input}: {err}");
+            assert!(err.position.is_some(), "{input}: {err}");
+        }
+    }
+
+    #[test]
+    fn overrides_move_every_listen_address() {
+        let mut config = parse("[server]\nlisten = [\"0.0.0.0:7\", \"[::]:7\"]\n").unwrap();
+        config.apply(&Overrides {
+            port: Some(7007),
+            ..Overrides::default()
+        });
+        let addrs: Vec<String> = config
+            .server
+            .listen_addrs()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(addrs, ["0.0.0.0:7007", "[::]:7007"]);
+        config.apply(&Overrides {
+            host: Some("::1".parse().unwrap()),
+            ..Overrides::default()
+        });
+        let addrs: Vec<String> = config
+            .server
+            .listen_addrs()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(addrs, ["[::1]:7007"]);
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let config = parse("[server]\nhost = \"::1\"\nport = 7\nidle_timeout = \"90s\"\n[log]\nformat = \"json\"\n").unwrap();
+        let printed = config.to_toml();
+        assert!(printed.contains("listen = [\"[::1]:7\"]"), "{printed}");
+        assert!(printed.contains("idle_timeout = \"1m 30s\""), "{printed}");
+        assert_eq!(parse(&printed).unwrap(), config);
+    }
+
+    #[test]
+    fn durations_accept_zero_as_never() {
+        let config = parse("[server]\nidle_timeout = \"0\"\n").unwrap();
+        assert_eq!(config.server.idle_timeout.as_timeout(), None);
+    }
+
+    #[test]
+    fn source_precedence() {
+        let missing = Path::new("/nonexistent/echo-server.toml");
+        let cli = Some(PathBuf::from("a.toml"));
+        let env = Some(PathBuf::from("b.toml"));
+        assert_eq!(
+            ConfigSource::locate(cli.clone(), env.clone(), missing),
+            ConfigSource::CommandLine("a.toml".into())
+        );
+        assert_eq!(
+            ConfigSource::locate(None, env, missing),
+            ConfigSource::Environment("b.toml".into())
+        );
+        assert_eq!(
+            ConfigSource::locate(None, Some(PathBuf::new()), missing),
+            ConfigSource::BuiltIn
+        );
+        let existing = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/echo-server.toml");
+        assert_eq!(
+            ConfigSource::locate(None, None, &existing),
+            ConfigSource::System(existing.clone())
+        );
+    }
+
+    #[test]
+    fn restart_only_changes_are_named() {
+        let old = Config::default();
+        let new =
+            parse("[server]\nport = 7\nmax_connections = 5\n[log]\nlevel = \"debug\"\n").unwrap();
+        assert_eq!(old.restart_only_changes(&new), ["server.listen"]);
+    }
+}

@@ -1,0 +1,132 @@
+//! Why the daemon could not start, and the exit code each reason maps to.
+//!
+//! Service managers and deploy scripts act on exit codes, and people act on
+//! messages, so every failure gets both: a code from `sysexits.h` that tells
+//! a script what kind of problem it is, and a message that tells a person
+//! what to do about it.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::config::ConfigError;
+
+/// Exit codes of `echo-server`, as documented in the README.
+pub mod exit_code {
+    /// Stopped cleanly, or `--check-config` found the file valid.
+    pub const OK: i32 = 0;
+    /// The command line is wrong (EX_USAGE).
+    pub const USAGE: i32 = 64;
+    /// The config file cannot be read (EX_NOINPUT).
+    pub const NO_INPUT: i32 = 66;
+    /// A host name in the config does not resolve (EX_NOHOST).
+    pub const NO_HOST: i32 = 68;
+    /// The address is in use or not on this machine (EX_UNAVAILABLE).
+    pub const UNAVAILABLE: i32 = 69;
+    /// An unexpected internal error (EX_SOFTWARE).
+    pub const SOFTWARE: i32 = 70;
+    /// Any other operating-system error (EX_OSERR).
+    pub const OS_ERROR: i32 = 71;
+    /// The log directory or file cannot be created (EX_CANTCREAT).
+    pub const CANT_CREATE: i32 = 73;
+    /// Not allowed to bind the port (EX_NOPERM).
+    pub const NO_PERMISSION: i32 = 77;
+    /// The config file is invalid (EX_CONFIG).
+    pub const CONFIG: i32 = 78;
+}
+
+/// Which socket kind an address failure concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+
+    #[error("cannot resolve host `{host}`: {source} (check the name, or use an IP address)")]
+    Resolve { host: String, source: io::Error },
+
+    #[error("cannot listen on {protocol} {addr}: the address is already in use (another echo-server, or another program, holds it; find it with `ss -ltnup 'sport = :{port}'`)", port = addr.port())]
+    AddressInUse {
+        protocol: Protocol,
+        addr: SocketAddr,
+    },
+
+    #[error(
+        "cannot listen on {protocol} {addr}: that address does not belong to this machine (check `ip addr`, or listen on 0.0.0.0 / [::])"
+    )]
+    AddressNotAvailable {
+        protocol: Protocol,
+        addr: SocketAddr,
+    },
+
+    #[error("cannot listen on {protocol} {addr}: permission denied{hint}", hint = privileged_port_hint(addr))]
+    PermissionDenied {
+        protocol: Protocol,
+        addr: SocketAddr,
+    },
+
+    #[error("cannot listen on {protocol} {addr}: {source}")]
+    Bind {
+        protocol: Protocol,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+
+    #[error("cannot open the log directory {}: {message} (create it, or make it writable by the daemon's user)", directory.display())]
+    LogDirectory { directory: PathBuf, message: String },
+
+    #[error("cannot start the runtime: {0}")]
+    Runtime(io::Error),
+}
+
+fn privileged_port_hint(addr: &SocketAddr) -> &'static str {
+    if addr.port() < 1024 {
+        " (ports below 1024 need CAP_NET_BIND_SERVICE: run under the shipped systemd unit, which grants it, or use a port of 1024 or more)"
+    } else {
+        ""
+    }
+}
+
+impl StartupError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StartupError::Config(e) if e.unreadable => exit_code::NO_INPUT,
+            StartupError::Config(_) => exit_code::CONFIG,
+            StartupError::Resolve { .. } => exit_code::NO_HOST,
+            StartupError::AddressInUse { .. } | StartupError::AddressNotAvailable { .. } => {
+                exit_code::UNAVAILABLE
+            }
+            StartupError::PermissionDenied { .. } => exit_code::NO_PERMISSION,
+            StartupError::Bind { .. } | StartupError::Runtime(_) => exit_code::OS_ERROR,
+            StartupError::LogDirectory { .. } => exit_code::CANT_CREATE,
+        }
+    }
+
+    /// Classifies a failed bind so that each common cause gets its own advice.
+    pub fn bind(protocol: Protocol, addr: SocketAddr, source: io::Error) -> StartupError {
+        match source.kind() {
+            io::ErrorKind::AddrInUse => StartupError::AddressInUse { protocol, addr },
+            io::ErrorKind::AddrNotAvailable => StartupError::AddressNotAvailable { protocol, addr },
+            io::ErrorKind::PermissionDenied => StartupError::PermissionDenied { protocol, addr },
+            _ => StartupError::Bind {
+                protocol,
+                addr,
+                source,
+            },
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! echo-service: an RFC 862 echo daemon and the client that checks it.
+//!
+//! The binaries are thin: `echo-server` parses its arguments and calls
+//! [`server::launch`]; `echo-client` calls [`client`]. Each module owns one
+//! concern, in the manner of tokio's mini-redis.
+
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod limits;
+pub mod listeners;
+pub mod logging;
+pub mod server;
+pub mod shutdown;
+pub mod signals;
+pub mod tcp;
+pub mod throttle;
+pub mod udp;

@@ -1,0 +1,119 @@
+//! The settings a SIGHUP can change while connections are open, and the
+//! count of open connections that `max_connections` is checked against.
+//!
+//! They are plain atomics, read on every accept and every idle wait, so a
+//! reload reaches connections that are already open without any locking on
+//! the echo path.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::config::ServerConfig;
+
+#[derive(Debug)]
+pub struct Limits {
+    max_connections: AtomicUsize,
+    /// Milliseconds; 0 means never.
+    idle_timeout_ms: AtomicU64,
+    udp_rate_limit: AtomicU32,
+    open_connections: AtomicUsize,
+}
+
+impl Limits {
+    pub fn new(config: &ServerConfig) -> Arc<Limits> {
+        let limits = Limits {
+            max_connections: AtomicUsize::new(0),
+            idle_timeout_ms: AtomicU64::new(0),
+            udp_rate_limit: AtomicU32::new(0),
+            open_connections: AtomicUsize::new(0),
+        };
+        limits.update(config);
+        Arc::new(limits)
+    }
+
+    /// Applies a reloaded configuration.
+    pub fn update(&self, config: &ServerConfig) {
+        self.max_connections
+            .store(config.max_connections, Ordering::Relaxed);
+        let idle_ms = u64::try_from(config.idle_timeout.0.as_millis()).unwrap_or(u64::MAX);
+        self.idle_timeout_ms.store(idle_ms, Ordering::Relaxed);
+        self.udp_rate_limit
+            .store(config.udp_rate_limit, Ordering::Relaxed);
+    }
+
+    pub fn max_connections(&self) -> usize {
+        self.max_connections.load(Ordering::Relaxed)
+    }
+
+    /// `None` when idle connections are never closed.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        match self.idle_timeout_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    /// Datagrams per second per source address; 0 means unlimited.
+    pub fn udp_rate_limit(&self) -> u32 {
+        self.udp_rate_limit.load(Ordering::Relaxed)
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.open_connections.load(Ordering::Relaxed)
+    }
+
+    /// Counts a new connection in, unless `max_connections` are already open.
+    pub fn try_admit(self: &Arc<Self>) -> Option<ConnectionPermit> {
+        let max = self.max_connections();
+        self.open_connections
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |open| {
+                (open < max).then_some(open + 1)
+            })
+            .ok()
+            .map(|_| ConnectionPermit {
+                limits: Arc::clone(self),
+            })
+    }
+}
+
+/// One open connection; counted out again when dropped.
+#[derive(Debug)]
+pub struct ConnectionPermit {
+    limits: Arc<Limits>,
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        self.limits.open_connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn admits_up_to_the_limit_and_again_after_a_close() {
+        let mut config = Config::default().server;
+        config.max_connections = 2;
+        let limits = Limits::new(&config);
+        let first = limits.try_admit().unwrap();
+        let _second = limits.try_admit().unwrap();
+        assert!(limits.try_admit().is_none());
+        drop(first);
+        assert!(limits.try_admit().is_some());
+    }
+
+    #[test]
+    fn a_reload_lowers_the_limit_without_touching_open_connections() {
+        let limits = Limits::new(&Config::default().server);
+        let _open: Vec<_> = (0..3).map(|_| limits.try_admit().unwrap()).collect();
+        let mut config = Config::default().server;
+        config.max_connections = 1;
+        limits.update(&config);
+        assert_eq!(limits.open_connections(), 3);
+        assert!(limits.try_admit().is_none());
+    }
+}

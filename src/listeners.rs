@@ -1,0 +1,123 @@
+//! Turning the configured addresses into bound sockets.
+//!
+//! Binding is where most start-up failures happen (a port in use, a port
+//! below 1024 without the capability, a name that does not resolve), so this
+//! module is also where those failures get their specific errors. Sockets are
+//! made with `socket2` because an IPv6 wildcard must be IPv6-only for
+//! `listen = ["0.0.0.0:7", "[::]:7"]` to work on Linux, which tokio's own
+//! constructors cannot express.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use socket2::{Domain, Socket, Type};
+use tokio::net::{TcpListener, UdpSocket};
+
+use crate::config::{ListenAddr, ServerConfig};
+use crate::error::{Protocol, StartupError};
+
+/// How many connections the kernel may queue before `accept`.
+const BACKLOG: i32 = 1024;
+
+/// Every socket the daemon serves.
+#[derive(Debug)]
+pub struct Listeners {
+    pub tcp: Vec<TcpListener>,
+    pub udp: Vec<UdpSocket>,
+}
+
+impl Listeners {
+    /// Resolves and binds every configured address: TCP always, UDP too when
+    /// enabled, on the same port as TCP (which matters when the port is 0).
+    pub async fn bind(config: &ServerConfig) -> Result<Listeners, StartupError> {
+        let mut listeners = Listeners {
+            tcp: Vec::new(),
+            udp: Vec::new(),
+        };
+        for addr in resolve_all(&config.listen_addrs()).await? {
+            let tcp = bind_tcp(addr)?;
+            let bound = tcp
+                .local_addr()
+                .map_err(|e| StartupError::bind(Protocol::Tcp, addr, e))?;
+            listeners.tcp.push(tcp);
+            if config.udp {
+                listeners.udp.push(bind_udp(bound)?);
+            }
+        }
+        Ok(listeners)
+    }
+
+    /// The bound addresses, as the start-up line reports them.
+    pub fn describe(&self) -> BoundAddresses {
+        let tcp = self.tcp.iter().filter_map(|l| l.local_addr().ok());
+        let udp = self.udp.iter().filter_map(|s| s.local_addr().ok());
+        BoundAddresses(
+            tcp.map(|a| (Protocol::Tcp, a))
+                .chain(udp.map(|a| (Protocol::Udp, a)))
+                .collect(),
+        )
+    }
+}
+
+/// A list like `tcp://127.0.0.1:7 udp://127.0.0.1:7`.
+pub struct BoundAddresses(Vec<(Protocol, SocketAddr)>);
+
+impl fmt::Display for BoundAddresses {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (protocol, addr)) in self.0.iter().enumerate() {
+            let scheme = match protocol {
+                Protocol::Tcp => "tcp",
+                Protocol::Udp => "udp",
+            };
+            write!(f, "{}{scheme}://{addr}", if i == 0 { "" } else { " " })?;
+        }
+        Ok(())
+    }
+}
+
+/// Resolves every entry; a name may yield several addresses (`localhost`
+/// gives 127.0.0.1 and ::1), and each is served once.
+async fn resolve_all(entries: &[ListenAddr]) -> Result<Vec<SocketAddr>, StartupError> {
+    let mut addrs = Vec::new();
+    for entry in entries {
+        let resolved = tokio::net::lookup_host((entry.host.as_str(), entry.port))
+            .await
+            .map_err(|source| StartupError::Resolve {
+                host: entry.host.to_string(),
+                source,
+            })?;
+        for addr in resolved {
+            if !addrs.contains(&addr) {
+                addrs.push(addr);
+            }
+        }
+    }
+    Ok(addrs)
+}
+
+fn new_socket(addr: SocketAddr, kind: Type, protocol: Protocol) -> Result<Socket, StartupError> {
+    let fail = |e| StartupError::bind(protocol, addr, e);
+    let socket = Socket::new(Domain::for_address(addr), kind, None).map_err(fail)?;
+    // On Windows SO_REUSEADDR would let another process steal the port.
+    #[cfg(unix)]
+    socket.set_reuse_address(true).map_err(fail)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true).map_err(fail)?;
+    }
+    socket.set_nonblocking(true).map_err(fail)?;
+    socket.bind(&addr.into()).map_err(fail)?;
+    Ok(socket)
+}
+
+fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, StartupError> {
+    let socket = new_socket(addr, Type::STREAM, Protocol::Tcp)?;
+    socket
+        .listen(BACKLOG)
+        .map_err(|e| StartupError::bind(Protocol::Tcp, addr, e))?;
+    TcpListener::from_std(socket.into()).map_err(|e| StartupError::bind(Protocol::Tcp, addr, e))
+}
+
+fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, StartupError> {
+    let socket = new_socket(addr, Type::DGRAM, Protocol::Udp)?;
+    UdpSocket::from_std(socket.into()).map_err(|e| StartupError::bind(Protocol::Udp, addr, e))
+}

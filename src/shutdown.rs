@@ -1,0 +1,87 @@
+//! Telling every task that the daemon is stopping, and knowing when they are
+//! all gone.
+//!
+//! The pattern is mini-redis's: a broadcast channel carries the stop signal to
+//! every listener task, and every task holds a clone of an mpsc sender that it
+//! drops when it ends; the receiver sees the channel close once the last task
+//! is gone. Nothing needs a registry of tasks, and a task cannot be forgotten.
+
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc};
+
+/// Listens for the stop signal. Each task gets its own.
+#[derive(Debug)]
+pub struct Shutdown {
+    stopping: bool,
+    notify: broadcast::Receiver<()>,
+}
+
+impl Shutdown {
+    pub fn new(notify: broadcast::Receiver<()>) -> Shutdown {
+        Shutdown {
+            stopping: false,
+            notify,
+        }
+    }
+
+    /// Waits for the stop signal; returns at once if it was already seen.
+    pub async fn recv(&mut self) {
+        if self.stopping {
+            return;
+        }
+        // Closed or lagged both mean the sender is stopping us.
+        let _ = self.notify.recv().await;
+        self.stopping = true;
+    }
+}
+
+/// The coordinator's side: sends the stop signal and waits for tasks to end.
+pub struct ShutdownController {
+    notify: broadcast::Sender<()>,
+    done_tx: mpsc::Sender<()>,
+    done_rx: mpsc::Receiver<()>,
+}
+
+/// Held by a task for as long as it runs.
+#[derive(Clone)]
+pub struct TaskGuard {
+    _done: mpsc::Sender<()>,
+}
+
+impl Default for ShutdownController {
+    fn default() -> Self {
+        let (notify, _) = broadcast::channel(1);
+        let (done_tx, done_rx) = mpsc::channel(1);
+        ShutdownController {
+            notify,
+            done_tx,
+            done_rx,
+        }
+    }
+}
+
+impl ShutdownController {
+    pub fn subscribe(&self) -> Shutdown {
+        Shutdown::new(self.notify.subscribe())
+    }
+
+    pub fn guard(&self) -> TaskGuard {
+        TaskGuard {
+            _done: self.done_tx.clone(),
+        }
+    }
+
+    /// Sends the stop signal, then waits up to `grace` for every guarded task
+    /// to end. Returns false if some were still running when time ran out.
+    pub async fn stop(self, grace: Duration) -> bool {
+        let ShutdownController {
+            notify,
+            done_tx,
+            mut done_rx,
+        } = self;
+        let _ = notify.send(());
+        drop(done_tx);
+        tokio::time::timeout(grace, done_rx.recv()).await.is_ok()
+    }
+}

@@ -1,0 +1,55 @@
+//! Keeping a repeated warning from flooding the log.
+//!
+//! A full connection table or an exhausted descriptor table produces the
+//! same event thousands of times a second. The first one is logged at once;
+//! after that, at most one line per interval, saying how many were folded in.
+
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+pub struct Throttle {
+    interval: Duration,
+    last_logged: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    pub fn new(interval: Duration) -> Throttle {
+        Throttle {
+            interval,
+            last_logged: None,
+            suppressed: 0,
+        }
+    }
+
+    /// Records one event. Returns `Some(n)` when it should be logged now,
+    /// where `n` is how many earlier events went unlogged since the last line.
+    pub fn event(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        match self.last_logged {
+            Some(last) if now.duration_since(last) < self.interval => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last_logged = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_the_first_event_then_folds_the_rest() {
+        let mut throttle = Throttle::new(Duration::from_secs(3600));
+        assert_eq!(throttle.event(), Some(0));
+        assert_eq!(throttle.event(), None);
+        assert_eq!(throttle.event(), None);
+        throttle.last_logged = Some(Instant::now() - Duration::from_secs(3601));
+        assert_eq!(throttle.event(), Some(2));
+    }
+}
