@@ -32,6 +32,13 @@ impl Logging {
     pub fn init(config: &LogConfig) -> Result<Logging, StartupError> {
         let (writer, flush_on_drop) = match &config.directory {
             Some(directory) => {
+                let cannot_open = |message: String| StartupError::LogDirectory {
+                    directory: directory.clone(),
+                    message,
+                };
+                // Created here rather than by the appender, which would first
+                // complain on stderr that it cannot list a missing directory.
+                std::fs::create_dir_all(directory).map_err(|e| cannot_open(e.to_string()))?;
                 let appender = rolling::Builder::new()
                     .rotation(match config.rotation {
                         Rotation::Daily => rolling::Rotation::DAILY,

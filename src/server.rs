@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use crate::config::{
@@ -95,8 +96,9 @@ async fn run(
     let limits = Limits::new(&config.server);
     let controller = ShutdownController::default();
     let addresses = listeners.describe();
+    let mut serving = JoinSet::new();
     for listener in listeners.tcp {
-        tokio::spawn(tcp::serve(
+        serving.spawn(tcp::serve(
             listener,
             Arc::clone(&limits),
             controller.subscribe(),
@@ -104,7 +106,7 @@ async fn run(
         ));
     }
     for socket in listeners.udp {
-        tokio::spawn(udp::serve(
+        serving.spawn(udp::serve(
             socket,
             Arc::clone(&limits),
             controller.subscribe(),
@@ -117,13 +119,17 @@ async fn run(
         match signals.recv().await {
             Request::Reload => reload(&mut config, &source, &overrides, &limits, logging),
             Request::Stop(signal) => {
-                info!(signal, open_connections = limits.open_connections(), shutdown_grace = %config.server.shutdown_grace,
-                    "stopping: no longer accepting connections");
+                info!(signal, "stopping");
                 break;
             }
         }
     }
-    if controller.stop(config.server.shutdown_grace.0).await {
+    controller.notify();
+    // Once every listener task has returned, its socket is closed.
+    while serving.join_next().await.is_some() {}
+    info!(open_connections = limits.open_connections(), shutdown_grace = %config.server.shutdown_grace,
+        "stopping: no longer accepting connections");
+    if controller.wait(config.server.shutdown_grace.0).await {
         info!("all connections finished; exiting");
     } else {
         warn!(

@@ -72,15 +72,19 @@ impl ShutdownController {
         }
     }
 
-    /// Sends the stop signal, then waits up to `grace` for every guarded task
-    /// to end. Returns false if some were still running when time ran out.
-    pub async fn stop(self, grace: Duration) -> bool {
+    /// Sends the stop signal to every subscriber.
+    pub fn notify(&self) {
+        let _ = self.notify.send(());
+    }
+
+    /// Waits up to `grace` for every guarded task to end. Returns false if
+    /// some were still running when time ran out.
+    pub async fn wait(self, grace: Duration) -> bool {
         let ShutdownController {
-            notify,
             done_tx,
             mut done_rx,
+            ..
         } = self;
-        let _ = notify.send(());
         drop(done_tx);
         tokio::time::timeout(grace, done_rx.recv()).await.is_ok()
     }

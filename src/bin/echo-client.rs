@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 /// Talks to an RFC 862 echo server.
 #[derive(Debug, Parser)]
-#[command(name = "echo-client", version, max_term_width = 100)]
+#[command(name = "echo-client", version, term_width = 100)]
 struct Args {
     #[command(subcommand)]
     command: Command,

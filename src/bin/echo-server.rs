@@ -14,7 +14,7 @@ use echo_service::server::{Launch, launch};
 /// /etc/echo-server/config.toml if it exists, else the built-in default
 /// (127.0.0.1:65432, TCP only). SIGHUP reloads it; SIGTERM stops gracefully.
 #[derive(Debug, Parser)]
-#[command(name = "echo-server", version, max_term_width = 100)]
+#[command(name = "echo-server", version, term_width = 100)]
 struct Args {
     /// Read the configuration from this TOML file.
     #[arg(short, long, value_name = "PATH")]

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Runs every check the project has: formatting, lints, shellcheck and all
+# tests. Installs what they need first (Debian packages, Rust components), so
+# it works on a fresh machine. This is the command CI runs (.ci/run).
+set -euo pipefail
+
+usage() {
+    cat <<'USAGE'
+Usage: ./scripts/test.sh [--help]
+
+Installs missing test prerequisites (shellcheck, python3, util-linux,
+iproute2, rustfmt, clippy), then runs, in order:
+  cargo fmt --check
+  cargo clippy --all-targets -- -D warnings
+  shellcheck on every shell script in the repository
+  cargo test (unit and integration tests on real loopback sockets)
+Run it as root (or with passwordless sudo): some tests use network and user
+namespaces and bind privileged ports.
+USAGE
+}
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+log() {
+    printf '\n==> %s\n' "$*" >&2
+}
+
+as_root() {
+    if [[ $EUID -eq 0 ]]; then
+        "$@"
+    else
+        sudo -n "$@"
+    fi
+}
+
+# Debian packages the tests run, by the command that shows each is present.
+install_packages() {
+    local -A package_of=(
+        [shellcheck]=shellcheck
+        [python3]=python3
+        [prlimit]=util-linux
+        [setpriv]=util-linux
+        [unshare]=util-linux
+        [ip]=iproute2
+    )
+    local command missing=()
+    for command in "${!package_of[@]}"; do
+        command -v "$command" >/dev/null || missing+=("${package_of[$command]}")
+    done
+    if ((${#missing[@]} == 0)); then
+        return
+    fi
+    log "installing ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    # shellcheck disable=SC2046 # one word per package, deduplicated
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        $(printf '%s\n' "${missing[@]}" | sort -u)
+}
+
+install_rust_components() {
+    local component
+    for component in rustfmt clippy; do
+        if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+            log "installing the Rust component $component"
+            rustup component add "$component"
+        fi
+    done
+}
+
+# Every tracked or new file that starts with a bash or sh shebang.
+shell_scripts() {
+    local file
+    while IFS= read -r file; do
+        [[ -f $file ]] || continue
+        if head -n 1 "$file" | grep -Eq '^#!.*\b(ba)?sh\b'; then
+            printf '%s\n' "$file"
+        fi
+    done < <(git ls-files --cached --others --exclude-standard)
+}
+
+run_checks() {
+    log "cargo fmt --check"
+    cargo fmt --all -- --check
+
+    log "cargo clippy"
+    cargo clippy --locked --all-targets -- -D warnings
+
+    log "shellcheck"
+    local scripts
+    mapfile -t scripts < <(shell_scripts)
+    shellcheck --severity=style "${scripts[@]}"
+    printf '%s scripts clean\n' "${#scripts[@]}" >&2
+
+    log "cargo test"
+    cargo test --locked --all-targets
+}
+
+main() {
+    case "${1:-}" in
+        -h | --help)
+            usage
+            return
+            ;;
+        "") ;;
+        *)
+            usage >&2
+            return 64
+            ;;
+    esac
+    install_packages
+    install_rust_components
+    run_checks
+    log "all checks passed"
+}
+
+main "$@"

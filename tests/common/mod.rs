@@ -1,0 +1,319 @@
+//! A real `echo-server` process on loopback, for the integration tests.
+//!
+//! Each test starts the built binary with a config file of its own on port 0,
+//! reads the bound addresses from the start-up line on standard error, and
+//! talks to it over real sockets. Nothing is mocked.
+
+#![allow(dead_code)] // each test file uses a different part of this harness
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+pub use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+/// How long a test waits for something that should happen promptly. Only a
+/// bound against hanging forever: no test asserts on how fast things are.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub const SERVER: &str = env!("CARGO_BIN_EXE_echo-server");
+
+/// Standard error of a child, collected line by line as it arrives.
+#[derive(Clone, Default)]
+pub struct LogLines(Arc<(Mutex<Vec<String>>, Condvar)>);
+
+impl LogLines {
+    fn collect(self, stream: impl Read + Send + 'static) {
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                let (lines, arrived) = &*self.0;
+                lines.lock().unwrap().push(line);
+                arrived.notify_all();
+            }
+        });
+    }
+
+    pub fn all(&self) -> Vec<String> {
+        self.0.0.lock().unwrap().clone()
+    }
+
+    /// Waits until a line containing `needle` appears after the first `skip`
+    /// lines, and returns it.
+    pub fn wait_for_after(&self, skip: usize, needle: &str) -> String {
+        let (lines, arrived) = &*self.0;
+        let deadline = Instant::now() + PATIENCE;
+        let mut guard = lines.lock().unwrap();
+        loop {
+            if let Some(line) = guard.iter().skip(skip).find(|l| l.contains(needle)) {
+                return line.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no log line containing {needle:?}; got:\n{}",
+                guard.join("\n")
+            );
+            guard = arrived.wait_timeout(guard, left).unwrap().0;
+        }
+    }
+
+    pub fn wait_for(&self, needle: &str) -> String {
+        self.wait_for_after(0, needle)
+    }
+
+    pub fn count(&self, needle: &str) -> usize {
+        self.all().iter().filter(|l| l.contains(needle)).count()
+    }
+}
+
+/// A config file in a temporary directory that lives as long as the server.
+pub struct TestDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestDir {
+    pub fn new() -> TestDir {
+        TestDir {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// How to start a server: its config file, and anything around it.
+pub struct Launcher {
+    /// `None` runs without any config file: the built-in default.
+    config: Option<String>,
+    wrapper: Vec<String>,
+    args: Vec<String>,
+    config_from_env: bool,
+}
+
+impl Launcher {
+    pub fn new(config: &str) -> Launcher {
+        Launcher {
+            config: Some(config.to_string()),
+            wrapper: Vec::new(),
+            args: Vec::new(),
+            config_from_env: false,
+        }
+    }
+
+    /// No config file at all, as a newcomer's `cargo run` has.
+    pub fn built_in() -> Launcher {
+        Launcher {
+            config: None,
+            ..Launcher::new("")
+        }
+    }
+
+    /// Runs the server under another program, such as `prlimit ... --`.
+    pub fn wrapped_in(mut self, wrapper: &[&str]) -> Launcher {
+        self.wrapper = wrapper.iter().map(ToString::to_string).collect();
+        self
+    }
+
+    pub fn arg(mut self, arg: &str) -> Launcher {
+        self.args.push(arg.to_string());
+        self
+    }
+
+    /// Names the config file in $ECHO_SERVER_CONFIG instead of --config.
+    pub fn config_from_env(mut self) -> Launcher {
+        self.config_from_env = true;
+        self
+    }
+
+    pub fn start(self) -> Server {
+        let dir = TestDir::new();
+        let config_path = dir.path().join("config.toml");
+        let mut command = match self.wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut command = Command::new(program);
+                command.args(wrapper_args).arg(SERVER);
+                command
+            }
+            None => Command::new(SERVER),
+        };
+        command
+            .env_remove("ECHO_SERVER_CONFIG")
+            .env_remove("JOURNAL_STREAM");
+        if let Some(config) = &self.config {
+            std::fs::write(&config_path, config).unwrap();
+            if self.config_from_env {
+                command.env("ECHO_SERVER_CONFIG", &config_path);
+            } else {
+                command.arg("--config").arg(&config_path);
+            }
+        }
+        let mut child = command
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start echo-server");
+        let log = LogLines::default();
+        log.clone().collect(child.stderr.take().unwrap());
+        let started = log.wait_for("echo-server started");
+        let mut server = Server {
+            child,
+            log,
+            tcp: Vec::new(),
+            udp: Vec::new(),
+            config_path,
+            _dir: dir,
+        };
+        for word in started.split(|c: char| c.is_whitespace() || c == '"' || c == '=') {
+            if let Some(addr) = word.strip_prefix("tcp://") {
+                server.tcp.push(addr.parse().unwrap());
+            } else if let Some(addr) = word.strip_prefix("udp://") {
+                server.udp.push(addr.parse().unwrap());
+            }
+        }
+        assert!(!server.tcp.is_empty(), "no TCP address in {started:?}");
+        server
+    }
+}
+
+pub struct Server {
+    pub child: Child,
+    pub log: LogLines,
+    pub tcp: Vec<SocketAddr>,
+    pub udp: Vec<SocketAddr>,
+    pub config_path: PathBuf,
+    _dir: TestDir,
+}
+
+impl Server {
+    /// Starts a server whose config file is `[server] port = 0` plus `extra`.
+    pub fn start(extra: &str) -> Server {
+        Launcher::new(&format!("[server]\nport = 0\n{extra}")).start()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.tcp[0]
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.addr()).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.set_write_timeout(Some(PATIENCE)).unwrap();
+        stream
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        send_signal(&self.child, signal);
+    }
+
+    /// Waits for the process to exit on its own.
+    pub fn wait(&mut self) -> ExitStatus {
+        wait_with_patience(&mut self.child)
+    }
+
+    /// Resident memory of the server process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// Rewrites the config file (for a later SIGHUP).
+    pub fn rewrite_config(&self, text: &str) {
+        std::fs::write(&self.config_path, text).unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn send_signal(child: &Child, signal: Signal) {
+    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, signal).unwrap();
+}
+
+pub fn wait_with_patience(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process {} did not exit",
+            child.id()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends `payload`, half-closes, and reads the echo to the end, writing and
+/// reading at the same time so that large payloads cannot deadlock.
+pub fn round_trip(addr: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let payload = payload.to_vec();
+    let sender = std::thread::spawn(move || {
+        writer.write_all(&payload).unwrap();
+        writer.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let mut echo = Vec::new();
+    (&stream).read_to_end(&mut echo).unwrap();
+    sender.join().unwrap();
+    echo
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+/// Runs the server binary to completion with `args` and returns
+/// (exit code, stdout, stderr).
+pub fn run_server(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = Command::new(SERVER);
+    command
+        .args(args)
+        .env_remove("ECHO_SERVER_CONFIG")
+        .stdin(Stdio::null());
+    for (key, value) in envs {
+        command.env(key, value);
+    }
+    let output = command.output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

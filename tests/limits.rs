@@ -1,0 +1,138 @@
+//! Limits that protect the daemon: the connection cap, the idle timeout and
+//! running out of file descriptors.
+
+#![cfg(unix)]
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{Launcher, PATIENCE, Server, round_trip};
+
+/// True once the server has closed (or reset) this connection.
+fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 16];
+    match stream.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => false,
+        Err(_) => true,
+    }
+}
+
+fn echo_once(stream: &mut TcpStream, message: &[u8]) {
+    stream.write_all(message).unwrap();
+    let mut echo = vec![0; message.len()];
+    stream.read_exact(&mut echo).unwrap();
+    assert_eq!(echo, message);
+}
+
+#[test]
+fn connections_beyond_max_connections_are_closed_and_the_rest_keep_working() {
+    let server = Server::start("max_connections = 2\n");
+    let mut first = server.connect();
+    let mut second = server.connect();
+    echo_once(&mut first, b"one");
+    echo_once(&mut second, b"two");
+
+    for _ in 0..20 {
+        let mut refused = server.connect();
+        assert!(
+            closed_by_server(&mut refused),
+            "a connection beyond the limit was kept open"
+        );
+    }
+    echo_once(&mut first, b"still one");
+    echo_once(&mut second, b"still two");
+    server.log.wait_for("connection limit reached");
+    assert!(
+        server.log.count("connection limit reached") < 5,
+        "the refusals flooded the log"
+    );
+
+    // A closed connection frees its place.
+    drop(first);
+    let mut third = (0..100)
+        .find_map(|_| {
+            let mut candidate = server.connect();
+            candidate
+                .set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            candidate.write_all(b"three").ok()?;
+            let mut echo = [0u8; 5];
+            candidate.read_exact(&mut echo).ok()?;
+            Some(candidate)
+        })
+        .expect("a new connection is served once one has closed");
+    third.set_read_timeout(Some(PATIENCE)).unwrap();
+    echo_once(&mut third, b"three again");
+}
+
+#[test]
+fn idle_connections_are_closed_after_idle_timeout() {
+    let server = Server::start("idle_timeout = \"300ms\"\n");
+    let mut idle = server.connect();
+    let mut busy = server.connect();
+    echo_once(&mut idle, b"hello");
+    // The busy one keeps talking for longer than the timeout and survives.
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(100));
+        echo_once(&mut busy, b"ping");
+    }
+    assert!(
+        closed_by_server(&mut idle),
+        "the idle connection was not closed"
+    );
+    echo_once(&mut busy, b"still open");
+}
+
+#[test]
+fn zero_idle_timeout_keeps_connections_open() {
+    let server = Server::start("idle_timeout = \"0\"\n");
+    let mut stream = server.connect();
+    std::thread::sleep(Duration::from_millis(500));
+    echo_once(&mut stream, b"after a pause");
+}
+
+#[test]
+fn running_out_of_file_descriptors_neither_stops_nor_spins_the_server() {
+    // 32 descriptors: the runtime takes a handful, the rest go to connections.
+    let server = Launcher::new("[server]\nport = 0\n")
+        .wrapped_in(&["prlimit", "--nofile=32:32", "--"])
+        .start();
+    let mut held: Vec<TcpStream> = Vec::new();
+    // The kernel completes handshakes into the backlog even when the server
+    // cannot accept them, so these all "connect".
+    for _ in 0..60 {
+        held.push(server.connect());
+    }
+    server.log.wait_for("cannot accept connections");
+    let cpu_before = cpu_ticks(server.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    let cpu_spent = cpu_ticks(server.pid()) - cpu_before;
+    // A spinning accept loop would burn the whole second (100 ticks).
+    assert!(
+        cpu_spent < 50,
+        "the server used {cpu_spent} ticks of CPU in one second while out of descriptors"
+    );
+
+    // Once descriptors are free again, the server serves again.
+    held.clear();
+    assert_eq!(round_trip(server.addr(), b"recovered"), b"recovered");
+    server.log.wait_for("accepting connections again");
+    assert!(
+        server.log.count("cannot accept connections") < 5,
+        "accept errors flooded the log"
+    );
+}
+
+/// User plus system CPU time of a process, in clock ticks (1/100 s).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields 14 and 15 of /proc/PID/stat, counted from the state (field 3).
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}

@@ -1,0 +1,188 @@
+//! The TCP echo over real loopback sockets: payloads of every kind, many
+//! clients at once, half-close, a peer that never reads, and a client written
+//! the way the classic Python tutorial writes it.
+
+#![cfg(unix)]
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{PATIENCE, Server, random_bytes, round_trip};
+
+#[test]
+fn empty_payload_gets_an_empty_echo_and_a_clean_close() {
+    let server = Server::start("");
+    assert_eq!(round_trip(server.addr(), b""), b"");
+}
+
+#[test]
+fn one_byte_comes_back() {
+    let server = Server::start("");
+    assert_eq!(round_trip(server.addr(), b"x"), b"x");
+}
+
+#[test]
+fn one_mebibyte_of_random_bytes_comes_back_in_order() {
+    let server = Server::start("");
+    let payload = random_bytes(1 << 20, 42);
+    let echo = round_trip(server.addr(), &payload);
+    assert_eq!(echo.len(), payload.len());
+    assert!(echo == payload, "the echo differs from what was sent");
+}
+
+#[test]
+fn every_byte_value_survives() {
+    let server = Server::start("");
+    let payload: Vec<u8> = (0..=255u8).cycle().take(256 * 64).collect();
+    assert_eq!(round_trip(server.addr(), &payload), payload);
+}
+
+#[test]
+fn two_hundred_concurrent_clients_each_get_their_own_bytes() {
+    let server = Server::start("");
+    let addr = server.addr();
+    let clients: Vec<_> = (0..200u64)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut stream = TcpStream::connect(addr).unwrap();
+                stream.set_read_timeout(Some(PATIENCE)).unwrap();
+                for round in 0..5 {
+                    let message = random_bytes(100 + (i as usize * 37) % 4000, i * 1000 + round);
+                    stream.write_all(&message).unwrap();
+                    let mut echo = vec![0; message.len()];
+                    stream.read_exact(&mut echo).unwrap();
+                    assert_eq!(echo, message, "client {i}, round {round}");
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+}
+
+#[test]
+fn after_a_half_close_everything_still_comes_back_then_the_server_closes() {
+    let server = Server::start("");
+    let mut stream = server.connect();
+    let payload = random_bytes(300_000, 7);
+    // Write all of it before reading anything: it sits in the socket buffers
+    // and in the server's flow control until we read.
+    let mut writer = stream.try_clone().unwrap();
+    let sent = payload.clone();
+    let sender = std::thread::spawn(move || {
+        writer.write_all(&sent).unwrap();
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let mut echo = Vec::new();
+    stream.read_to_end(&mut echo).unwrap();
+    sender.join().unwrap();
+    assert!(
+        echo == payload,
+        "got {} of {} bytes back, or different ones",
+        echo.len(),
+        payload.len()
+    );
+}
+
+#[test]
+fn a_peer_that_never_reads_cannot_grow_the_server() {
+    let server = Server::start("");
+    // Warm up the runtime's threads and buffers first.
+    assert_eq!(
+        round_trip(server.addr(), &random_bytes(100_000, 1)),
+        random_bytes(100_000, 1)
+    );
+    let before = server.rss_kib();
+
+    let hogs: Vec<TcpStream> = (0..4).map(|_| server.connect()).collect();
+    let chunk = vec![0xA5u8; 64 * 1024];
+    let mut pushed = 0usize;
+    for hog in &hogs {
+        hog.set_nonblocking(true).unwrap();
+        // Keep writing until the kernel's buffers on both sides and the
+        // server's own are full and nothing more is accepted for a while.
+        let mut stalled_since: Option<Instant> = None;
+        loop {
+            match (&*hog).write(&chunk) {
+                Ok(n) => {
+                    pushed += n;
+                    stalled_since = None;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    let since = *stalled_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_millis(500) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("write failed: {e}"),
+            }
+        }
+    }
+    let after = server.rss_kib();
+    // The kernel holds the data; the server holds at most one 16 KiB buffer
+    // per connection.
+    assert!(pushed > 1 << 20, "only {pushed} bytes were accepted");
+    assert!(
+        after.saturating_sub(before) < 2048,
+        "server RSS grew from {before} KiB to {after} KiB while {pushed} bytes were pushed at non-reading peers"
+    );
+    // And the server still serves everyone else.
+    assert_eq!(round_trip(server.addr(), b"still here"), b"still here");
+}
+
+#[test]
+fn ipv4_and_ipv6_wildcards_share_a_port() {
+    // Pick a free port on both families, then ask for it twice.
+    let probe = std::net::TcpListener::bind("[::1]:0").unwrap();
+    let port = probe.local_addr().unwrap().port();
+    drop(probe);
+    let server = common::Launcher::new(&format!(
+        "[server]\nlisten = [\"127.0.0.1:{port}\", \"[::1]:{port}\"]\n"
+    ))
+    .start();
+    assert_eq!(server.tcp.len(), 2);
+    for addr in &server.tcp {
+        assert_eq!(round_trip(*addr, b"both families"), b"both families");
+    }
+}
+
+#[test]
+fn the_classic_python_tutorial_client_gets_its_bytes_back_from_the_built_in_default() {
+    assert!(
+        !std::path::Path::new("/etc/echo-server/config.toml").exists(),
+        "this test runs the server without a config file; move /etc/echo-server/config.toml away"
+    );
+    let server = common::Launcher::built_in().start();
+    assert_eq!(server.addr().to_string(), "127.0.0.1:65432");
+    let client = r#"
+import socket
+HOST = "127.0.0.1"
+PORT = 65432
+with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    s.connect((HOST, PORT))
+    s.sendall(b"Hello, world")
+    data = s.recv(1024)
+print(f"Received {data!r}")
+"#;
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg(client)
+        .output()
+        .expect("python3 is installed by scripts/test.sh");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "Received b'Hello, world'\n"
+    );
+}

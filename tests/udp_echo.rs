@@ -1,0 +1,101 @@
+//! The UDP echo and its guards against being used as a reflector.
+
+#![cfg(unix)]
+
+mod common;
+
+use std::io::ErrorKind;
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use common::{PATIENCE, Server};
+
+fn client() -> UdpSocket {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(PATIENCE)).unwrap();
+    socket
+}
+
+#[test]
+fn each_datagram_is_answered_with_the_same_bytes() {
+    let server = Server::start("udp = true\n");
+    assert_eq!(server.udp, server.tcp, "UDP is served on the TCP addresses");
+    let socket = client();
+    socket.connect(server.udp[0]).unwrap();
+    let mut buf = vec![0u8; 70_000];
+    for payload in [
+        &b""[..],
+        b"x",
+        &common::random_bytes(1400, 3),
+        &common::random_bytes(60_000, 4),
+    ] {
+        socket.send(payload).unwrap();
+        let len = socket.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..len], payload);
+    }
+}
+
+#[test]
+fn udp_is_off_unless_enabled() {
+    let server = Server::start("");
+    assert!(server.udp.is_empty());
+    let socket = client();
+    socket.connect(server.addr()).unwrap();
+    socket.send(b"anyone?").unwrap();
+    let mut buf = [0u8; 16];
+    let err = socket.recv(&mut buf).unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::ConnectionRefused,
+        "expected ICMP port unreachable, got {err}"
+    );
+}
+
+#[test]
+fn datagrams_from_answering_service_ports_are_dropped() {
+    let server = Server::start("udp = true\n");
+    // Any of echo, daytime, qotd, chargen or time that is free on this host.
+    let socket = [7u16, 13, 17, 19, 37]
+        .iter()
+        .find_map(|port| UdpSocket::bind(("127.0.0.1", *port)).ok())
+        .expect("one of the UDP ports 7, 13, 17, 19, 37 is free (the tests run as root)");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    socket.send_to(b"loop me", server.udp[0]).unwrap();
+    server.log.wait_for("answering service");
+    let mut buf = [0u8; 16];
+    assert!(
+        socket.recv_from(&mut buf).is_err(),
+        "a datagram from a reflecting port was answered"
+    );
+    // Ordinary sources are still answered.
+    let ordinary = client();
+    ordinary.send_to(b"hello", server.udp[0]).unwrap();
+    let (len, _) = ordinary.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..len], b"hello");
+}
+
+#[test]
+fn a_source_over_its_rate_limit_is_dropped() {
+    let server = Server::start("udp = true\nudp_rate_limit = 5\n");
+    let socket = client();
+    socket.connect(server.udp[0]).unwrap();
+    for i in 0..50u8 {
+        socket.send(&[i]).unwrap();
+    }
+    server.log.wait_for("over its rate limit");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut answered = 0;
+    let mut buf = [0u8; 16];
+    while socket.recv(&mut buf).is_ok() {
+        answered += 1;
+    }
+    // A burst of one second's worth (5), plus what refilled while sending.
+    assert!(
+        (5..=10).contains(&answered),
+        "{answered} of 50 datagrams were answered at 5/s"
+    );
+}
