@@ -6,9 +6,14 @@ set -euo pipefail
 usage() {
     cat <<'USAGE'
 Usage: ./scripts/bench.sh idle [--connections N] [--json]
+       ./scripts/bench.sh client [--duration SECONDS] [--size BYTES]
 
-  idle   Open N connections (default 10000), echo one byte on each, leave
-         them idle, and report the server's memory per idle connection.
+  idle    Open N connections (default 10000), echo one byte on each, leave
+          them idle, and report the server's memory per idle connection.
+  client  Compare `echo-client bench` with a minimal C epoll ping-pong load
+          generator (benches/pingpong_client.c): the server pinned to CPU 0,
+          each load generator in turn pinned to CPU 1, at 1, 50 and 500
+          connections (default 5 seconds each, 64-byte messages).
 USAGE
 }
 
@@ -28,13 +33,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Starts the release server with the shipped config on a free port; sets
-# server_pid and server_addr.
+# Starts the release server with the shipped config on a free port, under
+# the command given as arguments (e.g. taskset -c 0); sets server_pid and
+# server_addr.
 start_server() {
-    cargo build --release --locked --quiet --bin echo-server
+    cargo build --release --locked --quiet --bins
     workdir=$(mktemp -d)
     ulimit -n "$(ulimit -Hn)"
-    ./target/release/echo-server --config config/echo-server.toml --port 0 2>"$workdir/server.log" &
+    "$@" ./target/release/echo-server --config config/echo-server.toml --port 0 2>"$workdir/server.log" &
     server_pid=$!
     local waited=0
     until grep -q 'echo-server started' "$workdir/server.log"; do
@@ -82,11 +88,55 @@ bench_idle() {
         --connections "$connections" "${json[@]}"
 }
 
+bench_client() {
+    local seconds=5 size=64
+    while (($#)); do
+        case "$1" in
+            --duration)
+                seconds=${2:?--duration needs seconds}
+                shift 2
+                ;;
+            --size)
+                size=${2:?--size needs bytes}
+                shift 2
+                ;;
+            *)
+                usage >&2
+                return 64
+                ;;
+        esac
+    done
+    if ((size < 1)) || [[ $seconds == 0 ]]; then
+        echo "bench.sh: --duration and --size must be positive" >&2
+        return 64
+    fi
+    start_server taskset -c 0
+    local generator="$workdir/pingpong_client"
+    gcc -O2 -Wall -Wextra -o "$generator" benches/pingpong_client.c
+    local host=${server_addr%:*} port=${server_addr##*:}
+    describe_machine
+    printf 'server pinned to CPU 0, load generator to CPU 1, %s-byte messages, %ss per run\n\n' "$size" "$seconds"
+    printf '%-12s %18s %18s %8s\n' connections "C epoll req/s" "echo-client req/s" ratio
+    local connections c_rate client_rate
+    for connections in 1 50 500; do
+        c_rate=$(taskset -c 1 "$generator" "$host" "$port" "$connections" "$seconds" "$size" |
+            sed -n 's/.*requests_per_s=\([0-9]*\).*/\1/p')
+        client_rate=$(taskset -c 1 ./target/release/echo-client bench "$server_addr" --json \
+            -c "$connections" -d "${seconds}s" -s "$size" | sed -n 's/.*"requests_per_s": \([0-9]*\).*/\1/p')
+        printf '%-12s %18s %18s %8s\n' "$connections" "$c_rate" "$client_rate" \
+            "$(awk -v a="$client_rate" -v b="$c_rate" 'BEGIN { printf "%.2f", a / b }')"
+    done
+}
+
 main() {
     case "${1:-}" in
         idle)
             shift
             bench_idle "$@"
+            ;;
+        client)
+            shift
+            bench_client "$@"
             ;;
         -h | --help)
             usage

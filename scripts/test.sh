@@ -9,7 +9,7 @@ usage() {
 Usage: ./scripts/test.sh [--help]
 
 Installs missing test prerequisites (shellcheck, python3, util-linux,
-iproute2, rustfmt, clippy), then runs, in order:
+iproute2, socat, rustfmt, clippy), then runs, in order:
   cargo fmt --check
   cargo clippy --all-targets -- -D warnings
   shellcheck on every shell script in the repository
@@ -42,6 +42,7 @@ install_packages() {
         [setpriv]=util-linux
         [unshare]=util-linux
         [ip]=iproute2
+        [socat]=socat
     )
     local command missing=()
     for command in "${!package_of[@]}"; do

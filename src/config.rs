@@ -10,7 +10,6 @@
 //! the built-in default, so the documentation and the behaviour cannot drift.
 
 use std::fmt;
-use std::net::Ipv6Addr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -18,6 +17,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use toml::Spanned;
+
+pub use crate::address::{Host, HostPort};
 
 /// The shipped configuration file, which doubles as the built-in default.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../config/echo-server.toml");
@@ -48,7 +49,7 @@ pub struct ServerConfig {
     pub port: Option<u16>,
     /// The general form: any number of `HOST:PORT` entries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub listen: Option<Spanned<Vec<ListenAddr>>>,
+    pub listen: Option<Spanned<Vec<HostPort>>>,
     #[serde(default)]
     pub udp: bool,
     #[serde(default = "defaults::udp_rate_limit")]
@@ -140,15 +141,15 @@ impl Default for Config {
 
 impl ServerConfig {
     /// Every address to serve, whichever form the file used.
-    pub fn listen_addrs(&self) -> Vec<ListenAddr> {
+    pub fn listen_addrs(&self) -> Vec<HostPort> {
         match &self.listen {
             Some(list) => list.get_ref().clone(),
-            None => vec![ListenAddr {
+            None => vec![HostPort {
                 host: self
                     .host
                     .as_ref()
                     .map(|h| h.get_ref().clone())
-                    .unwrap_or_else(|| Host(defaults::HOST.to_string())),
+                    .unwrap_or_else(|| defaults::HOST.parse().expect("the default host is valid")),
                 port: self.port.unwrap_or(defaults::PORT),
             }],
         }
@@ -229,9 +230,9 @@ impl Config {
     /// port, so `--port 7007` moves a multi-address server as a whole.
     pub fn apply(&mut self, overrides: &Overrides) {
         if overrides.host.is_some() || overrides.port.is_some() {
-            let mut addrs: Vec<ListenAddr> = Vec::new();
+            let mut addrs: Vec<HostPort> = Vec::new();
             for addr in self.server.listen_addrs() {
-                let addr = ListenAddr {
+                let addr = HostPort {
                     host: overrides.host.clone().unwrap_or(addr.host),
                     port: overrides.port.unwrap_or(addr.port),
                 };
@@ -432,96 +433,6 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// A host to listen on: an IP address (IPv6 with or without brackets) or a
-/// name resolved at start-up.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Host(String);
-
-impl Host {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for Host {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Host, String> {
-        let unbracketed = s
-            .strip_prefix('[')
-            .and_then(|s| s.strip_suffix(']'))
-            .unwrap_or(s);
-        if unbracketed.is_empty() {
-            return Err(
-                "the host is empty: give an address such as 127.0.0.1, ::1 or 0.0.0.0".to_string(),
-            );
-        }
-        if unbracketed.contains(':') && unbracketed.parse::<Ipv6Addr>().is_err() {
-            return Err(format!(
-                "`{s}` is not a host: give the address without a port (use `port`, or `listen = [\"HOST:PORT\"]`)"
-            ));
-        }
-        if unbracketed.chars().any(char::is_whitespace) {
-            return Err(format!("`{s}` is not a host: it contains white space"));
-        }
-        Ok(Host(unbracketed.to_string()))
-    }
-}
-
-impl fmt::Display for Host {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// One `HOST:PORT` (or `[IPV6]:PORT`) entry.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ListenAddr {
-    pub host: Host,
-    pub port: u16,
-}
-
-impl FromStr for ListenAddr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<ListenAddr, String> {
-        let bad = || {
-            format!(
-                "`{s}` is not a listen address: write \"HOST:PORT\", or \"[IPV6]:PORT\" for IPv6"
-            )
-        };
-        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-            let (host, port) = rest.split_once("]:").ok_or_else(bad)?;
-            (format!("[{host}]"), port)
-        } else {
-            let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
-            if host.contains(':') {
-                return Err(format!(
-                    "`{s}`: put an IPv6 address in brackets, as in \"[::1]:7\""
-                ));
-            }
-            (host.to_string(), port)
-        };
-        let port = port
-            .parse::<u16>()
-            .map_err(|_| format!("`{s}`: the port must be a number from 0 to 65535"))?;
-        Ok(ListenAddr {
-            host: host.parse()?,
-            port,
-        })
-    }
-}
-
-impl fmt::Display for ListenAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.0.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
-    }
-}
-
 /// Deserializes any `FromStr` type from a TOML string, keeping its message.
 macro_rules! serde_via_str {
     ($type:ty) => {
@@ -541,7 +452,7 @@ macro_rules! serde_via_str {
 }
 
 serde_via_str!(Host);
-serde_via_str!(ListenAddr);
+serde_via_str!(HostPort);
 serde_via_str!(HumanDuration);
 
 /// A duration written for people: "30s", "5m", "1h 30m", "250ms", or "0".

@@ -4,9 +4,11 @@
 //! [`server::launch`]; `echo-client` calls [`client`]. Each module owns one
 //! concern, in the manner of tokio's mini-redis.
 
+pub mod address;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod inventory;
 pub mod limits;
 pub mod listeners;
 pub mod logging;

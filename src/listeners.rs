@@ -13,7 +13,8 @@ use std::net::SocketAddr;
 use socket2::{Domain, Socket, Type};
 use tokio::net::{TcpListener, UdpSocket};
 
-use crate::config::{ListenAddr, ServerConfig};
+use crate::address::HostPort;
+use crate::config::ServerConfig;
 use crate::error::{Protocol, StartupError};
 
 /// How many connections the kernel may queue before `accept`.
@@ -77,7 +78,7 @@ impl fmt::Display for BoundAddresses {
 
 /// Resolves every entry; a name may yield several addresses (`localhost`
 /// gives 127.0.0.1 and ::1), and each is served once.
-async fn resolve_all(entries: &[ListenAddr]) -> Result<Vec<SocketAddr>, StartupError> {
+async fn resolve_all(entries: &[HostPort]) -> Result<Vec<SocketAddr>, StartupError> {
     let mut addrs = Vec::new();
     for entry in entries {
         let resolved = tokio::net::lookup_host((entry.host.as_str(), entry.port))

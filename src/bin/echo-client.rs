@@ -1,14 +1,27 @@
 //! `echo-client`: parses the command line and hands over to the library.
 
-use std::io::Write;
-use std::time::Duration;
+use std::io::Read;
+use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use echo_service::address::HostPort;
+use echo_service::client::bench::{self, BenchOptions};
+use echo_service::client::check::{self, CheckOptions};
+use echo_service::client::pipe::{self, PipeOptions};
+use echo_service::client::send::{self, MAX_UDP_PAYLOAD, SendOptions};
+use echo_service::client::{DEFAULT_PORT, exit_code};
+use echo_service::config::HumanDuration;
+use echo_service::inventory;
 
-/// Talks to an RFC 862 echo server.
+/// Talks to an RFC 862 echo server: send a message, check health for
+/// scripts, or measure throughput and latency.
+///
+/// A target is HOST:PORT, [IPV6]:PORT, or a bare host (port 65432).
+/// Exit codes: 0 healthy, 1 an echo came back wrong, 2 could not connect,
+/// 3 timed out, 64 usage error.
 #[derive(Debug, Parser)]
 #[command(name = "echo-client", version, term_width = 100)]
-struct Args {
+struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -16,43 +29,256 @@ struct Args {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Send a message and print the echo; exit 0 only if it came back unchanged.
-    Send {
-        /// The server, as HOST:PORT or [IPV6]:PORT.
-        #[arg(short, long, default_value = "127.0.0.1:65432")]
-        target: String,
-        /// The words to send, joined by spaces.
-        #[arg(required = true)]
-        message: Vec<String>,
-    },
+    Send(SendArgs),
+    /// Check that targets echo correctly, and how fast (for monitoring).
+    Check(CheckArgs),
+    /// Load a target and report throughput and latency.
+    Bench(BenchArgs),
+    /// Copy standard input to the server and its echo to standard output.
+    Pipe(PipeArgs),
+}
+
+#[derive(Debug, Args)]
+struct SendArgs {
+    /// The server.
+    #[arg(short, long, default_value = "127.0.0.1:65432", value_parser = parse_target)]
+    target: HostPort,
+    /// Send one UDP datagram instead.
+    #[arg(long)]
+    udp: bool,
+    /// Print the echo as a hex dump.
+    #[arg(long)]
+    hex: bool,
+    /// Give up when the whole echo has not arrived within this time.
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    timeout: HumanDuration,
+    /// The message, words joined by spaces. Without one, or with "-", standard input is sent.
+    message: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// Servers to check (default: 127.0.0.1:65432 unless --hosts is given).
+    #[arg(value_parser = parse_target)]
+    targets: Vec<HostPort>,
+    /// Also check every host of this inventory file, at its echo_port (or --port).
+    #[arg(long, value_name = "FILE")]
+    hosts: Option<PathBuf>,
+    /// The echo port for inventory hosts without echo_port=.
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    port: u16,
+    /// Check over UDP instead of TCP.
+    #[arg(long)]
+    udp: bool,
+    /// Bytes of random payload per probe.
+    #[arg(short, long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=16 * 1024 * 1024))]
+    size: u32,
+    /// Probes per target.
+    #[arg(short = 'n', long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    count: u32,
+    /// Pause between the probes of a target.
+    #[arg(short, long, default_value = "1s", value_name = "DURATION")]
+    interval: HumanDuration,
+    /// Attempts to repeat a probe that could not connect or timed out.
+    #[arg(short, long, default_value_t = 0)]
+    retries: u32,
+    /// Bound on each attempt: connect, send and the whole echo.
+    #[arg(short, long, default_value = "5s", value_name = "DURATION")]
+    timeout: HumanDuration,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// The server.
+    #[arg(default_value = "127.0.0.1:65432", value_parser = parse_target)]
+    target: HostPort,
+    /// Concurrent connections (UDP: sockets).
+    #[arg(short, long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    connections: u32,
+    /// How long to run.
+    #[arg(short, long, default_value = "10s", value_name = "DURATION")]
+    duration: HumanDuration,
+    /// Bytes per message.
+    #[arg(short, long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=16 * 1024 * 1024))]
+    size: u32,
+    /// Requests per second over all connections (default: as fast as possible).
+    #[arg(long, value_name = "R")]
+    rate: Option<f64>,
+    /// Messages in flight per connection.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pipeline: u32,
+    /// Bench over UDP instead of TCP.
+    #[arg(long)]
+    udp: bool,
+    /// Bound on one round trip; slower ones count as timeouts.
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    timeout: HumanDuration,
+    /// Worker threads (default: the CPUs this process may use).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    threads: Option<u32>,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct PipeArgs {
+    /// The server.
+    #[arg(default_value = "127.0.0.1:65432", value_parser = parse_target)]
+    target: HostPort,
+    /// Give up when the connection is not made within this time.
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    timeout: HumanDuration,
+}
+
+fn parse_target(text: &str) -> Result<HostPort, String> {
+    HostPort::parse_with_default_port(text, DEFAULT_PORT)
+}
+
+/// Ends the process with a usage error.
+fn usage_error(message: impl std::fmt::Display) -> ! {
+    eprintln!("echo-client: error: {message}");
+    std::process::exit(exit_code::USAGE);
 }
 
 fn main() {
-    let args = match Args::try_parse() {
-        Ok(args) => args,
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            std::process::exit(if e.use_stderr() { 64 } else { 0 });
+            std::process::exit(if e.use_stderr() {
+                exit_code::USAGE
+            } else {
+                exit_code::OK
+            });
         }
     };
-    let Command::Send { target, message } = args.command;
-    let message = message.join(" ");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    match runtime.block_on(echo_service::client::send(
-        &target,
-        message.as_bytes(),
-        Duration::from_secs(5),
-    )) {
-        Ok(echo) => {
-            let _ = std::io::stdout().write_all(&echo);
-            println!();
-            std::process::exit(if echo == message.as_bytes() { 0 } else { 1 });
+    let (threads, job) = match cli.command {
+        Command::Send(args) => (1, Job::Send(send_options(args))),
+        Command::Check(args) => (1, Job::Check(check_options(args))),
+        Command::Bench(args) => (
+            args.threads.map_or_else(available_cpus, |t| t as usize),
+            Job::Bench(bench_options(args)),
+        ),
+        Command::Pipe(args) => (
+            1,
+            Job::Pipe(PipeOptions {
+                target: args.target,
+                connect_timeout: positive(args.timeout, "--timeout"),
+            }),
+        ),
+    };
+    let runtime = echo_service::client::runtime(threads)
+        .unwrap_or_else(|e| usage_error(format!("cannot start: {e}")));
+    let code = runtime.block_on(async {
+        match job {
+            Job::Send(options) => send::run(options).await,
+            Job::Check(options) => check::run(options).await,
+            Job::Bench(options) => bench::run(options).await,
+            Job::Pipe(options) => pipe::run(options).await,
         }
-        Err(e) => {
-            eprintln!("echo-client: {target}: {e}");
-            std::process::exit(2);
+    });
+    std::process::exit(code);
+}
+
+enum Job {
+    Send(SendOptions),
+    Check(CheckOptions),
+    Bench(BenchOptions),
+    Pipe(PipeOptions),
+}
+
+/// A duration that must not be zero, since zero would fail at once.
+fn positive(duration: HumanDuration, flag: &str) -> std::time::Duration {
+    if duration.0.is_zero() {
+        usage_error(format!("{flag} must be longer than 0"));
+    }
+    duration.0
+}
+
+fn available_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+fn send_options(args: SendArgs) -> SendOptions {
+    let message = if args.message.is_empty() || args.message == ["-"] {
+        let mut input = Vec::new();
+        if let Err(e) = std::io::stdin().read_to_end(&mut input) {
+            usage_error(format!("cannot read standard input: {e}"));
         }
+        input
+    } else {
+        args.message.join(" ").into_bytes()
+    };
+    if args.udp && message.len() > MAX_UDP_PAYLOAD {
+        usage_error(format!(
+            "a UDP message holds at most {MAX_UDP_PAYLOAD} bytes, not {}",
+            message.len()
+        ));
+    }
+    SendOptions {
+        target: args.target,
+        udp: args.udp,
+        hex: args.hex,
+        timeout: positive(args.timeout, "--timeout"),
+        message,
+    }
+}
+
+fn check_options(args: CheckArgs) -> CheckOptions {
+    let mut targets = args.targets;
+    if let Some(path) = &args.hosts {
+        let hosts = inventory::load(path).unwrap_or_else(|e| usage_error(e));
+        if hosts.is_empty() {
+            usage_error(format!("{}: the hosts file lists no hosts", path.display()));
+        }
+        targets.extend(hosts.iter().map(|host| host.echo_target(args.port)));
+    }
+    if targets.is_empty() {
+        targets.push(parse_target("127.0.0.1").expect("the default target is valid"));
+    }
+    if args.udp && args.size as usize > MAX_UDP_PAYLOAD {
+        usage_error(format!(
+            "--size: a UDP probe holds at most {MAX_UDP_PAYLOAD} bytes"
+        ));
+    }
+    CheckOptions {
+        targets,
+        udp: args.udp,
+        size: args.size as usize,
+        count: args.count,
+        interval: args.interval.0,
+        retries: args.retries,
+        timeout: positive(args.timeout, "--timeout"),
+        json: args.json,
+    }
+}
+
+fn bench_options(args: BenchArgs) -> BenchOptions {
+    if let Some(rate) = args.rate
+        && !(rate.is_finite() && rate > 0.0)
+    {
+        usage_error(format!(
+            "--rate must be a positive number of requests per second, not {rate}"
+        ));
+    }
+    if args.udp && args.size as usize > MAX_UDP_PAYLOAD {
+        usage_error(format!(
+            "--size: a UDP message holds at most {MAX_UDP_PAYLOAD} bytes"
+        ));
+    }
+    BenchOptions {
+        target: args.target,
+        udp: args.udp,
+        connections: args.connections as usize,
+        duration: positive(args.duration, "--duration"),
+        size: args.size as usize,
+        rate: args.rate,
+        pipeline: args.pipeline as usize,
+        timeout: positive(args.timeout, "--timeout"),
+        json: args.json,
     }
 }

@@ -1,0 +1,223 @@
+//! `echo-client check`: is each target healthy, and how fast does it answer?
+//!
+//! Made for monitoring: every target is probed at the same time, so a fleet
+//! is checked in about the time of its slowest host; each probe is bounded
+//! by `--timeout`; and the exit code is the worst verdict of all targets.
+//! Each probe uses a fresh connection (or UDP socket), so the accept path is
+//! tested every time and a late answer to one probe cannot be taken for the
+//! answer to the next.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::bench::round_to_microseconds;
+use super::{Failure, Verdict, connect_tcp, connect_udp, judge_echo, within};
+use crate::address::HostPort;
+
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    pub targets: Vec<HostPort>,
+    pub udp: bool,
+    /// Bytes per probe.
+    pub size: usize,
+    /// Probes per target.
+    pub count: u32,
+    /// Pause between the probes of one target.
+    pub interval: Duration,
+    /// Extra attempts for a probe that failed, before it counts as failed.
+    pub retries: u32,
+    /// Bound on one attempt: connecting, sending and receiving the echo.
+    pub timeout: Duration,
+    pub json: bool,
+}
+
+/// The result for one target, as `--json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetReport {
+    pub target: String,
+    pub protocol: &'static str,
+    pub verdict: Verdict,
+    pub exit_code: i32,
+    /// The address that answered last, once one did.
+    pub address: Option<SocketAddr>,
+    pub probes: u32,
+    pub healthy: u32,
+    pub size: usize,
+    pub rtt_ms: Option<RttSummary>,
+    /// Why the worst probe failed.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RttSummary {
+    pub min: f64,
+    pub avg: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Report<'a> {
+    exit_code: i32,
+    targets: &'a [TargetReport],
+}
+
+/// Checks every target at once, prints the results and returns the exit code.
+pub async fn run(options: CheckOptions) -> i32 {
+    let tasks: Vec<_> = options
+        .targets
+        .iter()
+        .map(|target| tokio::spawn(check_target(target.clone(), options.clone())))
+        .collect();
+    let mut reports = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        reports.push(task.await.expect("a check task does not panic"));
+    }
+    let worst = reports
+        .iter()
+        .fold(Verdict::Healthy, |worst, r| worst.worst(r.verdict));
+    if options.json {
+        let report = Report {
+            exit_code: worst.exit_code(),
+            targets: &reports,
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("a report serializes")
+        );
+    } else {
+        for report in &reports {
+            println!("{}", human_line(report));
+        }
+    }
+    worst.exit_code()
+}
+
+fn human_line(report: &TargetReport) -> String {
+    let mut line = format!(
+        "{}: {}, {}/{} echoes of {} bytes over {}",
+        report.target,
+        report.verdict.label(),
+        report.healthy,
+        report.probes,
+        report.size,
+        report.protocol
+    );
+    if let Some(rtt) = report.rtt_ms {
+        line.push_str(&format!(
+            ", rtt min/avg/max {:.3}/{:.3}/{:.3} ms",
+            rtt.min, rtt.avg, rtt.max
+        ));
+    }
+    if let Some(error) = &report.error {
+        line.push_str(&format!(": {error}"));
+    }
+    line
+}
+
+async fn check_target(target: HostPort, options: CheckOptions) -> TargetReport {
+    let mut report = TargetReport {
+        target: target.to_string(),
+        protocol: if options.udp { "UDP" } else { "TCP" },
+        verdict: Verdict::Healthy,
+        exit_code: 0,
+        address: None,
+        probes: options.count,
+        healthy: 0,
+        size: options.size,
+        rtt_ms: None,
+        error: None,
+    };
+    let mut rtts = Vec::new();
+    for probe in 0..options.count {
+        if probe > 0 {
+            tokio::time::sleep(options.interval).await;
+        }
+        match probe_with_retries(&target, &options).await {
+            Ok((address, rtt)) => {
+                report.healthy += 1;
+                report.address = Some(address);
+                rtts.push(rtt.as_secs_f64() * 1000.0);
+            }
+            Err(failure) => {
+                if failure.verdict.worst(report.verdict) != report.verdict || report.error.is_none()
+                {
+                    report.error = Some(failure.message);
+                }
+                report.verdict = report.verdict.worst(failure.verdict);
+            }
+        }
+    }
+    if !rtts.is_empty() {
+        let sum: f64 = rtts.iter().sum();
+        report.rtt_ms = Some(RttSummary {
+            min: round_to_microseconds(rtts.iter().copied().fold(f64::INFINITY, f64::min)),
+            avg: round_to_microseconds(sum / rtts.len() as f64),
+            max: round_to_microseconds(rtts.iter().copied().fold(0.0, f64::max)),
+        });
+    }
+    report.exit_code = report.verdict.exit_code();
+    report
+}
+
+async fn probe_with_retries(
+    target: &HostPort,
+    options: &CheckOptions,
+) -> Result<(SocketAddr, Duration), Failure> {
+    let mut attempt = 0;
+    loop {
+        let payload: Vec<u8> = std::iter::repeat_with(|| fastrand::u8(..))
+            .take(options.size)
+            .collect();
+        let result = within(options.timeout, async {
+            if options.udp {
+                probe_udp(target, &payload).await
+            } else {
+                probe_tcp(target, &payload).await
+            }
+        })
+        .await;
+        match result {
+            // A wrong echo is an answer, not a transient failure: never retried.
+            Err(failure) if failure.verdict != Verdict::Mismatch && attempt < options.retries => {
+                attempt += 1
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Sends the payload and reads exactly as many bytes back. The round-trip
+/// time runs from the first byte sent to the last byte received.
+async fn probe_tcp(target: &HostPort, payload: &[u8]) -> Result<(SocketAddr, Duration), Failure> {
+    let mut stream = connect_tcp(target).await?;
+    let address = stream.peer_addr().map_err(|e| Failure::io(&e))?;
+    let (mut reader, mut writer) = stream.split();
+    let started = Instant::now();
+    let mut echo = Vec::with_capacity(payload.len());
+    let read = async {
+        (&mut reader)
+            .take(payload.len() as u64)
+            .read_to_end(&mut echo)
+            .await?;
+        Ok(Instant::now())
+    };
+    let ((), finished) =
+        tokio::try_join!(writer.write_all(payload), read).map_err(|e| Failure::io(&e))?;
+    judge_echo(payload, &echo)?;
+    Ok((address, finished - started))
+}
+
+async fn probe_udp(target: &HostPort, payload: &[u8]) -> Result<(SocketAddr, Duration), Failure> {
+    let socket = connect_udp(target).await?;
+    let address = socket.peer_addr().map_err(|e| Failure::io(&e))?;
+    let started = Instant::now();
+    socket.send(payload).await.map_err(|e| Failure::io(&e))?;
+    let mut buf = vec![0u8; payload.len() + 1];
+    let len = socket.recv(&mut buf).await.map_err(|e| Failure::io(&e))?;
+    let rtt = started.elapsed();
+    judge_echo(payload, &buf[..len])?;
+    Ok((address, rtt))
+}

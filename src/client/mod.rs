@@ -1,0 +1,285 @@
+//! The client side: sending bytes to an echo server and judging what comes
+//! back.
+//!
+//! Every subcommand ends in the same few ways, so one [`Verdict`] type maps
+//! outcomes to exit codes for all of them, and monitoring scripts can treat
+//! `send`, `check` and `bench` alike. Nothing here is Unix-specific: the
+//! client builds and behaves the same on Windows.
+
+pub mod bench;
+pub mod check;
+pub mod hexdump;
+pub mod pipe;
+pub mod send;
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::net::{TcpStream, UdpSocket};
+
+use crate::address::HostPort;
+
+/// The port the server listens on by default, and so the client's default.
+pub const DEFAULT_PORT: u16 = 65432;
+
+/// Exit codes of `echo-client`, as documented in the README.
+pub mod exit_code {
+    /// Every echo came back unchanged.
+    pub const OK: i32 = 0;
+    /// An echo came back different from what was sent.
+    pub const MISMATCH: i32 = 1;
+    /// Could not connect: refused, unreachable, name not resolved, reset.
+    pub const UNREACHABLE: i32 = 2;
+    /// No (complete) echo within the timeout.
+    pub const TIMED_OUT: i32 = 3;
+    /// The command line or the hosts file is wrong.
+    pub const USAGE: i32 = 64;
+}
+
+/// How an exchange ended. With several, the worst one decides the exit
+/// code: a wrong echo (something corrupts data) is worse than a timeout,
+/// which is worse than a refused connection (the service is plainly down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Healthy,
+    Unreachable,
+    #[serde(rename = "timeout")]
+    TimedOut,
+    Mismatch,
+}
+
+impl Verdict {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Verdict::Healthy => exit_code::OK,
+            Verdict::Mismatch => exit_code::MISMATCH,
+            Verdict::Unreachable => exit_code::UNREACHABLE,
+            Verdict::TimedOut => exit_code::TIMED_OUT,
+        }
+    }
+
+    fn severity(self) -> u8 {
+        match self {
+            Verdict::Healthy => 0,
+            Verdict::Unreachable => 1,
+            Verdict::TimedOut => 2,
+            Verdict::Mismatch => 3,
+        }
+    }
+
+    pub fn worst(self, other: Verdict) -> Verdict {
+        if other.severity() > self.severity() {
+            other
+        } else {
+            self
+        }
+    }
+
+    /// The verdict's name, the same in human output and in JSON.
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Healthy => "healthy",
+            Verdict::Unreachable => "unreachable",
+            Verdict::TimedOut => "timeout",
+            Verdict::Mismatch => "mismatch",
+        }
+    }
+}
+
+/// An exchange that did not succeed, and why, in words for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub verdict: Verdict,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn mismatch(message: impl Into<String>) -> Failure {
+        Failure {
+            verdict: Verdict::Mismatch,
+            message: message.into(),
+        }
+    }
+
+    pub fn timed_out(limit: Duration) -> Failure {
+        Failure {
+            verdict: Verdict::TimedOut,
+            message: format!(
+                "no complete echo within {}",
+                humantime::format_duration(limit)
+            ),
+        }
+    }
+
+    /// Classifies an I/O error on a connection.
+    pub fn io(error: &io::Error) -> Failure {
+        let hint = match error.kind() {
+            io::ErrorKind::ConnectionRefused => " (is the echo server running on that port?)",
+            io::ErrorKind::TimedOut => {
+                return Failure {
+                    verdict: Verdict::TimedOut,
+                    message: error.to_string(),
+                };
+            }
+            _ => "",
+        };
+        Failure {
+            verdict: Verdict::Unreachable,
+            message: format!("{error}{hint}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The runtime for a client command: one thread unless more are asked for,
+/// since a single thread drives loopback load with the least overhead.
+pub fn runtime(threads: usize) -> io::Result<tokio::runtime::Runtime> {
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+}
+
+/// Runs `exchange`, turning an overrun of `limit` into a timeout failure.
+pub async fn within<T>(
+    limit: Duration,
+    exchange: impl Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
+    tokio::time::timeout(limit, exchange)
+        .await
+        .unwrap_or_else(|_| Err(Failure::timed_out(limit)))
+}
+
+/// Resolves a target; a name that does not resolve makes it unreachable.
+pub async fn resolve(target: &HostPort) -> Result<Vec<SocketAddr>, Failure> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((target.host.as_str(), target.port))
+        .await
+        .map_err(|e| Failure {
+            verdict: Verdict::Unreachable,
+            message: format!("cannot resolve `{}`: {e}", target.host),
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(Failure {
+            verdict: Verdict::Unreachable,
+            message: format!("`{}` has no address", target.host),
+        });
+    }
+    Ok(addrs)
+}
+
+/// Connects to the first address of `target` that accepts.
+pub async fn connect_tcp(target: &HostPort) -> Result<TcpStream, Failure> {
+    let mut last_failure = None;
+    for addr in resolve(target).await? {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                stream.set_nodelay(true).map_err(|e| Failure::io(&e))?;
+                return Ok(stream);
+            }
+            Err(e) => last_failure = Some(Failure::io(&e)),
+        }
+    }
+    Err(last_failure.expect("resolve returns at least one address"))
+}
+
+/// A UDP socket connected to the first address of `target`, so that only
+/// its answers are received and ICMP "port unreachable" surfaces as an error.
+pub async fn connect_udp(target: &HostPort) -> Result<UdpSocket, Failure> {
+    udp_socket_to(resolve(target).await?[0]).await
+}
+
+pub async fn udp_socket_to(addr: SocketAddr) -> Result<UdpSocket, Failure> {
+    let local: SocketAddr = if addr.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    }
+    .parse()
+    .expect("a valid address");
+    let socket = UdpSocket::bind(local).await.map_err(|e| Failure::io(&e))?;
+    socket.connect(addr).await.map_err(|e| Failure::io(&e))?;
+    Ok(socket)
+}
+
+/// Judges an echo. Bytes that differ are a mismatch; an echo that is a
+/// correct but incomplete prefix means the connection ended early, which is
+/// the server going away (or refusing at its connection limit), not a
+/// corruption.
+pub fn judge_echo(sent: &[u8], echo: &[u8]) -> Result<(), Failure> {
+    if let Some(at) = sent.iter().zip(echo).position(|(a, b)| a != b) {
+        return Err(Failure::mismatch(format!(
+            "the echo differs from what was sent at byte {at} of {}",
+            sent.len()
+        )));
+    }
+    if echo.len() > sent.len() {
+        return Err(Failure::mismatch(format!(
+            "the echo has {} bytes more than the {} sent",
+            echo.len() - sent.len(),
+            sent.len()
+        )));
+    }
+    if echo.len() < sent.len() {
+        return Err(Failure {
+            verdict: Verdict::Unreachable,
+            message: format!(
+                "the server closed the connection after echoing {} of {} bytes",
+                echo.len(),
+                sent.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_worst_verdict_wins() {
+        use Verdict::*;
+        assert_eq!(Healthy.worst(Unreachable), Unreachable);
+        assert_eq!(TimedOut.worst(Unreachable), TimedOut);
+        assert_eq!(Unreachable.worst(Mismatch), Mismatch);
+        assert_eq!(Mismatch.worst(TimedOut), Mismatch);
+    }
+
+    #[test]
+    fn echoes_are_judged() {
+        assert_eq!(judge_echo(b"abc", b"abc"), Ok(()));
+        let wrong = judge_echo(b"abc", b"abd").unwrap_err();
+        assert_eq!(
+            (wrong.verdict, wrong.message.as_str()),
+            (
+                Verdict::Mismatch,
+                "the echo differs from what was sent at byte 2 of 3"
+            )
+        );
+        assert_eq!(
+            judge_echo(b"abc", b"abcd").unwrap_err().verdict,
+            Verdict::Mismatch
+        );
+        let short = judge_echo(b"abc", b"ab").unwrap_err();
+        assert_eq!(short.verdict, Verdict::Unreachable);
+        assert!(
+            short.message.contains("after echoing 2 of 3 bytes"),
+            "{short}"
+        );
+    }
+}

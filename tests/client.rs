@@ -1,0 +1,539 @@
+//! `echo-client` against real servers: echo-server itself, socat (an echo
+//! server this project did not write), and misbehaving servers made here
+//! from real sockets: one that corrupts bytes and one that never answers.
+
+#![cfg(unix)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{PATIENCE, Server, TestDir, random_bytes};
+use serde_json::Value;
+
+const CLIENT: &str = env!("CARGO_BIN_EXE_echo-client");
+
+struct Run {
+    code: i32,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+impl Run {
+    fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout()))
+    }
+}
+
+fn client(args: &[&str]) -> Run {
+    client_with_input(args, b"")
+}
+
+fn client_with_input(args: &[&str], input: &[u8]) -> Run {
+    let mut child = Command::new(CLIENT)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stdout.read_to_end(&mut bytes);
+        bytes
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    // A client that ignores its own timeout would hang here; the harness's
+    // patience turns that into a failure instead.
+    let status = common::wait_with_patience(&mut child);
+    feeder.join().unwrap();
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+/// A port nobody listens on.
+fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// socat as an echo server (`PIPE` writes back what it reads), one process
+/// per connection. Killed when dropped.
+struct Socat {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Socat {
+    fn start() -> Socat {
+        let port = closed_port().port();
+        let child = Command::new("socat")
+            .args([
+                &format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"),
+                "PIPE",
+            ])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat is installed by scripts/test.sh");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + PATIENCE;
+        while TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "socat did not start listening on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Socat { child, addr }
+    }
+}
+
+impl Drop for Socat {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A server that answers every read with the same bytes, one bit flipped.
+fn corrupting_server() -> SocketAddr {
+    serve_each(|mut stream| {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = stream.read(&mut buf) {
+            buf[n / 2] ^= 0x01;
+            if stream.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    })
+}
+
+/// A server that accepts and then never sends anything.
+fn silent_server() -> SocketAddr {
+    silent_server_counting(Arc::default())
+}
+
+/// A silent server that keeps, in `held`, how many connections all servers
+/// sharing it hold right now and the most they ever held at once.
+fn silent_server_counting(held: Arc<(AtomicUsize, AtomicUsize)>) -> SocketAddr {
+    serve_each(move |mut stream| {
+        let now = held.0.fetch_add(1, Ordering::SeqCst) + 1;
+        held.1.fetch_max(now, Ordering::SeqCst);
+        let mut sink = Vec::new();
+        let _ = stream.read_to_end(&mut sink);
+        held.0.fetch_sub(1, Ordering::SeqCst);
+        // Even after the client's half-close, never answer nor close.
+        std::thread::sleep(PATIENCE);
+    })
+}
+
+fn serve_each(handle: impl Fn(TcpStream) + Send + Clone + 'static) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let handle = handle.clone();
+            std::thread::spawn(move || handle(stream));
+        }
+    });
+    addr
+}
+
+#[test]
+fn send_prints_the_echo_and_exits_zero() {
+    let server = Server::start("");
+    let target = server.addr().to_string();
+    let run = client(&["send", "-t", &target, "Hello,", "world"]);
+    assert_eq!(
+        (run.code, run.stdout()),
+        (0, "Hello, world".to_string()),
+        "{}",
+        run.stderr
+    );
+
+    let binary = random_bytes(5000, 9);
+    let run = client_with_input(&["send", "--target", &target], &binary);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout == binary, "stdin was not echoed byte for byte");
+
+    let run = client_with_input(&["send", "-t", &target, "--hex", "-"], b"Hi\x00");
+    assert_eq!(
+        run.stdout(),
+        "00000000  48 69 00                                          |Hi.|\n00000003\n"
+    );
+}
+
+#[test]
+fn send_works_against_socat_too() {
+    let socat = Socat::start();
+    let run = client(&["send", "-t", &socat.addr.to_string(), "foreign", "server"]);
+    assert_eq!(
+        (run.code, run.stdout()),
+        (0, "foreign server".to_string()),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn send_over_udp() {
+    let server = Server::start("udp = true\n");
+    let run = client(&[
+        "send",
+        "--udp",
+        "-t",
+        &server.udp[0].to_string(),
+        "datagram",
+    ]);
+    assert_eq!(
+        (run.code, run.stdout()),
+        (0, "datagram".to_string()),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_corrupted_echo_exits_1_and_says_where() {
+    let target = corrupting_server().to_string();
+    let run = client(&["send", "-t", &target, "abcdefgh"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("differs from what was sent at byte 4"),
+        "{}",
+        run.stderr
+    );
+    let run = client(&["check", &target]);
+    assert_eq!(run.code, 1, "{}", run.stdout());
+    assert!(
+        run.stdout().starts_with(&format!("{target}: mismatch")),
+        "{}",
+        run.stdout()
+    );
+    let run = client(&["bench", &target, "-c", "2", "-d", "300ms", "--json"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.json()["errors"]["mismatch"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn a_server_that_never_answers_exits_3_within_the_timeout() {
+    let target = silent_server().to_string();
+    let run = client(&["check", &target, "--timeout", "300ms"]);
+    assert_eq!(run.code, 3, "{}", run.stdout());
+    assert!(run.stdout().contains("timeout"), "{}", run.stdout());
+    let run = client(&["send", "-t", &target, "--timeout", "300ms", "hello"]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    let run = client(&[
+        "bench",
+        &target,
+        "-c",
+        "1",
+        "-d",
+        "200ms",
+        "--timeout",
+        "100ms",
+        "--json",
+    ]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+}
+
+#[test]
+fn a_closed_port_or_an_unknown_name_exits_2() {
+    let closed = closed_port().to_string();
+    for target in [closed.as_str(), "no-such-host.invalid:7"] {
+        let run = client(&["check", target]);
+        assert_eq!(run.code, 2, "{target}: {}", run.stdout());
+        assert!(run.stdout().contains("unreachable"), "{}", run.stdout());
+        let run = client(&["send", "-t", target, "x"]);
+        assert_eq!(run.code, 2, "{target}: {}", run.stderr);
+    }
+    let run = client(&["check", "no-such-host.invalid:7"]);
+    assert!(run.stdout().contains("cannot resolve"), "{}", run.stdout());
+    let run = client(&["bench", &closed, "-d", "200ms", "-c", "1"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+}
+
+#[test]
+fn bad_arguments_exit_64() {
+    let dir = TestDir::new();
+    let bad_hosts = dir.write("hosts", "web1\nweb2 port=7\n");
+    for args in [
+        &["--bogus"][..],
+        &["check", "--size", "0"],
+        &["check", "host:notaport"],
+        &["check", "--hosts", "/nonexistent/hosts"],
+        &["check", "--hosts", bad_hosts.to_str().unwrap()],
+        &["check", "--timeout", "0"],
+        &["check", "--interval", "soon"],
+        &["bench", "--rate", "-5"],
+        &["bench", "-c", "0"],
+        &["send", "--udp", "--timeout", "0", "x"],
+    ] {
+        let run = client(args);
+        assert_eq!(run.code, 64, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains("error"), "{args:?}: {}", run.stderr);
+    }
+    let run = client(&["check", "--hosts", bad_hosts.to_str().unwrap()]);
+    assert!(
+        run.stderr.contains("line 2: unknown setting `port`"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn check_reports_every_target_and_the_worst_one_wins() {
+    let server = Server::start("");
+    let socat = Socat::start();
+    let healthy = server.addr().to_string();
+    let foreign = socat.addr.to_string();
+    let run = client(&[
+        "check", &healthy, &foreign, "-n", "3", "-i", "10ms", "-s", "1000",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stdout());
+    let lines: Vec<String> = run.stdout().lines().map(String::from).collect();
+    assert_eq!(lines.len(), 2);
+    assert!(
+        lines[0].starts_with(&format!(
+            "{healthy}: healthy, 3/3 echoes of 1000 bytes over TCP, rtt"
+        )),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].starts_with(&format!("{foreign}: healthy, 3/3")),
+        "{}",
+        lines[1]
+    );
+
+    let closed = closed_port().to_string();
+    let corrupt = corrupting_server().to_string();
+    let run = client(&["check", &healthy, &closed, "--json"]);
+    assert_eq!(run.code, 2);
+    let run = client(&["check", &closed, &corrupt, &healthy, "--json"]);
+    assert_eq!(
+        run.code, 1,
+        "a wrong echo is worse than a refused connection"
+    );
+    let report = run.json();
+    assert_eq!(report["exit_code"], 1);
+    let verdicts: Vec<&str> = report["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["verdict"].as_str().unwrap())
+        .collect();
+    assert_eq!(verdicts, ["unreachable", "mismatch", "healthy"]);
+    assert!(report["targets"][2]["rtt_ms"]["avg"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn check_reads_the_inventory_and_probes_hosts_in_parallel() {
+    let server = Server::start("");
+    let held = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+    let silent: Vec<SocketAddr> = (0..5)
+        .map(|_| silent_server_counting(Arc::clone(&held)))
+        .collect();
+    let dir = TestDir::new();
+    let mut inventory = format!(
+        "# fleet\nadmin@127.0.0.1:2222 echo_port={}\n",
+        server.addr().port()
+    );
+    for addr in &silent {
+        inventory.push_str(&format!("127.0.0.1 echo_port={}   # stuck\n", addr.port()));
+    }
+    let hosts = dir.write("hosts", &inventory);
+    let run = client(&[
+        "check",
+        "--hosts",
+        hosts.to_str().unwrap(),
+        "--timeout",
+        "1s",
+        "--json",
+    ]);
+    assert_eq!(run.code, 3, "{}", run.stdout());
+    let targets = run.json()["targets"].as_array().unwrap().clone();
+    assert_eq!(targets.len(), 6);
+    assert_eq!(targets[0]["verdict"], "healthy");
+    assert!(
+        targets[1..].iter().all(|t| t["verdict"] == "timeout"),
+        "{targets:?}"
+    );
+    // Checked one after the other, the stuck hosts would never all be
+    // connected at the same moment.
+    assert_eq!(
+        held.1.load(Ordering::SeqCst),
+        5,
+        "the hosts were not checked in parallel"
+    );
+}
+
+#[test]
+fn check_over_udp() {
+    let server = Server::start("udp = true\nudp_rate_limit = 0\n");
+    let target = server.udp[0].to_string();
+    let run = client(&[
+        "check", "--udp", &target, "-n", "5", "-i", "0s", "-s", "1200",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stdout());
+    assert!(
+        run.stdout()
+            .contains("healthy, 5/5 echoes of 1200 bytes over UDP"),
+        "{}",
+        run.stdout()
+    );
+    // Without UDP enabled, ICMP port unreachable comes back at once.
+    let tcp_only = Server::start("");
+    let run = client(&["check", "--udp", &tcp_only.addr().to_string()]);
+    assert_eq!(run.code, 2, "{}", run.stdout());
+}
+
+#[test]
+fn bench_verifies_every_echo_and_reports_json() {
+    let server = Server::start("");
+    let run = client(&[
+        "bench",
+        &server.addr().to_string(),
+        "-c",
+        "8",
+        "-d",
+        "1s",
+        "-s",
+        "512",
+        "--pipeline",
+        "4",
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout(), run.stderr);
+    let report = run.json();
+    assert!(report["requests"].as_u64().unwrap() > 100, "{report}");
+    assert_eq!(report["errors"]["mismatch"], 0);
+    assert_eq!(report["errors"]["io"], 0);
+    let latency = &report["latency_ms"];
+    assert!(latency["p50"].as_f64().unwrap() <= latency["p99"].as_f64().unwrap());
+    assert!(latency["p99_9"].as_f64().unwrap() <= latency["max"].as_f64().unwrap());
+
+    let run = client(&[
+        "bench",
+        &server.addr().to_string(),
+        "-c",
+        "2",
+        "-d",
+        "500ms",
+        "--rate",
+        "200",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let text = run.stdout();
+    for needle in [
+        "Requests:",
+        "every echo verified",
+        "p99.9",
+        "Latency histogram:",
+        "200 requests/s",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+    assert!(
+        run.stderr.is_empty(),
+        "no progress bar without a terminal: {}",
+        run.stderr
+    );
+}
+
+#[test]
+fn bench_against_socat_and_over_udp() {
+    let socat = Socat::start();
+    let run = client(&[
+        "bench",
+        &socat.addr.to_string(),
+        "-c",
+        "2",
+        "-d",
+        "500ms",
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.json()["requests"].as_u64().unwrap() > 0);
+
+    let server = Server::start("udp = true\nudp_rate_limit = 0\n");
+    let run = client(&[
+        "bench",
+        "--udp",
+        &server.udp[0].to_string(),
+        "-c",
+        "4",
+        "-d",
+        "500ms",
+        "--pipeline",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout(), run.stderr);
+    assert_eq!(run.json()["protocol"], "UDP");
+    assert!(run.json()["requests"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn ten_mebibytes_through_pipe_come_back_identical() {
+    let server = Server::start("");
+    let socat = Socat::start();
+    let file = random_bytes(10 << 20, 11);
+    for target in [server.addr(), socat.addr] {
+        let run = client_with_input(&["pipe", &target.to_string()], &file);
+        assert_eq!(run.code, 0, "{target}: {}", run.stderr);
+        assert_eq!(run.stdout.len(), file.len(), "{target}");
+        assert!(
+            run.stdout == file,
+            "{target}: the piped file came back different"
+        );
+    }
+    let run = client_with_input(&["pipe", &closed_port().to_string()], b"x");
+    assert_eq!(run.code, 2);
+}
+
+#[test]
+fn help_texts_are_what_the_readme_shows() {
+    let readme = include_str!("../README.md");
+    for args in [
+        &["--help"][..],
+        &["send", "--help"],
+        &["check", "--help"],
+        &["bench", "--help"],
+        &["pipe", "--help"],
+    ] {
+        let run = client(args);
+        assert_eq!(run.code, 0);
+        assert!(
+            readme.contains(run.stdout().trim_end()),
+            "README.md does not show `echo-client {}`:\n{}",
+            args.join(" "),
+            run.stdout()
+        );
+    }
+}
