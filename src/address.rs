@@ -36,8 +36,11 @@ impl FromStr for Host {
                 "`{s}` is not a host: give the address without a port (use `port`, or `listen = [\"HOST:PORT\"]`)"
             ));
         }
-        if unbracketed.chars().any(char::is_whitespace) {
-            return Err(format!("`{s}` is not a host: it contains white space"));
+        let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
+        if !unbracketed.contains(':') && !unbracketed.chars().all(name_char) {
+            return Err(format!(
+                "`{s}` is not a host: use an IP address or a name of letters, digits, '-', '.' and '_'"
+            ));
         }
         Ok(Host(unbracketed.to_string()))
     }
@@ -60,11 +63,8 @@ impl FromStr for HostPort {
     type Err = String;
 
     fn from_str(s: &str) -> Result<HostPort, String> {
-        let bad = || {
-            format!(
-                "`{s}` is not a listen address: write \"HOST:PORT\", or \"[IPV6]:PORT\" for IPv6"
-            )
-        };
+        let bad =
+            || format!("`{s}` is not an address: write \"HOST:PORT\", or \"[IPV6]:PORT\" for IPv6");
         let (host, port) = if let Some(rest) = s.strip_prefix('[') {
             let (host, port) = rest.split_once("]:").ok_or_else(bad)?;
             (format!("[{host}]"), port)
@@ -138,5 +138,8 @@ mod tests {
             assert_eq!(parsed.to_string(), expected, "{input}");
         }
         assert!(HostPort::parse_with_default_port("a:b", 1).is_err());
+        for bad in ["[", "[::1", "a b", "host/path", "[]"] {
+            assert!(bad.parse::<Host>().is_err(), "{bad}");
+        }
     }
 }

@@ -72,7 +72,11 @@ pub struct LogConfig {
     pub level: LogLevel,
     #[serde(default)]
     pub format: LogFormat,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "non_empty_directory"
+    )]
     pub directory: Option<PathBuf>,
     #[serde(default)]
     pub rotation: Rotation,
@@ -217,7 +221,8 @@ impl Config {
     pub fn load(source: &ConfigSource, overrides: &Overrides) -> Result<Config, ConfigError> {
         let text = match source.path() {
             Some(path) => {
-                std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(source, e))?
+                let bytes = std::fs::read(path).map_err(|e| ConfigError::unreadable(source, e))?;
+                String::from_utf8(bytes).map_err(|e| ConfigError::not_utf8(source, &e))?
             }
             None => DEFAULT_CONFIG_TOML.to_string(),
         };
@@ -364,16 +369,21 @@ impl ConfigError {
                 unreadable: false,
             };
         };
-        let start = span.start.min(text.len());
+        // Spans are byte offsets; keep them on character boundaries.
+        let mut start = span.start.min(text.len());
+        while !text.is_char_boundary(start) {
+            start -= 1;
+        }
         let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
         let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
         let line_no = text[..start].matches('\n').count() + 1;
         let column = text[line_start..start].chars().count() + 1;
         let line = &text[line_start..line_end];
-        let width = text[start..span.end.clamp(start, line_end)]
-            .chars()
-            .count()
-            .max(1);
+        let mut end = span.end.clamp(start, line_end);
+        while !text.is_char_boundary(end) {
+            end += 1;
+        }
+        let width = text[start..end].chars().count().max(1);
         let gutter = " ".repeat(line_no.to_string().len());
         let excerpt = format!(
             "{gutter} |\n{line_no} | {line}\n{gutter} | {}{}",
@@ -387,6 +397,19 @@ impl ConfigError {
             excerpt: Some(excerpt),
             unreadable: false,
         }
+    }
+
+    /// Points at the first byte that is not UTF-8, as TOML requires.
+    fn not_utf8(source: &ConfigSource, error: &std::string::FromUtf8Error) -> ConfigError {
+        // Everything before the bad byte is unchanged in the lossy copy.
+        let valid = error.utf8_error().valid_up_to();
+        let text = String::from_utf8_lossy(error.as_bytes());
+        ConfigError::at(
+            source,
+            &text,
+            Some(valid..valid + 1),
+            "the file is not valid UTF-8 here (save it as UTF-8)",
+        )
     }
 
     fn unreadable(source: &ConfigSource, error: std::io::Error) -> ConfigError {
@@ -487,6 +510,18 @@ impl fmt::Display for HumanDuration {
             write!(f, "{}", humantime::format_duration(self.0))
         }
     }
+}
+
+fn non_empty_directory<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<PathBuf>, D::Error> {
+    let path = PathBuf::deserialize(deserializer)?;
+    if path.as_os_str().is_empty() {
+        return Err(serde::de::Error::custom(
+            "the log directory is empty: name one, or remove the key to log to standard error",
+        ));
+    }
+    Ok(Some(path))
 }
 
 fn at_least_one<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
@@ -597,6 +632,9 @@ mod tests {
 
         let err = parse("[server]\nmax_connections = 0\n").unwrap_err();
         assert!(err.message.contains("at least 1"), "{err}");
+
+        let err = parse("[log]\ndirectory = \"\"\n").unwrap_err();
+        assert!(err.message.contains("log directory is empty"), "{err}");
 
         let err = parse("[log]\nlevel = \"loud\"\n").unwrap_err();
         assert_eq!(err.position, Some((2, 9)));

@@ -95,7 +95,7 @@ pub enum StartupError {
 
 fn privileged_port_hint(addr: &SocketAddr) -> &'static str {
     if addr.port() < 1024 {
-        " (ports below 1024 need CAP_NET_BIND_SERVICE: run under the shipped systemd unit, which grants it, or use a port of 1024 or more)"
+        " (ports below 1024 need CAP_NET_BIND_SERVICE: grant it, e.g. with systemd's AmbientCapabilities=CAP_NET_BIND_SERVICE, or use a port of 1024 or more)"
     } else {
         ""
     }

@@ -3,30 +3,35 @@
 //!
 //! They are plain atomics, read on every accept and every idle wait, so a
 //! reload reaches connections that are already open without any locking on
-//! the echo path.
+//! the echo path. A connection waiting out its idle timeout also watches for
+//! reloads, so a changed timeout applies to it at once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use crate::config::ServerConfig;
 
 #[derive(Debug)]
 pub struct Limits {
     max_connections: AtomicUsize,
-    /// Milliseconds; 0 means never.
-    idle_timeout_ms: AtomicU64,
+    /// Nanoseconds; 0 means never.
+    idle_timeout_ns: AtomicU64,
     udp_rate_limit: AtomicU32,
     open_connections: AtomicUsize,
+    reloaded: watch::Sender<()>,
 }
 
 impl Limits {
     pub fn new(config: &ServerConfig) -> Arc<Limits> {
         let limits = Limits {
             max_connections: AtomicUsize::new(0),
-            idle_timeout_ms: AtomicU64::new(0),
+            idle_timeout_ns: AtomicU64::new(0),
             udp_rate_limit: AtomicU32::new(0),
             open_connections: AtomicUsize::new(0),
+            reloaded: watch::Sender::new(()),
         };
         limits.update(config);
         Arc::new(limits)
@@ -34,12 +39,18 @@ impl Limits {
 
     /// Applies a reloaded configuration.
     pub fn update(&self, config: &ServerConfig) {
+        let idle_ns = u64::try_from(config.idle_timeout.0.as_nanos()).unwrap_or(u64::MAX);
         self.max_connections
             .store(config.max_connections, Ordering::Relaxed);
-        let idle_ms = u64::try_from(config.idle_timeout.0.as_millis()).unwrap_or(u64::MAX);
-        self.idle_timeout_ms.store(idle_ms, Ordering::Relaxed);
+        self.idle_timeout_ns.store(idle_ns, Ordering::Relaxed);
         self.udp_rate_limit
             .store(config.udp_rate_limit, Ordering::Relaxed);
+        self.reloaded.send_replace(());
+    }
+
+    /// Changes whenever the limits are updated.
+    pub fn watch_reloads(&self) -> watch::Receiver<()> {
+        self.reloaded.subscribe()
     }
 
     pub fn max_connections(&self) -> usize {
@@ -48,9 +59,9 @@ impl Limits {
 
     /// `None` when idle connections are never closed.
     pub fn idle_timeout(&self) -> Option<Duration> {
-        match self.idle_timeout_ms.load(Ordering::Relaxed) {
+        match self.idle_timeout_ns.load(Ordering::Relaxed) {
             0 => None,
-            ms => Some(Duration::from_millis(ms)),
+            ns => Some(Duration::from_nanos(ns)),
         }
     }
 

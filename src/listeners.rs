@@ -36,13 +36,12 @@ impl Listeners {
             udp: Vec::new(),
         };
         for addr in resolve_all(&config.listen_addrs()).await? {
-            let tcp = bind_tcp(addr)?;
-            let bound = tcp
-                .local_addr()
-                .map_err(|e| StartupError::bind(Protocol::Tcp, addr, e))?;
-            listeners.tcp.push(tcp);
             if config.udp {
-                listeners.udp.push(bind_udp(bound)?);
+                let (tcp, udp) = bind_pair(addr)?;
+                listeners.tcp.push(tcp);
+                listeners.udp.push(udp);
+            } else {
+                listeners.tcp.push(bind_tcp(addr)?);
             }
         }
         Ok(listeners)
@@ -96,12 +95,40 @@ async fn resolve_all(entries: &[HostPort]) -> Result<Vec<SocketAddr>, StartupErr
     Ok(addrs)
 }
 
+/// How often to try for a free port that is free for UDP too, with port 0.
+const PORT_PAIR_ATTEMPTS: usize = 10;
+
+/// TCP and UDP on the same address. With port 0 the kernel picks the TCP
+/// port, which may be taken for UDP; then another pick is tried.
+fn bind_pair(addr: SocketAddr) -> Result<(TcpListener, UdpSocket), StartupError> {
+    let mut attempts = 0;
+    loop {
+        let tcp = bind_tcp(addr)?;
+        let bound = tcp
+            .local_addr()
+            .map_err(|e| StartupError::bind(Protocol::Tcp, addr, e))?;
+        match bind_udp(bound) {
+            Ok(udp) => return Ok((tcp, udp)),
+            Err(StartupError::AddressInUse { .. })
+                if addr.port() == 0 && attempts < PORT_PAIR_ATTEMPTS =>
+            {
+                attempts += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn new_socket(addr: SocketAddr, kind: Type, protocol: Protocol) -> Result<Socket, StartupError> {
     let fail = |e| StartupError::bind(protocol, addr, e);
     let socket = Socket::new(Domain::for_address(addr), kind, None).map_err(fail)?;
-    // On Windows SO_REUSEADDR would let another process steal the port.
+    // SO_REUSEADDR lets a restarted daemon bind while old connections are in
+    // TIME_WAIT. Only for TCP on Unix: for UDP it would let two programs
+    // share a port silently, and on Windows it lets another process steal it.
     #[cfg(unix)]
-    socket.set_reuse_address(true).map_err(fail)?;
+    if kind == Type::STREAM {
+        socket.set_reuse_address(true).map_err(fail)?;
+    }
     if addr.is_ipv6() {
         socket.set_only_v6(true).map_err(fail)?;
     }

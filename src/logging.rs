@@ -3,14 +3,16 @@
 //! Under systemd, standard error goes to the journal, which stamps each line
 //! itself; elsewhere an operator may want rotating files. Either way lines go
 //! through `tracing-appender`'s non-blocking writer, so a slow disk or a full
-//! pipe never stalls the echo path. That writer is not lossy: it blocks
-//! rather than drop a line. The level sits behind a reload handle so that a
-//! SIGHUP can change it without a restart.
+//! pipe never stalls the echo path. Should the writer fall more than its
+//! buffer (128k lines) behind, it drops lines rather than block the
+//! runtime, and the count of dropped lines is logged when the daemon stops.
+//! The level sits behind a reload handle so that a SIGHUP can change it
+//! without a restart.
 
 use std::io::IsTerminal;
 
 use tracing::level_filters::LevelFilter;
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_appender::rolling;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -24,6 +26,7 @@ use crate::error::StartupError;
 pub struct Logging {
     level: reload::Handle<LevelFilter, Registry>,
     to_file: bool,
+    dropped: ErrorCounter,
     _flush_on_drop: WorkerGuard,
 }
 
@@ -53,14 +56,12 @@ impl Logging {
                         config.max_files
                     })
                     .build(directory)
-                    .map_err(|e| StartupError::LogDirectory {
-                        directory: directory.clone(),
-                        message: error_chain(&e),
-                    })?;
+                    .map_err(|e| cannot_open(error_chain(&e)))?;
                 non_blocking().finish(appender)
             }
             None => non_blocking().finish(std::io::stderr()),
         };
+        let dropped = writer.error_counter();
         let to_file = config.directory.is_some();
         let ansi = !to_file && std::io::stderr().is_terminal();
         // The journal records its own timestamps.
@@ -87,6 +88,7 @@ impl Logging {
         Ok(Logging {
             level,
             to_file,
+            dropped,
             _flush_on_drop: flush_on_drop,
         })
     }
@@ -97,6 +99,11 @@ impl Logging {
         let _ = self.level.modify(|filter| *filter = level_filter(level));
     }
 
+    /// How many lines were dropped because the writer could not keep up.
+    pub fn dropped_lines(&self) -> usize {
+        self.dropped.dropped_lines()
+    }
+
     /// True when lines go to files rather than to standard error.
     pub fn to_file(&self) -> bool {
         self.to_file
@@ -105,7 +112,7 @@ impl Logging {
 
 fn non_blocking() -> NonBlockingBuilder {
     NonBlockingBuilder::default()
-        .lossy(false)
+        .lossy(true)
         .thread_name("echo-server-log")
 }
 

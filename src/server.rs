@@ -35,8 +35,13 @@ pub struct Launch {
     pub check_config: bool,
 }
 
-/// Runs the daemon to the end and returns the process exit code.
+/// Runs the daemon to the end and returns the process exit code. A panic
+/// (a bug) still unwinds through here, flushing the log, and exits 70.
 pub fn launch(launch: Launch) -> i32 {
+    std::panic::catch_unwind(|| run_to_exit(launch)).unwrap_or(exit_code::SOFTWARE)
+}
+
+fn run_to_exit(launch: Launch) -> i32 {
     let source = ConfigSource::locate(
         launch.config_path,
         std::env::var_os(CONFIG_ENV_VAR).map(PathBuf::from),
@@ -87,7 +92,7 @@ fn report(error: &StartupError) -> i32 {
 
 async fn run(
     mut config: Config,
-    source: ConfigSource,
+    mut source: ConfigSource,
     overrides: Overrides,
     logging: &Logging,
 ) -> Result<(), StartupError> {
@@ -117,7 +122,7 @@ async fn run(
 
     loop {
         match signals.recv().await {
-            Request::Reload => reload(&mut config, &source, &overrides, &limits, logging),
+            Request::Reload => reload(&mut config, &mut source, &overrides, &limits, logging),
             Request::Stop(signal) => {
                 info!(signal, "stopping");
                 break;
@@ -129,29 +134,53 @@ async fn run(
     while serving.join_next().await.is_some() {}
     info!(open_connections = limits.open_connections(), shutdown_grace = %config.server.shutdown_grace,
         "stopping: no longer accepting connections");
-    if controller.wait(config.server.shutdown_grace.0).await {
-        info!("all connections finished; exiting");
-    } else {
+    tokio::select! {
+        finished = controller.wait(config.server.shutdown_grace.0) => if finished {
+            info!("all connections finished; exiting");
+        } else {
+            warn!(open_connections = limits.open_connections(),
+                "shutdown grace period over; closing the remaining connections");
+        },
+        signal = next_stop(&mut signals) => warn!(signal, open_connections = limits.open_connections(),
+            "second stop signal: closing the remaining connections now"),
+    }
+    if logging.dropped_lines() > 0 {
         warn!(
-            open_connections = limits.open_connections(),
-            "shutdown grace period over; closing the remaining connections"
+            dropped = logging.dropped_lines(),
+            "log lines were dropped because the log could not keep up"
         );
     }
     Ok(())
+}
+
+/// Waits for another stop signal; a reload while stopping is pointless.
+async fn next_stop(signals: &mut Signals) -> &'static str {
+    loop {
+        match signals.recv().await {
+            Request::Stop(signal) => return signal,
+            Request::Reload => info!("SIGHUP ignored: stopping"),
+        }
+    }
 }
 
 /// Re-reads the configuration and applies what can change live. A file that
 /// does not load leaves the running configuration untouched.
 fn reload(
     config: &mut Config,
-    source: &ConfigSource,
+    source: &mut ConfigSource,
     overrides: &Overrides,
     limits: &Limits,
     logging: &Logging,
 ) {
-    if source.path().is_none() {
-        info!("SIGHUP: running on the built-in default; there is no config file to reload");
-        return;
+    if *source == ConfigSource::BuiltIn {
+        // Started without a file; one may have been installed since.
+        *source = ConfigSource::locate(None, None, Path::new(SYSTEM_CONFIG_PATH));
+        if *source == ConfigSource::BuiltIn {
+            info!(
+                "SIGHUP: no config file ({SYSTEM_CONFIG_PATH} does not exist); the built-in default stays"
+            );
+            return;
+        }
     }
     let new = match Config::load(source, overrides) {
         Ok(new) => new,

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::limits::{ConnectionPermit, Limits};
@@ -138,12 +140,10 @@ async fn connection(
 /// Echoes until the peer closes its side, then closes ours.
 async fn echo(mut stream: TcpStream, limits: &Limits, echoed: &mut u64) -> io::Result<Ending> {
     stream.set_nodelay(true)?;
+    let mut reloads = limits.watch_reloads();
     loop {
-        if idle_wait(limits, stream.readable())
-            .await
-            .transpose()?
-            .is_none()
-        {
+        let readable = idle_wait(limits, &mut reloads, stream.readable()).await;
+        if readable.transpose()?.is_none() {
             return Ok(Ending::IdleTimeout);
         }
         let step = SCRATCH.with_borrow_mut(|scratch| echo_from_scratch(&stream, scratch))?;
@@ -151,11 +151,8 @@ async fn echo(mut stream: TcpStream, limits: &Limits, echoed: &mut u64) -> io::R
             Step::NotReady => {}
             Step::Echoed(n) => *echoed += n as u64,
             Step::Unsent { read, rest } => {
-                if idle_wait(limits, stream.write_all(&rest))
-                    .await
-                    .transpose()?
-                    .is_none()
-                {
+                let written = idle_wait(limits, &mut reloads, stream.write_all(&rest)).await;
+                if written.transpose()?.is_none() {
                     return Ok(Ending::IdleTimeout);
                 }
                 *echoed += read as u64;
@@ -169,11 +166,32 @@ async fn echo(mut stream: TcpStream, limits: &Limits, echoed: &mut u64) -> io::R
     }
 }
 
-/// Runs `operation`, giving up after the idle timeout. `None` means it ran out.
-async fn idle_wait<T>(limits: &Limits, operation: impl Future<Output = T>) -> Option<T> {
-    match limits.idle_timeout() {
-        Some(limit) => tokio::time::timeout(limit, operation).await.ok(),
-        None => Some(operation.await),
+/// Runs `operation`, giving up once it has waited for the idle timeout.
+/// `None` means the time ran out. A reload re-reads the timeout, still
+/// counted from the start of the wait, so a changed timeout applies to
+/// connections that are already waiting.
+async fn idle_wait<T>(
+    limits: &Limits,
+    reloads: &mut watch::Receiver<()>,
+    operation: impl Future<Output = T>,
+) -> Option<T> {
+    let since = Instant::now();
+    let mut operation = std::pin::pin!(operation);
+    loop {
+        let deadline = limits.idle_timeout().map(|limit| since + limit);
+        tokio::select! {
+            output = &mut operation => return Some(output),
+            () = sleep_until(deadline) => return None,
+            Ok(()) = reloads.changed() => {}
+        }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

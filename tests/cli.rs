@@ -116,6 +116,19 @@ fn an_invalid_file_names_file_line_and_column_and_exits_78() {
 }
 
 #[test]
+fn a_file_that_is_not_utf8_is_invalid_with_a_position() {
+    let dir = common::TestDir::new();
+    let path = dir.path().join("latin1.toml");
+    std::fs::write(&path, b"[server]\n# caf\xe9\nport = 7\n").unwrap();
+    let (code, _, err) = run_server(&["-t", "-c", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains("line 2, column 6: the file is not valid UTF-8"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_missing_file_exits_66() {
     let (code, _, err) = run_server(&["--config", "/nonexistent/echo.toml"], &[]);
     assert_eq!(code, 66, "{err}");
@@ -185,13 +198,13 @@ fn a_privileged_port_without_the_capability_exits_77_with_a_hint() {
         "ip link set lo up && exec setpriv --reuid=65534 --regid=65534 --clear-groups {} --port 7",
         common::SERVER
     );
-    let output = std::process::Command::new("unshare")
+    let mut command = std::process::Command::new("unshare");
+    command
         .args(["--net", "sh", "-c", &script])
-        .env_remove("ECHO_SERVER_CONFIG")
-        .output()
-        .expect("unshare and setpriv (util-linux) are installed");
-    let err = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(77), "{err}");
+        .env_remove("ECHO_SERVER_CONFIG");
+    let finished = common::finish_with_patience(command, b"");
+    let err = finished.stderr;
+    assert_eq!(finished.code, 77, "{err}");
     assert!(
         err.contains("cannot listen on TCP 127.0.0.1:7: permission denied"),
         "{err}"

@@ -13,66 +13,26 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, Server, TestDir, random_bytes};
+use common::{Finished, PATIENCE, Server, TestDir, finish_with_patience, random_bytes};
 use serde_json::Value;
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_echo-client");
 
-struct Run {
-    code: i32,
-    stdout: Vec<u8>,
-    stderr: String,
+fn json(run: &Finished) -> Value {
+    serde_json::from_slice(&run.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", run.stdout()))
 }
 
-impl Run {
-    fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.stdout).into_owned()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout()))
-    }
-}
-
-fn client(args: &[&str]) -> Run {
+fn client(args: &[&str]) -> Finished {
     client_with_input(args, b"")
 }
 
-fn client_with_input(args: &[&str], input: &[u8]) -> Run {
-    let mut child = Command::new(CLIENT)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = stdout.read_to_end(&mut bytes);
-        bytes
-    });
-    let err = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    // A client that ignores its own timeout would hang here; the harness's
+fn client_with_input(args: &[&str], input: &[u8]) -> Finished {
+    let mut command = Command::new(CLIENT);
+    command.args(args);
+    // A client that ignores its own timeout would hang; the harness's
     // patience turns that into a failure instead.
-    let status = common::wait_with_patience(&mut child);
-    feeder.join().unwrap();
-    Run {
-        code: status.code().unwrap_or(-1),
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
+    finish_with_patience(command, input)
 }
 
 /// A port nobody listens on.
@@ -237,7 +197,7 @@ fn a_corrupted_echo_exits_1_and_says_where() {
     );
     let run = client(&["bench", &target, "-c", "2", "-d", "300ms", "--json"]);
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(run.json()["errors"]["mismatch"].as_u64().unwrap() > 0);
+    assert!(json(&run)["errors"]["mismatch"].as_u64().unwrap() > 0);
 }
 
 #[test]
@@ -340,7 +300,7 @@ fn check_reports_every_target_and_the_worst_one_wins() {
         run.code, 1,
         "a wrong echo is worse than a refused connection"
     );
-    let report = run.json();
+    let report = json(&run);
     assert_eq!(report["exit_code"], 1);
     let verdicts: Vec<&str> = report["targets"]
         .as_array()
@@ -377,7 +337,7 @@ fn check_reads_the_inventory_and_probes_hosts_in_parallel() {
         "--json",
     ]);
     assert_eq!(run.code, 3, "{}", run.stdout());
-    let targets = run.json()["targets"].as_array().unwrap().clone();
+    let targets = json(&run)["targets"].as_array().unwrap().clone();
     assert_eq!(targets.len(), 6);
     assert_eq!(targets[0]["verdict"], "healthy");
     assert!(
@@ -430,7 +390,7 @@ fn bench_verifies_every_echo_and_reports_json() {
         "--json",
     ]);
     assert_eq!(run.code, 0, "{}{}", run.stdout(), run.stderr);
-    let report = run.json();
+    let report = json(&run);
     assert!(report["requests"].as_u64().unwrap() > 100, "{report}");
     assert_eq!(report["errors"]["mismatch"], 0);
     assert_eq!(report["errors"]["io"], 0);
@@ -479,7 +439,7 @@ fn bench_against_socat_and_over_udp() {
         "--json",
     ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(run.json()["requests"].as_u64().unwrap() > 0);
+    assert!(json(&run)["requests"].as_u64().unwrap() > 0);
 
     let server = Server::start("udp = true\nudp_rate_limit = 0\n");
     let run = client(&[
@@ -495,8 +455,8 @@ fn bench_against_socat_and_over_udp() {
         "--json",
     ]);
     assert_eq!(run.code, 0, "{}{}", run.stdout(), run.stderr);
-    assert_eq!(run.json()["protocol"], "UDP");
-    assert!(run.json()["requests"].as_u64().unwrap() > 0);
+    assert_eq!(json(&run)["protocol"], "UDP");
+    assert!(json(&run)["requests"].as_u64().unwrap() > 0);
 }
 
 #[test]

@@ -5,29 +5,11 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{Launcher, PATIENCE, Server, round_trip};
-
-/// True once the server has closed (or reset) this connection.
-fn closed_by_server(stream: &mut TcpStream) -> bool {
-    let mut buf = [0u8; 16];
-    match stream.read(&mut buf) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => false,
-        Err(_) => true,
-    }
-}
-
-fn echo_once(stream: &mut TcpStream, message: &[u8]) {
-    stream.write_all(message).unwrap();
-    let mut echo = vec![0; message.len()];
-    stream.read_exact(&mut echo).unwrap();
-    assert_eq!(echo, message);
-}
+use common::{Launcher, PATIENCE, Server, Signal, closed_by_server, echo_once, round_trip};
 
 #[test]
 fn connections_beyond_max_connections_are_closed_and_the_rest_keep_working() {
@@ -72,13 +54,13 @@ fn connections_beyond_max_connections_are_closed_and_the_rest_keep_working() {
 
 #[test]
 fn idle_connections_are_closed_after_idle_timeout() {
-    let server = Server::start("idle_timeout = \"300ms\"\n");
+    let server = Server::start("idle_timeout = \"1s\"\n");
     let mut idle = server.connect();
     let mut busy = server.connect();
     echo_once(&mut idle, b"hello");
     // The busy one keeps talking for longer than the timeout and survives.
     for _ in 0..8 {
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(250));
         echo_once(&mut busy, b"ping");
     }
     assert!(
@@ -89,11 +71,42 @@ fn idle_connections_are_closed_after_idle_timeout() {
 }
 
 #[test]
-fn zero_idle_timeout_keeps_connections_open() {
+fn sub_millisecond_idle_timeouts_are_not_rounded_to_never() {
+    let server = Server::start("idle_timeout = \"500us\"\n");
+    let mut idle = server.connect();
+    assert!(
+        closed_by_server(&mut idle),
+        "a 500 µs idle timeout never fired"
+    );
+}
+
+#[test]
+fn a_reload_applies_a_new_idle_timeout_to_open_connections() {
     let server = Server::start("idle_timeout = \"0\"\n");
+    let mut open = server.connect();
+    echo_once(&mut open, b"before");
+    let seen = server.log.all().len();
+    server.rewrite_config("[server]\nport = 0\nidle_timeout = \"300ms\"\n");
+    server.signal(Signal::SIGHUP);
+    server.log.wait_for_after(seen, "configuration reloaded");
+    assert!(
+        closed_by_server(&mut open),
+        "the new idle timeout did not reach the open connection"
+    );
+}
+
+#[test]
+fn zero_idle_timeout_keeps_connections_open() {
+    // Start with a short timeout and switch to "never", so that a connection
+    // outliving the short one proves that 0 means never.
+    let server = Server::start("idle_timeout = \"300ms\"\n");
+    let seen = server.log.all().len();
+    server.rewrite_config("[server]\nport = 0\nidle_timeout = \"0\"\n");
+    server.signal(Signal::SIGHUP);
+    server.log.wait_for_after(seen, "configuration reloaded");
     let mut stream = server.connect();
-    std::thread::sleep(Duration::from_millis(500));
-    echo_once(&mut stream, b"after a pause");
+    std::thread::sleep(Duration::from_millis(1200));
+    echo_once(&mut stream, b"after a pause four times the old timeout");
 }
 
 #[test]

@@ -99,3 +99,35 @@ fn a_source_over_its_rate_limit_is_dropped() {
         "{answered} of 50 datagrams were answered at 5/s"
     );
 }
+
+#[test]
+fn a_udp_port_held_by_another_program_is_an_error_not_shared() {
+    // Another program holds the port, even with SO_REUSEADDR set, as some do.
+    let other = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+    other.set_reuse_address(true).unwrap();
+    other
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    let port = other
+        .local_addr()
+        .unwrap()
+        .as_socket()
+        .unwrap()
+        .port()
+        .to_string();
+    let config = common::TestDir::new();
+    let path = config.write("c.toml", "[server]\nudp = true\n");
+    let (code, _, err) = common::run_server(&["-c", path.to_str().unwrap(), "--port", &port], &[]);
+    assert_eq!(code, 69, "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot listen on UDP 127.0.0.1:{port}: the address is already in use"
+        )),
+        "{err}"
+    );
+}

@@ -260,11 +260,11 @@ pub fn wait_with_patience(child: &mut Child) -> ExitStatus {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
-        assert!(
-            Instant::now() < deadline,
-            "process {} did not exit",
-            child.id()
-        );
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("process {} did not exit within {PATIENCE:?}", child.id());
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -299,21 +299,90 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// A finished process: its exit code and what it printed.
+pub struct Finished {
+    pub code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl Finished {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+/// Runs `command` with `input` on its standard input to the end. A process
+/// that does not finish within the harness's patience is killed and fails
+/// the test, instead of hanging it.
+pub fn finish_with_patience(mut command: Command, input: &[u8]) -> Finished {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stdout.read_to_end(&mut bytes);
+        bytes
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let status = wait_with_patience(&mut child);
+    feeder.join().unwrap();
+    Finished {
+        code: status.code().unwrap_or(-1),
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
 /// Runs the server binary to completion with `args` and returns
 /// (exit code, stdout, stderr).
 pub fn run_server(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
     let mut command = Command::new(SERVER);
-    command
-        .args(args)
-        .env_remove("ECHO_SERVER_CONFIG")
-        .stdin(Stdio::null());
+    command.args(args).env_remove("ECHO_SERVER_CONFIG");
     for (key, value) in envs {
         command.env(key, value);
     }
-    let output = command.output().unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let finished = finish_with_patience(command, b"");
+    (finished.code, finished.stdout(), finished.stderr)
+}
+
+/// True once the server has closed (or reset) this connection; false if it
+/// is still open when the read times out.
+pub fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 16];
+    match stream.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            false
+        }
+        Err(_) => true,
+    }
+}
+
+/// Sends `message` and reads exactly its echo back.
+pub fn echo_once(stream: &mut TcpStream, message: &[u8]) {
+    stream.write_all(message).unwrap();
+    let mut echo = vec![0; message.len()];
+    stream.read_exact(&mut echo).unwrap();
+    assert_eq!(echo, message);
 }
