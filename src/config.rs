@@ -36,6 +36,8 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub daemon: DaemonConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -84,6 +86,22 @@ pub struct LogConfig {
     pub max_files: usize,
 }
 
+/// Settings for `--daemon` (classic daemon mode); ignored otherwise.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    #[serde(default = "defaults::pid_file")]
+    pub pid_file: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+/// Where a daemon (`--daemon`) logs when `[log] directory` is not set:
+/// standard error is detached from any terminal there.
+pub const DAEMON_LOG_DIRECTORY: &str = "/var/log/echo-server";
+
 mod defaults {
     use super::HumanDuration;
     use std::time::Duration;
@@ -105,6 +123,9 @@ mod defaults {
     }
     pub fn max_files() -> usize {
         7
+    }
+    pub fn pid_file() -> std::path::PathBuf {
+        "/run/echo-server/echo-server.pid".into()
     }
 }
 
@@ -131,6 +152,16 @@ impl Default for LogConfig {
             directory: None,
             rotation: Rotation::default(),
             max_files: defaults::max_files(),
+        }
+    }
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            pid_file: defaults::pid_file(),
+            user: None,
+            group: None,
         }
     }
 }
@@ -202,6 +233,7 @@ pub struct Overrides {
     pub host: Option<Host>,
     pub port: Option<u16>,
     pub log_level: Option<LogLevel>,
+    pub pid_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -250,6 +282,9 @@ impl Config {
         if let Some(level) = overrides.log_level {
             self.log.level = level;
         }
+        if let Some(pid_file) = &overrides.pid_file {
+            self.daemon.pid_file = pid_file.clone();
+        }
     }
 
     /// The effective configuration as TOML, as `--check-config` prints it.
@@ -278,6 +313,9 @@ impl Config {
         }
         if self.log.max_files != other.log.max_files {
             changed.push("log.max_files");
+        }
+        if self.daemon != other.daemon {
+            changed.push("daemon");
         }
         changed
     }

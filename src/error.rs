@@ -21,10 +21,13 @@ pub mod exit_code {
     pub const NO_INPUT: i32 = 66;
     /// A host name in the config does not resolve (EX_NOHOST).
     pub const NO_HOST: i32 = 68;
-    /// The address is in use or not on this machine (EX_UNAVAILABLE).
+    /// The address is in use or not on this machine, or the daemon is
+    /// already running (EX_UNAVAILABLE).
     pub const UNAVAILABLE: i32 = 69;
     /// An unexpected internal error (EX_SOFTWARE).
     pub const SOFTWARE: i32 = 70;
+    /// The `[daemon]` user or group does not exist (EX_NOUSER).
+    pub const NO_USER: i32 = 67;
     /// Any other operating-system error (EX_OSERR).
     pub const OS_ERROR: i32 = 71;
     /// The log directory or file cannot be created (EX_CANTCREAT).
@@ -89,6 +92,24 @@ pub enum StartupError {
     #[error("cannot open the log directory {}: {message} (create it, or make it writable by the daemon's user)", directory.display())]
     LogDirectory { directory: PathBuf, message: String },
 
+    #[error("already running as pid {pid} (the pid file {} is locked); stop it first, e.g. `kill $(cat {})`", pid_file.display(), pid_file.display())]
+    AlreadyRunning { pid_file: PathBuf, pid: String },
+
+    #[error("cannot use the pid file {}: {source}", pid_file.display())]
+    PidFile {
+        pid_file: PathBuf,
+        source: io::Error,
+    },
+
+    #[error("cannot become a daemon: {0}")]
+    Daemonize(String),
+
+    #[error("[daemon] names a {0} that does not exist on this machine")]
+    NoSuchUser(String),
+
+    #[error("cannot use the sockets passed by the service manager: {0}")]
+    Activation(String),
+
     #[error("cannot start the runtime: {0}")]
     Runtime(io::Error),
 }
@@ -111,8 +132,15 @@ impl StartupError {
                 exit_code::UNAVAILABLE
             }
             StartupError::PermissionDenied { .. } => exit_code::NO_PERMISSION,
-            StartupError::Bind { .. } | StartupError::Runtime(_) => exit_code::OS_ERROR,
-            StartupError::LogDirectory { .. } => exit_code::CANT_CREATE,
+            StartupError::Bind { .. } | StartupError::Runtime(_) | StartupError::Activation(_) => {
+                exit_code::OS_ERROR
+            }
+            StartupError::LogDirectory { .. } | StartupError::PidFile { .. } => {
+                exit_code::CANT_CREATE
+            }
+            StartupError::AlreadyRunning { .. } => exit_code::UNAVAILABLE,
+            StartupError::Daemonize(_) => exit_code::OS_ERROR,
+            StartupError::NoSuchUser(_) => exit_code::NO_USER,
         }
     }
 

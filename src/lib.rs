@@ -4,14 +4,18 @@
 //! [`server::launch`]; `echo-client` calls [`client`]. Each module owns one
 //! concern, in the manner of tokio's mini-redis.
 
+pub mod activation;
 pub mod address;
 pub mod client;
 pub mod config;
+#[cfg(unix)]
+pub mod daemon;
 pub mod error;
 pub mod inventory;
 pub mod limits;
 pub mod listeners;
 pub mod logging;
+pub mod notify;
 pub mod server;
 pub mod shutdown;
 pub mod signals;

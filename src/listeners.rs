@@ -1,17 +1,20 @@
-//! Turning the configured addresses into bound sockets.
+//! Turning the configured addresses into bound sockets, or taking the ones
+//! a service manager passed in (socket activation).
 //!
 //! Binding is where most start-up failures happen (a port in use, a port
 //! below 1024 without the capability, a name that does not resolve), so this
-//! module is also where those failures get their specific errors. Sockets are
-//! made with `socket2` because an IPv6 wildcard must be IPv6-only for
-//! `listen = ["0.0.0.0:7", "[::]:7"]` to work on Linux, which tokio's own
+//! module is also where those failures get their specific errors. Binding is
+//! synchronous and makes plain `std` sockets: it happens before the daemon
+//! forks (`--daemon`) and before any runtime exists, so errors still reach
+//! the terminal and privileges can be dropped afterwards. Sockets are made
+//! with `socket2` because an IPv6 wildcard must be IPv6-only for
+//! `listen = ["0.0.0.0:7", "[::]:7"]` to work on Linux, which std's own
 //! constructors cannot express.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
 
 use socket2::{Domain, Socket, Type};
-use tokio::net::{TcpListener, UdpSocket};
 
 use crate::address::HostPort;
 use crate::config::ServerConfig;
@@ -20,22 +23,45 @@ use crate::error::{Protocol, StartupError};
 /// How many connections the kernel may queue before `accept`.
 const BACKLOG: i32 = 1024;
 
+/// How often to try for a port that is free for UDP too, with port 0.
+const PORT_PAIR_ATTEMPTS: usize = 10;
+
 /// Every socket the daemon serves.
 #[derive(Debug)]
 pub struct Listeners {
     pub tcp: Vec<TcpListener>,
     pub udp: Vec<UdpSocket>,
+    /// Where they came from, for the start-up line.
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Bound by the daemon from the configuration.
+    Configured,
+    /// Passed in by the service manager (`LISTEN_FDS`).
+    Activated,
 }
 
 impl Listeners {
+    /// The sockets to serve: those passed by a service manager if any, else
+    /// every configured address, resolved and bound.
+    pub fn open(config: &ServerConfig) -> Result<Listeners, StartupError> {
+        match crate::activation::inherited_sockets()? {
+            Some(listeners) => Ok(listeners),
+            None => Listeners::bind(config),
+        }
+    }
+
     /// Resolves and binds every configured address: TCP always, UDP too when
     /// enabled, on the same port as TCP (which matters when the port is 0).
-    pub async fn bind(config: &ServerConfig) -> Result<Listeners, StartupError> {
+    pub fn bind(config: &ServerConfig) -> Result<Listeners, StartupError> {
         let mut listeners = Listeners {
             tcp: Vec::new(),
             udp: Vec::new(),
+            origin: Origin::Configured,
         };
-        for addr in resolve_all(&config.listen_addrs()).await? {
+        for addr in resolve_all(&config.listen_addrs())? {
             if config.udp {
                 let (tcp, udp) = bind_pair(addr)?;
                 listeners.tcp.push(tcp);
@@ -77,11 +103,11 @@ impl fmt::Display for BoundAddresses {
 
 /// Resolves every entry; a name may yield several addresses (`localhost`
 /// gives 127.0.0.1 and ::1), and each is served once.
-async fn resolve_all(entries: &[HostPort]) -> Result<Vec<SocketAddr>, StartupError> {
+fn resolve_all(entries: &[HostPort]) -> Result<Vec<SocketAddr>, StartupError> {
     let mut addrs = Vec::new();
     for entry in entries {
-        let resolved = tokio::net::lookup_host((entry.host.as_str(), entry.port))
-            .await
+        let resolved = (entry.host.as_str(), entry.port)
+            .to_socket_addrs()
             .map_err(|source| StartupError::Resolve {
                 host: entry.host.to_string(),
                 source,
@@ -94,9 +120,6 @@ async fn resolve_all(entries: &[HostPort]) -> Result<Vec<SocketAddr>, StartupErr
     }
     Ok(addrs)
 }
-
-/// How often to try for a free port that is free for UDP too, with port 0.
-const PORT_PAIR_ATTEMPTS: usize = 10;
 
 /// TCP and UDP on the same address. With port 0 the kernel picks the TCP
 /// port, which may be taken for UDP; then another pick is tried.
@@ -142,10 +165,9 @@ fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, StartupError> {
     socket
         .listen(BACKLOG)
         .map_err(|e| StartupError::bind(Protocol::Tcp, addr, e))?;
-    TcpListener::from_std(socket.into()).map_err(|e| StartupError::bind(Protocol::Tcp, addr, e))
+    Ok(socket.into())
 }
 
 fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, StartupError> {
-    let socket = new_socket(addr, Type::DGRAM, Protocol::Udp)?;
-    UdpSocket::from_std(socket.into()).map_err(|e| StartupError::bind(Protocol::Udp, addr, e))
+    Ok(new_socket(addr, Type::DGRAM, Protocol::Udp)?.into())
 }

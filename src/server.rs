@@ -5,6 +5,7 @@
 //! thin argument parser and every path out of the daemon, including errors,
 //! goes through one place that flushes the log and picks the exit code.
 
+use std::io::PipeWriter;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,19 +13,25 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
+#[cfg(unix)]
+use crate::config::DAEMON_LOG_DIRECTORY;
 use crate::config::{
     CONFIG_ENV_VAR, Config, ConfigSource, LogConfig, Overrides, SYSTEM_CONFIG_PATH, ServerConfig,
 };
 use crate::error::{StartupError, exit_code};
 use crate::limits::Limits;
-use crate::listeners::Listeners;
+use crate::listeners::{Listeners, Origin};
 use crate::logging::Logging;
+use crate::notify::Notifier;
 use crate::shutdown::ShutdownController;
 use crate::signals::{Request, Signals};
 use crate::{tcp, udp};
 
 /// How long the runtime may take to drop what is left after the grace period.
 const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How often the status line shown by `systemctl status` is refreshed.
+const STATUS_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What the command line asked for.
 #[derive(Debug, Default)]
@@ -33,6 +40,8 @@ pub struct Launch {
     pub overrides: Overrides,
     /// Validate and print the effective configuration, then exit.
     pub check_config: bool,
+    /// Fork into the background as a classic daemon (Unix only).
+    pub daemon: bool,
 }
 
 /// Runs the daemon to the end and returns the process exit code. A panic
@@ -43,11 +52,11 @@ pub fn launch(launch: Launch) -> i32 {
 
 fn run_to_exit(launch: Launch) -> i32 {
     let source = ConfigSource::locate(
-        launch.config_path,
+        launch.config_path.clone(),
         std::env::var_os(CONFIG_ENV_VAR).map(PathBuf::from),
         Path::new(SYSTEM_CONFIG_PATH),
     );
-    let config = match Config::load(&source, &launch.overrides) {
+    let mut config = match Config::load(&source, &launch.overrides) {
         Ok(config) => config,
         Err(e) => return report(&e.into()),
     };
@@ -58,9 +67,16 @@ fn run_to_exit(launch: Launch) -> i32 {
         );
         return exit_code::OK;
     }
+    // Everything up to here runs in the foreground, where errors reach the
+    // terminal (or the journal) directly.
+    let (listeners, parent, _pid_file) = match open_and_detach(&launch, &mut config) {
+        Ok(started) => started,
+        Err(e) => return report(&e),
+    };
+    let mut notifier = Notifier::new(parent);
     let logging = match Logging::init(&config.log) {
         Ok(logging) => logging,
-        Err(e) => return report(&e),
+        Err(e) => return fail(&mut notifier, &e),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -68,9 +84,14 @@ fn run_to_exit(launch: Launch) -> i32 {
         .build()
     {
         Ok(runtime) => runtime,
-        Err(e) => return report(&StartupError::Runtime(e)),
+        Err(e) => return fail(&mut notifier, &StartupError::Runtime(e)),
     };
-    let result = runtime.block_on(run(config, source, launch.overrides, &logging));
+    let service = Service {
+        config,
+        source,
+        overrides: launch.overrides,
+    };
+    let result = runtime.block_on(run(service, listeners, &logging, &mut notifier));
     // Connections still open after the grace period are dropped, and closed, here.
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
     match result {
@@ -80,9 +101,45 @@ fn run_to_exit(launch: Launch) -> i32 {
                 error!("{e}");
             }
             drop(logging);
-            report(&e)
+            fail(&mut notifier, &e)
         }
     }
+}
+
+#[cfg(unix)]
+type PidFileGuard = crate::daemon::PidFileGuard;
+#[cfg(not(unix))]
+type PidFileGuard = ();
+
+/// Binds (or takes the service manager's sockets) and, with `--daemon`,
+/// forks into the background: past this point only the daemon runs.
+fn open_and_detach(
+    launch: &Launch,
+    config: &mut Config,
+) -> Result<(Listeners, Option<PipeWriter>, Option<PidFileGuard>), StartupError> {
+    #[cfg(unix)]
+    if launch.daemon {
+        use crate::daemon::{DaemonOptions, check_not_running, detach};
+
+        check_not_running(&config.daemon.pid_file)?;
+        let listeners = Listeners::open(&config.server)?;
+        let log_directory = config
+            .log
+            .directory
+            .get_or_insert_with(|| DAEMON_LOG_DIRECTORY.into())
+            .clone();
+        let options = DaemonOptions {
+            pid_file: config.daemon.pid_file.clone(),
+            user: config.daemon.user.clone(),
+            group: config.daemon.group.clone(),
+            log_directory,
+        };
+        let (parent, pid_file) = detach(&options)?;
+        return Ok((listeners, Some(parent), Some(pid_file)));
+    }
+    #[cfg(not(unix))]
+    let _ = launch;
+    Ok((Listeners::open(&config.server)?, None, None))
 }
 
 fn report(error: &StartupError) -> i32 {
@@ -90,19 +147,34 @@ fn report(error: &StartupError) -> i32 {
     error.exit_code()
 }
 
-async fn run(
-    mut config: Config,
-    mut source: ConfigSource,
+/// Reports a failure after the foreground part, to the `--daemon` parent
+/// and the service manager too.
+fn fail(notifier: &mut Notifier, error: &StartupError) -> i32 {
+    notifier.failed(error.exit_code(), &error.to_string());
+    report(error)
+}
+
+/// The running configuration and where it came from.
+struct Service {
+    config: Config,
+    source: ConfigSource,
     overrides: Overrides,
+}
+
+async fn run(
+    mut service: Service,
+    listeners: Listeners,
     logging: &Logging,
+    notifier: &mut Notifier,
 ) -> Result<(), StartupError> {
     let mut signals = Signals::install().map_err(StartupError::Runtime)?;
-    let listeners = Listeners::bind(&config.server).await?;
-    let limits = Limits::new(&config.server);
+    let limits = Limits::new(&service.config.server);
     let controller = ShutdownController::default();
-    let addresses = listeners.describe();
+    let addresses = listeners.describe().to_string();
     let mut serving = JoinSet::new();
     for listener in listeners.tcp {
+        let listener =
+            tokio::net::TcpListener::from_std(listener).map_err(StartupError::Runtime)?;
         serving.spawn(tcp::serve(
             listener,
             Arc::clone(&limits),
@@ -111,6 +183,7 @@ async fn run(
         ));
     }
     for socket in listeners.udp {
+        let socket = tokio::net::UdpSocket::from_std(socket).map_err(StartupError::Runtime)?;
         serving.spawn(udp::serve(
             socket,
             Arc::clone(&limits),
@@ -118,24 +191,42 @@ async fn run(
             controller.guard(),
         ));
     }
-    info!(version = env!("CARGO_PKG_VERSION"), config = %source, listening = %addresses, "echo-server started");
+    let sockets = match listeners.origin {
+        Origin::Configured => "bound from the configuration",
+        Origin::Activated => "passed by the service manager",
+    };
+    info!(version = env!("CARGO_PKG_VERSION"), config = %service.source, listening = %addresses, sockets,
+        "echo-server started");
+    notifier.ready(&status_line(&addresses, &limits));
+    let heartbeat = tokio::spawn(heartbeat(
+        notifier.without_parent(),
+        addresses.clone(),
+        Arc::clone(&limits),
+    ));
 
     loop {
         match signals.recv().await {
-            Request::Reload => reload(&mut config, &mut source, &overrides, &limits, logging),
+            Request::Reload => {
+                notifier.reloading();
+                service.reload(&limits, logging);
+                notifier.reloaded(&status_line(&addresses, &limits));
+            }
             Request::Stop(signal) => {
                 info!(signal, "stopping");
+                notifier.stopping();
                 break;
             }
         }
     }
+    heartbeat.abort();
     controller.notify();
     // Once every listener task has returned, its socket is closed.
     while serving.join_next().await.is_some() {}
-    info!(open_connections = limits.open_connections(), shutdown_grace = %config.server.shutdown_grace,
+    let grace = service.config.server.shutdown_grace;
+    info!(open_connections = limits.open_connections(), shutdown_grace = %grace,
         "stopping: no longer accepting connections");
     tokio::select! {
-        finished = controller.wait(config.server.shutdown_grace.0) => if finished {
+        finished = controller.wait(grace.0) => if finished {
             info!("all connections finished; exiting");
         } else {
             warn!(open_connections = limits.open_connections(),
@@ -153,6 +244,30 @@ async fn run(
     Ok(())
 }
 
+/// What `systemctl status` shows next to the unit.
+fn status_line(addresses: &str, limits: &Limits) -> String {
+    format!(
+        "serving {addresses}; {} open connections",
+        limits.open_connections()
+    )
+}
+
+/// Keeps the service manager's view fresh: the connection count in the
+/// status, and watchdog pings (`WatchdogSec=`) from the runtime itself, so
+/// that a stuck runtime stops pinging and gets restarted.
+async fn heartbeat(notifier: Notifier, addresses: String, limits: Arc<Limits>) {
+    let mut status = tokio::time::interval(STATUS_INTERVAL);
+    let mut watchdog =
+        tokio::time::interval(notifier.watchdog_interval().unwrap_or(Duration::MAX / 4));
+    let pinging = notifier.watchdog_interval().is_some();
+    loop {
+        tokio::select! {
+            _ = status.tick() => notifier.status(&status_line(&addresses, &limits)),
+            _ = watchdog.tick(), if pinging => notifier.watchdog(),
+        }
+    }
+}
+
 /// Waits for another stop signal; a reload while stopping is pointless.
 async fn next_stop(signals: &mut Signals) -> &'static str {
     loop {
@@ -163,54 +278,51 @@ async fn next_stop(signals: &mut Signals) -> &'static str {
     }
 }
 
-/// Re-reads the configuration and applies what can change live. A file that
-/// does not load leaves the running configuration untouched.
-fn reload(
-    config: &mut Config,
-    source: &mut ConfigSource,
-    overrides: &Overrides,
-    limits: &Limits,
-    logging: &Logging,
-) {
-    if *source == ConfigSource::BuiltIn {
-        // Started without a file; one may have been installed since.
-        *source = ConfigSource::locate(None, None, Path::new(SYSTEM_CONFIG_PATH));
-        if *source == ConfigSource::BuiltIn {
-            info!(
-                "SIGHUP: no config file ({SYSTEM_CONFIG_PATH} does not exist); the built-in default stays"
-            );
-            return;
+impl Service {
+    /// Re-reads the configuration and applies what can change live. A file
+    /// that does not load leaves the running configuration untouched.
+    fn reload(&mut self, limits: &Limits, logging: &Logging) {
+        if self.source == ConfigSource::BuiltIn {
+            // Started without a file; one may have been installed since.
+            self.source = ConfigSource::locate(None, None, Path::new(SYSTEM_CONFIG_PATH));
+            if self.source == ConfigSource::BuiltIn {
+                info!(
+                    "SIGHUP: no config file ({SYSTEM_CONFIG_PATH} does not exist); the built-in default stays"
+                );
+                return;
+            }
         }
-    }
-    let new = match Config::load(source, overrides) {
-        Ok(new) => new,
-        Err(e) => {
-            error!(
-                "SIGHUP: the configuration was not reloaded, the running one stays in effect: {e}"
-            );
-            return;
+        let new = match Config::load(&self.source, &self.overrides) {
+            Ok(new) => new,
+            Err(e) => {
+                error!(
+                    "SIGHUP: the configuration was not reloaded, the running one stays in effect: {e}"
+                );
+                return;
+            }
+        };
+        limits.update(&new.server);
+        logging.set_level(new.log.level);
+        let needs_restart = self.config.restart_only_changes(&new);
+        if !needs_restart.is_empty() {
+            warn!(settings = ?needs_restart, "SIGHUP: these changes take effect only after a restart");
         }
-    };
-    limits.update(&new.server);
-    logging.set_level(new.log.level);
-    let needs_restart = config.restart_only_changes(&new);
-    if !needs_restart.is_empty() {
-        warn!(settings = ?needs_restart, "SIGHUP: these changes take effect only after a restart");
+        info!(config = %self.source, level = %new.log.level, max_connections = new.server.max_connections,
+            idle_timeout = %new.server.idle_timeout, "configuration reloaded");
+        // Keep describing what actually runs: the restart-only settings stay
+        // as they were, so the next reload still reports them.
+        let running = self.config.clone();
+        self.config = Config {
+            server: ServerConfig {
+                listen: running.server.listen,
+                udp: running.server.udp,
+                ..new.server
+            },
+            log: LogConfig {
+                level: new.log.level,
+                ..running.log
+            },
+            daemon: running.daemon,
+        };
     }
-    info!(config = %source, level = %new.log.level, max_connections = new.server.max_connections,
-        idle_timeout = %new.server.idle_timeout, "configuration reloaded");
-    // Keep describing what actually runs: the restart-only settings stay as
-    // they were, so the next reload still reports them.
-    let running = config.clone();
-    *config = Config {
-        server: ServerConfig {
-            listen: running.server.listen,
-            udp: running.server.udp,
-            ..new.server
-        },
-        log: LogConfig {
-            level: new.log.level,
-            ..running.log
-        },
-    };
 }

@@ -36,6 +36,16 @@ struct Args {
     #[arg(short = 't', long)]
     check_config: bool,
 
+    /// Run in the background as a classic daemon, with a pid file (for hosts without systemd).
+    #[cfg(unix)]
+    #[arg(short, long)]
+    daemon: bool,
+
+    /// With --daemon: write the pid file here instead of [daemon] pid_file.
+    #[cfg(unix)]
+    #[arg(long, value_name = "PATH", requires = "daemon")]
+    pid_file: Option<PathBuf>,
+
     /// Print the shipped, commented configuration file and exit.
     #[arg(long, conflicts_with_all = ["config", "check_config"])]
     print_default_config: bool,
@@ -57,13 +67,19 @@ fn main() {
         print!("{}", echo_service::config::DEFAULT_CONFIG_TOML);
         return;
     }
+    #[cfg(unix)]
+    let (daemon, pid_file) = (args.daemon, args.pid_file);
+    #[cfg(not(unix))]
+    let (daemon, pid_file) = (false, None);
     std::process::exit(launch(Launch {
         config_path: args.config,
         overrides: Overrides {
             host: args.host,
             port: args.port,
             log_level: args.log_level,
+            pid_file,
         },
         check_config: args.check_config,
+        daemon,
     }));
 }

@@ -27,7 +27,7 @@ pub const SERVER: &str = env!("CARGO_BIN_EXE_echo-server");
 pub struct LogLines(Arc<(Mutex<Vec<String>>, Condvar)>);
 
 impl LogLines {
-    fn collect(self, stream: impl Read + Send + 'static) {
+    pub fn collect(self, stream: impl Read + Send + 'static) {
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines() {
                 let Ok(line) = line else { break };
@@ -100,6 +100,7 @@ pub struct Launcher {
     config: Option<String>,
     wrapper: Vec<String>,
     args: Vec<String>,
+    envs: Vec<(String, String)>,
     config_from_env: bool,
 }
 
@@ -109,6 +110,7 @@ impl Launcher {
             config: Some(config.to_string()),
             wrapper: Vec::new(),
             args: Vec::new(),
+            envs: Vec::new(),
             config_from_env: false,
         }
     }
@@ -129,6 +131,11 @@ impl Launcher {
 
     pub fn arg(mut self, arg: &str) -> Launcher {
         self.args.push(arg.to_string());
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Launcher {
+        self.envs.push((key.to_string(), value.to_string()));
         self
     }
 
@@ -162,6 +169,7 @@ impl Launcher {
         }
         let mut child = command
             .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

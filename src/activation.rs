@@ -1,0 +1,60 @@
+//! Socket activation: serving sockets that a service manager bound and
+//! passed in (`LISTEN_FDS`/`LISTEN_PID`, as systemd's `.socket` units and
+//! `systemd-socket-activate` do).
+//!
+//! A daemon that binds nothing itself needs no capability to serve port 7
+//! and can run in a private network namespace, which is why the activated
+//! service unit is locked down further than the self-binding one. Stream
+//! sockets are served as TCP and datagram sockets as UDP; the configured
+//! `listen` addresses and `udp` setting do not apply then.
+
+use crate::error::StartupError;
+use crate::listeners::Listeners;
+
+/// The sockets passed by the service manager, or `None` if there are none
+/// (or they were meant for another process).
+#[cfg(unix)]
+pub fn inherited_sockets() -> Result<Option<Listeners>, StartupError> {
+    use std::os::fd::FromRawFd;
+
+    use crate::listeners::Origin;
+
+    let invalid = |message: String| StartupError::Activation(message);
+    let fds =
+        sd_notify::listen_fds().map_err(|e| invalid(format!("LISTEN_FDS/LISTEN_PID: {e}")))?;
+    if fds.len() == 0 {
+        return Ok(None);
+    }
+    let mut listeners = Listeners {
+        tcp: Vec::new(),
+        udp: Vec::new(),
+        origin: Origin::Activated,
+    };
+    for fd in fds {
+        // SAFETY: the service manager passes these descriptors to this
+        // process (LISTEN_PID was checked) for it to own; nothing else in
+        // the process uses them, and each is taken exactly once.
+        let socket = unsafe { socket2::Socket::from_raw_fd(fd) };
+        let kind = socket
+            .r#type()
+            .map_err(|e| invalid(format!("descriptor {fd} is not a socket: {e}")))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| invalid(format!("descriptor {fd}: {e}")))?;
+        if kind == socket2::Type::STREAM {
+            listeners.tcp.push(socket.into());
+        } else if kind == socket2::Type::DGRAM {
+            listeners.udp.push(socket.into());
+        } else {
+            return Err(invalid(format!(
+                "descriptor {fd} is neither a stream nor a datagram socket (use ListenStream= or ListenDatagram=)"
+            )));
+        }
+    }
+    Ok(Some(listeners))
+}
+
+#[cfg(not(unix))]
+pub fn inherited_sockets() -> Result<Option<Listeners>, StartupError> {
+    Ok(None)
+}

@@ -1,0 +1,439 @@
+//! Running as a service: the systemd notify protocol, socket activation and
+//! classic daemon mode, each for real (a real notify socket, real inherited
+//! descriptors, a real fork and pid file).
+
+#![cfg(unix)]
+
+mod common;
+
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{
+    LogLines, PATIENCE, SERVER, Signal, TestDir, echo_once, finish_with_patience, round_trip,
+};
+
+/// A notify socket like systemd's, collecting what the daemon sends.
+struct NotifySocket {
+    socket: UnixDatagram,
+    path: String,
+    _dir: TestDir,
+}
+
+impl NotifySocket {
+    fn new() -> NotifySocket {
+        let dir = TestDir::new();
+        let path = dir.path().join("notify");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        NotifySocket {
+            socket,
+            path: path.to_str().unwrap().to_string(),
+            _dir: dir,
+        }
+    }
+
+    /// The next message, waiting at most `PATIENCE`.
+    fn next(&self) -> String {
+        self.socket.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let len = self.socket.recv(&mut buf).expect("a notify message");
+        String::from_utf8(buf[..len].to_vec()).unwrap()
+    }
+
+    /// Reads messages until one contains `needle`, and returns it.
+    fn wait_for(&self, needle: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let message = self.next();
+            if message.contains(needle) {
+                return message;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no notify message with {needle:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn notify_says_ready_only_once_the_port_answers_and_stopping_on_sigterm() {
+    let notify = NotifySocket::new();
+    let mut server = common::Launcher::new("[server]\nport = 0\n")
+        .env("NOTIFY_SOCKET", &notify.path)
+        .start();
+    let ready = notify.wait_for("READY=1");
+    // By the time READY=1 was sent, the port already answered.
+    assert!(ready.contains("STATUS=serving tcp://"), "{ready}");
+    assert_eq!(round_trip(server.addr(), b"ready"), b"ready");
+
+    server.signal(Signal::SIGHUP);
+    let reloading = notify.wait_for("RELOADING=1");
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    notify.wait_for("READY=1");
+
+    server.signal(Signal::SIGTERM);
+    notify.wait_for("STOPPING=1");
+    assert_eq!(server.wait().code(), Some(0));
+}
+
+#[test]
+fn watchdog_pings_arrive_while_the_daemon_runs() {
+    let notify = NotifySocket::new();
+    // WatchdogSec=200ms: pings are due every 100 ms.
+    let server = common::Launcher::new("[server]\nport = 0\n")
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("WATCHDOG_USEC", "200000")
+        .start();
+    notify.wait_for("READY=1");
+    // Pings keep coming (every 100 ms: half the period, as systemd advises);
+    // `next` fails the test if they stop.
+    let mut pings = 0;
+    while pings < 5 {
+        if notify.next().contains("WATCHDOG=1") {
+            pings += 1;
+        }
+    }
+    assert_eq!(
+        round_trip(server.addr(), b"still serving"),
+        b"still serving"
+    );
+}
+
+#[test]
+fn an_inherited_listener_is_served_without_binding_anything() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fd = listener.as_raw_fd();
+    let mut command = Command::new("sh");
+    // LISTEN_PID must be the server's own pid: the shell's, kept by exec.
+    command.args([
+        "-c",
+        "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" --port 1 --log-level debug",
+        SERVER,
+    ]);
+    // SAFETY: only dup2 or fcntl runs between fork and exec, both
+    // async-signal-safe; it makes the listener descriptor 3 in the child, as
+    // a service manager would, and the new descriptor must outlive exec.
+    unsafe {
+        command.pre_exec(move || {
+            let listener = std::os::fd::BorrowedFd::borrow_raw(fd);
+            if fd == 3 {
+                // Already in place: dup2 would keep close-on-exec set.
+                nix::fcntl::fcntl(
+                    listener,
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+                )?;
+            } else {
+                std::mem::forget(nix::unistd::dup2_raw(listener, 3)?);
+            }
+            Ok(())
+        });
+    }
+    let mut child = command
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = LogLines::default();
+    log.clone().collect(child.stderr.take().unwrap());
+    let started = log.wait_for("echo-server started");
+    // --port 1 would need privileges and is not used: nothing was bound.
+    assert!(started.contains(&format!("tcp://{addr}")), "{started}");
+    assert!(
+        started.contains("passed by the service manager"),
+        "{started}"
+    );
+    drop(listener);
+    assert_eq!(
+        round_trip(addr, b"through an inherited socket"),
+        b"through an inherited socket"
+    );
+    common::send_signal(&child, Signal::SIGTERM);
+    assert_eq!(common::wait_with_patience(&mut child).code(), Some(0));
+}
+
+#[test]
+fn systemd_socket_activate_passes_a_datagram_socket() {
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new("systemd-socket-activate")
+        .args([
+            "--datagram",
+            "-l",
+            &format!("127.0.0.1:{port}"),
+            SERVER,
+            "--port",
+            "1",
+        ])
+        .env("ECHO_SERVER_CONFIG", "")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("systemd-socket-activate (package systemd) is installed by scripts/test.sh");
+    let log = LogLines::default();
+    log.clone().collect(child.stderr.take().unwrap());
+    log.wait_for("Listening on");
+    // The daemon starts on the first datagram, as under a .socket unit.
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    client.connect(("127.0.0.1", port)).unwrap();
+    client.send(b"activate me").unwrap();
+    let mut buf = [0u8; 64];
+    let len = client.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..len], b"activate me");
+    assert!(
+        log.wait_for("echo-server started")
+            .contains(&format!("udp://127.0.0.1:{port}"))
+    );
+    common::send_signal(&child, Signal::SIGTERM);
+    common::wait_with_patience(&mut child);
+}
+
+/// A daemon's files in a directory every user may enter, since the daemon
+/// may drop to `nobody`.
+struct DaemonDir {
+    dir: TestDir,
+}
+
+impl DaemonDir {
+    fn new() -> DaemonDir {
+        let dir = TestDir::new();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        DaemonDir { dir }
+    }
+
+    fn config(&self, extra: &str) -> String {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = format!(
+            "[server]\nport = {port}\n[log]\ndirectory = \"{logs}\"\n[daemon]\npid_file = \"{pid}\"\n{extra}",
+            logs = self.logs().display(),
+            pid = self.pid_file().display(),
+        );
+        self.dir
+            .write("config.toml", &config)
+            .to_str()
+            .unwrap()
+            .to_string()
+    }
+
+    fn logs(&self) -> std::path::PathBuf {
+        self.dir.path().join("logs")
+    }
+
+    fn pid_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("run/echo-server.pid")
+    }
+
+    fn pid(&self) -> i32 {
+        std::fs::read_to_string(self.pid_file())
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    fn port(&self) -> u16 {
+        let config = std::fs::read_to_string(self.dir.path().join("config.toml")).unwrap();
+        config
+            .lines()
+            .find_map(|l| l.strip_prefix("port = "))
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    fn start(&self, config: &str) -> common::Finished {
+        let mut command = Command::new(SERVER);
+        command
+            .args(["--daemon", "--config", config])
+            .env_remove("ECHO_SERVER_CONFIG");
+        finish_with_patience(command, b"")
+    }
+}
+
+impl Drop for DaemonDir {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.pid_file())
+            && let Ok(pid) = pid.trim().parse()
+        {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Fields of /proc/PID/stat after the command name: state is 0, ppid 1,
+/// session 3, tty_nr 4.
+fn proc_stat(pid: i32) -> Vec<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+fn wait_until_gone(pid: i32) {
+    let deadline = Instant::now() + PATIENCE;
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(Instant::now() < deadline, "pid {pid} is still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_daemon_detaches_serves_and_cleans_up_its_pid_file() {
+    let dir = DaemonDir::new();
+    let config = dir.config("");
+    let started = dir.start(&config);
+    assert_eq!(started.code, 0, "{}", started.stderr);
+    assert!(
+        started
+            .stdout()
+            .contains("running in the background as pid"),
+        "{}",
+        started.stdout()
+    );
+
+    // The parent has exited; the daemon it left is nobody's child and has no terminal.
+    let pid = dir.pid();
+    let stat = proc_stat(pid);
+    assert_ne!(
+        stat[1].parse::<u32>().unwrap(),
+        std::process::id(),
+        "the daemon is a child of the test"
+    );
+    assert_eq!(stat[4], "0", "the daemon has a controlling terminal");
+    let own_session = proc_stat(std::process::id() as i32)[3].clone();
+    assert_ne!(
+        stat[3], own_session,
+        "the daemon is still in the starting session"
+    );
+
+    let mut stream = TcpStream::connect(("127.0.0.1", dir.port())).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    echo_once(&mut stream, b"from a daemon");
+    drop(stream);
+
+    // A second start is refused while the first one runs.
+    let second = dir.start(&config);
+    assert_eq!(second.code, 69, "{}", second.stderr);
+    assert!(
+        second
+            .stderr
+            .contains(&format!("already running as pid {pid}")),
+        "{}",
+        second.stderr
+    );
+
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM).unwrap();
+    wait_until_gone(pid);
+    assert!(!dir.pid_file().exists(), "SIGTERM left the pid file behind");
+    let log = std::fs::read_dir(dir.logs())
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path());
+    let text: String = log.map(|p| std::fs::read_to_string(p).unwrap()).collect();
+    assert!(text.contains("all connections finished"), "{text}");
+}
+
+#[test]
+fn a_stale_pid_file_is_taken_over() {
+    let dir = DaemonDir::new();
+    let config = dir.config("");
+    std::fs::create_dir_all(dir.pid_file().parent().unwrap()).unwrap();
+    std::fs::write(dir.pid_file(), "999999\n").unwrap();
+    let started = dir.start(&config);
+    assert_eq!(started.code, 0, "{}", started.stderr);
+    assert_ne!(dir.pid(), 999999);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(dir.pid()), Signal::SIGTERM).unwrap();
+}
+
+#[test]
+fn a_daemon_drops_to_its_user_after_binding_a_privileged_port() {
+    let dir = DaemonDir::new();
+    let config = dir.config("user = \"nobody\"\n");
+    // Port 7 needs root to bind; the daemon binds first, then becomes nobody.
+    let config_text = std::fs::read_to_string(&config).unwrap();
+    let port_line = config_text
+        .lines()
+        .find(|l| l.starts_with("port = "))
+        .unwrap()
+        .to_string();
+    let free_low_port = (7u16..1024)
+        .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .unwrap();
+    std::fs::write(
+        &config,
+        config_text.replace(&port_line, &format!("port = {free_low_port}")),
+    )
+    .unwrap();
+    let started = dir.start(&config);
+    assert_eq!(started.code, 0, "{}", started.stderr);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", dir.pid())).unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid.split_whitespace().skip(1).all(|id| id == "65534"),
+        "{uid}"
+    );
+    assert_eq!(
+        round_trip(
+            format!("127.0.0.1:{free_low_port}").parse().unwrap(),
+            b"low"
+        ),
+        b"low"
+    );
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(dir.pid()), Signal::SIGTERM).unwrap();
+}
+
+#[test]
+fn start_up_errors_reach_the_terminal_with_their_exit_codes() {
+    let dir = DaemonDir::new();
+    // Before the fork: a broken config file.
+    let broken = dir.dir.write("broken.toml", "[server]\nport = \"seven\"\n");
+    let started = dir.start(broken.to_str().unwrap());
+    assert_eq!(started.code, 78, "{}", started.stderr);
+    assert!(
+        started.stderr.contains("line 2, column 8"),
+        "{}",
+        started.stderr
+    );
+
+    // After the fork: the daemon, now nobody, cannot create its log file in
+    // a directory root owns. The parent still reports it.
+    std::fs::create_dir_all(dir.logs()).unwrap();
+    let config = dir.config("user = \"nobody\"\n");
+    let started = dir.start(&config);
+    assert_eq!(started.code, 73, "{}", started.stderr);
+    assert!(
+        started.stderr.contains("cannot open the log directory"),
+        "{}",
+        started.stderr
+    );
+
+    let config = dir.config("user = \"no-such-user-here\"\n");
+    let started = dir.start(&config);
+    assert_eq!(started.code, 67, "{}", started.stderr);
+    assert!(
+        started
+            .stderr
+            .contains("user `no-such-user-here` that does not exist"),
+        "{}",
+        started.stderr
+    );
+}
