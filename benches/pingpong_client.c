@@ -24,6 +24,7 @@
 struct conn {
     int fd;
     size_t received;
+    char *buf; /* this connection's partial echo */
 };
 
 static double now(void) {
@@ -55,9 +56,9 @@ int main(int argc, char **argv) {
         return 64;
     }
 
-    char *message = malloc(size), *buf = malloc(size);
+    char *message = malloc(size);
     struct conn *conns = calloc(nconns, sizeof *conns);
-    if (!message || !buf || !conns) die("malloc");
+    if (!message || !conns) die("malloc");
     for (size_t i = 0; i < size; i++) message[i] = (char)(i * 131 + 7);
 
     int ep = epoll_create1(0);
@@ -69,6 +70,7 @@ int main(int argc, char **argv) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         conns[i].fd = fd;
+        if (!(conns[i].buf = malloc(size))) die("malloc");
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &conns[i]};
         if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) die("epoll_ctl");
     }
@@ -84,14 +86,14 @@ int main(int argc, char **argv) {
         if (n < 0 && errno != EINTR) die("epoll_wait");
         for (int e = 0; e < n; e++) {
             struct conn *c = events[e].data.ptr;
-            ssize_t got = read(c->fd, buf + c->received, size - c->received);
+            ssize_t got = read(c->fd, c->buf + c->received, size - c->received);
             if (got <= 0) {
                 if (got < 0 && errno == EAGAIN) continue;
                 die("read");
             }
             c->received += (size_t)got;
             if (c->received < size) continue;
-            if (memcmp(buf, message, size) != 0) mismatches++;
+            if (memcmp(c->buf, message, size) != 0) mismatches++;
             c->received = 0;
             requests++;
             if (write(c->fd, message, size) != (ssize_t)size) die("write");

@@ -7,10 +7,10 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Finished, PATIENCE, Server, TestDir, finish_with_patience, random_bytes};
@@ -93,23 +93,86 @@ fn corrupting_server() -> SocketAddr {
     })
 }
 
-/// A server that accepts and then never sends anything.
+/// A server that accepts and then never sends anything, counting the
+/// connections it accepted in `accepted`.
+fn silent_server_counting(accepted: Arc<AtomicUsize>) -> SocketAddr {
+    serve_each(move |mut stream| {
+        accepted.fetch_add(1, Ordering::SeqCst);
+        let mut sink = Vec::new();
+        let _ = stream.read_to_end(&mut sink);
+        // Even after the client's half-close, never answer nor close.
+        std::thread::sleep(PATIENCE);
+    })
+}
+
 fn silent_server() -> SocketAddr {
     silent_server_counting(Arc::default())
 }
 
-/// A silent server that keeps, in `held`, how many connections all servers
-/// sharing it hold right now and the most they ever held at once.
-fn silent_server_counting(held: Arc<(AtomicUsize, AtomicUsize)>) -> SocketAddr {
-    serve_each(move |mut stream| {
-        let now = held.0.fetch_add(1, Ordering::SeqCst) + 1;
-        held.1.fetch_max(now, Ordering::SeqCst);
+/// `count` echo servers that answer only once all of them hold a
+/// connection: checked one after the other, the first would wait forever.
+fn servers_that_echo_once_all_are_connected(count: usize) -> Vec<SocketAddr> {
+    let connected = Arc::new((Mutex::new(0usize), Condvar::new()));
+    (0..count)
+        .map(|_| {
+            let connected = Arc::clone(&connected);
+            serve_each(move |mut stream| {
+                let (lock, all_in) = &*connected;
+                let mut n = lock.lock().unwrap();
+                *n += 1;
+                all_in.notify_all();
+                let (n, _) = all_in
+                    .wait_timeout_while(n, PATIENCE, |n| *n < count)
+                    .unwrap();
+                drop(n);
+                let mut payload = Vec::new();
+                let _ = stream.read_to_end(&mut payload);
+                let _ = stream.write_all(&payload);
+            })
+        })
+        .collect()
+}
+
+/// A server that answers every read with the same bytes and one more.
+fn appending_server() -> SocketAddr {
+    serve_each(|mut stream| {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = stream.read(&mut buf) {
+            if stream
+                .write_all(&buf[..n])
+                .and_then(|()| stream.write_all(b"+"))
+                .is_err()
+            {
+                break;
+            }
+        }
+    })
+}
+
+/// A server that reads everything and then closes without answering.
+fn swallowing_server() -> SocketAddr {
+    serve_each(|mut stream| {
         let mut sink = Vec::new();
         let _ = stream.read_to_end(&mut sink);
-        held.0.fetch_sub(1, Ordering::SeqCst);
-        // Even after the client's half-close, never answer nor close.
-        std::thread::sleep(PATIENCE);
     })
+}
+
+/// A UDP server that answers datagrams of 16 bytes or more with the first
+/// byte flipped (where echo-client keeps its sequence numbers), and shorter
+/// ones, like the probe bench sends first, correctly.
+fn udp_stamp_corrupting_server() -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 65_536];
+        while let Ok((n, peer)) = socket.recv_from(&mut buf) {
+            if n >= 16 {
+                buf[0] ^= 0x01;
+            }
+            let _ = socket.send_to(&buf[..n], peer);
+        }
+    });
+    addr
 }
 
 fn serve_each(handle: impl Fn(TcpStream) + Send + Clone + 'static) -> SocketAddr {
@@ -195,9 +258,14 @@ fn a_corrupted_echo_exits_1_and_says_where() {
         "{}",
         run.stdout()
     );
+    // bench probes the server before it starts, and stops at a wrong echo.
     let run = client(&["bench", &target, "-c", "2", "-d", "300ms", "--json"]);
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(json(&run)["errors"]["mismatch"].as_u64().unwrap() > 0);
+    assert!(
+        run.stderr.contains("differs from what was sent"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -315,42 +383,41 @@ fn check_reports_every_target_and_the_worst_one_wins() {
 #[test]
 fn check_reads_the_inventory_and_probes_hosts_in_parallel() {
     let server = Server::start("");
-    let held = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
-    let silent: Vec<SocketAddr> = (0..5)
-        .map(|_| silent_server_counting(Arc::clone(&held)))
-        .collect();
     let dir = TestDir::new();
     let mut inventory = format!(
         "# fleet\nadmin@127.0.0.1:2222 echo_port={}\n",
         server.addr().port()
     );
-    for addr in &silent {
-        inventory.push_str(&format!("127.0.0.1 echo_port={}   # stuck\n", addr.port()));
+    for addr in servers_that_echo_once_all_are_connected(5) {
+        inventory.push_str(&format!(
+            "127.0.0.1 echo_port={}   # waits for the others\n",
+            addr.port()
+        ));
     }
+    inventory.push_str(&format!("127.0.0.1 echo_port={}\n", silent_server().port()));
     let hosts = dir.write("hosts", &inventory);
     let run = client(&[
         "check",
         "--hosts",
         hosts.to_str().unwrap(),
         "--timeout",
-        "1s",
+        "5s",
         "--json",
     ]);
-    assert_eq!(run.code, 3, "{}", run.stdout());
     let targets = json(&run)["targets"].as_array().unwrap().clone();
-    assert_eq!(targets.len(), 6);
-    assert_eq!(targets[0]["verdict"], "healthy");
-    assert!(
-        targets[1..].iter().all(|t| t["verdict"] == "timeout"),
-        "{targets:?}"
-    );
-    // Checked one after the other, the stuck hosts would never all be
-    // connected at the same moment.
+    assert_eq!(targets.len(), 7);
+    // Only if all were probed at once could the five waiting ones answer.
+    let verdicts: Vec<&str> = targets
+        .iter()
+        .map(|t| t["verdict"].as_str().unwrap())
+        .collect();
     assert_eq!(
-        held.1.load(Ordering::SeqCst),
-        5,
-        "the hosts were not checked in parallel"
+        verdicts,
+        [
+            "healthy", "healthy", "healthy", "healthy", "healthy", "healthy", "timeout"
+        ]
     );
+    assert_eq!(run.code, 3, "the stuck host decides the exit code");
 }
 
 #[test]
@@ -496,4 +563,113 @@ fn help_texts_are_what_the_readme_shows() {
             run.stdout()
         );
     }
+}
+
+#[test]
+fn extra_bytes_after_the_echo_are_a_mismatch() {
+    let target = appending_server().to_string();
+    let run = client(&["check", &target]);
+    assert_eq!(run.code, 1, "{}", run.stdout());
+    assert!(
+        run.stdout().contains("bytes more than the 64 sent"),
+        "{}",
+        run.stdout()
+    );
+    let run = client(&["send", "-t", &target, "abc"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+}
+
+#[test]
+fn retries_repeat_an_attempt_that_timed_out() {
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let silent = silent_server_counting(Arc::clone(&accepted));
+    let run = client(&[
+        "check",
+        &silent.to_string(),
+        "--retries",
+        "2",
+        "--timeout",
+        "200ms",
+    ]);
+    assert_eq!(run.code, 3, "{}", run.stdout());
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        3,
+        "one attempt and two retries"
+    );
+}
+
+#[test]
+fn bench_stops_at_its_duration_even_at_a_low_rate() {
+    let server = Server::start("");
+    let run = client(&[
+        "bench",
+        &server.addr().to_string(),
+        "-c",
+        "50",
+        "-d",
+        "500ms",
+        "--rate",
+        "100",
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let report = json(&run);
+    // One batch every half second per connection: at most one each.
+    assert!(report["requests"].as_u64().unwrap() <= 50, "{report}");
+    assert!(
+        report["duration_s"].as_f64().unwrap() < 5.0,
+        "ran past its duration: {report}"
+    );
+}
+
+#[test]
+fn bench_with_batches_larger_than_the_socket_buffers() {
+    let server = Server::start("");
+    let target = server.addr().to_string();
+    let run = client(&[
+        "bench",
+        &target,
+        "-c",
+        "1",
+        "-d",
+        "300ms",
+        "-s",
+        "4194304",
+        "--pipeline",
+        "4",
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout(), run.stderr);
+    assert!(json(&run)["requests"].as_u64().unwrap() >= 4);
+}
+
+#[test]
+fn bench_over_udp_catches_a_corrupted_sequence_number() {
+    let target = udp_stamp_corrupting_server().to_string();
+    let run = client(&[
+        "bench", "--udp", &target, "-c", "2", "-d", "300ms", "--json",
+    ]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout(), run.stderr);
+    assert!(json(&run)["errors"]["mismatch"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn pipe_fails_when_the_echo_is_short_or_wrong() {
+    let input = random_bytes(100_000, 5);
+    let run = client_with_input(&["pipe", &swallowing_server().to_string()], &input);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("closed the connection after echoing 0 bytes"),
+        "{}",
+        run.stderr
+    );
+    let run = client_with_input(&["pipe", &corrupting_server().to_string()], &input);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("differs from what was sent at byte"),
+        "{}",
+        run.stderr
+    );
 }

@@ -8,8 +8,8 @@ use echo_service::address::HostPort;
 use echo_service::client::bench::{self, BenchOptions};
 use echo_service::client::check::{self, CheckOptions};
 use echo_service::client::pipe::{self, PipeOptions};
-use echo_service::client::send::{self, MAX_UDP_PAYLOAD, SendOptions};
-use echo_service::client::{DEFAULT_PORT, exit_code};
+use echo_service::client::send::{self, SendOptions};
+use echo_service::client::{DEFAULT_PORT, MAX_UDP_PAYLOAD, exit_code};
 use echo_service::config::HumanDuration;
 use echo_service::inventory;
 
@@ -258,19 +258,7 @@ fn check_options(args: CheckArgs) -> CheckOptions {
 }
 
 fn bench_options(args: BenchArgs) -> BenchOptions {
-    if let Some(rate) = args.rate
-        && !(rate.is_finite() && rate > 0.0)
-    {
-        usage_error(format!(
-            "--rate must be a positive number of requests per second, not {rate}"
-        ));
-    }
-    if args.udp && args.size as usize > MAX_UDP_PAYLOAD {
-        usage_error(format!(
-            "--size: a UDP message holds at most {MAX_UDP_PAYLOAD} bytes"
-        ));
-    }
-    BenchOptions {
+    let options = BenchOptions {
         target: args.target,
         udp: args.udp,
         connections: args.connections as usize,
@@ -280,5 +268,9 @@ fn bench_options(args: BenchArgs) -> BenchOptions {
         pipeline: args.pipeline as usize,
         timeout: positive(args.timeout, "--timeout"),
         json: args.json,
-    }
+    };
+    options
+        .validate()
+        .unwrap_or_else(|message| usage_error(message));
+    options
 }

@@ -11,8 +11,10 @@
 //! number into a prebuilt batch, and keeps latencies in a small local buffer
 //! that it folds into the shared HDR histogram a few hundred at a time.
 
+use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,8 +23,12 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
+use tokio::time::Sleep;
 
-use super::{Failure, Verdict, resolve, udp_socket_to, within};
+use super::{
+    Failure, MAX_DATAGRAM, MAX_UDP_PAYLOAD, Verdict, judge_echo, tcp_echo, udp_echo, udp_socket_to,
+    within,
+};
 use crate::address::HostPort;
 
 /// Latencies a connection keeps before folding them into the histogram.
@@ -97,12 +103,70 @@ pub struct ErrorSummary {
     pub mismatch: u64,
 }
 
+/// What one connection may hold in flight, at most.
+const MAX_BATCH_BYTES: usize = 64 << 20;
+/// What all connections together may hold in flight, at most.
+const MAX_TOTAL_BYTES: usize = 1 << 30;
+/// Late UDP answers a socket still accepts as stale rather than wrong.
+const MAX_LOST_REMEMBERED: usize = 4096;
+
+impl BenchOptions {
+    /// Checks what the command line cannot: limits that keep the run finite
+    /// and its memory bounded.
+    pub fn validate(&self) -> Result<(), String> {
+        if Instant::now()
+            .checked_add(self.duration + self.timeout)
+            .is_none()
+        {
+            return Err("--duration is too long".to_string());
+        }
+        let batch = self.pipeline.saturating_mul(self.size);
+        if batch > MAX_BATCH_BYTES {
+            return Err(format!(
+                "--pipeline × --size is {batch} bytes; at most {MAX_BATCH_BYTES} may be in flight per connection"
+            ));
+        }
+        if batch.saturating_mul(self.connections) > MAX_TOTAL_BYTES {
+            return Err(format!(
+                "--connections × --pipeline × --size exceeds {MAX_TOTAL_BYTES} bytes in flight"
+            ));
+        }
+        if self.udp && !(8..=MAX_UDP_PAYLOAD).contains(&self.size) {
+            return Err(format!(
+                "--size: a UDP message holds 8 (for its sequence number) to {MAX_UDP_PAYLOAD} bytes"
+            ));
+        }
+        if let Some(rate) = self.rate {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(format!(
+                    "--rate must be a positive number of requests per second, not {rate}"
+                ));
+            }
+            match self.batch_interval() {
+                Some(interval) if interval <= self.duration => {}
+                _ => {
+                    return Err(format!(
+                        "--rate {rate} is too low: a connection would not send once in --duration"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Time between one connection's batches under `--rate`.
+    fn batch_interval(&self) -> Option<Duration> {
+        let rate = self.rate?;
+        Duration::try_from_secs_f64(self.pipeline as f64 * self.connections as f64 / rate).ok()
+    }
+}
+
 /// Runs the benchmark, prints the report and returns the exit code.
 pub async fn run(options: BenchOptions) -> i32 {
-    // Resolve once up front: a name that does not resolve is a usage-level
-    // failure, not thousands of connect errors.
-    let addr = match resolve(&options.target).await {
-        Ok(addrs) => addrs[0],
+    // Find the address that answers once, up front: a name that does not
+    // resolve or a server that is down is one clear error, not thousands.
+    let addr = match find_server(&options).await {
+        Ok(addr) => addr,
         Err(failure) => {
             eprintln!("echo-client: {}: {failure}", options.target);
             return failure.verdict.exit_code();
@@ -117,7 +181,6 @@ pub async fn run(options: BenchOptions) -> i32 {
     let deadline = started + options.duration;
     let progress = Progress::start(&options, Arc::clone(&counters), started);
 
-    let per_connection_rate = options.rate.map(|rate| rate / options.connections as f64);
     let workers: Vec<_> = (0..options.connections)
         .map(|id| {
             let worker = Worker {
@@ -125,9 +188,7 @@ pub async fn run(options: BenchOptions) -> i32 {
                 size: options.size,
                 pipeline: options.pipeline,
                 timeout: options.timeout,
-                interval: per_connection_rate
-                    .map(|rate| Duration::from_secs_f64(options.pipeline as f64 / rate)),
-                deadline,
+                schedule: Schedule::new(options.batch_interval(), deadline),
                 counters: Arc::clone(&counters),
                 latencies: Latencies::new(Arc::clone(&histogram)),
                 seed: id as u64,
@@ -161,14 +222,24 @@ pub async fn run(options: BenchOptions) -> i32 {
     report.exit_code
 }
 
+/// The first of the target's addresses that echoes, within the timeout.
+async fn find_server(options: &BenchOptions) -> Result<SocketAddr, Failure> {
+    let probe = vec![0u8; 8.min(options.size)];
+    let echo = if options.udp {
+        udp_echo(&options.target, &probe, options.timeout).await?
+    } else {
+        tcp_echo(&options.target, &probe, options.timeout).await?
+    };
+    judge_echo(&probe, &echo.bytes)?;
+    Ok(echo.address)
+}
+
 struct Worker {
     addr: SocketAddr,
     size: usize,
     pipeline: usize,
     timeout: Duration,
-    /// Time between batches when the rate is limited.
-    interval: Option<Duration>,
-    deadline: Instant,
+    schedule: Schedule,
     counters: Arc<Counters>,
     latencies: Latencies,
     seed: u64,
@@ -176,10 +247,10 @@ struct Worker {
 
 impl Worker {
     async fn run_tcp(mut self) {
+        let mut timers = Timers::new(self.schedule.deadline, self.timeout);
         let mut batch = Batch::new(self.size, self.pipeline, self.seed);
         let mut echo = vec![0u8; self.size];
-        let mut schedule = Schedule::new(self.interval);
-        while Instant::now() < self.deadline {
+        while !self.schedule.is_over() {
             let connect = within(self.timeout, async {
                 TcpStream::connect(self.addr)
                     .await
@@ -194,33 +265,43 @@ impl Worker {
                 }
             };
             let _ = stream.set_nodelay(true);
-            while Instant::now() < self.deadline {
-                let due = schedule.next_due().await;
+            while let Some(due) = self.schedule.next_due().await {
                 batch.stamp();
-                let round_trip = within(self.timeout, async {
-                    stream
-                        .write_all(batch.bytes())
-                        .await
-                        .map_err(|e| Failure::io(&e))?;
-                    for index in 0..self.pipeline {
-                        stream
-                            .read_exact(&mut echo)
+                let (mut reader, mut writer) = stream.split();
+                let latencies = &mut self.latencies;
+                let pipeline = self.pipeline;
+                // Write and read at once: a batch larger than the socket
+                // buffers would otherwise never finish writing.
+                let round_trip = timers.bound(async {
+                    let write = async {
+                        writer
+                            .write_all(batch.bytes())
                             .await
-                            .map_err(|e| Failure::io(&e))?;
-                        if echo != batch.message(index) {
-                            return Err(Failure::mismatch("wrong echo"));
+                            .map_err(|e| Failure::io(&e))
+                    };
+                    let read = async {
+                        for index in 0..pipeline {
+                            reader
+                                .read_exact(&mut echo)
+                                .await
+                                .map_err(|e| Failure::io(&e))?;
+                            if echo != batch.message(index) {
+                                return Err(Failure::mismatch("wrong echo"));
+                            }
+                            latencies.record(due.elapsed());
                         }
-                        self.latencies.record(due.elapsed());
-                    }
-                    Ok(())
+                        Ok(())
+                    };
+                    tokio::try_join!(write, read).map(drop)
                 });
                 match round_trip.await {
-                    Ok(()) => {
+                    None => break,
+                    Some(Ok(())) => {
                         self.counters
                             .requests
                             .fetch_add(self.pipeline as u64, Ordering::Relaxed);
                     }
-                    Err(failure) => {
+                    Some(Err(failure)) => {
                         // The stream is out of step now: start a new one.
                         self.count_failure(&failure, false);
                         tokio::time::sleep(RECONNECT_PAUSE).await;
@@ -233,9 +314,9 @@ impl Worker {
     }
 
     async fn run_udp(mut self) {
+        let mut timers = Timers::new(self.schedule.deadline, self.timeout);
         let mut batch = Batch::new(self.size, self.pipeline, self.seed);
-        let mut echo = vec![0u8; self.size + 1];
-        let mut schedule = Schedule::new(self.interval);
+        let mut echo = vec![0u8; MAX_DATAGRAM];
         let socket: UdpSocket = match udp_socket_to(self.addr).await {
             Ok(socket) => socket,
             Err(failure) => {
@@ -243,34 +324,43 @@ impl Worker {
                 return;
             }
         };
-        while Instant::now() < self.deadline {
-            let due = schedule.next_due().await;
+        while let Some(due) = self.schedule.next_due().await {
             batch.stamp();
-            let round_trip = within(self.timeout, async {
-                for index in 0..self.pipeline {
+            let latencies = &mut self.latencies;
+            let counters = &self.counters;
+            let pipeline = self.pipeline;
+            let batch_ref = &mut batch;
+            let round_trip = timers.bound(async {
+                for index in 0..pipeline {
                     socket
-                        .send(batch.message(index))
+                        .send(batch_ref.message(index))
                         .await
                         .map_err(|e| Failure::io(&e))?;
                 }
-                // Datagrams may be lost or reordered: match each by its stamp.
-                let mut outstanding = self.pipeline;
+                // Datagrams may be lost or reordered: each answer is matched
+                // by its sequence number.
+                let mut outstanding = pipeline;
                 while outstanding > 0 {
                     let len = socket.recv(&mut echo).await.map_err(|e| Failure::io(&e))?;
-                    match batch.find(&echo[..len]) {
-                        Some(_) => {
+                    match batch_ref.answer(&echo[..len]) {
+                        Answer::Expected => {
                             outstanding -= 1;
-                            self.latencies.record(due.elapsed());
-                            self.counters.requests.fetch_add(1, Ordering::Relaxed);
+                            latencies.record(due.elapsed());
+                            counters.requests.fetch_add(1, Ordering::Relaxed);
                         }
-                        None if batch.is_stale(&echo[..len]) => {} // a late answer to an earlier batch
-                        None => return Err(Failure::mismatch("wrong echo")),
+                        Answer::Late => {}
+                        Answer::Wrong => return Err(Failure::mismatch("wrong echo")),
                     }
                 }
                 Ok(())
             });
-            if let Err(failure) = round_trip.await {
+            if let Some(Err(failure)) = round_trip.await {
                 self.count_failure(&failure, false);
+                batch.forget_unanswered();
+                if failure.verdict == Verdict::Unreachable {
+                    // A closed port answers at once: do not spin on it.
+                    tokio::time::sleep(RECONNECT_PAUSE).await;
+                }
             }
         }
         self.latencies.flush();
@@ -287,7 +377,45 @@ impl Worker {
     }
 }
 
-/// When the next batch is due: now, or on a fixed grid under `--rate`.
+/// A worker's two timers, made once and re-armed for every batch: the end
+/// of the run and the batch's timeout. A new timer per request would cost
+/// the load generator about as much as the request itself.
+struct Timers {
+    end: Pin<Box<Sleep>>,
+    timeout: Pin<Box<Sleep>>,
+    limit: Duration,
+}
+
+impl Timers {
+    fn new(deadline: Instant, limit: Duration) -> Timers {
+        Timers {
+            end: Box::pin(tokio::time::sleep_until(deadline.into())),
+            timeout: Box::pin(tokio::time::sleep(limit)),
+            limit,
+        }
+    }
+
+    /// Runs one batch's round trip within the timeout. A batch still in
+    /// flight when the run ends is abandoned (`None`): it is neither a
+    /// success nor a failure, and the run stops on time.
+    async fn bound<T>(
+        &mut self,
+        round_trip: impl Future<Output = Result<T, Failure>>,
+    ) -> Option<Result<T, Failure>> {
+        self.timeout
+            .as_mut()
+            .reset(tokio::time::Instant::now() + self.limit);
+        tokio::select! {
+            biased;
+            result = round_trip => Some(result),
+            () = &mut self.timeout => Some(Err(Failure::timed_out(self.limit))),
+            () = &mut self.end => None,
+        }
+    }
+}
+
+/// When the next batch is due: now, or on a fixed grid under `--rate`; and
+/// never after the end of the run.
 ///
 /// Under `--rate`, latency is counted from the due time only when the batch
 /// is late because the previous one was still waiting for the server; when
@@ -296,42 +424,78 @@ impl Worker {
 struct Schedule {
     interval: Option<Duration>,
     next: Instant,
+    deadline: Instant,
 }
 
 impl Schedule {
-    fn new(interval: Option<Duration>) -> Schedule {
+    fn new(interval: Option<Duration>, deadline: Instant) -> Schedule {
         // Spread connections over one interval so they do not fire in step.
         let offset = interval.map_or(Duration::ZERO, |i| i.mul_f64(fastrand::f64()));
         Schedule {
             interval,
             next: Instant::now() + offset,
+            deadline,
         }
     }
 
-    async fn next_due(&mut self) -> Instant {
-        match self.interval {
-            None => Instant::now(),
-            Some(interval) => {
-                let due = self.next;
-                self.next = due + interval;
-                if Instant::now() >= due {
-                    return due;
-                }
-                tokio::time::sleep_until(due.into()).await;
-                Instant::now()
-            }
+    fn is_over(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+
+    /// The start of the next batch, or `None` once the run is over.
+    async fn next_due(&mut self) -> Option<Instant> {
+        if self.is_over() {
+            return None;
         }
+        let Some(interval) = self.interval else {
+            return Some(Instant::now());
+        };
+        let due = self.next;
+        if due >= self.deadline {
+            tokio::time::sleep_until(self.deadline.into()).await;
+            return None;
+        }
+        self.next = due + interval;
+        if Instant::now() >= due {
+            return Some(due);
+        }
+        tokio::time::sleep_until(due.into()).await;
+        Some(Instant::now())
     }
 }
 
 /// `pipeline` messages back to back, each a fixed random block whose first
-/// bytes carry a sequence number, so every echo is checked against exactly
-/// the bytes that were sent and a stale or shifted echo cannot pass.
+/// bytes are a stamp: the message's sequence number, and from 16 bytes on,
+/// the number again, inverted. Every echo is checked against exactly the
+/// bytes that were sent, so a stale or shifted echo cannot pass, and a UDP
+/// answer whose number was damaged cannot pass for a late answer to
+/// another message.
 struct Batch {
     bytes: Vec<u8>,
     size: usize,
-    next_sequence: u64,
     stamp_len: usize,
+    next_sequence: u64,
+    /// This batch's messages not answered yet (UDP).
+    unanswered: Vec<u64>,
+    /// Earlier messages that were never answered: their answers may still
+    /// arrive, late (UDP).
+    lost: VecDeque<u64>,
+}
+
+/// A message's stamp: its sequence number, then the number inverted.
+fn stamp_of(sequence: u64) -> [u8; 16] {
+    let mut stamp = [0u8; 16];
+    stamp[..8].copy_from_slice(&sequence.to_le_bytes());
+    stamp[8..].copy_from_slice(&(!sequence).to_le_bytes());
+    stamp
+}
+
+/// What a UDP answer turned out to be.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    Expected,
+    Late,
+    Wrong,
 }
 
 impl Batch {
@@ -341,15 +505,19 @@ impl Batch {
         Batch {
             bytes: block.repeat(pipeline),
             size,
+            stamp_len: size.min(16),
             next_sequence: seed << 40,
-            stamp_len: size.min(8),
+            unanswered: Vec::with_capacity(pipeline),
+            lost: VecDeque::new(),
         }
     }
 
     fn stamp(&mut self) {
+        self.unanswered.clear();
         for message in self.bytes.chunks_mut(self.size) {
             message[..self.stamp_len]
-                .copy_from_slice(&self.next_sequence.to_le_bytes()[..self.stamp_len]);
+                .copy_from_slice(&stamp_of(self.next_sequence)[..self.stamp_len]);
+            self.unanswered.push(self.next_sequence);
             self.next_sequence += 1;
         }
     }
@@ -362,24 +530,37 @@ impl Batch {
         &self.bytes[index * self.size..(index + 1) * self.size]
     }
 
-    /// The index of the message of the current batch that `echo` equals.
-    fn find(&self, echo: &[u8]) -> Option<usize> {
-        self.bytes
-            .chunks(self.size)
-            .position(|message| message == echo)
+    /// Judges a UDP answer: one of this batch's messages, exactly; or a late
+    /// answer to a message that was given up on; or wrong.
+    fn answer(&mut self, echo: &[u8]) -> Answer {
+        if echo.len() != self.size || self.stamp_len < 8 {
+            return Answer::Wrong;
+        }
+        let sequence = u64::from_le_bytes(echo[..8].try_into().expect("eight bytes"));
+        // The stamp must be whole, and every message carries the same block
+        // after it.
+        let stamp_intact = echo[..self.stamp_len] == stamp_of(sequence)[..self.stamp_len];
+        if !stamp_intact || echo[self.stamp_len..] != self.bytes[self.stamp_len..self.size] {
+            return Answer::Wrong;
+        }
+        if let Some(position) = self.unanswered.iter().position(|&s| s == sequence) {
+            self.unanswered.swap_remove(position);
+            return Answer::Expected;
+        }
+        if let Some(position) = self.lost.iter().position(|&s| s == sequence) {
+            self.lost.remove(position);
+            return Answer::Late;
+        }
+        Answer::Wrong
     }
 
-    /// True if `echo` is one of this connection's earlier messages.
-    fn is_stale(&self, echo: &[u8]) -> bool {
-        if echo.len() != self.size
-            || echo[self.stamp_len..] != self.bytes[self.stamp_len..self.size]
-        {
-            return false;
+    /// After a timeout: this batch's unanswered messages may still be
+    /// answered later, and that is not an error.
+    fn forget_unanswered(&mut self) {
+        self.lost.extend(self.unanswered.drain(..));
+        while self.lost.len() > MAX_LOST_REMEMBERED {
+            self.lost.pop_front();
         }
-        let mut stamp = [0u8; 8];
-        stamp[..self.stamp_len].copy_from_slice(&echo[..self.stamp_len]);
-        // With fewer than 8 stamp bytes the number wraps: accept any.
-        self.stamp_len < 8 || u64::from_le_bytes(stamp) < self.next_sequence
     }
 }
 
@@ -484,8 +665,11 @@ fn build_report(
         Verdict::Mismatch
     } else if errors.timeout > 0 {
         Verdict::TimedOut
-    } else if errors.connect > 0 || errors.io > 0 || requests == 0 {
+    } else if errors.connect > 0 || errors.io > 0 {
         Verdict::Unreachable
+    } else if requests == 0 {
+        // Nothing failed, yet nothing came back within the run.
+        Verdict::TimedOut
     } else {
         Verdict::Healthy
     };
@@ -604,22 +788,114 @@ mod tests {
         batch.stamp();
         let first: Vec<Vec<u8>> = (0..3).map(|i| batch.message(i).to_vec()).collect();
         assert_ne!(first[0], first[1]);
-        assert_eq!(first[0][8..], first[1][8..], "same block after the stamp");
-        assert_eq!(batch.find(&first[2]), Some(2));
+        assert_eq!(first[0][16..], first[1][16..], "same block after the stamp");
+        assert_eq!(batch.answer(&first[2]), Answer::Expected);
+        assert_eq!(batch.answer(&first[2]), Answer::Wrong, "answered twice");
+        batch.forget_unanswered();
         batch.stamp();
-        assert_eq!(batch.find(&first[0]), None);
-        assert!(batch.is_stale(&first[0]));
-        let mut corrupt = first[0].clone();
-        corrupt[12] ^= 1;
-        assert!(!batch.is_stale(&corrupt));
+        assert_eq!(batch.answer(&first[0]), Answer::Late);
+        assert_eq!(batch.answer(&first[0]), Answer::Wrong, "late twice");
     }
 
     #[test]
-    fn tiny_messages_still_work() {
+    fn corrupted_udp_answers_are_wrong_wherever_the_damage_is() {
+        let mut batch = Batch::new(16, 2, 1);
+        batch.stamp();
+        batch.forget_unanswered();
+        batch.stamp();
+        // The neighbour of a lost message's number is not a late answer.
+        let mut next = batch.message(0).to_vec();
+        next[0] ^= 0x01;
+        assert_eq!(batch.answer(&next), Answer::Wrong);
+        let message = batch.message(1).to_vec();
+        for byte in [0, 7, 8, 15] {
+            let mut corrupt = message.clone();
+            corrupt[byte] ^= 0x10;
+            assert_eq!(batch.answer(&corrupt), Answer::Wrong, "byte {byte}");
+        }
+        assert_eq!(batch.answer(&message[..15]), Answer::Wrong, "short");
+    }
+
+    #[test]
+    fn tiny_tcp_messages_still_work() {
         let mut batch = Batch::new(1, 2, 1);
         batch.stamp();
         assert_eq!(batch.bytes().len(), 2);
-        assert!(batch.find(batch.message(1)).is_some());
+        assert_ne!(batch.message(0), batch.message(1));
+    }
+
+    #[test]
+    fn limits_keep_runs_finite_and_bounded() {
+        let options = BenchOptions {
+            target: "127.0.0.1:7".parse().unwrap(),
+            udp: false,
+            connections: 10,
+            duration: Duration::from_secs(1),
+            size: 64,
+            rate: None,
+            pipeline: 1,
+            timeout: Duration::from_secs(1),
+            json: false,
+        };
+        assert_eq!(options.validate(), Ok(()));
+        for (broken, needle) in [
+            (
+                BenchOptions {
+                    rate: Some(1e-300),
+                    ..options.clone()
+                },
+                "too low",
+            ),
+            (
+                BenchOptions {
+                    rate: Some(-5.0),
+                    ..options.clone()
+                },
+                "positive",
+            ),
+            (
+                BenchOptions {
+                    rate: Some(5.0),
+                    ..options.clone()
+                },
+                "too low",
+            ),
+            (
+                BenchOptions {
+                    duration: Duration::MAX / 2,
+                    ..options.clone()
+                },
+                "too long",
+            ),
+            (
+                BenchOptions {
+                    size: 16 << 20,
+                    pipeline: 1024,
+                    ..options.clone()
+                },
+                "in flight",
+            ),
+            (
+                BenchOptions {
+                    size: 1 << 20,
+                    pipeline: 64,
+                    connections: 100,
+                    ..options.clone()
+                },
+                "in flight",
+            ),
+            (
+                BenchOptions {
+                    udp: true,
+                    size: 4,
+                    ..options.clone()
+                },
+                "sequence number",
+            ),
+        ] {
+            let error = broken.validate().unwrap_err();
+            assert!(error.contains(needle), "{error}");
+        }
     }
 
     #[test]

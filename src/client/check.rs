@@ -8,13 +8,12 @@
 //! answer to the next.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::bench::round_to_microseconds;
-use super::{Failure, Verdict, connect_tcp, connect_udp, judge_echo, within};
+use super::{Failure, Verdict, judge_echo, tcp_echo, udp_echo};
 use crate::address::HostPort;
 
 #[derive(Debug, Clone)]
@@ -171,15 +170,14 @@ async fn probe_with_retries(
         let payload: Vec<u8> = std::iter::repeat_with(|| fastrand::u8(..))
             .take(options.size)
             .collect();
-        let result = within(options.timeout, async {
-            if options.udp {
-                probe_udp(target, &payload).await
-            } else {
-                probe_tcp(target, &payload).await
-            }
-        })
-        .await;
-        match result {
+        let exchange = if options.udp {
+            udp_echo(target, &payload, options.timeout).await
+        } else {
+            tcp_echo(target, &payload, options.timeout).await
+        };
+        match exchange
+            .and_then(|echo| judge_echo(&payload, &echo.bytes).map(|()| (echo.address, echo.rtt)))
+        {
             // A wrong echo is an answer, not a transient failure: never retried.
             Err(failure) if failure.verdict != Verdict::Mismatch && attempt < options.retries => {
                 attempt += 1
@@ -187,37 +185,4 @@ async fn probe_with_retries(
             result => return result,
         }
     }
-}
-
-/// Sends the payload and reads exactly as many bytes back. The round-trip
-/// time runs from the first byte sent to the last byte received.
-async fn probe_tcp(target: &HostPort, payload: &[u8]) -> Result<(SocketAddr, Duration), Failure> {
-    let mut stream = connect_tcp(target).await?;
-    let address = stream.peer_addr().map_err(|e| Failure::io(&e))?;
-    let (mut reader, mut writer) = stream.split();
-    let started = Instant::now();
-    let mut echo = Vec::with_capacity(payload.len());
-    let read = async {
-        (&mut reader)
-            .take(payload.len() as u64)
-            .read_to_end(&mut echo)
-            .await?;
-        Ok(Instant::now())
-    };
-    let ((), finished) =
-        tokio::try_join!(writer.write_all(payload), read).map_err(|e| Failure::io(&e))?;
-    judge_echo(payload, &echo)?;
-    Ok((address, finished - started))
-}
-
-async fn probe_udp(target: &HostPort, payload: &[u8]) -> Result<(SocketAddr, Duration), Failure> {
-    let socket = connect_udp(target).await?;
-    let address = socket.peer_addr().map_err(|e| Failure::io(&e))?;
-    let started = Instant::now();
-    socket.send(payload).await.map_err(|e| Failure::io(&e))?;
-    let mut buf = vec![0u8; payload.len() + 1];
-    let len = socket.recv(&mut buf).await.map_err(|e| Failure::io(&e))?;
-    let rtt = started.elapsed();
-    judge_echo(payload, &buf[..len])?;
-    Ok((address, rtt))
 }

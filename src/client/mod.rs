@@ -17,12 +17,25 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
+use tokio::time::Instant;
 
 use crate::address::HostPort;
 
 /// The port the server listens on by default, and so the client's default.
 pub const DEFAULT_PORT: u16 = 65432;
+
+/// The largest datagram there is.
+pub const MAX_DATAGRAM: usize = 65_535;
+
+/// The largest payload a UDP datagram carries over IPv4.
+pub const MAX_UDP_PAYLOAD: usize = 65_507;
+
+/// After a whole TCP echo has arrived, how long to watch for stray extra
+/// bytes. A correct server closes right after the half-close, so this
+/// rarely costs anything.
+const TRAILING_BYTES_WAIT: Duration = Duration::from_millis(100);
 
 /// Exit codes of `echo-client`, as documented in the README.
 pub mod exit_code {
@@ -36,6 +49,8 @@ pub mod exit_code {
     pub const TIMED_OUT: i32 = 3;
     /// The command line or the hosts file is wrong.
     pub const USAGE: i32 = 64;
+    /// Reading standard input or writing standard output failed (EX_IOERR).
+    pub const LOCAL_IO: i32 = 74;
 }
 
 /// How an exchange ended. With several, the worst one decides the exit
@@ -197,12 +212,8 @@ pub async fn connect_tcp(target: &HostPort) -> Result<TcpStream, Failure> {
     Err(last_failure.expect("resolve returns at least one address"))
 }
 
-/// A UDP socket connected to the first address of `target`, so that only
-/// its answers are received and ICMP "port unreachable" surfaces as an error.
-pub async fn connect_udp(target: &HostPort) -> Result<UdpSocket, Failure> {
-    udp_socket_to(resolve(target).await?[0]).await
-}
-
+/// A UDP socket connected to `addr`, so that only its answers are received
+/// and ICMP "port unreachable" surfaces as an error.
 pub async fn udp_socket_to(addr: SocketAddr) -> Result<UdpSocket, Failure> {
     let local: SocketAddr = if addr.is_ipv6() {
         "[::]:0"
@@ -214,6 +225,103 @@ pub async fn udp_socket_to(addr: SocketAddr) -> Result<UdpSocket, Failure> {
     let socket = UdpSocket::bind(local).await.map_err(|e| Failure::io(&e))?;
     socket.connect(addr).await.map_err(|e| Failure::io(&e))?;
     Ok(socket)
+}
+
+/// What came back for one payload, from where, and how fast.
+#[derive(Debug)]
+pub struct Echo {
+    pub address: SocketAddr,
+    pub bytes: Vec<u8>,
+    /// From the first byte sent to the last expected byte received.
+    pub rtt: Duration,
+}
+
+/// One TCP exchange within `timeout`: connect, send `payload` and
+/// half-close, read as many bytes back. If the time allows, stray bytes
+/// after the echo are collected too (briefly: a correct server closes at
+/// once), so an echo with extra bytes is caught.
+pub async fn tcp_echo(
+    target: &HostPort,
+    payload: &[u8],
+    timeout: Duration,
+) -> Result<Echo, Failure> {
+    let deadline = Instant::now() + timeout;
+    let (mut stream, mut echo) = within(timeout, async {
+        let mut stream = connect_tcp(target).await?;
+        let address = stream.peer_addr().map_err(|e| Failure::io(&e))?;
+        let started = Instant::now();
+        let (mut reader, mut writer) = stream.split();
+        let write = async {
+            writer.write_all(payload).await?;
+            writer.shutdown().await
+        };
+        let read = async {
+            let mut bytes = Vec::with_capacity(payload.len());
+            (&mut reader)
+                .take(payload.len() as u64)
+                .read_to_end(&mut bytes)
+                .await?;
+            Ok((bytes, Instant::now()))
+        };
+        let ((), (bytes, finished)) = tokio::try_join!(write, read).map_err(|e| Failure::io(&e))?;
+        Ok((
+            stream,
+            Echo {
+                address,
+                bytes,
+                rtt: finished - started,
+            },
+        ))
+    })
+    .await?;
+    if echo.bytes.len() == payload.len() {
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .min(TRAILING_BYTES_WAIT);
+        let mut extra = Vec::new();
+        let _ = tokio::time::timeout(wait, stream.read_to_end(&mut extra)).await;
+        echo.bytes.extend_from_slice(&extra);
+    }
+    Ok(echo)
+}
+
+/// One UDP datagram and its answer within `timeout`, trying the target's
+/// addresses in turn while they refuse (ICMP port unreachable).
+pub async fn udp_echo(
+    target: &HostPort,
+    payload: &[u8],
+    timeout: Duration,
+) -> Result<Echo, Failure> {
+    within(timeout, async {
+        let mut last_failure = None;
+        for address in resolve(target).await? {
+            match udp_exchange(address, payload).await {
+                Err(failure) if failure.verdict == Verdict::Unreachable => {
+                    last_failure = Some(failure)
+                }
+                result => return result,
+            }
+        }
+        Err(last_failure.expect("resolve returns at least one address"))
+    })
+    .await
+}
+
+async fn udp_exchange(address: SocketAddr, payload: &[u8]) -> Result<Echo, Failure> {
+    let socket = udp_socket_to(address).await?;
+    let started = Instant::now();
+    socket.send(payload).await.map_err(|e| Failure::io(&e))?;
+    // Always room for the largest datagram: a smaller buffer makes an
+    // oversized answer an error on Windows instead of a visible mismatch.
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let len = socket.recv(&mut buf).await.map_err(|e| Failure::io(&e))?;
+    let rtt = started.elapsed();
+    buf.truncate(len);
+    Ok(Echo {
+        address,
+        bytes: buf,
+        rtt,
+    })
 }
 
 /// Judges an echo. Bytes that differ are a mismatch; an echo that is a
