@@ -93,11 +93,12 @@ declare -A EXPOSURE_LIMIT=(
 
 check_units() {
     cargo build --locked --quiet --bin echo-server
-    local scratch unit
+    local scratch unit binary=${CARGO_TARGET_DIR:-target}/debug/echo-server
+    [[ $binary == /* ]] || binary=$PWD/$binary
     scratch=$(mktemp -d)
     # verify wants the ExecStart= binary to exist: point it at this build.
     for unit in systemd/*.service systemd/*.socket; do
-        sed "s|/usr/local/bin/echo-server|$PWD/target/debug/echo-server|" "$unit" >"$scratch/${unit##*/}"
+        sed "s|/usr/local/bin/echo-server|$binary|" "$unit" >"$scratch/${unit##*/}"
     done
     (cd "$scratch" && systemd-analyze verify ./*.service ./*.socket)
     rm -rf "$scratch"

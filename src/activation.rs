@@ -38,10 +38,23 @@ pub fn inherited_sockets() -> Result<Option<Listeners>, StartupError> {
         let kind = socket
             .r#type()
             .map_err(|e| invalid(format!("descriptor {fd} is not a socket: {e}")))?;
+        let domain = socket
+            .domain()
+            .map_err(|e| invalid(format!("descriptor {fd}: {e}")))?;
+        if domain != socket2::Domain::IPV4 && domain != socket2::Domain::IPV6 {
+            return Err(invalid(format!(
+                "descriptor {fd} is not an IPv4 or IPv6 socket (ListenStream= wants a port or an IP address)"
+            )));
+        }
         socket
             .set_nonblocking(true)
             .map_err(|e| invalid(format!("descriptor {fd}: {e}")))?;
         if kind == socket2::Type::STREAM {
+            if !socket.is_listener().unwrap_or(false) {
+                return Err(invalid(format!(
+                    "descriptor {fd} is a connection, not a listening socket (the .socket unit needs Accept=no)"
+                )));
+            }
             listeners.tcp.push(socket.into());
         } else if kind == socket2::Type::DGRAM {
             listeners.udp.push(socket.into());

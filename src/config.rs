@@ -343,10 +343,13 @@ impl ConfigSource {
         environment: Option<PathBuf>,
         system: &Path,
     ) -> ConfigSource {
+        // Absolute, so that a reload finds the file after the daemon has
+        // changed directory.
+        let absolute = |path: PathBuf| std::path::absolute(&path).unwrap_or(path);
         if let Some(path) = command_line {
-            ConfigSource::CommandLine(path)
+            ConfigSource::CommandLine(absolute(path))
         } else if let Some(path) = environment.filter(|p| !p.as_os_str().is_empty()) {
-            ConfigSource::Environment(path)
+            ConfigSource::Environment(absolute(path))
         } else if system.exists() {
             ConfigSource::System(system.to_path_buf())
         } else {
@@ -746,15 +749,21 @@ mod tests {
     #[test]
     fn source_precedence() {
         let missing = Path::new("/nonexistent/echo-server.toml");
-        let cli = Some(PathBuf::from("a.toml"));
-        let env = Some(PathBuf::from("b.toml"));
+        let cli = Some(PathBuf::from("/etc/a.toml"));
+        let env = Some(PathBuf::from("/etc/b.toml"));
         assert_eq!(
             ConfigSource::locate(cli.clone(), env.clone(), missing),
-            ConfigSource::CommandLine("a.toml".into())
+            ConfigSource::CommandLine("/etc/a.toml".into())
         );
         assert_eq!(
             ConfigSource::locate(None, env, missing),
-            ConfigSource::Environment("b.toml".into())
+            ConfigSource::Environment("/etc/b.toml".into())
+        );
+        // Relative paths are made absolute, for reloads after a chdir.
+        let relative = ConfigSource::locate(Some("a.toml".into()), None, missing);
+        assert_eq!(
+            relative.path(),
+            Some(std::env::current_dir().unwrap().join("a.toml").as_path())
         );
         assert_eq!(
             ConfigSource::locate(None, Some(PathBuf::new()), missing),

@@ -1,17 +1,17 @@
 //! Classic daemon mode (`--daemon`), for hosts without systemd.
 //!
-//! The order matters. The configuration is loaded and the sockets are bound
-//! in the foreground, so a mistake is reported to the terminal that typed
-//! the command. Only then does the process fork (before any thread or
-//! runtime exists, which a fork would not carry over), detach from the
-//! terminal, write and lock the pid file, point standard output and error at
-//! the log directory and drop to the configured user. The parent waits on a
-//! pipe until the daemon says it is ready, or why it failed, and exits with
-//! the matching code, so `echo-server --daemon && echo started` tells the
-//! truth.
+//! The order matters. The configuration is loaded, the pid file checked and
+//! the sockets bound in the foreground, so a mistake is reported to the
+//! terminal that typed the command. Only then does the process fork (before
+//! any thread or runtime exists, which a fork would not carry over), detach
+//! from the terminal, write and lock the pid file, point standard output and
+//! error at the log directory and drop to the configured user, supplementary
+//! groups included. The parent waits on a pipe until the daemon says it is
+//! ready, or why it failed, and exits with the matching code, so
+//! `echo-server --daemon && echo started` tells the truth.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{PipeWriter, Read};
+use std::io::{PipeWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use daemonize::{Daemonize, Outcome};
@@ -23,7 +23,8 @@ use crate::notify::ParentReport;
 /// Where the daemon's standard output and error go, inside the log directory.
 const OUTPUT_FILE: &str = "echo-server.out";
 
-/// The daemon settings that apply, after the command line had its say.
+/// The daemon settings that apply, after the command line had its say. The
+/// paths are absolute: the daemon works from `/`.
 #[derive(Debug, Clone)]
 pub struct DaemonOptions {
     pub pid_file: PathBuf,
@@ -32,8 +33,15 @@ pub struct DaemonOptions {
     pub log_directory: PathBuf,
 }
 
+/// Everything checked and made ready in the foreground, before binding.
+pub struct Prepared {
+    owner: Option<(Uid, Gid)>,
+    output: File,
+}
+
 /// The running daemon's side: removes the pid file when dropped, which is
-/// when the daemon stops.
+/// when the daemon stops (drop it while logging still works: a failure to
+/// remove it is worth a warning).
 #[derive(Debug)]
 pub struct PidFileGuard {
     path: PathBuf,
@@ -42,14 +50,52 @@ pub struct PidFileGuard {
 impl Drop for PidFileGuard {
     fn drop(&mut self) {
         if let Err(e) = std::fs::remove_file(&self.path) {
-            tracing::warn!(pid_file = %self.path.display(), error = %e, "cannot remove the pid file");
+            tracing::warn!(pid_file = %self.path.display(), error = %e,
+                "cannot remove the pid file; keep it in a directory the daemon's user may write");
         }
     }
 }
 
-/// Refuses to start when a live daemon holds the pid file. A file nobody
-/// holds is stale (its daemon died without cleaning up) and is taken over.
-pub fn check_not_running(pid_file: &Path) -> Result<(), StartupError> {
+/// Checks the user and the pid file, and makes the directories the daemon
+/// writes to. Refuses to start when a live daemon holds the pid file; a
+/// file nobody holds is stale (its daemon died without cleaning up) and is
+/// taken over.
+pub fn prepare(options: &DaemonOptions) -> Result<Prepared, StartupError> {
+    let owner = resolve_owner(options)?;
+    let pid_error = |source| StartupError::PidFile {
+        pid_file: options.pid_file.clone(),
+        source,
+    };
+    if let Some(pid_dir) = options.pid_file.parent() {
+        prepare_directory(pid_dir, 0o755, owner).map_err(pid_error)?;
+    }
+    check_not_running(&options.pid_file)?;
+    // Fail here, with the terminal still attached, if the file cannot be made.
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&options.pid_file)
+        .map_err(pid_error)?;
+
+    let log_error = |e: std::io::Error| StartupError::LogDirectory {
+        directory: options.log_directory.clone(),
+        message: e.to_string(),
+    };
+    prepare_directory(&options.log_directory, 0o750, owner).map_err(log_error)?;
+    let output_path = options.log_directory.join(OUTPUT_FILE);
+    let output = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&output_path)
+        .map_err(log_error)?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(&output_path, Some(uid.as_raw()), Some(gid.as_raw()))
+            .map_err(log_error)?;
+    }
+    Ok(Prepared { owner, output })
+}
+
+fn check_not_running(pid_file: &Path) -> Result<(), StartupError> {
     let Ok(file) = File::open(pid_file) else {
         return Ok(());
     };
@@ -63,9 +109,9 @@ pub fn check_not_running(pid_file: &Path) -> Result<(), StartupError> {
                 pid: pid.trim().to_string(),
             })
         }
-        Err(TryLockError::Error(e)) => Err(StartupError::PidFile {
+        Err(TryLockError::Error(source)) => Err(StartupError::PidFile {
             pid_file: pid_file.to_path_buf(),
-            source: e,
+            source,
         }),
     }
 }
@@ -73,52 +119,37 @@ pub fn check_not_running(pid_file: &Path) -> Result<(), StartupError> {
 /// Forks into the background. Returns only in the daemon, with the pipe on
 /// which to report readiness; the original process waits for that report
 /// and exits with its code.
-pub fn detach(options: &DaemonOptions) -> Result<(PipeWriter, PidFileGuard), StartupError> {
-    let owner = resolve_owner(options)?;
-    let pid_dir = options
-        .pid_file
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    prepare_directory(pid_dir, 0o755, owner)?;
-    prepare_directory(&options.log_directory, 0o750, owner)?;
-    let output_path = options.log_directory.join(OUTPUT_FILE);
-    let output = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&output_path)
+pub fn detach(
+    options: &DaemonOptions,
+    prepared: Prepared,
+) -> Result<(PipeWriter, PidFileGuard), StartupError> {
+    let stderr = prepared
+        .output
+        .try_clone()
         .map_err(|e| StartupError::LogDirectory {
             directory: options.log_directory.clone(),
             message: e.to_string(),
         })?;
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(&output_path, Some(uid.as_raw()), Some(gid.as_raw())).map_err(
-            |e| StartupError::LogDirectory {
-                directory: options.log_directory.clone(),
-                message: e.to_string(),
-            },
-        )?;
-    }
-    let stderr = output.try_clone().map_err(|e| StartupError::LogDirectory {
-        directory: options.log_directory.clone(),
-        message: e.to_string(),
-    })?;
-
     let (mut from_daemon, to_parent) = std::io::pipe().map_err(StartupError::Runtime)?;
+    let owner = prepared.owner;
     let mut daemonize = Daemonize::new()
         .pid_file(&options.pid_file)
         .chown_pid_file(owner.is_some())
         .working_directory("/")
         // Pid and log files readable by monitoring tools running as others.
         .umask(0o022)
-        .stdout(output)
-        .stderr(stderr);
+        .stdout(prepared.output)
+        .stderr(stderr)
+        // Runs just before the switch of user and group, which leaves the
+        // supplementary groups (root's, say) alone: drop them here.
+        .privileged_action(move || match owner {
+            Some((_, gid)) => nix::unistd::setgroups(&[gid]).map_err(|e| e.to_string()),
+            None => Ok(()),
+        });
     if let Some(user) = &options.user {
         daemonize = daemonize.user(user.as_str());
     }
-    if let Some(group) = &options.group {
-        daemonize = daemonize.group(group.as_str());
-    } else if let Some((_, gid)) = owner {
+    if let Some((_, gid)) = owner {
         daemonize = daemonize.group(gid.as_raw());
     }
     match daemonize.execute() {
@@ -129,26 +160,47 @@ pub fn detach(options: &DaemonOptions) -> Result<(PipeWriter, PidFileGuard), Sta
             std::process::exit(finish_parent(ParentReport::decode(&report), options));
         }
         Outcome::Parent(Err(e)) => Err(StartupError::Daemonize(e.to_string())),
-        Outcome::Child(Ok(_)) => {
-            drop(from_daemon);
-            Ok((
+        Outcome::Child(Ok(child)) => match child.privileged_action_result {
+            Ok(()) => {
+                drop(from_daemon);
+                Ok((
+                    to_parent,
+                    PidFileGuard {
+                        path: options.pid_file.clone(),
+                    },
+                ))
+            }
+            Err(e) => fail_in_child(
                 to_parent,
-                PidFileGuard {
-                    path: options.pid_file.clone(),
-                },
-            ))
-        }
+                daemonize_failure(&format!("cannot drop supplementary groups: {e}"), options),
+            ),
+        },
         Outcome::Child(Err(e)) => {
-            // Detached already: only the parent can tell anyone.
-            let failure = StartupError::Daemonize(e.to_string());
-            let report = ParentReport::Failed {
-                exit_code: failure.exit_code(),
-                message: failure.to_string(),
-            };
-            let mut to_parent = to_parent;
-            let _ = std::io::Write::write_all(&mut to_parent, report.encode().as_bytes());
-            std::process::exit(failure.exit_code());
+            fail_in_child(to_parent, daemonize_failure(&e.to_string(), options))
         }
+    }
+}
+
+/// Detached already, and failed: only the parent can tell anyone.
+fn fail_in_child(mut to_parent: PipeWriter, failure: StartupError) -> ! {
+    let report = ParentReport::Failed {
+        exit_code: failure.exit_code(),
+        message: failure.to_string(),
+    };
+    let _ = to_parent.write_all(report.encode().as_bytes());
+    std::process::exit(failure.exit_code());
+}
+
+/// The `daemonize` crate reports only a message. The pid file was checked
+/// in the foreground, so a lock failure here means another daemon won a race.
+fn daemonize_failure(message: &str, options: &DaemonOptions) -> StartupError {
+    if message.contains("lock pid file") {
+        StartupError::AlreadyRunning {
+            pid_file: options.pid_file.clone(),
+            pid: "(just started)".to_string(),
+        }
+    } else {
+        StartupError::Daemonize(message.to_string())
     }
 }
 
@@ -208,27 +260,18 @@ fn resolve_owner(options: &DaemonOptions) -> Result<Option<(Uid, Gid)>, StartupE
 /// privileged, hands it to the daemon's user so it can write there after
 /// dropping privileges. A directory that already exists is the operator's
 /// and is left as it is (never chown /run or /var/log).
-fn prepare_directory(
-    path: &Path,
-    mode: u32,
-    owner: Option<(Uid, Gid)>,
-) -> Result<(), StartupError> {
+fn prepare_directory(path: &Path, mode: u32, owner: Option<(Uid, Gid)>) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
 
-    if path.is_dir() {
+    if path.as_os_str().is_empty() || path.is_dir() {
         return Ok(());
     }
-    let fail = |e: std::io::Error| StartupError::LogDirectory {
-        directory: path.to_path_buf(),
-        message: e.to_string(),
-    };
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(mode)
-        .create(path)
-        .map_err(fail)?;
+        .create(path)?;
     if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(path, Some(uid.as_raw()), Some(gid.as_raw())).map_err(fail)?;
+        std::os::unix::fs::chown(path, Some(uid.as_raw()), Some(gid.as_raw()))?;
     }
     Ok(())
 }

@@ -69,7 +69,7 @@ fn run_to_exit(launch: Launch) -> i32 {
     }
     // Everything up to here runs in the foreground, where errors reach the
     // terminal (or the journal) directly.
-    let (listeners, parent, _pid_file) = match open_and_detach(&launch, &mut config) {
+    let (listeners, parent, pid_file) = match open_and_detach(&launch, &mut config) {
         Ok(started) => started,
         Err(e) => return report(&e),
     };
@@ -94,6 +94,8 @@ fn run_to_exit(launch: Launch) -> i32 {
     let result = runtime.block_on(run(service, listeners, &logging, &mut notifier));
     // Connections still open after the grace period are dropped, and closed, here.
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
+    // Removed while the log can still say so if that fails.
+    drop(pid_file);
     match result {
         Ok(()) => exit_code::OK,
         Err(e) => {
@@ -104,6 +106,13 @@ fn run_to_exit(launch: Launch) -> i32 {
             fail(&mut notifier, &e)
         }
     }
+}
+
+/// `path` made absolute against the working directory (which the daemon is
+/// about to leave).
+#[cfg(unix)]
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 #[cfg(unix)]
@@ -119,22 +128,23 @@ fn open_and_detach(
 ) -> Result<(Listeners, Option<PipeWriter>, Option<PidFileGuard>), StartupError> {
     #[cfg(unix)]
     if launch.daemon {
-        use crate::daemon::{DaemonOptions, check_not_running, detach};
+        use crate::daemon::{DaemonOptions, detach, prepare};
 
-        check_not_running(&config.daemon.pid_file)?;
-        let listeners = Listeners::open(&config.server)?;
+        // The daemon works from `/`: relative paths are resolved now.
         let log_directory = config
             .log
             .directory
-            .get_or_insert_with(|| DAEMON_LOG_DIRECTORY.into())
-            .clone();
+            .get_or_insert_with(|| DAEMON_LOG_DIRECTORY.into());
+        *log_directory = absolute(log_directory);
         let options = DaemonOptions {
-            pid_file: config.daemon.pid_file.clone(),
+            pid_file: absolute(&config.daemon.pid_file),
             user: config.daemon.user.clone(),
             group: config.daemon.group.clone(),
-            log_directory,
+            log_directory: log_directory.clone(),
         };
-        let (parent, pid_file) = detach(&options)?;
+        let prepared = prepare(&options)?;
+        let listeners = Listeners::open(&config.server)?;
+        let (parent, pid_file) = detach(&options, prepared)?;
         return Ok((listeners, Some(parent), Some(pid_file)));
     }
     #[cfg(not(unix))]
