@@ -9,7 +9,8 @@ usage() {
 Usage: ./scripts/test.sh [--help]
 
 Installs missing test prerequisites (shellcheck, python3, util-linux,
-iproute2, socat, systemd's tools, rustfmt, clippy), then runs, in order:
+iproute2, socat, systemd's tools, OpenSSH client and server, PuTTY's tools,
+sudo, rustfmt, clippy), then runs, in order:
   cargo fmt --check
   cargo clippy --all-targets -- -D warnings
   shellcheck on every shell script in the repository
@@ -47,6 +48,15 @@ install_packages() {
         [socat]=socat
         [systemd-analyze]=systemd
         [systemd-socket-activate]=systemd
+        [script]=bsdutils
+        [ssh]=openssh-client
+        [scp]=openssh-client
+        [ssh-keygen]=openssh-client
+        [sshd]=openssh-server
+        [sudo]=sudo
+        [plink]=putty-tools
+        [pscp]=putty-tools
+        [puttygen]=putty-tools
     )
     local command missing=()
     for command in "${!package_of[@]}"; do
