@@ -16,7 +16,10 @@ sudo, rustfmt, clippy), then runs, in order:
   shellcheck on every shell script in the repository
   systemd-analyze verify on every unit in systemd/, and
   systemd-analyze security with the exposure limits the units promise
-  cargo test (unit and integration tests on real loopback sockets)
+  scripts/e2e-host.sh rootfs (builds the systemd test host's root
+    filesystem with debootstrap on the first run; cached in target/e2e/)
+  cargo test (unit and integration tests on real loopback sockets, a real
+    sshd, and real systemd hosts booted with systemd-nspawn)
 Run it as root (or with passwordless sudo): some tests use network and user
 namespaces and bind privileged ports.
 USAGE
@@ -133,6 +136,9 @@ run_checks() {
 
     log "systemd units"
     check_units
+
+    log "real systemd test host (root filesystem, cached in target/e2e/)"
+    ./scripts/e2e-host.sh rootfs
 
     log "cargo test"
     cargo test --locked --all-targets

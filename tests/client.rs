@@ -633,7 +633,7 @@ fn bench_with_batches_larger_than_the_socket_buffers() {
         "-c",
         "1",
         "-d",
-        "300ms",
+        "5s",
         "-s",
         "4194304",
         "--pipeline",

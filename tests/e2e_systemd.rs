@@ -1,0 +1,381 @@
+//! The promise, for real: deployed over SSH with `deploy/echo-deploy` to a
+//! host whose PID 1 is systemd (a Debian bookworm container booted with
+//! systemd-nspawn by `scripts/e2e-host.sh`), then run and managed with
+//! `systemctl` there.
+//!
+//! The host shares this machine's network, so echo-client here checks the
+//! deployed daemon directly on loopback. Its root filesystem is built once
+//! and cached under target/e2e/; each test boots a throwaway copy.
+
+#![cfg(unix)]
+
+mod common;
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Finished, PATIENCE, TestDir, echo_once, finish_with_patience};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const SERVER: &str = env!("CARGO_BIN_EXE_echo-server");
+const CLIENT: &str = env!("CARGO_BIN_EXE_echo-client");
+
+/// Booting, with the root filesystem built on the first run, takes longer
+/// than the harness's usual patience.
+const BOOT_PATIENCE: Duration = Duration::from_secs(600);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs `command` to the end within `patience`.
+fn finish_within(mut command: Command, patience: Duration) -> Finished {
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + patience;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{command:?} did not finish within {patience:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let output = child.wait_with_output().unwrap();
+    Finished {
+        code: output.status.code().unwrap_or(-1),
+        stdout: output.stdout,
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A booted systemd host, powered off when dropped.
+struct SystemdHost {
+    dir: TestDir,
+    ssh_port: u16,
+}
+
+impl SystemdHost {
+    fn boot() -> SystemdHost {
+        let dir = TestDir::new();
+        let ssh_port = free_port();
+        let mut command = Command::new(format!("{ROOT}/scripts/e2e-host.sh"));
+        command.args([
+            "boot",
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "--ssh-port",
+            &ssh_port.to_string(),
+        ]);
+        let booted = finish_within(command, BOOT_PATIENCE);
+        assert_eq!(
+            booted.code, 0,
+            "the systemd host did not boot:\n{}",
+            booted.stderr
+        );
+        SystemdHost { dir, ssh_port }
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs a shell command on the host as root.
+    fn ssh(&self, script: &str) -> Finished {
+        let mut command = Command::new("ssh");
+        command
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+            ])
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                self.file("known_hosts").display()
+            ))
+            .arg("-i")
+            .arg(self.file("client_key"))
+            .args(["-p", &self.ssh_port.to_string(), "root@127.0.0.1", script]);
+        finish_with_patience(command, b"")
+    }
+
+    fn ssh_ok(&self, script: &str) -> String {
+        let finished = self.ssh(script);
+        assert_eq!(
+            finished.code,
+            0,
+            "on the host: {script}\n{}{}",
+            finished.stdout(),
+            finished.stderr
+        );
+        finished.stdout().trim().to_string()
+    }
+
+    fn deploy(&self, transport: &str, args: &[&str]) -> Finished {
+        let mut command = Command::new(format!("{ROOT}/deploy/echo-deploy"));
+        command
+            .arg("--host")
+            .arg(format!("root@127.0.0.1:{}", self.ssh_port))
+            .arg("--transport")
+            .arg(transport);
+        if transport == "putty" {
+            let fingerprint = std::fs::read_to_string(self.file("hostkey.sha256")).unwrap();
+            command
+                .arg("-i")
+                .arg(self.file("client_key.ppk"))
+                .arg("--hostkey")
+                .arg(fingerprint.trim());
+        } else {
+            command
+                .arg("-i")
+                .arg(self.file("client_key"))
+                .arg("--known-hosts")
+                .arg(self.file("known_hosts"));
+        }
+        command.args(args).env("HOME", self.dir.path());
+        finish_within(command, Duration::from_secs(120))
+    }
+
+    /// Waits until `script` succeeds on the host.
+    fn wait_until(&self, script: &str, what: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        while self.ssh(script).code != 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: `{script}` never succeeded"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for SystemdHost {
+    fn drop(&mut self) {
+        let mut command = Command::new(format!("{ROOT}/scripts/e2e-host.sh"));
+        command.args(["stop", "--dir", self.dir.path().to_str().unwrap()]);
+        let _ = finish_within(command, Duration::from_secs(60));
+    }
+}
+
+fn check(target: &str) -> Finished {
+    let mut command = Command::new(CLIENT);
+    command.args(["check", target, "--timeout", "3s", "--retries", "3"]);
+    finish_with_patience(command, b"")
+}
+
+fn assert_ok(step: &str, finished: &Finished) {
+    assert_eq!(
+        finished.code,
+        0,
+        "{step}:\n{}{}",
+        finished.stdout(),
+        finished.stderr
+    );
+}
+
+#[test]
+fn deployed_over_openssh_it_runs_as_a_real_systemd_service() {
+    let host = SystemdHost::boot();
+    let port = free_port();
+    let work = TestDir::new();
+    let config = work.write(
+        "config.toml",
+        &format!("[server]\nport = {port}\nshutdown_grace = \"5s\"\n"),
+    );
+    let target = format!("127.0.0.1:{port}");
+
+    let installed = host.deploy(
+        "openssh",
+        &[
+            "--binary",
+            SERVER,
+            "--config",
+            config.to_str().unwrap(),
+            "install",
+        ],
+    );
+    assert_ok("echo-deploy install", &installed);
+    host.ssh_ok("systemctl start echo-server");
+    assert_eq!(host.ssh_ok("systemctl is-active echo-server"), "active");
+    assert_eq!(host.ssh_ok("systemctl is-enabled echo-server"), "enabled");
+    assert_ok("echo-client check from this machine", &check(&target));
+    let status = host.ssh_ok("systemctl show -p StatusText --value echo-server");
+    assert!(
+        status.starts_with(&format!("serving tcp://{target}")),
+        "{status}"
+    );
+    assert!(
+        host.ssh_ok("journalctl -u echo-server --no-pager")
+            .contains("echo-server started")
+    );
+
+    // A reload applies a new log level without dropping an open connection.
+    let mut open = TcpStream::connect(&target).unwrap();
+    open.set_read_timeout(Some(PATIENCE)).unwrap();
+    echo_once(&mut open, b"before the reload");
+    // (The deployed config has no [log] section yet.)
+    host.ssh_ok("printf '[log]\\nlevel = \"debug\"\\n' >> /etc/echo-server/config.toml");
+    host.ssh_ok("systemctl reload echo-server");
+    host.wait_until(
+        "journalctl -u echo-server --no-pager | grep -q 'configuration reloaded.*level=debug'",
+        "reload",
+    );
+    echo_once(&mut open, b"after the reload");
+    drop(open);
+
+    // kill -9: systemd restarts it (Restart=on-failure), and it echoes again.
+    let first_pid = host.ssh_ok("systemctl show -p MainPID --value echo-server");
+    host.ssh_ok(&format!("kill -9 {first_pid}"));
+    host.wait_until(
+        &format!("pid=$(systemctl show -p MainPID --value echo-server); [ \"$pid\" != 0 ] && [ \"$pid\" != {first_pid} ] && systemctl is-active --quiet echo-server"),
+        "restart after kill -9",
+    );
+    assert_ok("check after the restart", &check(&target));
+    assert_eq!(
+        host.ssh_ok("systemctl show -p NRestarts --value echo-server"),
+        "1"
+    );
+
+    // A stop drains and exits cleanly.
+    host.ssh_ok("systemctl stop echo-server");
+    assert_eq!(
+        host.ssh("systemctl is-active echo-server").stdout().trim(),
+        "inactive"
+    );
+    assert_eq!(
+        host.ssh_ok("systemctl show -p ExecMainStatus --value echo-server"),
+        "0"
+    );
+    assert!(
+        host.ssh_ok("journalctl -u echo-server --no-pager")
+            .contains("all connections finished")
+    );
+
+    // The host rates the unit as the offline check does.
+    let mut offline = Command::new("systemd-analyze");
+    offline.args([
+        "security",
+        "--offline=yes",
+        &format!("{ROOT}/systemd/echo-server.service"),
+    ]);
+    let offline = finish_with_patience(offline, b"").stdout();
+    let on_host = host.ssh_ok("systemd-analyze security echo-server.service | tail -n 1");
+    // "→ Overall exposure level for echo-server.service: 1.4 OK 🙂": the number.
+    let exposure = |text: &str| {
+        let line = text.lines().last().unwrap_or_default();
+        line.split(".service:")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or(line)
+            .to_string()
+    };
+    assert_eq!(exposure(&on_host), exposure(&offline));
+}
+
+#[test]
+fn socket_activation_serves_port_7_without_any_capability() {
+    let host = SystemdHost::boot();
+    let installed = host.deploy("openssh", &["--binary", SERVER, "install"]);
+    assert_ok("echo-deploy install", &installed);
+    host.ssh_ok("systemctl disable --now echo-server");
+    // Port 7 is this machine's too: the host shares its network.
+    assert!(
+        TcpListener::bind("127.0.0.1:7").is_ok(),
+        "port 7 is taken on this machine"
+    );
+    for unit in ["echo-server.socket", "echo-server-activated.service"] {
+        let text = std::fs::read_to_string(format!("{ROOT}/systemd/{unit}")).unwrap();
+        let mut command = Command::new("ssh");
+        command
+            .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                host.file("known_hosts").display()
+            ))
+            .arg("-i")
+            .arg(host.file("client_key"))
+            .args([
+                "-p",
+                &host.ssh_port.to_string(),
+                "root@127.0.0.1",
+                &format!("cat > /etc/systemd/system/{unit}"),
+            ]);
+        assert_ok(
+            "upload a unit",
+            &finish_with_patience(command, text.as_bytes()),
+        );
+    }
+    host.ssh_ok("systemctl daemon-reload && systemctl enable --now echo-server.socket");
+    assert_eq!(
+        host.ssh("systemctl is-active echo-server-activated")
+            .stdout()
+            .trim(),
+        "inactive"
+    );
+
+    assert_ok("check on port 7", &check("127.0.0.1:7"));
+    assert_eq!(
+        host.ssh_ok("systemctl is-active echo-server-activated"),
+        "active"
+    );
+    let pid = host.ssh_ok("systemctl show -p MainPID --value echo-server-activated");
+    let capabilities = host.ssh_ok(&format!("grep ^CapEff /proc/{pid}/status"));
+    assert!(capabilities.ends_with("0000000000000000"), "{capabilities}");
+    let own_network = host.ssh_ok(&format!("readlink /proc/{pid}/ns/net"));
+    assert_ne!(
+        own_network,
+        host.ssh_ok("readlink /proc/1/ns/net"),
+        "the service shares the host's network"
+    );
+    host.ssh_ok("systemctl disable --now echo-server.socket echo-server-activated.service");
+}
+
+#[test]
+fn deployed_over_putty_and_uninstalled_without_a_trace() {
+    let host = SystemdHost::boot();
+    let installed = host.deploy("putty", &["--binary", SERVER, "install"]);
+    assert_ok("echo-deploy install over PuTTY", &installed);
+    assert_eq!(host.ssh_ok("systemctl is-active echo-server"), "active");
+    let status = host.deploy("putty", &["status"]);
+    assert_ok("status", &status);
+    assert!(
+        status.stdout().contains("active (systemd), release 0.1.0-"),
+        "{}",
+        status.stdout()
+    );
+    assert!(
+        status.stdout().contains("0 open connections"),
+        "{}",
+        status.stdout()
+    );
+    let logs = host.deploy("putty", &["logs", "-n", "20"]);
+    assert_ok("logs", &logs);
+    assert!(
+        logs.stdout().contains("echo-server started"),
+        "{}",
+        logs.stdout()
+    );
+
+    assert_ok(
+        "uninstall --purge",
+        &host.deploy("putty", &["uninstall", "--purge"]),
+    );
+    let left = host.ssh_ok(
+        "ls -d /opt/echo-server /etc/echo-server /usr/local/bin/echo-server /etc/systemd/system/echo-server.service \
+         /var/log/echo-server 2>/dev/null; getent passwd echo-server; systemctl list-unit-files 'echo-server*' --no-legend; true",
+    );
+    assert_eq!(left, "", "left behind on the host");
+}
