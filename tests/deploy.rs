@@ -17,11 +17,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use common::{Finished, PATIENCE, TestDir, finish_with_patience};
+use common::{Finished, PATIENCE, TestDir, finish_with_patience, finish_within};
 
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/echo-deploy");
 const SERVER: &str = env!("CARGO_BIN_EXE_echo-server");
 const CLIENT: &str = env!("CARGO_BIN_EXE_echo-client");
+
+/// A deployment step with a rollback takes several restarts and checks.
+const DEPLOY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(90);
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -54,7 +57,10 @@ struct SshHost {
 
 impl SshHost {
     fn start() -> SshHost {
-        let dir = TestDir::new();
+        // Outside /tmp, which the host gets a fresh tmpfs over.
+        let dir = TestDir {
+            dir: tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap(),
+        };
         let path = |name: &str| dir.path().join(name);
         for key in ["host_key", "user_key"] {
             run(
@@ -105,6 +111,7 @@ impl SshHost {
                mkdir -p {d}/upper/$tree {d}/work/$tree\n\
                mount -t overlay overlay -o lowerdir=/$tree,upperdir={d}/upper/$tree,workdir={d}/work/$tree /$tree\n\
              done\n\
+             mount -t tmpfs tmpfs /tmp\n\
              rm -rf /run/systemd/system\n\
              mkdir -p /run/sshd\n\
              useradd --no-create-home --home-dir /nonexistent --shell /bin/sh --password '*' deployer\n\
@@ -193,7 +200,7 @@ impl SshHost {
         };
         // PuTTY keeps its random seed under $HOME.
         command.args(args).env("HOME", self.dir.path());
-        finish_with_patience(command, b"")
+        finish_within(command, b"", DEPLOY_PATIENCE)
     }
 
     /// Runs a command on the host, as root, over ssh.
@@ -249,6 +256,27 @@ fn broken_binary(dir: &Path, port: u16) -> PathBuf {
         format!(
             "#!/bin/sh\ncase \"$1\" in\n  --version) echo 'echo-server 0.1.0-broken' ;;\n  \
              --check-config) echo 'listen = [\"127.0.0.1:{port}\"]' ;;\n  *) echo 'broken build' >&2; exit 1 ;;\nesac\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::copy(CLIENT, path.with_file_name("echo-client")).unwrap();
+    path
+}
+
+/// A stand-in for a build that starts (it daemonizes, with a pid file) and
+/// then does not echo.
+fn silent_binary(dir: &Path, port: u16) -> PathBuf {
+    let path = dir.join("silent/echo-server");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in\n  --version) echo 'echo-server 0.1.0-silent' ;;\n  \
+             --check-config) echo 'listen = [\"127.0.0.1:{port}\"]' ;;\n  \
+             --daemon) while [ $# -gt 0 ]; do [ \"$1\" = --pid-file ] && pidfile=$2; shift; done\n    \
+             mkdir -p \"$(dirname \"$pidfile\")\"; sleep 600 >/dev/null 2>&1 & echo $! > \"$pidfile\" ;;\n  \
+             *) exit 1 ;;\nesac\n"
         ),
     )
     .unwrap();
@@ -364,6 +392,35 @@ fn lifecycle(transport: &str) {
         0,
         "the rollback did not bring the old release back"
     );
+    let current = host.shell("readlink /opt/echo-server/current").stdout();
+    // One that starts but does not echo fails the echo check: rolled back too.
+    let silent = silent_binary(work.path(), port);
+    let upgraded = host.deploy(
+        transport,
+        &["--binary", silent.to_str().unwrap(), "upgrade"],
+    );
+    assert_failed(
+        "upgrade to a build that does not echo",
+        &upgraded,
+        "failed its health check; rolled back to 0.1.0-",
+    );
+    assert_eq!(
+        host.shell("readlink /opt/echo-server/current").stdout(),
+        current
+    );
+    assert_eq!(
+        echo_check(port).code,
+        0,
+        "the rollback did not bring the old release back"
+    );
+    assert!(
+        host.shell("ls /opt/echo-server/releases")
+            .stdout()
+            .lines()
+            .count()
+            == 1,
+        "failed releases are kept"
+    );
 
     assert_ok("restart", &host.deploy(transport, &["restart"]));
     assert_eq!(echo_check(port).code, 0);
@@ -392,6 +449,10 @@ fn lifecycle(transport: &str) {
         .shell("ls /opt/echo-server /etc/echo-server /usr/local/bin/echo-server 2>&1 || true")
         .stdout();
     assert_eq!(left.matches("No such file").count(), 3, "{left}");
+    let uploads = host
+        .shell("ls -d /tmp/echo-deploy.* 2>/dev/null || true")
+        .stdout();
+    assert_eq!(uploads, "", "upload directories were left on the host");
 }
 
 #[test]
@@ -520,5 +581,57 @@ fn sudo_is_used_when_the_remote_user_is_not_root() {
         "status without sudo rights",
         &status,
         "sudo needs a password",
+    );
+}
+
+#[test]
+fn installs_through_sudo_and_a_putty_saved_session_with_spaces() {
+    let host = SshHost::start();
+    let port = free_port();
+    let work = TestDir::new();
+    let config = config_on_port(work.path(), port, "");
+    let installed = host.deploy_as(
+        "deployer",
+        "openssh",
+        &[
+            "--binary",
+            SERVER,
+            "--config",
+            config.to_str().unwrap(),
+            "install",
+        ],
+    );
+    assert_ok("install as a user with sudo", &installed);
+    assert_eq!(echo_check(port).code, 0);
+    // A PuTTY saved session, named with spaces (its file name encodes them).
+    let sessions = host.dir.path().join(".putty/sessions");
+    std::fs::create_dir_all(&sessions).unwrap();
+    std::fs::write(
+        sessions.join("Echo%20Host%201"),
+        format!(
+            "HostName=127.0.0.1\nPortNumber={}\nUserName=root\nProtocol=ssh\nPublicKeyFile={}\n",
+            host.port,
+            host.ppk.display()
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new(DEPLOY);
+    command
+        .args([
+            "--transport",
+            "putty",
+            "--hostkey",
+            &host.fingerprint,
+            "--host",
+            "Echo Host 1",
+            "status",
+        ])
+        .env("HOME", host.dir.path());
+    let status = finish_with_patience(command, b"");
+    assert_ok("status through a saved session", &status);
+    assert!(
+        status.stdout().starts_with("Echo Host 1: active (daemon)"),
+        "{}",
+        status.stdout()
     );
 }

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Finished, PATIENCE, TestDir, echo_once, finish_with_patience};
+use common::{Finished, PATIENCE, TestDir, echo_once, finish_with_patience, finish_within};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const SERVER: &str = env!("CARGO_BIN_EXE_echo-server");
@@ -34,54 +34,64 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Runs `command` to the end within `patience`.
-fn finish_within(mut command: Command, patience: Duration) -> Finished {
-    let mut child = command
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + patience;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{command:?} did not finish within {patience:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let output = child.wait_with_output().unwrap();
-    Finished {
-        code: output.status.code().unwrap_or(-1),
-        stdout: output.stdout,
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
 /// A booted systemd host, powered off when dropped.
 struct SystemdHost {
     dir: TestDir,
     ssh_port: u16,
+    /// A root filesystem of its own that survives a power-off, rather than
+    /// a throwaway copy.
+    persistent: bool,
 }
 
 impl SystemdHost {
     fn boot() -> SystemdHost {
-        let dir = TestDir::new();
-        let ssh_port = free_port();
+        SystemdHost::start(false)
+    }
+
+    fn boot_persistent() -> SystemdHost {
+        SystemdHost::start(true)
+    }
+
+    fn start(persistent: bool) -> SystemdHost {
+        let host = SystemdHost {
+            dir: TestDir::new(),
+            ssh_port: free_port(),
+            persistent,
+        };
+        host.power_on();
+        host
+    }
+
+    fn power_on(&self) {
         let mut command = Command::new(format!("{ROOT}/scripts/e2e-host.sh"));
+        let port = self.ssh_port.to_string();
         command.args([
             "boot",
             "--dir",
-            dir.path().to_str().unwrap(),
+            self.dir.path().to_str().unwrap(),
             "--ssh-port",
-            &ssh_port.to_string(),
+            &port,
         ]);
-        let booted = finish_within(command, BOOT_PATIENCE);
+        if self.persistent {
+            command.arg("--persistent");
+        }
+        let booted = finish_within(command, b"", BOOT_PATIENCE);
         assert_eq!(
             booted.code, 0,
             "the systemd host did not boot:\n{}",
             booted.stderr
         );
-        SystemdHost { dir, ssh_port }
+    }
+
+    fn power_off(&self) {
+        let mut command = Command::new(format!("{ROOT}/scripts/e2e-host.sh"));
+        command.args(["stop", "--dir", self.dir.path().to_str().unwrap()]);
+        let stopped = finish_within(command, b"", Duration::from_secs(60));
+        assert_eq!(
+            stopped.code, 0,
+            "the host did not power off:\n{}",
+            stopped.stderr
+        );
     }
 
     fn file(&self, name: &str) -> PathBuf {
@@ -145,7 +155,7 @@ impl SystemdHost {
                 .arg(self.file("known_hosts"));
         }
         command.args(args).env("HOME", self.dir.path());
-        finish_within(command, Duration::from_secs(120))
+        finish_within(command, b"", Duration::from_secs(120))
     }
 
     /// Waits until `script` succeeds on the host.
@@ -165,7 +175,7 @@ impl Drop for SystemdHost {
     fn drop(&mut self) {
         let mut command = Command::new(format!("{ROOT}/scripts/e2e-host.sh"));
         command.args(["stop", "--dir", self.dir.path().to_str().unwrap()]);
-        let _ = finish_within(command, Duration::from_secs(60));
+        let _ = finish_within(command, b"", Duration::from_secs(60));
     }
 }
 
@@ -378,4 +388,145 @@ fn deployed_over_putty_and_uninstalled_without_a_trace() {
          /var/log/echo-server 2>/dev/null; getent passwd echo-server; systemctl list-unit-files 'echo-server*' --no-legend; true",
     );
     assert_eq!(left, "", "left behind on the host");
+}
+
+/// A stand-in for a broken build: it reports a version and a valid config
+/// (so it passes the pre-switch checks), and fails to start.
+fn broken_build(dir: &std::path::Path, port: u16) -> PathBuf {
+    let path = dir.join("broken/echo-server");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let script = format!(
+        "#!/bin/sh\ncase \"$1\" in\n  --version) echo 'echo-server 0.1.0-broken' ;;\n  \
+         --check-config) echo 'listen = [\"127.0.0.1:{port}\"]' ;;\n  *) echo 'broken build' >&2; exit 1 ;;\nesac\n"
+    );
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::copy(CLIENT, path.with_file_name("echo-client")).unwrap();
+    path
+}
+
+/// The same program with different bytes: a new build, as far as the
+/// deployment can tell (an ELF file runs the same with bytes appended).
+fn new_build(dir: &std::path::Path) -> PathBuf {
+    let path = dir.join("new/echo-server");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut bytes = std::fs::read(SERVER).unwrap();
+    bytes.extend_from_slice(b"\nbuild 2\n");
+    std::fs::write(&path, bytes).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::copy(CLIENT, path.with_file_name("echo-client")).unwrap();
+    path
+}
+
+#[test]
+fn upgrades_and_rollbacks_under_systemd() {
+    let host = SystemdHost::boot();
+    let port = free_port();
+    let work = TestDir::new();
+    let config = work.write("config.toml", &format!("[server]\nport = {port}\n"));
+    let target = format!("127.0.0.1:{port}");
+    assert_ok(
+        "install",
+        &host.deploy(
+            "openssh",
+            &[
+                "--binary",
+                SERVER,
+                "--config",
+                config.to_str().unwrap(),
+                "install",
+            ],
+        ),
+    );
+    let first = host.ssh_ok("readlink /opt/echo-server/current");
+
+    let upgraded = host.deploy(
+        "openssh",
+        &[
+            "--binary",
+            new_build(work.path()).to_str().unwrap(),
+            "upgrade",
+        ],
+    );
+    assert_ok("upgrade to a new build", &upgraded);
+    let second = host.ssh_ok("readlink /opt/echo-server/current");
+    assert_ne!(second, first);
+    assert_eq!(host.ssh_ok("readlink /opt/echo-server/previous"), first);
+    assert_ok("check after the upgrade", &check(&target));
+
+    let failed = host.deploy(
+        "openssh",
+        &[
+            "--binary",
+            broken_build(work.path(), port).to_str().unwrap(),
+            "upgrade",
+        ],
+    );
+    assert_eq!(failed.code, 1, "{}{}", failed.stdout(), failed.stderr);
+    assert!(
+        failed
+            .stderr
+            .contains("failed its health check; rolled back to"),
+        "{}",
+        failed.stderr
+    );
+    assert_eq!(host.ssh_ok("readlink /opt/echo-server/current"), second);
+    assert_eq!(host.ssh_ok("systemctl is-active echo-server"), "active");
+    assert_ok("check after the rollback", &check(&target));
+
+    // A broken config never reaches the live file, and the service runs on.
+    let live = host
+        .ssh_ok("cat /etc/echo-server/config.toml; systemctl show -p MainPID --value echo-server");
+    let broken = work.write("broken.toml", "[server]\nport = 70000\n");
+    let pushed = host.deploy("openssh", &["config", "push", broken.to_str().unwrap()]);
+    assert_eq!(pushed.code, 1, "{}", pushed.stderr);
+    assert!(
+        pushed
+            .stderr
+            .contains("the new config is invalid, the live one is unchanged"),
+        "{}",
+        pushed.stderr
+    );
+    assert_eq!(
+        host.ssh_ok(
+            "cat /etc/echo-server/config.toml; systemctl show -p MainPID --value echo-server"
+        ),
+        live
+    );
+
+    // rollback by hand goes back one release.
+    assert_ok("rollback", &host.deploy("openssh", &["rollback"]));
+    assert_eq!(host.ssh_ok("readlink /opt/echo-server/current"), first);
+    assert_ok("check after a manual rollback", &check(&target));
+}
+
+#[test]
+fn an_enabled_service_comes_back_after_a_reboot() {
+    let host = SystemdHost::boot_persistent();
+    let port = free_port();
+    let work = TestDir::new();
+    let config = work.write("config.toml", &format!("[server]\nport = {port}\n"));
+    let target = format!("127.0.0.1:{port}");
+    assert_ok(
+        "install",
+        &host.deploy(
+            "openssh",
+            &[
+                "--binary",
+                SERVER,
+                "--config",
+                config.to_str().unwrap(),
+                "install",
+            ],
+        ),
+    );
+    host.power_off();
+    assert_ne!(
+        check(&target).code,
+        0,
+        "still echoing with the host powered off"
+    );
+    host.power_on();
+    assert_eq!(host.ssh_ok("systemctl is-active echo-server"), "active");
+    assert_ok("check after the reboot", &check(&target));
 }

@@ -263,7 +263,11 @@ pub fn send_signal(child: &Child, signal: Signal) {
 }
 
 pub fn wait_with_patience(child: &mut Child) -> ExitStatus {
-    let deadline = Instant::now() + PATIENCE;
+    wait_within(child, PATIENCE)
+}
+
+pub fn wait_within(child: &mut Child, patience: Duration) -> ExitStatus {
+    let deadline = Instant::now() + patience;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
@@ -271,7 +275,7 @@ pub fn wait_with_patience(child: &mut Child) -> ExitStatus {
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("process {} did not exit within {PATIENCE:?}", child.id());
+            panic!("process {} did not exit within {patience:?}", child.id());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -323,7 +327,12 @@ impl Finished {
 /// Runs `command` with `input` on its standard input to the end. A process
 /// that does not finish within the harness's patience is killed and fails
 /// the test, instead of hanging it.
-pub fn finish_with_patience(mut command: Command, input: &[u8]) -> Finished {
+pub fn finish_with_patience(command: Command, input: &[u8]) -> Finished {
+    finish_within(command, input, PATIENCE)
+}
+
+/// `finish_with_patience` for commands that take longer, like deployments.
+pub fn finish_within(mut command: Command, input: &[u8], patience: Duration) -> Finished {
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -347,7 +356,7 @@ pub fn finish_with_patience(mut command: Command, input: &[u8]) -> Finished {
         let _ = stderr.read_to_string(&mut text);
         text
     });
-    let status = wait_with_patience(&mut child);
+    let status = wait_within(&mut child, patience);
     feeder.join().unwrap();
     Finished {
         code: status.code().unwrap_or(-1),
