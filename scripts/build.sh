@@ -4,20 +4,51 @@ set -euo pipefail
 
 usage() {
     cat <<'USAGE'
-Usage: ./scripts/build.sh [--target TRIPLE]
+Usage: ./scripts/build.sh [--target TRIPLE] [--deb [--deb-revision N]]
 
 Builds echo-server and echo-client in release mode (cargo build --release
---locked) and prints the paths of the two binaries.
-  --target TRIPLE   cross-compile for TRIPLE (its toolchain must be installed)
+--locked) and prints the paths of what it built.
+  --target TRIPLE     cross-compile for TRIPLE (its toolchain must be installed)
+  --deb               also build the Debian/Ubuntu package
+                      target/packages/echo-service_<version>-<revision>_<arch>.deb
+                      with cargo-deb (installed with cargo if missing)
+  --deb-revision N    the package revision (default 1)
 USAGE
 }
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# The package: cargo-deb takes the unit it manages from a directory of
+# its own, so that only echo-server.service is enabled and started.
+build_deb() {
+    local revision=$1
+    if ! cargo deb --version >/dev/null 2>&1; then
+        echo "build.sh: installing cargo-deb" >&2
+        cargo install cargo-deb --locked
+    fi
+    rm -rf target/deb-units
+    mkdir -p target/deb-units
+    cp systemd/echo-server.service target/deb-units/
+    local built
+    built=$(cargo deb --no-build --locked --deb-revision "$revision" "$@" | tail -n 1)
+    # cargo-deb empties target/debian/ each time: keep every revision apart.
+    mkdir -p target/packages
+    mv "$built" target/packages/
+    printf '%s\n' "target/packages/${built##*/}"
+}
+
 main() {
-    local target_args=() out_dir=target/release
+    local target_args=() out_dir=target/release deb=false revision=1
     while (($#)); do
         case "$1" in
+            --deb)
+                deb=true
+                shift
+                ;;
+            --deb-revision)
+                revision=${2:?--deb-revision needs a number}
+                shift 2
+                ;;
             --target)
                 target_args=(--target "${2:?--target needs a triple}")
                 out_dir=target/$2/release
@@ -35,6 +66,9 @@ main() {
     done
     cargo build --release --locked "${target_args[@]}" --bins
     printf '%s\n' "$out_dir/echo-server" "$out_dir/echo-client"
+    if $deb; then
+        build_deb "$revision" "${target_args[@]}"
+    fi
 }
 
 main "$@"

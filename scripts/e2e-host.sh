@@ -29,7 +29,7 @@ USAGE
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 readonly CACHE=$PWD/target/e2e
 readonly ROOTFS=$CACHE/rootfs-bookworm
-readonly PACKAGES=systemd,systemd-sysv,openssh-server,dbus,iproute2,python3,procps
+readonly PACKAGES=systemd,systemd-sysv,openssh-server,dbus,iproute2,python3,procps,adduser
 
 log() {
     printf 'e2e-host: %s\n' "$*" >&2
@@ -70,7 +70,8 @@ cmd_rootfs() {
     # Tests boot hosts in parallel: one of them builds, the others wait.
     exec {lock}>"$CACHE/rootfs.lock"
     flock "$lock"
-    if [[ ! -x $ROOTFS/lib/systemd/systemd ]]; then
+    # A cached root filesystem made with other packages is rebuilt.
+    if [[ $(cat "$ROOTFS/.e2e-packages" 2>/dev/null) != "$PACKAGES" ]]; then
         local mirror building=$CACHE/rootfs-building
         mirror=$(apt_mirror)
         log "building the root filesystem from $mirror (once; cached in $ROOTFS)"
@@ -79,6 +80,8 @@ cmd_rootfs() {
             die "debootstrap failed; see $CACHE/debootstrap.log"
         # The hosts get their SSH settings from the boot; nothing else may listen.
         rm -f "$building"/etc/ssh/ssh_host_*
+        printf '%s\n' "$PACKAGES" >"$building/.e2e-packages"
+        rm -rf "$ROOTFS"
         mv "$building" "$ROOTFS"
     fi
     exec {lock}>&-

@@ -18,6 +18,8 @@ sudo, rustfmt, clippy), then runs, in order:
   systemd-analyze security with the exposure limits the units promise
   scripts/e2e-host.sh rootfs (builds the systemd test host's root
     filesystem with debootstrap on the first run; cached in target/e2e/)
+  scripts/build.sh --deb, twice (the .deb, revisions 1 and 2, for the
+    end-to-end package tests; installs cargo-deb if missing)
   cargo test (unit and integration tests on real loopback sockets, a real
     sshd, and real systemd hosts booted with systemd-nspawn)
 Run it as root (or with passwordless sudo): some tests use network and user
@@ -111,7 +113,7 @@ check_units() {
     scratch=$(mktemp -d)
     # verify wants the ExecStart= binary to exist: point it at this build.
     for unit in systemd/*.service systemd/*.socket; do
-        sed "s|/usr/local/bin/echo-server|$binary|" "$unit" >"$scratch/${unit##*/}"
+        sed "s|^ExecStart=echo-server|ExecStart=$binary|" "$unit" >"$scratch/${unit##*/}"
     done
     (cd "$scratch" && systemd-analyze verify ./*.service ./*.socket)
     rm -rf "$scratch"
@@ -139,6 +141,10 @@ run_checks() {
 
     log "real systemd test host (root filesystem, cached in target/e2e/)"
     ./scripts/e2e-host.sh rootfs
+
+    log "Debian packages for the end-to-end tests (revisions 1 and 2)"
+    ./scripts/build.sh --deb --deb-revision 1 >/dev/null
+    ./scripts/build.sh --deb --deb-revision 2 >/dev/null
 
     log "cargo test"
     cargo test --locked --all-targets

@@ -530,3 +530,87 @@ fn an_enabled_service_comes_back_after_a_reboot() {
     assert_eq!(host.ssh_ok("systemctl is-active echo-server"), "active");
     assert_ok("check after the reboot", &check(&target));
 }
+
+/// The package built by `scripts/build.sh --deb --deb-revision N` (which
+/// `scripts/test.sh` runs before the tests).
+fn package(revision: u32) -> String {
+    let version = env!("CARGO_PKG_VERSION");
+    let path = format!("{ROOT}/target/packages/echo-service_{version}-{revision}_amd64.deb");
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "{path} is missing: run ./scripts/build.sh --deb --deb-revision {revision}"
+    );
+    path
+}
+
+#[test]
+fn the_debian_package_installs_upgrades_and_purges() {
+    let host = SystemdHost::boot();
+    let port = free_port();
+    let work = TestDir::new();
+    let config = work.write("config.toml", &format!("[server]\nport = {port}\n"));
+    let target = format!("127.0.0.1:{port}");
+
+    let installed = host.deploy(
+        "openssh",
+        &[
+            "--deb",
+            &package(1),
+            "--config",
+            config.to_str().unwrap(),
+            "install",
+        ],
+    );
+    assert_ok("echo-deploy install --deb", &installed);
+    assert!(
+        installed.stdout().contains("installed package 0.1.0-1"),
+        "{}",
+        installed.stdout()
+    );
+    assert_eq!(host.ssh_ok("systemctl is-active echo-server"), "active");
+    assert_eq!(host.ssh_ok("systemctl is-enabled echo-server"), "enabled");
+    assert_eq!(
+        host.ssh_ok("command -v echo-server"),
+        "/usr/bin/echo-server"
+    );
+    assert_eq!(
+        host.ssh_ok("getent passwd echo-server | cut -d: -f1"),
+        "echo-server"
+    );
+    // The socket-activated units are examples, not active units.
+    assert_ne!(
+        host.ssh("systemctl is-active echo-server.socket")
+            .stdout()
+            .trim(),
+        "active"
+    );
+    host.ssh_ok("test -f /usr/share/doc/echo-service/examples/echo-server.socket");
+    assert_ok("check from this machine", &check(&target));
+
+    let before = host.ssh_ok("systemctl show -p MainPID --value echo-server");
+    let upgraded = host.deploy("putty", &["--deb", &package(2), "upgrade"]);
+    assert_ok("echo-deploy upgrade --deb over PuTTY", &upgraded);
+    assert_eq!(
+        host.ssh_ok("dpkg-query -W -f '${Version}' echo-service"),
+        "0.1.0-2"
+    );
+    assert_ne!(
+        host.ssh_ok("systemctl show -p MainPID --value echo-server"),
+        before,
+        "not restarted"
+    );
+    // The operator's config is a conffile: the upgrade kept it.
+    assert!(
+        host.ssh_ok("cat /etc/echo-server/config.toml")
+            .contains(&format!("port = {port}"))
+    );
+    assert_ok("check after the upgrade", &check(&target));
+
+    host.ssh_ok("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q echo-service >/dev/null");
+    let left = host.ssh_ok(
+        "ls -d /usr/bin/echo-server /etc/echo-server /var/log/echo-server /usr/lib/systemd/system/echo-server.service \
+         2>/dev/null; getent passwd echo-server; systemctl list-unit-files 'echo-server*' --no-legend; true",
+    );
+    assert_eq!(left, "", "left behind by the purge");
+    assert_ne!(check(&target).code, 0, "still echoing after the purge");
+}
