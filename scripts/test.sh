@@ -16,6 +16,8 @@ sudo, rustfmt, clippy), then runs, in order:
   shellcheck on every shell script in the repository
   systemd-analyze verify on every unit in systemd/, and
   systemd-analyze security with the exposure limits the units promise
+  ansible-lint on the Ansible role (ansible-core and ansible-lint are
+    installed into target/ansible-venv/)
   scripts/e2e-host.sh rootfs (builds the systemd test host's root
     filesystem with debootstrap on the first run; cached in target/e2e/)
   scripts/build.sh --deb, twice (the .deb, revisions 1 and 2, for the
@@ -87,6 +89,22 @@ install_rust_components() {
     done
 }
 
+# ansible-core and ansible-lint, for the Ansible role's checks and tests,
+# in a virtualenv of the project's own.
+readonly ANSIBLE_VENV=target/ansible-venv
+
+install_ansible() {
+    if [[ -x $ANSIBLE_VENV/bin/ansible-playbook && -x $ANSIBLE_VENV/bin/ansible-lint ]]; then
+        return
+    fi
+    if ! python3 -c 'import ensurepip' 2>/dev/null; then
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv
+    fi
+    log "installing ansible-core and ansible-lint into $ANSIBLE_VENV"
+    python3 -m venv "$ANSIBLE_VENV"
+    "$ANSIBLE_VENV/bin/pip" install --quiet 'ansible-core>=2.17,<2.18' 'ansible-lint>=24,<26'
+}
+
 # Every tracked or new file that starts with a bash or sh shebang.
 shell_scripts() {
     local file
@@ -139,6 +157,9 @@ run_checks() {
     log "systemd units"
     check_units
 
+    log "ansible-lint"
+    (cd deploy/ansible && PATH=$PWD/../../$ANSIBLE_VENV/bin:$PATH ansible-lint --offline --nocolor roles/echo_server site.yml)
+
     log "real systemd test host (root filesystem, cached in target/e2e/)"
     ./scripts/e2e-host.sh rootfs
 
@@ -164,6 +185,7 @@ main() {
     esac
     install_packages
     install_rust_components
+    install_ansible
     run_checks
     log "all checks passed"
 }

@@ -3,8 +3,9 @@
 //!
 //! One host per line, as `[USER@]HOST[:SSH_PORT]` (the same form as
 //! `echo-deploy --host`), optionally followed by `key=value` settings:
-//! `echo_port=PORT` (where the echo service listens) and `hostkey=SHA256:...`
-//! (the SSH host key, pinned for PuTTY). `#` starts a comment. A mistake is
+//! `echo_port=PORT` (where the echo service listens), `hostkey=SHA256:...`
+//! (the SSH host key, pinned for PuTTY) and `config=FILE` (the config a
+//! first install gives that host). `#` starts a comment. A mistake is
 //! reported with its line number, and an unknown key is a mistake.
 
 use std::fmt;
@@ -21,6 +22,8 @@ pub struct InventoryHost {
     pub ssh_port: Option<u16>,
     pub echo_port: Option<u16>,
     pub hostkey: Option<String>,
+    /// The config file for a first install on this host (echo-deploy).
+    pub config: Option<String>,
 }
 
 impl InventoryHost {
@@ -95,6 +98,7 @@ fn parse_line(line: &str, line_no: usize) -> Result<InventoryHost, String> {
         ssh_port,
         echo_port: None,
         hostkey: None,
+        config: None,
     };
     for setting in fields {
         let (key, value) = setting
@@ -107,6 +111,7 @@ fn parse_line(line: &str, line_no: usize) -> Result<InventoryHost, String> {
                     .map_err(|_| format!("echo_port `{value}`: expected a port number"))?;
                 set_once(&mut host.echo_port, port, key)?;
             }
+            "config" => set_once(&mut host.config, value.to_string(), key)?,
             "hostkey" => {
                 if !value.starts_with("SHA256:") {
                     return Err(format!(
@@ -117,7 +122,7 @@ fn parse_line(line: &str, line_no: usize) -> Result<InventoryHost, String> {
             }
             _ => {
                 return Err(format!(
-                    "unknown setting `{key}` (known: echo_port, hostkey)"
+                    "unknown setting `{key}` (known: echo_port, hostkey, config)"
                 ));
             }
         }

@@ -12,12 +12,14 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use common::{Finished, PATIENCE, TestDir, finish_with_patience, finish_within};
+use common::{
+    Finished, PATIENCE, TestDir, broken_build, finish_with_patience, finish_within, free_port,
+    silent_build,
+};
 
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/echo-deploy");
 const SERVER: &str = env!("CARGO_BIN_EXE_echo-server");
@@ -25,14 +27,6 @@ const CLIENT: &str = env!("CARGO_BIN_EXE_echo-client");
 
 /// A deployment step with a rollback takes several restarts and checks.
 const DEPLOY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(90);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn run(program: &str, args: &[&str]) -> Finished {
     let mut command = Command::new(program);
@@ -246,45 +240,6 @@ fn echo_check(port: u16) -> Finished {
     finish_with_patience(command, b"")
 }
 
-/// A stand-in for a broken build: it reports a version and a valid config,
-/// and fails to start.
-fn broken_binary(dir: &Path, port: u16) -> PathBuf {
-    let path = dir.join("broken/echo-server");
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(
-        &path,
-        format!(
-            "#!/bin/sh\ncase \"$1\" in\n  --version) echo 'echo-server 0.1.0-broken' ;;\n  \
-             --check-config) echo 'listen = [\"127.0.0.1:{port}\"]' ;;\n  *) echo 'broken build' >&2; exit 1 ;;\nesac\n"
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::fs::copy(CLIENT, path.with_file_name("echo-client")).unwrap();
-    path
-}
-
-/// A stand-in for a build that starts (it daemonizes, with a pid file) and
-/// then does not echo.
-fn silent_binary(dir: &Path, port: u16) -> PathBuf {
-    let path = dir.join("silent/echo-server");
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(
-        &path,
-        format!(
-            "#!/bin/sh\ncase \"$1\" in\n  --version) echo 'echo-server 0.1.0-silent' ;;\n  \
-             --check-config) echo 'listen = [\"127.0.0.1:{port}\"]' ;;\n  \
-             --daemon) while [ $# -gt 0 ]; do [ \"$1\" = --pid-file ] && pidfile=$2; shift; done\n    \
-             mkdir -p \"$(dirname \"$pidfile\")\"; sleep 600 >/dev/null 2>&1 & echo $! > \"$pidfile\" ;;\n  \
-             *) exit 1 ;;\nesac\n"
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::fs::copy(CLIENT, path.with_file_name("echo-client")).unwrap();
-    path
-}
-
 fn assert_ok(step: &str, finished: &Finished) {
     assert_eq!(
         finished.code,
@@ -377,7 +332,7 @@ fn lifecycle(transport: &str) {
     assert_eq!(echo_check(port).code, 0);
 
     // An upgrade that does not come up is rolled back.
-    let broken_build = broken_binary(work.path(), port);
+    let broken_build = broken_build(work.path(), port);
     let upgraded = host.deploy(
         transport,
         &["--binary", broken_build.to_str().unwrap(), "upgrade"],
@@ -394,7 +349,7 @@ fn lifecycle(transport: &str) {
     );
     let current = host.shell("readlink /opt/echo-server/current").stdout();
     // One that starts but does not echo fails the echo check: rolled back too.
-    let silent = silent_binary(work.path(), port);
+    let silent = silent_build(work.path(), port);
     let upgraded = host.deploy(
         transport,
         &["--binary", silent.to_str().unwrap(), "upgrade"],

@@ -12,172 +12,17 @@
 mod common;
 
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use common::{Finished, PATIENCE, TestDir, echo_once, finish_with_patience, finish_within};
+use common::systemd_host::SystemdHost;
+use common::{
+    Finished, PATIENCE, TestDir, broken_build, echo_once, finish_with_patience, free_port,
+    new_build,
+};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const SERVER: &str = env!("CARGO_BIN_EXE_echo-server");
 const CLIENT: &str = env!("CARGO_BIN_EXE_echo-client");
-
-/// Booting, with the root filesystem built on the first run, takes longer
-/// than the harness's usual patience.
-const BOOT_PATIENCE: Duration = Duration::from_secs(600);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A booted systemd host, powered off when dropped.
-struct SystemdHost {
-    dir: TestDir,
-    ssh_port: u16,
-    /// A root filesystem of its own that survives a power-off, rather than
-    /// a throwaway copy.
-    persistent: bool,
-}
-
-impl SystemdHost {
-    fn boot() -> SystemdHost {
-        SystemdHost::start(false)
-    }
-
-    fn boot_persistent() -> SystemdHost {
-        SystemdHost::start(true)
-    }
-
-    fn start(persistent: bool) -> SystemdHost {
-        let host = SystemdHost {
-            dir: TestDir::new(),
-            ssh_port: free_port(),
-            persistent,
-        };
-        host.power_on();
-        host
-    }
-
-    fn power_on(&self) {
-        let mut command = Command::new(format!("{ROOT}/scripts/e2e-host.sh"));
-        let port = self.ssh_port.to_string();
-        command.args([
-            "boot",
-            "--dir",
-            self.dir.path().to_str().unwrap(),
-            "--ssh-port",
-            &port,
-        ]);
-        if self.persistent {
-            command.arg("--persistent");
-        }
-        let booted = finish_within(command, b"", BOOT_PATIENCE);
-        assert_eq!(
-            booted.code, 0,
-            "the systemd host did not boot:\n{}",
-            booted.stderr
-        );
-    }
-
-    fn power_off(&self) {
-        let mut command = Command::new(format!("{ROOT}/scripts/e2e-host.sh"));
-        command.args(["stop", "--dir", self.dir.path().to_str().unwrap()]);
-        let stopped = finish_within(command, b"", Duration::from_secs(60));
-        assert_eq!(
-            stopped.code, 0,
-            "the host did not power off:\n{}",
-            stopped.stderr
-        );
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// Runs a shell command on the host as root.
-    fn ssh(&self, script: &str) -> Finished {
-        let mut command = Command::new("ssh");
-        command
-            .args([
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-            ])
-            .arg("-o")
-            .arg(format!(
-                "UserKnownHostsFile={}",
-                self.file("known_hosts").display()
-            ))
-            .arg("-i")
-            .arg(self.file("client_key"))
-            .args(["-p", &self.ssh_port.to_string(), "root@127.0.0.1", script]);
-        finish_with_patience(command, b"")
-    }
-
-    fn ssh_ok(&self, script: &str) -> String {
-        let finished = self.ssh(script);
-        assert_eq!(
-            finished.code,
-            0,
-            "on the host: {script}\n{}{}",
-            finished.stdout(),
-            finished.stderr
-        );
-        finished.stdout().trim().to_string()
-    }
-
-    fn deploy(&self, transport: &str, args: &[&str]) -> Finished {
-        let mut command = Command::new(format!("{ROOT}/deploy/echo-deploy"));
-        command
-            .arg("--host")
-            .arg(format!("root@127.0.0.1:{}", self.ssh_port))
-            .arg("--transport")
-            .arg(transport);
-        if transport == "putty" {
-            let fingerprint = std::fs::read_to_string(self.file("hostkey.sha256")).unwrap();
-            command
-                .arg("-i")
-                .arg(self.file("client_key.ppk"))
-                .arg("--hostkey")
-                .arg(fingerprint.trim());
-        } else {
-            command
-                .arg("-i")
-                .arg(self.file("client_key"))
-                .arg("--known-hosts")
-                .arg(self.file("known_hosts"));
-        }
-        command.args(args).env("HOME", self.dir.path());
-        finish_within(command, b"", Duration::from_secs(120))
-    }
-
-    /// Waits until `script` succeeds on the host.
-    fn wait_until(&self, script: &str, what: &str) {
-        let deadline = Instant::now() + PATIENCE;
-        while self.ssh(script).code != 0 {
-            assert!(
-                Instant::now() < deadline,
-                "{what}: `{script}` never succeeded"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for SystemdHost {
-    fn drop(&mut self) {
-        let mut command = Command::new(format!("{ROOT}/scripts/e2e-host.sh"));
-        command.args(["stop", "--dir", self.dir.path().to_str().unwrap()]);
-        let _ = finish_within(command, b"", Duration::from_secs(60));
-    }
-}
 
 fn check(target: &str) -> Finished {
     let mut command = Command::new(CLIENT);
@@ -388,34 +233,6 @@ fn deployed_over_putty_and_uninstalled_without_a_trace() {
          /var/log/echo-server 2>/dev/null; getent passwd echo-server; systemctl list-unit-files 'echo-server*' --no-legend; true",
     );
     assert_eq!(left, "", "left behind on the host");
-}
-
-/// A stand-in for a broken build: it reports a version and a valid config
-/// (so it passes the pre-switch checks), and fails to start.
-fn broken_build(dir: &std::path::Path, port: u16) -> PathBuf {
-    let path = dir.join("broken/echo-server");
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let script = format!(
-        "#!/bin/sh\ncase \"$1\" in\n  --version) echo 'echo-server 0.1.0-broken' ;;\n  \
-         --check-config) echo 'listen = [\"127.0.0.1:{port}\"]' ;;\n  *) echo 'broken build' >&2; exit 1 ;;\nesac\n"
-    );
-    std::fs::write(&path, script).unwrap();
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::fs::copy(CLIENT, path.with_file_name("echo-client")).unwrap();
-    path
-}
-
-/// The same program with different bytes: a new build, as far as the
-/// deployment can tell (an ELF file runs the same with bytes appended).
-fn new_build(dir: &std::path::Path) -> PathBuf {
-    let path = dir.join("new/echo-server");
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut bytes = std::fs::read(SERVER).unwrap();
-    bytes.extend_from_slice(b"\nbuild 2\n");
-    std::fs::write(&path, bytes).unwrap();
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::fs::copy(CLIENT, path.with_file_name("echo-client")).unwrap();
-    path
 }
 
 #[test]

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)] // each test file uses a different part of this harness
 
+pub mod systemd_host;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -403,3 +405,63 @@ pub fn echo_once(stream: &mut TcpStream, message: &[u8]) {
     stream.read_exact(&mut echo).unwrap();
     assert_eq!(echo, message);
 }
+
+/// A port that was free a moment ago, for a server started next.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A stand-in for a broken build: it reports a version and a valid config
+/// (so it passes the pre-switch checks), and fails to start.
+pub fn broken_build(dir: &Path, port: u16) -> PathBuf {
+    let path = dir.join("broken/echo-server");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let script = format!(
+        "#!/bin/sh\ncase \"$1\" in\n  --version) echo 'echo-server 0.1.0-broken' ;;\n  \
+         --check-config) echo 'listen = [\"127.0.0.1:{port}\"]' ;;\n  *) echo 'broken build' >&2; exit 1 ;;\nesac\n"
+    );
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::copy(CLIENT_BIN, path.with_file_name("echo-client")).unwrap();
+    path
+}
+
+/// The same program with different bytes: a new build, as far as the
+/// deployment can tell (an ELF file runs the same with bytes appended).
+pub fn new_build(dir: &Path) -> PathBuf {
+    let path = dir.join("new/echo-server");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut bytes = std::fs::read(SERVER).unwrap();
+    bytes.extend_from_slice(b"\nbuild 2\n");
+    std::fs::write(&path, bytes).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::copy(CLIENT_BIN, path.with_file_name("echo-client")).unwrap();
+    path
+}
+
+/// A stand-in for a build that starts (it daemonizes, with a pid file) and
+/// then does not echo.
+pub fn silent_build(dir: &Path, port: u16) -> PathBuf {
+    let path = dir.join("silent/echo-server");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in\n  --version) echo 'echo-server 0.1.0-silent' ;;\n  \
+             --check-config) echo 'listen = [\"127.0.0.1:{port}\"]' ;;\n  \
+             --daemon) while [ $# -gt 0 ]; do [ \"$1\" = --pid-file ] && pidfile=$2; shift; done\n    \
+             mkdir -p \"$(dirname \"$pidfile\")\"; sleep 600 >/dev/null 2>&1 & echo $! > \"$pidfile\" ;;\n  \
+             *) exit 1 ;;\nesac\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::copy(CLIENT_BIN, path.with_file_name("echo-client")).unwrap();
+    path
+}
+
+const CLIENT_BIN: &str = env!("CARGO_BIN_EXE_echo-client");

@@ -1,0 +1,327 @@
+//! The Ansible role `deploy/ansible/roles/echo_server`, run with
+//! ansible-playbook (from the virtualenv scripts/test.sh makes) against
+//! three real systemd hosts at once, and the same fleet checked with
+//! `echo-client check --hosts` and managed with `echo-deploy -j 3`.
+
+#![cfg(unix)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::systemd_host::SystemdHost;
+use common::{Finished, TestDir, finish_within, free_port};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const CLIENT: &str = env!("CARGO_BIN_EXE_echo-client");
+
+/// Three hosts, each with its own echo port.
+struct Fleet {
+    hosts: Vec<(SystemdHost, u16)>,
+    work: TestDir,
+}
+
+impl Fleet {
+    fn boot() -> Fleet {
+        let booting: Vec<_> = (0..3)
+            .map(|_| std::thread::spawn(SystemdHost::boot))
+            .collect();
+        let hosts = booting
+            .into_iter()
+            .map(|h| (h.join().expect("a host boots"), free_port()))
+            .collect();
+        Fleet {
+            hosts,
+            work: TestDir::new(),
+        }
+    }
+
+    /// An Ansible inventory of the fleet; `extra(i)` adds variables to host i.
+    fn inventory(&self, extra: impl Fn(usize) -> String) -> PathBuf {
+        let mut text = String::from("[echo_servers]\n");
+        for (i, (host, port)) in self.hosts.iter().enumerate() {
+            text.push_str(&format!(
+                "host{i} ansible_host=127.0.0.1 ansible_port={ssh} ansible_user=root \
+                 ansible_ssh_private_key_file={key} \
+                 ansible_ssh_common_args='-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes' \
+                 echo_server_port={port} {extra}\n",
+                ssh = host.ssh_port,
+                key = host.file("client_key").display(),
+                known = host.file("known_hosts").display(),
+                extra = extra(i),
+            ));
+        }
+        let package = format!(
+            "{ROOT}/target/packages/echo-service_{}-1_amd64.deb",
+            env!("CARGO_PKG_VERSION")
+        );
+        text.push_str(&format!(
+            "\n[echo_servers:vars]\necho_server_deb={package}\n"
+        ));
+        self.work.write("inventory.ini", &text)
+    }
+
+    /// echo-client's hosts file for the same fleet.
+    fn hosts_file(&self) -> PathBuf {
+        let text: String = self
+            .hosts
+            .iter()
+            .map(|(_, port)| format!("127.0.0.1 echo_port={port}\n"))
+            .collect();
+        self.work.write("hosts", &text)
+    }
+
+    fn playbook(&self, inventory: &Path) -> Finished {
+        self.playbook_with(inventory, &[])
+    }
+
+    fn playbook_with(&self, inventory: &Path, options: &[&str]) -> Finished {
+        let mut command = Command::new(format!("{ROOT}/target/ansible-venv/bin/ansible-playbook"));
+        command
+            .args(options)
+            .args([
+                "-i",
+                inventory.to_str().unwrap(),
+                &format!("{ROOT}/deploy/ansible/site.yml"),
+            ])
+            .env("ANSIBLE_NOCOLOR", "1")
+            .env("ANSIBLE_HOME", self.work.path().join("ansible-home"));
+        let finished = finish_within(command, b"", Duration::from_secs(300));
+        assert_eq!(
+            finished.code,
+            0,
+            "ansible-playbook failed:\n{}{}",
+            finished.stdout(),
+            finished.stderr
+        );
+        finished
+    }
+}
+
+/// `changed=N` of each host in a play recap.
+fn changed(recap: &str) -> Vec<u32> {
+    let mut counts: Vec<(String, u32)> = recap
+        .lines()
+        .filter(|l| l.starts_with("host") && l.contains("changed="))
+        .map(|l| {
+            let name = l.split_whitespace().next().unwrap().to_string();
+            let count = l
+                .split("changed=")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            (name, count)
+        })
+        .collect();
+    counts.sort();
+    counts.into_iter().map(|(_, count)| count).collect()
+}
+
+fn check_hosts(hosts: &Path) -> Finished {
+    let mut command = Command::new(CLIENT);
+    command.args([
+        "check",
+        "--hosts",
+        hosts.to_str().unwrap(),
+        "--timeout",
+        "3s",
+        "--json",
+    ]);
+    finish_within(command, b"", Duration::from_secs(30))
+}
+
+#[test]
+fn the_role_deploys_three_hosts_idempotently_and_reloads_only_what_changed() {
+    let fleet = Fleet::boot();
+    let inventory = fleet.inventory(|_| String::new());
+    let first = fleet.playbook(&inventory);
+    assert!(
+        changed(&first.stdout()).iter().all(|&c| c > 0),
+        "{}",
+        first.stdout()
+    );
+    for (host, port) in &fleet.hosts {
+        assert_eq!(host.ssh_ok("systemctl is-active echo-server"), "active");
+        assert!(
+            host.ssh_ok("cat /etc/echo-server/config.toml")
+                .contains(&format!("port = {port}"))
+        );
+    }
+
+    let second = fleet.playbook(&inventory);
+    assert_eq!(
+        changed(&second.stdout()),
+        [0, 0, 0],
+        "a second run changed something:\n{}",
+        second.stdout()
+    );
+
+    // A config change on one host reloads that host, and only it.
+    let pids: Vec<String> = fleet
+        .hosts
+        .iter()
+        .map(|(h, _)| h.ssh_ok("systemctl show -p MainPID --value echo-server"))
+        .collect();
+    let changed_inventory = fleet.inventory(|i| {
+        if i == 1 {
+            "echo_server_idle_timeout=1m".into()
+        } else {
+            String::new()
+        }
+    });
+    // --check --diff shows the change and makes none.
+    let dry = fleet.playbook_with(&changed_inventory, &["--check", "--diff"]);
+    assert!(
+        dry.stdout().contains("+idle_timeout = \"1m\""),
+        "{}",
+        dry.stdout()
+    );
+    assert!(
+        !fleet.hosts[1]
+            .0
+            .ssh_ok("cat /etc/echo-server/config.toml")
+            .contains("idle_timeout = \"1m\"")
+    );
+    let third = fleet.playbook(&changed_inventory);
+    let counts = changed(&third.stdout());
+    assert_eq!((counts[0], counts[2]), (0, 0), "{}", third.stdout());
+    assert!(counts[1] > 0, "{}", third.stdout());
+    assert!(
+        fleet.hosts[1]
+            .0
+            .ssh_ok("cat /etc/echo-server/config.toml")
+            .contains("idle_timeout = \"1m\"")
+    );
+    for ((host, _), pid) in fleet.hosts.iter().zip(&pids) {
+        assert_eq!(
+            &host.ssh_ok("systemctl show -p MainPID --value echo-server"),
+            pid,
+            "restarted, not reloaded"
+        );
+    }
+
+    // The fleet checked at once; then one host stopped is the one reported.
+    let hosts = fleet.hosts_file();
+    let healthy = check_hosts(&hosts);
+    assert_eq!(healthy.code, 0, "{}", healthy.stdout());
+    fleet.hosts[2].0.ssh_ok("systemctl stop echo-server");
+    let one_down = check_hosts(&hosts);
+    assert_eq!(one_down.code, 2, "{}", one_down.stdout());
+    let report: serde_json::Value = serde_json::from_slice(&one_down.stdout).unwrap();
+    let verdicts: Vec<&str> = report["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["verdict"].as_str().unwrap())
+        .collect();
+    assert_eq!(verdicts, ["healthy", "healthy", "unreachable"]);
+}
+
+#[test]
+fn echo_deploy_runs_three_hosts_in_parallel_over_both_transports() {
+    let fleet = Fleet::boot();
+    let package = format!(
+        "{ROOT}/target/packages/echo-service_{}-1_amd64.deb",
+        env!("CARGO_PKG_VERSION")
+    );
+    // The inventory format echo-deploy and echo-client share, with the host
+    // key fingerprints PuTTY needs.
+    let mut inventory = String::new();
+    let known_hosts = fleet.work.path().join("known_hosts");
+    let mut known = String::new();
+    for (host, port) in &fleet.hosts {
+        let fingerprint = std::fs::read_to_string(host.file("hostkey.sha256")).unwrap();
+        // All hosts share this machine's network: each needs a port of its own.
+        let config = fleet.work.write(
+            &format!("config-{port}.toml"),
+            &format!("[server]\nport = {port}\n"),
+        );
+        inventory.push_str(&format!(
+            "root@127.0.0.1:{} echo_port={port} hostkey={} config={}\n",
+            host.ssh_port,
+            fingerprint.trim(),
+            config.display()
+        ));
+        known.push_str(&std::fs::read_to_string(host.file("known_hosts")).unwrap());
+    }
+    std::fs::write(&known_hosts, known).unwrap();
+    let hosts = fleet.work.write("fleet", &inventory);
+    let key = fleet.hosts[0].0.file("client_key");
+    // Each host trusts its own client key, and echo-deploy uses one key for
+    // all hosts: the others learn the first host's key too.
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    for (host, _) in &fleet.hosts[1..] {
+        let mut command = Command::new("ssh");
+        command
+            .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+            .arg("-i")
+            .arg(host.file("client_key"))
+            .args([
+                "-p",
+                &host.ssh_port.to_string(),
+                "root@127.0.0.1",
+                "cat >> /root/.ssh/authorized_keys2",
+            ]);
+        assert_eq!(
+            finish_within(command, public.as_bytes(), Duration::from_secs(30)).code,
+            0
+        );
+    }
+    let deploy = |transport: &str, args: &[&str]| {
+        let mut command = Command::new(format!("{ROOT}/deploy/echo-deploy"));
+        command.args([
+            "--hosts",
+            hosts.to_str().unwrap(),
+            "-j",
+            "3",
+            "--transport",
+            transport,
+        ]);
+        if transport == "putty" {
+            command.arg("-i").arg(key.with_extension("ppk"));
+        } else {
+            command
+                .arg("-i")
+                .arg(&key)
+                .arg("--known-hosts")
+                .arg(&known_hosts);
+        }
+        command.args(args).env("HOME", fleet.work.path());
+        finish_within(command, b"", Duration::from_secs(300))
+    };
+    let installed = deploy("openssh", &["--deb", &package, "install"]);
+    assert_eq!(
+        installed.code,
+        0,
+        "{}{}",
+        installed.stdout(),
+        installed.stderr
+    );
+    let status = deploy("putty", &["status"]);
+    assert_eq!(status.code, 0, "{}{}", status.stdout(), status.stderr);
+    assert_eq!(
+        status.stdout().matches("active (systemd)").count(),
+        3,
+        "{}",
+        status.stdout()
+    );
+    assert!(status.stderr.contains("summary"), "{}", status.stderr);
+    let mut command = Command::new(CLIENT);
+    command.args([
+        "check",
+        "--hosts",
+        hosts.to_str().unwrap(),
+        "--timeout",
+        "3s",
+    ]);
+    let checked = finish_within(command, b"", Duration::from_secs(30));
+    assert_eq!(checked.code, 0, "{}", checked.stdout());
+}
