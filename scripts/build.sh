@@ -18,17 +18,14 @@ USAGE
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# The package: cargo-deb takes the unit it manages from a directory of
-# its own, so that only echo-server.service is enabled and started.
+# The package, with cargo-deb (metadata in Cargo.toml).
 build_deb() {
     local revision=$1
+    shift
     if ! cargo deb --version >/dev/null 2>&1; then
         echo "build.sh: installing cargo-deb" >&2
         cargo install cargo-deb --locked
     fi
-    rm -rf target/deb-units
-    mkdir -p target/deb-units
-    cp systemd/echo-server.service target/deb-units/
     local built
     built=$(cargo deb --no-build --locked --deb-revision "$revision" "$@" | tail -n 1)
     # cargo-deb empties target/debian/ each time: keep every revision apart.

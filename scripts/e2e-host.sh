@@ -58,7 +58,7 @@ install_tools() {
 apt_mirror() {
     local mirror
     mirror=$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' | grep -v security | head -n 1)
-    [[ -n $mirror ]] || mirror=$(grep -hs '^deb ' /etc/apt/sources.list | awk '{print $2}' | grep -v security | head -n 1)
+    [[ -n $mirror ]] || mirror=$(grep -hs '^deb ' /etc/apt/sources.list | sed 's/\[[^]]*\]//' | awk '{print $2}' | grep -v security | head -n 1)
     [[ -n $mirror ]] || die "no Debian mirror in /etc/apt/sources.list(.d)"
     printf '%s\n' "$mirror"
 }
@@ -75,7 +75,9 @@ cmd_rootfs() {
         local mirror building=$CACHE/rootfs-building
         mirror=$(apt_mirror)
         log "building the root filesystem from $mirror (once; cached in $ROOTFS)"
-        rm -rf "$building"
+        # An interrupted debootstrap may leave proc and sys mounted there.
+        findmnt -rn -o TARGET | grep "^$building/" | sort -r | xargs -r umount -l
+        rm -rf --one-file-system "$building"
         debootstrap --variant=minbase --include="$PACKAGES" bookworm "$building" "$mirror" >"$CACHE/debootstrap.log" 2>&1 ||
             die "debootstrap failed; see $CACHE/debootstrap.log"
         # The hosts get their SSH settings from the boot; nothing else may listen.
@@ -133,7 +135,10 @@ EOF
         --bind-ro="$dir/client_key.pub:/root/.ssh/authorized_keys" \
         </dev/null >"$dir/console.log" 2>&1 &
     echo $! >"$dir/nspawn.pid"
+    # A host that does not come up is not left running.
+    trap 'cmd_stop --dir "$dir"' EXIT
     wait_for_host "$dir" "$port"
+    trap - EXIT
 }
 
 wait_for_host() {
@@ -158,14 +163,18 @@ cmd_stop() {
     [[ -f $dir/nspawn.pid ]] || return 0
     local pid tries=0
     pid=$(cat "$dir/nspawn.pid")
-    kill -TERM "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null; do
-        if ((tries++ > 150)); then
-            log "the host did not power off in 30 s; killing it"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-        sleep 0.2
-    done
+    # A stale pid file may name some other process by now.
+    if [[ $(cat "/proc/$pid/comm" 2>/dev/null) == systemd-nspawn ]]; then
+        kill -TERM "$pid" 2>/dev/null || true
+        while kill -0 "$pid" 2>/dev/null; do
+            if ((tries++ > 150)); then
+                log "the host did not power off in 30 s; killing it and its init"
+                pkill -KILL -P "$pid" || true
+                kill -KILL "$pid" 2>/dev/null || true
+            fi
+            sleep 0.2
+        done
+    fi
     rm -f "$dir/nspawn.pid"
 }
 

@@ -77,6 +77,11 @@ impl Fleet {
         self.playbook_with(inventory, &[])
     }
 
+    /// Runs ansible-playbook, whatever its outcome.
+    fn run_playbook(&self, command: Command) -> Finished {
+        finish_within(command, b"", Duration::from_secs(300))
+    }
+
     fn playbook_with(&self, inventory: &Path, options: &[&str]) -> Finished {
         let mut command = Command::new(format!("{ROOT}/target/ansible-venv/bin/ansible-playbook"));
         command
@@ -88,7 +93,7 @@ impl Fleet {
             ])
             .env("ANSIBLE_NOCOLOR", "1")
             .env("ANSIBLE_HOME", self.work.path().join("ansible-home"));
-        let finished = finish_within(command, b"", Duration::from_secs(300));
+        let finished = self.run_playbook(command);
         assert_eq!(
             finished.code,
             0,
@@ -221,6 +226,42 @@ fn the_role_deploys_three_hosts_idempotently_and_reloads_only_what_changed() {
         .map(|t| t["verdict"].as_str().unwrap())
         .collect();
     assert_eq!(verdicts, ["healthy", "healthy", "unreachable"]);
+
+    // A host that goes away is reported; the others are still served.
+    fleet.hosts[2].0.power_off();
+    let mut command = Command::new(format!("{ROOT}/target/ansible-venv/bin/ansible-playbook"));
+    command
+        .args([
+            "-i",
+            changed_inventory.to_str().unwrap(),
+            &format!("{ROOT}/deploy/ansible/site.yml"),
+        ])
+        .env("ANSIBLE_NOCOLOR", "1")
+        .env("ANSIBLE_HOME", fleet.work.path().join("ansible-home"));
+    let partial = fleet.run_playbook(command);
+    assert_ne!(
+        partial.code,
+        0,
+        "a run with a host down succeeded:\n{}",
+        partial.stdout()
+    );
+    let recap = partial.stdout();
+    let line = |name: &str| {
+        recap
+            .lines()
+            .rfind(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        line("host0").contains("unreachable=0") && line("host0").contains("failed=0"),
+        "{recap}"
+    );
+    assert!(
+        line("host1").contains("unreachable=0") && line("host1").contains("failed=0"),
+        "{recap}"
+    );
+    assert!(line("host2").contains("unreachable=1"), "{recap}");
 }
 
 #[test]

@@ -36,6 +36,9 @@ fn run(program: &str, args: &[&str]) -> Finished {
     finished
 }
 
+/// Where the host sees the harness's directory.
+const INSIDE: &str = "/run/echo-test";
+
 /// A throwaway SSH host: sshd on a loopback port, in its own namespaces.
 struct SshHost {
     dir: TestDir,
@@ -51,10 +54,7 @@ struct SshHost {
 
 impl SshHost {
     fn start() -> SshHost {
-        // Outside /tmp, which the host gets a fresh tmpfs over.
-        let dir = TestDir {
-            dir: tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap(),
-        };
+        let dir = TestDir::new();
         let path = |name: &str| dir.path().join(name);
         for key in ["host_key", "user_key"] {
             run(
@@ -87,31 +87,33 @@ impl SshHost {
         dir.write(
             "sshd_config",
             &format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nAuthorizedKeysFile {keys}\n\
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {INSIDE}/host_key\nAuthorizedKeysFile {INSIDE}/authorized_keys\n\
                  StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
                  PermitRootLogin prohibit-password\nSubsystem sftp /usr/lib/openssh/sftp-server\n\
-                 PidFile {pid}\n",
-                host_key = path("host_key").display(),
-                keys = path("authorized_keys").display(),
-                pid = path("sshd.pid").display(),
+                 PidFile {INSIDE}/sshd.pid\n",
+
             ),
         );
         // Inside the namespaces: an overlay over each tree a deploy writes,
-        // no trace of systemd, two unprivileged users (one with
-        // passwordless sudo, one without), then sshd as the namespace's init.
+        // this directory at a fixed place and a fresh /tmp (where this
+        // directory may be), no trace of systemd, two unprivileged users (one
+        // with passwordless sudo, one without), then sshd as the namespace's
+        // init.
         let script = format!(
             "set -e\n\
              for tree in etc opt usr/local var run; do\n\
                mkdir -p {d}/upper/$tree {d}/work/$tree\n\
                mount -t overlay overlay -o lowerdir=/$tree,upperdir={d}/upper/$tree,workdir={d}/work/$tree /$tree\n\
              done\n\
+             mkdir -p {INSIDE}\n\
+             mount --bind {d} {INSIDE}\n\
              mount -t tmpfs tmpfs /tmp\n\
              rm -rf /run/systemd/system\n\
              mkdir -p /run/sshd\n\
              useradd --no-create-home --home-dir /nonexistent --shell /bin/sh --password '*' deployer\n\
              useradd --no-create-home --home-dir /nonexistent --shell /bin/sh --password '*' nosudo\n\
              echo 'deployer ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/deployer\n\
-             exec /usr/sbin/sshd -D -e -f {d}/sshd_config",
+             exec /usr/sbin/sshd -D -e -f {INSIDE}/sshd_config",
             d = dir.path().display()
         );
         let sshd = Command::new("unshare")

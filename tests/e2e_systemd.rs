@@ -12,6 +12,7 @@
 mod common;
 
 use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::Command;
 
 use common::systemd_host::SystemdHost;
@@ -23,6 +24,15 @@ use common::{
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const SERVER: &str = env!("CARGO_BIN_EXE_echo-server");
 const CLIENT: &str = env!("CARGO_BIN_EXE_echo-client");
+
+/// A config on a port of its own: the hosts share this machine's network,
+/// and tests run in parallel.
+fn config_on_fresh_port(work: &TestDir) -> PathBuf {
+    work.write(
+        "config.toml",
+        &format!("[server]\nport = {}\n", free_port()),
+    )
+}
 
 fn check(target: &str) -> Finished {
     let mut command = Command::new(CLIENT);
@@ -142,7 +152,18 @@ fn deployed_over_openssh_it_runs_as_a_real_systemd_service() {
 #[test]
 fn socket_activation_serves_port_7_without_any_capability() {
     let host = SystemdHost::boot();
-    let installed = host.deploy("openssh", &["--binary", SERVER, "install"]);
+    let work = TestDir::new();
+    let config = config_on_fresh_port(&work);
+    let installed = host.deploy(
+        "openssh",
+        &[
+            "--binary",
+            SERVER,
+            "--config",
+            config.to_str().unwrap(),
+            "install",
+        ],
+    );
     assert_ok("echo-deploy install", &installed);
     host.ssh_ok("systemctl disable --now echo-server");
     // Port 7 is this machine's too: the host shares its network.
@@ -201,7 +222,18 @@ fn socket_activation_serves_port_7_without_any_capability() {
 #[test]
 fn deployed_over_putty_and_uninstalled_without_a_trace() {
     let host = SystemdHost::boot();
-    let installed = host.deploy("putty", &["--binary", SERVER, "install"]);
+    let work = TestDir::new();
+    let config = config_on_fresh_port(&work);
+    let installed = host.deploy(
+        "putty",
+        &[
+            "--binary",
+            SERVER,
+            "--config",
+            config.to_str().unwrap(),
+            "install",
+        ],
+    );
     assert_ok("echo-deploy install over PuTTY", &installed);
     assert_eq!(host.ssh_ok("systemctl is-active echo-server"), "active");
     let status = host.deploy("putty", &["status"]);
@@ -230,7 +262,7 @@ fn deployed_over_putty_and_uninstalled_without_a_trace() {
     );
     let left = host.ssh_ok(
         "ls -d /opt/echo-server /etc/echo-server /usr/local/bin/echo-server /etc/systemd/system/echo-server.service \
-         /var/log/echo-server 2>/dev/null; getent passwd echo-server; systemctl list-unit-files 'echo-server*' --no-legend; true",
+         /var/log/echo-server /var/log/private/echo-server 2>/dev/null; getent passwd echo-server; getent group echo-server; systemctl list-unit-files 'echo-server*' --no-legend; true",
     );
     assert_eq!(left, "", "left behind on the host");
 }
@@ -425,8 +457,8 @@ fn the_debian_package_installs_upgrades_and_purges() {
 
     host.ssh_ok("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q echo-service >/dev/null");
     let left = host.ssh_ok(
-        "ls -d /usr/bin/echo-server /etc/echo-server /var/log/echo-server /usr/lib/systemd/system/echo-server.service \
-         2>/dev/null; getent passwd echo-server; systemctl list-unit-files 'echo-server*' --no-legend; true",
+        "ls -d /usr/bin/echo-server /etc/echo-server /var/log/echo-server /var/log/private/echo-server \
+         /usr/lib/systemd/system/echo-server.service 2>/dev/null; getent passwd echo-server; getent group echo-server; systemctl list-unit-files 'echo-server*' --no-legend; true",
     );
     assert_eq!(left, "", "left behind by the purge");
     assert_ne!(check(&target).code, 0, "still echoing after the purge");
