@@ -76,7 +76,9 @@ cmd_rootfs() {
         mirror=$(apt_mirror)
         log "building the root filesystem from $mirror (once; cached in $ROOTFS)"
         # An interrupted debootstrap may leave proc and sys mounted there.
-        findmnt -rn -o TARGET | grep "^$building/" | sort -r | xargs -r umount -l
+        local mounted
+        mounted=$(findmnt -rn -o TARGET | grep "^$building/" || true)
+        [[ -z $mounted ]] || sort -r <<<"$mounted" | xargs umount -l
         rm -rf --one-file-system "$building"
         debootstrap --variant=minbase --include="$PACKAGES" bookworm "$building" "$mirror" >"$CACHE/debootstrap.log" 2>&1 ||
             die "debootstrap failed; see $CACHE/debootstrap.log"

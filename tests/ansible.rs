@@ -25,7 +25,11 @@ struct Fleet {
 
 impl Fleet {
     fn boot() -> Fleet {
-        let booting: Vec<_> = (0..3)
+        Fleet::boot_hosts(3)
+    }
+
+    fn boot_hosts(count: usize) -> Fleet {
+        let booting: Vec<_> = (0..count)
             .map(|_| std::thread::spawn(SystemdHost::boot))
             .collect();
         let hosts = booting
@@ -365,4 +369,27 @@ fn echo_deploy_runs_three_hosts_in_parallel_over_both_transports() {
     ]);
     let checked = finish_within(command, b"", Duration::from_secs(30));
     assert_eq!(checked.code, 0, "{}", checked.stdout());
+}
+
+#[test]
+fn the_role_installs_the_release_binaries_where_there_is_no_package() {
+    let fleet = Fleet::boot_hosts(1);
+    let server = env!("CARGO_BIN_EXE_echo-server");
+    let inventory = fleet.inventory(|_| format!("echo_server_deb='' echo_server_binary={server}"));
+    fleet.playbook(&inventory);
+    let (host, port) = &fleet.hosts[0];
+    assert_eq!(host.ssh_ok("systemctl is-active echo-server"), "active");
+    assert_eq!(
+        host.ssh_ok("readlink -f $(command -v echo-server)"),
+        "/usr/local/bin/echo-server"
+    );
+    assert!(
+        host.ssh("dpkg -s echo-service").code != 0,
+        "the package was installed"
+    );
+    let mut command = Command::new(CLIENT);
+    command.args(["check", &format!("127.0.0.1:{port}")]);
+    assert_eq!(finish_within(command, b"", Duration::from_secs(30)).code, 0);
+    let second = fleet.playbook(&inventory);
+    assert_eq!(changed(&second.stdout()), [0], "{}", second.stdout());
 }
