@@ -82,11 +82,7 @@ impl Fleet {
     }
 
     /// Runs ansible-playbook, whatever its outcome.
-    fn run_playbook(&self, command: Command) -> Finished {
-        finish_within(command, b"", Duration::from_secs(300))
-    }
-
-    fn playbook_with(&self, inventory: &Path, options: &[&str]) -> Finished {
+    fn run_playbook(&self, inventory: &Path, options: &[&str]) -> Finished {
         let mut command = Command::new(format!("{ROOT}/target/ansible-venv/bin/ansible-playbook"));
         command
             .args(options)
@@ -97,7 +93,11 @@ impl Fleet {
             ])
             .env("ANSIBLE_NOCOLOR", "1")
             .env("ANSIBLE_HOME", self.work.path().join("ansible-home"));
-        let finished = self.run_playbook(command);
+        finish_within(command, b"", Duration::from_secs(300))
+    }
+
+    fn playbook_with(&self, inventory: &Path, options: &[&str]) -> Finished {
+        let finished = self.run_playbook(inventory, options);
         assert_eq!(
             finished.code,
             0,
@@ -233,16 +233,7 @@ fn the_role_deploys_three_hosts_idempotently_and_reloads_only_what_changed() {
 
     // A host that goes away is reported; the others are still served.
     fleet.hosts[2].0.power_off();
-    let mut command = Command::new(format!("{ROOT}/target/ansible-venv/bin/ansible-playbook"));
-    command
-        .args([
-            "-i",
-            changed_inventory.to_str().unwrap(),
-            &format!("{ROOT}/deploy/ansible/site.yml"),
-        ])
-        .env("ANSIBLE_NOCOLOR", "1")
-        .env("ANSIBLE_HOME", fleet.work.path().join("ansible-home"));
-    let partial = fleet.run_playbook(command);
+    let partial = fleet.run_playbook(&changed_inventory, &[]);
     assert_ne!(
         partial.code,
         0,
@@ -302,23 +293,8 @@ fn echo_deploy_runs_three_hosts_in_parallel_over_both_transports() {
     // all hosts: the others learn the first host's key too.
     let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
     for (host, _) in &fleet.hosts[1..] {
-        let mut command = Command::new("ssh");
-        command
-            .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
-            .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-            .arg("-i")
-            .arg(host.file("client_key"))
-            .args([
-                "-p",
-                &host.ssh_port.to_string(),
-                "root@127.0.0.1",
-                "cat >> /root/.ssh/authorized_keys2",
-            ]);
-        assert_eq!(
-            finish_within(command, public.as_bytes(), Duration::from_secs(30)).code,
-            0
-        );
+        let added = host.ssh_with_input("cat >> /root/.ssh/authorized_keys2", public.as_bytes());
+        assert_eq!(added.code, 0, "{}", added.stderr);
     }
     let deploy = |transport: &str, args: &[&str]| {
         let mut command = Command::new(format!("{ROOT}/deploy/echo-deploy"));

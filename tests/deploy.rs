@@ -17,8 +17,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 use common::{
-    Finished, PATIENCE, TestDir, broken_build, finish_with_patience, finish_within, free_port,
-    silent_build,
+    Finished, PATIENCE, SshLogin, TestDir, broken_build, finish_with_patience, finish_within,
+    free_port, silent_build,
 };
 
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/echo-deploy");
@@ -201,22 +201,12 @@ impl SshHost {
 
     /// Runs a command on the host, as root, over ssh.
     fn shell(&self, script: &str) -> Finished {
-        let mut command = Command::new("ssh");
-        command
-            .args([
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-            ])
-            .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
-            .arg("-i")
-            .arg(&self.key)
-            .args(["-p", &self.port.to_string(), "root@127.0.0.1", script]);
-        finish_with_patience(command, b"")
+        SshLogin {
+            port: self.port,
+            key: &self.key,
+            known_hosts: &self.known_hosts,
+        }
+        .run(script, b"")
     }
 }
 

@@ -173,26 +173,11 @@ fn socket_activation_serves_port_7_without_any_capability() {
     );
     for unit in ["echo-server.socket", "echo-server-activated.service"] {
         let text = std::fs::read_to_string(format!("{ROOT}/systemd/{unit}")).unwrap();
-        let mut command = Command::new("ssh");
-        command
-            .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
-            .arg("-o")
-            .arg(format!(
-                "UserKnownHostsFile={}",
-                host.file("known_hosts").display()
-            ))
-            .arg("-i")
-            .arg(host.file("client_key"))
-            .args([
-                "-p",
-                &host.ssh_port.to_string(),
-                "root@127.0.0.1",
-                &format!("cat > /etc/systemd/system/{unit}"),
-            ]);
-        assert_ok(
-            "upload a unit",
-            &finish_with_patience(command, text.as_bytes()),
+        let uploaded = host.ssh_with_input(
+            &format!("cat > /etc/systemd/system/{unit}"),
+            text.as_bytes(),
         );
+        assert_ok("upload a unit", &uploaded);
     }
     host.ssh_ok("systemctl daemon-reload && systemctl enable --now echo-server.socket");
     assert_eq!(

@@ -465,3 +465,33 @@ pub fn silent_build(dir: &Path, port: u16) -> PathBuf {
 }
 
 const CLIENT_BIN: &str = env!("CARGO_BIN_EXE_echo-client");
+
+/// How a test reaches one of its SSH hosts: as root, key only, with the
+/// host key verified against `known_hosts`.
+pub struct SshLogin<'a> {
+    pub port: u16,
+    pub key: &'a Path,
+    pub known_hosts: &'a Path,
+}
+
+impl SshLogin<'_> {
+    /// Runs `script` on the host with `input` on its standard input.
+    pub fn run(&self, script: &str, input: &[u8]) -> Finished {
+        let mut command = Command::new("ssh");
+        command
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+            ])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
+            .arg("-i")
+            .arg(self.key)
+            .args(["-p", &self.port.to_string(), "root@127.0.0.1", script]);
+        finish_with_patience(command, input)
+    }
+}

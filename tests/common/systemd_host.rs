@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::{Finished, PATIENCE, TestDir, finish_with_patience, finish_within, free_port};
+use super::{Finished, PATIENCE, SshLogin, TestDir, finish_within, free_port};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -79,25 +79,17 @@ impl SystemdHost {
 
     /// Runs a shell command on the host as root.
     pub fn ssh(&self, script: &str) -> Finished {
-        let mut command = Command::new("ssh");
-        command
-            .args([
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-            ])
-            .arg("-o")
-            .arg(format!(
-                "UserKnownHostsFile={}",
-                self.file("known_hosts").display()
-            ))
-            .arg("-i")
-            .arg(self.file("client_key"))
-            .args(["-p", &self.ssh_port.to_string(), "root@127.0.0.1", script]);
-        finish_with_patience(command, b"")
+        self.ssh_with_input(script, b"")
+    }
+
+    pub fn ssh_with_input(&self, script: &str, input: &[u8]) -> Finished {
+        let (key, known_hosts) = (self.file("client_key"), self.file("known_hosts"));
+        SshLogin {
+            port: self.ssh_port,
+            key: &key,
+            known_hosts: &known_hosts,
+        }
+        .run(script, input)
     }
 
     pub fn ssh_ok(&self, script: &str) -> String {
