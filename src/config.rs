@@ -65,6 +65,9 @@ pub struct ServerConfig {
     pub idle_timeout: HumanDuration,
     #[serde(default = "defaults::shutdown_grace")]
     pub shutdown_grace: HumanDuration,
+    /// Threads serving TCP; 0 means one per CPU the daemon may run on.
+    #[serde(default, deserialize_with = "worker_count")]
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -140,6 +143,7 @@ impl Default for ServerConfig {
             max_connections: defaults::max_connections(),
             idle_timeout: defaults::idle_timeout(),
             shutdown_grace: defaults::shutdown_grace(),
+            workers: 0,
         }
     }
 }
@@ -301,6 +305,9 @@ impl Config {
         }
         if self.server.udp != other.server.udp {
             changed.push("server.udp");
+        }
+        if self.server.workers != other.server.workers {
+            changed.push("server.workers");
         }
         if self.log.format != other.log.format {
             changed.push("log.format");
@@ -573,6 +580,19 @@ fn at_least_one<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::
     Ok(value)
 }
 
+/// More threads than this is a typo, not a machine.
+pub const MAX_WORKERS: usize = 1024;
+
+fn worker_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+    let value = usize::deserialize(deserializer)?;
+    if value > MAX_WORKERS {
+        return Err(serde::de::Error::custom(format!(
+            "must be at most {MAX_WORKERS} (0 = one per CPU)"
+        )));
+    }
+    Ok(value)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
@@ -673,6 +693,9 @@ mod tests {
 
         let err = parse("[server]\nmax_connections = 0\n").unwrap_err();
         assert!(err.message.contains("at least 1"), "{err}");
+
+        let err = parse("[server]\nworkers = 5000\n").unwrap_err();
+        assert!(err.message.contains("at most 1024"), "{err}");
 
         let err = parse("[log]\ndirectory = \"\"\n").unwrap_err();
         assert!(err.message.contains("log directory is empty"), "{err}");
@@ -779,8 +802,13 @@ mod tests {
     #[test]
     fn restart_only_changes_are_named() {
         let old = Config::default();
-        let new =
-            parse("[server]\nport = 7\nmax_connections = 5\n[log]\nlevel = \"debug\"\n").unwrap();
-        assert_eq!(old.restart_only_changes(&new), ["server.listen"]);
+        let new = parse(
+            "[server]\nport = 7\nmax_connections = 5\nworkers = 3\n[log]\nlevel = \"debug\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            old.restart_only_changes(&new),
+            ["server.listen", "server.workers"]
+        );
     }
 }

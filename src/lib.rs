@@ -22,3 +22,4 @@ pub mod signals;
 pub mod tcp;
 pub mod throttle;
 pub mod udp;
+pub mod workers;

@@ -23,12 +23,10 @@ use crate::limits::Limits;
 use crate::listeners::{Listeners, Origin};
 use crate::logging::Logging;
 use crate::notify::Notifier;
-use crate::shutdown::ShutdownController;
+use crate::shutdown::{RUNTIME_SHUTDOWN_TIMEOUT, ShutdownController};
 use crate::signals::{Request, Signals};
-use crate::{tcp, udp};
-
-/// How long the runtime may take to drop what is left after the grace period.
-const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
+use crate::udp;
+use crate::workers::Workers;
 
 /// How often the status line shown by `systemctl status` is refreshed.
 const STATUS_INTERVAL: Duration = Duration::from_secs(10);
@@ -78,9 +76,9 @@ fn run_to_exit(launch: Launch) -> i32 {
         Ok(logging) => logging,
         Err(e) => return fail(&mut notifier, &e),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // The control side only: TCP connections are served by the workers.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .thread_name("echo-server")
         .build()
     {
         Ok(runtime) => runtime,
@@ -181,17 +179,16 @@ async fn run(
     let limits = Limits::new(&service.config.server);
     let controller = ShutdownController::default();
     let addresses = listeners.describe().to_string();
+    let worker_count = Workers::count_for(service.config.server.workers);
+    let mut workers = Workers::start(
+        worker_count,
+        listeners.tcp,
+        &limits,
+        &tokio::runtime::Handle::current(),
+        &controller,
+    )
+    .map_err(StartupError::Runtime)?;
     let mut serving = JoinSet::new();
-    for listener in listeners.tcp {
-        let listener =
-            tokio::net::TcpListener::from_std(listener).map_err(StartupError::Runtime)?;
-        serving.spawn(tcp::serve(
-            listener,
-            Arc::clone(&limits),
-            controller.subscribe(),
-            controller.guard(),
-        ));
-    }
     for socket in listeners.udp {
         let socket = tokio::net::UdpSocket::from_std(socket).map_err(StartupError::Runtime)?;
         serving.spawn(udp::serve(
@@ -206,7 +203,7 @@ async fn run(
         Origin::Activated => "passed by the service manager",
     };
     info!(version = env!("CARGO_PKG_VERSION"), config = %service.source, listening = %addresses, sockets,
-        "echo-server started");
+        workers = worker_count, "echo-server started");
     notifier.ready(&status_line(&addresses, &limits));
     let heartbeat = tokio::spawn(heartbeat(
         notifier.without_parent(),
@@ -231,6 +228,7 @@ async fn run(
     heartbeat.abort();
     controller.notify();
     // Once every listener task has returned, its socket is closed.
+    workers.stopped_accepting().await;
     while serving.join_next().await.is_some() {}
     let grace = service.config.server.shutdown_grace;
     info!(open_connections = limits.open_connections(), shutdown_grace = %grace,
@@ -245,6 +243,7 @@ async fn run(
         signal = next_stop(&mut signals) => warn!(signal, open_connections = limits.open_connections(),
             "second stop signal: closing the remaining connections now"),
     }
+    workers.close().await;
     if logging.dropped_lines() > 0 {
         warn!(
             dropped = logging.dropped_lines(),

@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
 
+/// How long a runtime may take to drop the tasks left after the grace period.
+pub const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Listens for the stop signal. Each task gets its own.
 #[derive(Debug)]
 pub struct Shutdown {

@@ -5,9 +5,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Launcher, PATIENCE, Server, Signal, closed_by_server, echo_once, round_trip};
 
@@ -68,6 +68,43 @@ fn idle_connections_are_closed_after_idle_timeout() {
         "the idle connection was not closed"
     );
     echo_once(&mut busy, b"still open");
+}
+
+#[test]
+fn a_peer_that_stops_reading_its_echo_is_closed_after_idle_timeout() {
+    let server = Server::start("idle_timeout = \"1s\"\n");
+    let mut hog = server.connect();
+    // Fill the kernel's buffers both ways, so the server's echo is stuck.
+    hog.set_nonblocking(true).unwrap();
+    let chunk = vec![0x5Au8; 64 * 1024];
+    let mut stalled_since: Option<Instant> = None;
+    while stalled_since.is_none_or(|since| since.elapsed() < Duration::from_millis(300)) {
+        match hog.write(&chunk) {
+            Ok(_) => stalled_since = None,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                stalled_since.get_or_insert_with(Instant::now);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("write failed: {e}"),
+        }
+    }
+    // Read nothing for longer than the timeout...
+    std::thread::sleep(Duration::from_secs(2));
+    // ...and the server has given up: reading ends in a close or reset,
+    // not in an echo that goes on until the read times out.
+    hog.set_nonblocking(false).unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let closed = loop {
+        match hog.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                break false;
+            }
+            Err(_) => break true,
+        }
+    };
+    assert!(closed, "a peer that stopped reading was never closed");
 }
 
 #[test]
