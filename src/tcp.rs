@@ -12,7 +12,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::limits::{ConnectionPermit, Limits};
+use crate::rarely::{self, First};
 use crate::shutdown::{Shutdown, TaskGuard};
 use crate::throttle::Throttle;
 
@@ -155,12 +156,12 @@ async fn echo(
 ) -> io::Result<Ending> {
     stream.set_nodelay(true)?;
     let activity = Activity::new();
-    // The echo comes first: the idle timer is looked at only while the echo
-    // waits, so a busy connection pays for it once per wake-up at most.
-    tokio::select! {
-        biased;
-        ended = echo_until_closed(stream, &activity, echoed) => ended,
-        () = idle(limits, timers, &activity) => Ok(Ending::IdleTimeout),
+    let echo = pin!(echo_until_closed(stream, &activity, echoed));
+    let idle = pin!(idle(limits, timers, &activity));
+    // The echo wakes the task for every message, the idle timer rarely.
+    match rarely::select(echo, idle).await {
+        First::Busy(ended) => ended,
+        First::Rare(()) => Ok(Ending::IdleTimeout),
     }
 }
 
