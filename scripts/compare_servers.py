@@ -1,0 +1,478 @@
+#!/usr/bin/env python3
+"""Benchmark echo-server side by side with reference echo servers.
+
+Run by scripts/bench.sh, which builds every program first and passes their
+paths. Each server runs pinned to one CPU and the load generator to the
+other, on loopback, so the server's cost is measured alone:
+
+* cells: ping-pong round trips at several connection counts and message
+  sizes, driven by benches/pingpong_client.c (every echo verified). Reported
+  per server: round trips per second, latency percentiles and the server's
+  CPU time per round trip from the kernel's scheduler accounting. Every cell
+  runs several rounds, the servers' order rotating from round to round, and
+  the medians are reported, because a virtual machine's timings wander.
+* idle: the server's resident memory per idle connection, each server freshly
+  started, with many connections that have each echoed one byte.
+* client: `echo-client bench` in place of the C generator against
+  echo-server, to show that the product's own load tool is not the limit.
+
+Prints a table with ratios against the C reference and the targets of the
+performance work, or everything as JSON.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+SERVER_CPU = "0"
+LOAD_CPU = "1"
+REFERENCE = "C epoll"
+PRODUCT = "echo-server"
+STARTUP_PATIENCE_S = 10
+
+# The targets the daemon is held to (see README, "Performance").
+MAX_CPU_RATIO = 1.10
+MAX_IDLE_BYTES = 2048
+
+README_BEGIN = "<!-- scripts/bench.sh --readme: begin -->"
+README_END = "<!-- scripts/bench.sh --readme: end -->"
+
+
+class BenchError(Exception):
+    """Something kept the benchmark from running; the message says what."""
+
+
+class Server:
+    """An echo server under test, pinned to SERVER_CPU."""
+
+    def __init__(self, name, argv, address_pattern, workdir):
+        self.name = name
+        self.argv = argv
+        self.address_pattern = re.compile(address_pattern)
+        self.log_path = os.path.join(workdir, re.sub(r"\W+", "-", name) + ".log")
+        self.process = None
+        self.address = None
+
+    def start(self):
+        with open(self.log_path, "w", encoding="utf-8") as log:
+            self.process = subprocess.Popen(
+                ["taskset", "--cpu-list", SERVER_CPU, *self.argv],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + STARTUP_PATIENCE_S
+        while time.monotonic() < deadline:
+            with open(self.log_path, encoding="utf-8", errors="replace") as log:
+                match = self.address_pattern.search(log.read())
+            if match:
+                host, port = match.group(1).rsplit(":", 1)
+                self.address = (host, int(port))
+                return self
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        with open(self.log_path, encoding="utf-8", errors="replace") as log:
+            raise BenchError(f"{self.name} did not start:\n{log.read()}")
+
+    @property
+    def pid(self):
+        # taskset execs the server, so its pid is the server's.
+        return self.process.pid
+
+    def rss_kib(self):
+        with open(f"/proc/{self.pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise BenchError(f"no VmRSS for {self.name} (pid {self.pid})")
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def server_kinds(args):
+    """The servers compared, reference first, as (name, argv, address pattern)."""
+    return [
+        (REFERENCE, [args.c_server, "127.0.0.1", "0"], r"listening on (\S+)"),
+        ("tokio minimal", [args.tokio_server, "127.0.0.1:0"], r"listening on (\S+)"),
+        (
+            PRODUCT,
+            [args.echo_server, "--config", args.config, "--port", "0"],
+            r"tcp://([0-9.]+:[0-9]+)",
+        ),
+    ]
+
+
+def run_json(command, what, timeout):
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    if result.returncode != 0:
+        raise BenchError(f"{what} failed (exit {result.returncode}):\n{result.stderr}{result.stdout}")
+    return json.loads(result.stdout)
+
+
+def pingpong(args, server, connections, size):
+    """One run of the C ping-pong generator; the server's CPU time included."""
+    host, port = server.address
+    command = [
+        "taskset", "--cpu-list", LOAD_CPU, args.generator,
+        "-w", str(args.warmup), "-p", str(server.pid),
+        host, str(port), str(connections), str(args.duration), str(size),
+    ]
+    run = run_json(command, f"the load generator against {server.name}",
+                   args.duration + args.warmup + 60)
+    if run["requests"] == 0:
+        raise BenchError(f"{server.name} echoed nothing at {connections} connections × {size} B")
+    return {
+        "requests_per_s": run["requests_per_s"],
+        "p50_us": run["p50_us"],
+        "p99_us": run["p99_us"],
+        "p999_us": run["p999_us"],
+        "cpu_ns_per_round_trip": run["server_cpu_ns"] / run["requests"],
+    }
+
+
+def echo_client_bench(args, server, connections, size):
+    """One run of `echo-client bench` in the generator's place."""
+    host, port = server.address
+    command = [
+        "taskset", "--cpu-list", LOAD_CPU, args.echo_client, "bench", f"{host}:{port}",
+        "--json", "-c", str(connections), "-d", f"{args.duration}s", "-s", str(size),
+    ]
+    report = run_json(command, "echo-client bench", args.duration + 60)
+    errors = report["errors"]
+    if any(errors.values()):
+        raise BenchError(f"echo-client bench saw errors: {errors}")
+    return report["requests_per_s"]
+
+
+def median_of(runs, key):
+    return statistics.median(run[key] for run in runs)
+
+
+def bench_cells(args, kinds, workdir):
+    """Every cell for every server, in rounds; returns rows of medians."""
+    servers = [Server(name, argv, pattern, workdir).start() for name, argv, pattern in kinds]
+    product = next(server for server in servers if server.name == PRODUCT)
+    cells = [(c, s) for s in args.sizes for c in args.connections]
+    runs = {(server.name, cell): [] for server in servers for cell in cells}
+    client_runs = {cell: [] for cell in cells}
+    try:
+        for round_index in range(args.rounds):
+            # Rotating the order keeps any drift from favouring one server.
+            order = servers[round_index % len(servers):] + servers[:round_index % len(servers)]
+            for cell in cells:
+                for server in order:
+                    runs[(server.name, cell)].append(pingpong(args, server, *cell))
+                if "client" in args.parts:
+                    client_runs[cell].append(echo_client_bench(args, product, *cell))
+                progress(f"round {round_index + 1}/{args.rounds}: {cell[0]} × {cell[1]} B done")
+    finally:
+        for server in servers:
+            server.stop()
+    rows = []
+    for cell in cells:
+        for server in servers:
+            cell_runs = runs[(server.name, cell)]
+            rows.append({
+                "server": server.name,
+                "connections": cell[0],
+                "size": cell[1],
+                **{key: median_of(cell_runs, key) for key in cell_runs[0]},
+                "rounds": cell_runs,
+            })
+    client = []
+    if "client" in args.parts:
+        for cell in cells:
+            generator = next(row for row in rows
+                             if row["server"] == PRODUCT and (row["connections"], row["size"]) == cell)
+            rates = client_runs[cell]
+            client.append({
+                "connections": cell[0],
+                "size": cell[1],
+                "generator_requests_per_s": generator["requests_per_s"],
+                "echo_client_requests_per_s": statistics.median(rates),
+                "echo_client_rounds": rates,
+            })
+    return rows, client
+
+
+def raise_fd_limit(wanted):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        if hard < wanted:
+            raise BenchError(f"{wanted} file descriptors are needed, the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def idle_memory(server, connections):
+    """How much the server's RSS grows per idle connection."""
+    raise_fd_limit(connections + 100)
+    time.sleep(0.5)
+    before = server.rss_kib()
+    sockets = []
+    try:
+        for _ in range(connections):
+            conn = socket.create_connection(server.address, timeout=10)
+            sockets.append(conn)
+            conn.sendall(b"x")
+            if conn.recv(1) != b"x":
+                raise BenchError(f"{server.name}: a connection did not echo")
+        time.sleep(1)  # let the server settle after the last echo
+        after = server.rss_kib()
+    finally:
+        for conn in sockets:
+            conn.close()
+    return {
+        "server": server.name,
+        "connections": connections,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "bytes_per_idle_connection": round((after - before) * 1024 / connections),
+    }
+
+
+def bench_idle(args, kinds, workdir):
+    results = []
+    for name, argv, pattern in kinds:
+        server = Server(name, argv, pattern, workdir).start()
+        try:
+            results.append(idle_memory(server, args.idle_connections))
+        finally:
+            server.stop()
+        progress(f"idle memory of {name} done")
+    return results
+
+
+def progress(message):
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def command_output(command):
+    try:
+        return subprocess.run(command, capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        return "unknown"
+
+
+def describe_machine():
+    cpu = "unknown CPU"
+    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo", encoding="ascii") as meminfo:
+        mem_kib = int(meminfo.readline().split()[1])
+    return {
+        "kernel": f"{platform.system()} {platform.release()}",
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "rustc": command_output(["rustc", "--version"]),
+        "gcc": command_output(["gcc", "--version"]).splitlines()[0],
+        "commit": command_output(["git", "describe", "--always", "--dirty"]),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
+    }
+
+
+def check_targets(rows, idle, client):
+    """Each target of the performance work, met or not, with the figure."""
+    targets = []
+    if rows:
+        def cell_of(server, cell):
+            return next(r for r in rows
+                        if r["server"] == server and (r["connections"], r["size"]) == cell)
+        cells = sorted({(r["connections"], r["size"]) for r in rows})
+        cpu_ratios = {cell: cell_of(PRODUCT, cell)["cpu_ns_per_round_trip"]
+                      / cell_of(REFERENCE, cell)["cpu_ns_per_round_trip"] for cell in cells}
+        worst = max(cpu_ratios, key=cpu_ratios.get)
+        targets.append({
+            "target": f"server CPU per round trip ≤ {MAX_CPU_RATIO:.2f}× C in every cell",
+            "met": cpu_ratios[worst] <= MAX_CPU_RATIO,
+            "figure": f"worst {cpu_ratios[worst]:.2f}× at {worst[0]} × {worst[1]} B",
+        })
+        busiest = max(c for c, _ in cells)
+        for cell in [c for c in cells if c[0] == busiest]:
+            ours, theirs = cell_of(PRODUCT, cell)["p99_us"], cell_of(REFERENCE, cell)["p99_us"]
+            targets.append({
+                "target": f"p99 at {cell[0]} connections × {cell[1]} B ≤ C's",
+                "met": ours <= theirs,
+                "figure": f"{ours:.0f} µs vs {theirs:.0f} µs",
+            })
+    for result in idle:
+        if result["server"] == PRODUCT:
+            targets.append({
+                "target": f"idle memory ≤ {MAX_IDLE_BYTES} B per connection "
+                          f"at {result['connections']} connections",
+                "met": result["bytes_per_idle_connection"] <= MAX_IDLE_BYTES,
+                "figure": f"{result['bytes_per_idle_connection']} B",
+            })
+    if client:
+        ratios = [c["echo_client_requests_per_s"] / c["generator_requests_per_s"] for c in client]
+        targets.append({
+            "target": "echo-client bench drives echo-server at least as hard as the C generator",
+            "met": min(ratios) >= 1.0,
+            "figure": f"round trips/s ratio {min(ratios):.2f} to {max(ratios):.2f}",
+        })
+    return targets
+
+
+def render_text(report):
+    machine, settings = report["machine"], report["settings"]
+    lines = [
+        f"machine: {machine['kernel']}, {machine['cpus']} CPUs ({machine['cpu']}), "
+        f"{machine['memory_gib']} GiB; {machine['rustc']}; {machine['gcc']}",
+        f"run: {machine['date']}, commit {machine['commit']}; servers on CPU {SERVER_CPU}, "
+        f"load on CPU {LOAD_CPU}, loopback; echo-server with {settings['config']}",
+    ]
+    rows = report["cells"]
+    if rows:
+        lines += [
+            f"cells: ping-pong, every echo verified; median of {settings['rounds']} rounds of "
+            f"{settings['duration_s']} s after {settings['warmup_s']} s warm-up",
+            "",
+            f"{'conns':>5} {'size':>6}  {'server':<14}{'round trips/s':>14}{'p50 µs':>9}"
+            f"{'p99 µs':>9}{'p99.9 µs':>10}{'CPU ns/rt':>11}{'CPU vs C':>10}{'p99 vs C':>10}",
+        ]
+        reference = {(r["connections"], r["size"]): r for r in rows if r["server"] == REFERENCE}
+        previous_cell = None
+        for row in rows:
+            cell = (row["connections"], row["size"])
+            base = reference[cell]
+            first = cell != previous_cell
+            previous_cell = cell
+            lines.append(
+                (f"{row['connections']:>5} {row['size']:>4} B  " if first else " " * 14)
+                + f"{row['server']:<14}{row['requests_per_s']:>14,.0f}{row['p50_us']:>9.1f}"
+                f"{row['p99_us']:>9.1f}{row['p999_us']:>10.1f}"
+                f"{row['cpu_ns_per_round_trip']:>11,.0f}"
+                f"{row['cpu_ns_per_round_trip'] / base['cpu_ns_per_round_trip']:>10.2f}"
+                f"{row['p99_us'] / base['p99_us']:>10.2f}"
+            )
+    if report["idle"]:
+        lines += ["", "idle memory: server RSS growth per idle connection"]
+        for result in report["idle"]:
+            lines.append(
+                f"  {result['server']:<14}{result['bytes_per_idle_connection']:>7,} B  "
+                f"({result['connections']:,} connections: {result['rss_before_kib']:,} KiB -> "
+                f"{result['rss_after_kib']:,} KiB)"
+            )
+    if report["client"]:
+        lines += ["", "load generators against echo-server (round trips/s, medians)",
+                  f"{'conns':>5} {'size':>6}  {'C generator':>12}{'echo-client':>12}{'ratio':>7}"]
+        for result in report["client"]:
+            generator, ours = (result["generator_requests_per_s"],
+                               result["echo_client_requests_per_s"])
+            lines.append(f"{result['connections']:>5} {result['size']:>4} B  {generator:>12,.0f}"
+                         f"{ours:>12,.0f}{ours / generator:>7.2f}")
+    if report["targets"]:
+        lines += ["", "targets"]
+        for target in report["targets"]:
+            lines.append(f"  {'met   ' if target['met'] else 'MISSED'}  {target['target']}: "
+                         f"{target['figure']}")
+    return "\n".join(lines)
+
+
+def update_readme(path, text):
+    """Replaces the benchmark block in the README with this run's report."""
+    with open(path, encoding="utf-8") as readme:
+        content = readme.read()
+    begin, end = content.find(README_BEGIN), content.find(README_END)
+    if begin < 0 or end < begin:
+        raise BenchError(f"{path} has no '{README_BEGIN}' ... '{README_END}' block")
+    block = f"{README_BEGIN}\n```text\n{text}\n```\n"
+    with open(path, "w", encoding="utf-8") as readme:
+        readme.write(content[:begin] + block + content[end:])
+
+
+def positive_list(text):
+    values = [int(v) for v in text.split(",")]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("give positive whole numbers separated by commas")
+    return values
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Bad usage exits 64, as scripts/bench.sh documents."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        print(f"bench.sh: {message}", file=sys.stderr)
+        sys.exit(64)
+
+
+def parse_args():
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    for program in ("generator", "c-server", "tokio-server", "echo-server", "echo-client", "config"):
+        parser.add_argument(f"--{program}", required=True)
+    parser.add_argument("--parts", default="cells,idle,client",
+                        type=lambda text: set(text.split(",")))
+    parser.add_argument("--connections", type=positive_list, default=[1, 50, 500])
+    parser.add_argument("--sizes", type=positive_list, default=[64, 4096])
+    parser.add_argument("--duration", type=float, default=2.0)
+    parser.add_argument("--warmup", type=float, default=0.5)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--idle-connections", type=int, default=10_000)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--readme", help="also write the report into this README")
+    args = parser.parse_args()
+    if args.duration <= 0 or args.warmup < 0 or args.rounds < 1 or args.idle_connections < 1:
+        parser.error("--duration, --rounds and --idle-connections must be positive")
+    if not args.parts <= {"cells", "idle", "client"}:
+        parser.error("--parts takes cells, idle and client")
+    return args
+
+
+def main():
+    args = parse_args()
+    if (os.cpu_count() or 1) < 2:
+        raise BenchError("two CPUs are needed: one for the server, one for the load")
+    with tempfile.TemporaryDirectory(prefix="echo-bench-") as workdir:
+        kinds = server_kinds(args)
+        rows, client = [], []
+        if "cells" in args.parts or "client" in args.parts:
+            rows, client = bench_cells(args, kinds, workdir)
+        idle = bench_idle(args, kinds, workdir) if "idle" in args.parts else []
+    report = {
+        "machine": describe_machine(),
+        "settings": {
+            "config": args.config,
+            "rounds": args.rounds,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+        },
+        "cells": rows if "cells" in args.parts else [],
+        "idle": idle,
+        "client": client,
+    }
+    report["targets"] = check_targets(report["cells"], idle, client)
+    text = render_text(report)
+    if args.readme:
+        update_readme(args.readme, text)
+    print(json.dumps(report, indent=2) if args.json else text)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except BenchError as error:
+        sys.exit(f"bench.sh: {error}")

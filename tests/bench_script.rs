@@ -1,0 +1,125 @@
+//! `scripts/bench.sh` runs end to end: it builds the reference programs,
+//! drives every server with verified echoes and reports each part. This
+//! checks that the benchmark works and what it reports, never how fast
+//! anything was: the numbers belong to the benchmark, not to the tests.
+
+#![cfg(target_os = "linux")]
+
+use std::process::Command;
+
+use serde_json::Value;
+
+const BENCH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench.sh");
+
+fn bench(args: &[&str]) -> std::process::Output {
+    Command::new(BENCH)
+        .args(args)
+        .output()
+        .expect("run scripts/bench.sh")
+}
+
+#[test]
+fn a_short_run_reports_every_server_cell_and_target() {
+    let output = bench(&[
+        "--rounds",
+        "1",
+        "--duration",
+        "0.3",
+        "--connections",
+        "1,3",
+        "--sizes",
+        "64,5000",
+        "--idle-connections",
+        "50",
+        "--json",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench.sh failed:\n{stderr}");
+    let report: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+
+    let cells = report["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 3 * 2 * 2, "{cells:#?}");
+    for server in ["C epoll", "tokio minimal", "echo-server"] {
+        for (connections, size) in [(1, 64), (3, 64), (1, 5000), (3, 5000)] {
+            let cell = cells
+                .iter()
+                .find(|c| {
+                    c["server"] == server && c["connections"] == connections && c["size"] == size
+                })
+                .unwrap_or_else(|| panic!("no cell for {server} at {connections} × {size}"));
+            for figure in [
+                "requests_per_s",
+                "p50_us",
+                "p99_us",
+                "cpu_ns_per_round_trip",
+            ] {
+                assert!(
+                    cell[figure].as_f64().unwrap() > 0.0,
+                    "{figure} in {cell:#?}"
+                );
+            }
+        }
+    }
+    let idle = report["idle"].as_array().unwrap();
+    assert_eq!(idle.len(), 3);
+    assert!(idle.iter().all(|i| i["connections"] == 50));
+    assert_eq!(report["client"].as_array().unwrap().len(), 4);
+    let targets = report["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 5, "{targets:#?}");
+    assert!(targets.iter().all(|t| t["met"].is_boolean()));
+    assert!(report["machine"]["cpu"].is_string());
+}
+
+#[test]
+fn the_text_report_names_the_machine_and_the_targets() {
+    let output = bench(&[
+        "cells",
+        "--rounds",
+        "1",
+        "--duration",
+        "0.2",
+        "--connections",
+        "2",
+        "--sizes",
+        "100",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.starts_with("machine: Linux"), "{stdout}");
+    assert!(stdout.contains("CPU vs C"), "{stdout}");
+    assert!(
+        stdout.contains("server CPU per round trip ≤ 1.10× C in every cell"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_bad_value_is_refused_with_64() {
+    let output = bench(&["idle", "--idle-connections", "many"]);
+    assert_eq!(output.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--idle-connections: invalid"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn bad_usage_is_refused_with_64() {
+    for args in [
+        &["sideways"][..],
+        &["--rounds"][..],
+        &["cells", "--bogus"][..],
+    ] {
+        let output = bench(args);
+        assert_eq!(output.status.code(), Some(64), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("Usage: ./scripts/bench.sh"),
+            "{args:?}"
+        );
+    }
+}
