@@ -624,6 +624,49 @@ fn bench_stops_at_its_duration_even_at_a_low_rate() {
 }
 
 #[test]
+fn bench_counts_echoes_that_never_come_as_timeouts_and_reconnects() {
+    // Echoes the first bytes each connection sends, then falls silent
+    // while keeping the connection open.
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&accepted);
+    let target = serve_each(move |mut stream| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        let mut first = [0u8; 64];
+        if let Ok(n) = stream.read(&mut first) {
+            let _ = stream.write_all(&first[..n]);
+        }
+        std::thread::sleep(PATIENCE);
+    });
+    let run = client(&[
+        "bench",
+        &target.to_string(),
+        "-c",
+        "2",
+        "-d",
+        "1500ms",
+        "-s",
+        "64",
+        "--timeout",
+        "200ms",
+        "--json",
+    ]);
+    assert_eq!(run.code, 3, "{}{}", run.stdout(), run.stderr);
+    let report = json(&run);
+    assert!(report["requests"].as_u64().unwrap() >= 2, "{report}");
+    assert!(
+        report["errors"]["timeout"].as_u64().unwrap() >= 2,
+        "{report}"
+    );
+    assert_eq!(report["errors"]["mismatch"], 0, "{report}");
+    // The probe, two connections, and at least one new one after a timeout each.
+    assert!(accepted.load(Ordering::SeqCst) >= 5, "{report}");
+    assert!(
+        report["duration_s"].as_f64().unwrap() < 5.0,
+        "ran past its duration: {report}"
+    );
+}
+
+#[test]
 fn bench_with_batches_larger_than_the_socket_buffers() {
     let server = Server::start("");
     let target = server.addr().to_string();

@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,6 +33,7 @@ use super::{
     within,
 };
 use crate::address::HostPort;
+use crate::rarely::{self, First};
 
 /// Latencies a connection keeps before folding them into the histogram.
 const LOCAL_SAMPLES: usize = 512;
@@ -52,7 +53,7 @@ thread_local! {
 /// Reads the next part of an echo and checks it against `expected`, the
 /// part of the batch not echoed yet; returns how many bytes came.
 fn poll_verified_read(
-    reader: Pin<&mut tokio::net::tcp::ReadHalf<'_>>,
+    reader: Pin<&mut impl AsyncRead>,
     cx: &mut std::task::Context<'_>,
     scratch: &mut [u8],
     expected: &[u8],
@@ -290,7 +291,6 @@ struct Worker {
 
 impl Worker {
     async fn run_tcp(mut self) {
-        let mut timers = Timers::new(&self.timer_runtime, self.schedule.deadline, self.timeout);
         let mut batch = Batch::new(self.size, self.pipeline, self.seed);
         while !self.schedule.is_over() {
             let connect = within(self.timeout, async {
@@ -307,69 +307,33 @@ impl Worker {
                 }
             };
             let _ = stream.set_nodelay(true);
-            while let Some(due) = self.schedule.next_due().await {
-                batch.stamp();
-                let sent = batch.bytes();
-                // Most batches fit in the socket buffer and go in one write;
-                // the rest is written while the echo is read, since a batch
-                // larger than the socket buffers would never finish writing.
-                let written = match stream.try_write(sent) {
-                    Ok(written) => written,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
-                    Err(e) => {
-                        self.count_failure(&Failure::io(&e), false);
-                        tokio::time::sleep(RECONNECT_PAUSE).await;
-                        break;
-                    }
-                };
-                let (mut reader, mut writer) = stream.split();
-                let latencies = &mut self.latencies;
-                let size = self.size;
-                let round_trip = timers.bound(async {
-                    let write = async {
-                        writer
-                            .write_all(&sent[written..])
-                            .await
-                            .map_err(|e| Failure::io(&e))
-                    };
-                    let read = async {
-                        let mut received = 0;
-                        while received < sent.len() {
-                            let expected = &sent[received..];
-                            let got = std::future::poll_fn(|cx| {
-                                READ_SCRATCH.with_borrow_mut(|scratch| {
-                                    poll_verified_read(Pin::new(&mut reader), cx, scratch, expected)
-                                })
-                            })
-                            .await?;
-                            let answered = received / size;
-                            received += got;
-                            if received / size > answered {
-                                let latency = due.elapsed();
-                                for _ in answered..received / size {
-                                    latencies.record(latency);
-                                }
-                            }
-                        }
-                        Ok(())
-                    };
-                    tokio::try_join!(write, read).map(drop)
-                });
-                match round_trip.await {
-                    None => break,
-                    Some(Ok(())) => {
-                        self.counters
-                            .requests
-                            .fetch_add(self.pipeline as u64, Ordering::Relaxed);
-                    }
-                    Some(Err(failure)) => {
-                        // The stream is out of step now: start a new one.
-                        self.count_failure(&failure, false);
-                        tokio::time::sleep(RECONNECT_PAUSE).await;
-                        break;
-                    }
-                }
-            }
+            let in_flight = InFlight::default();
+            let ended = {
+                let expiry = pin!(expiry(
+                    &self.timer_runtime,
+                    self.schedule.deadline,
+                    self.timeout,
+                    &in_flight
+                ));
+                let exchange = pin!(exchange_batches(
+                    &mut stream,
+                    &mut batch,
+                    &mut self.schedule,
+                    &mut self.latencies,
+                    &self.counters,
+                    &in_flight,
+                ));
+                // Batches wake the task for every echo, the timer rarely.
+                rarely::select(exchange, expiry).await
+            };
+            let failure = match ended {
+                First::Busy(Ok(())) | First::Rare(Expired::RunOver) => break,
+                First::Busy(Err(failure)) => failure,
+                First::Rare(Expired::TimedOut) => Failure::timed_out(self.timeout),
+            };
+            // The stream is out of step now: start a new one.
+            self.count_failure(&failure, false);
+            tokio::time::sleep(RECONNECT_PAUSE).await;
         }
         self.latencies.flush();
     }
@@ -435,6 +399,153 @@ impl Worker {
             _ => &self.counters.io_errors,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Sends batches on `stream` and checks their echoes until the run is over
+/// (`Ok`) or one fails. `in_flight` tells the timer when the batch now in
+/// flight was sent.
+async fn exchange_batches(
+    stream: &mut TcpStream,
+    batch: &mut Batch,
+    schedule: &mut Schedule,
+    latencies: &mut Latencies,
+    counters: &Counters,
+    in_flight: &InFlight,
+) -> Result<(), Failure> {
+    while let Some(due) = schedule.next_due().await {
+        batch.stamp();
+        in_flight.sent_at(due);
+        let sent = batch.bytes();
+        // Most batches fit in the socket buffer and go in one write; the
+        // rest is written while the echo is read, since a batch larger than
+        // the socket buffers would never finish writing.
+        let written = match stream.try_write(sent) {
+            Ok(written) => written,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(Failure::io(&e)),
+        };
+        if written == sent.len() {
+            read_echo(stream, sent, batch.size, due, latencies).await?;
+        } else {
+            let (mut reader, mut writer) = stream.split();
+            let write = async {
+                writer
+                    .write_all(&sent[written..])
+                    .await
+                    .map_err(|e| Failure::io(&e))
+            };
+            let read = read_echo(&mut reader, sent, batch.size, due, latencies);
+            tokio::try_join!(write, read)?;
+        }
+        in_flight.answered();
+        counters
+            .requests
+            .fetch_add((sent.len() / batch.size) as u64, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Reads the echo of `sent`, checking it byte for byte, and records the
+/// latency of each message as its echo completes.
+async fn read_echo(
+    reader: &mut (impl AsyncRead + Unpin),
+    sent: &[u8],
+    size: usize,
+    due: Instant,
+    latencies: &mut Latencies,
+) -> Result<(), Failure> {
+    let mut received = 0;
+    while received < sent.len() {
+        let expected = &sent[received..];
+        let got = std::future::poll_fn(|cx| {
+            READ_SCRATCH.with_borrow_mut(|scratch| {
+                poll_verified_read(Pin::new(&mut *reader), cx, scratch, expected)
+            })
+        })
+        .await?;
+        let answered = received / size;
+        received += got;
+        if received / size > answered {
+            let latency = due.elapsed();
+            for _ in answered..received / size {
+                latencies.record(latency);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// When the batch now in flight on a connection was sent, for its timer.
+struct InFlight {
+    since: Instant,
+    /// Nanoseconds from `since` to the batch's send; `IDLE` between batches.
+    sent: AtomicU64,
+}
+
+impl InFlight {
+    const IDLE: u64 = u64::MAX;
+
+    fn sent_at(&self, due: Instant) {
+        let nanos = u64::try_from(due.saturating_duration_since(self.since).as_nanos());
+        self.sent
+            .store(nanos.unwrap_or(Self::IDLE - 1), Ordering::Relaxed);
+    }
+
+    fn answered(&self) {
+        self.sent.store(Self::IDLE, Ordering::Relaxed);
+    }
+
+    fn sent(&self) -> Option<Instant> {
+        match self.sent.load(Ordering::Relaxed) {
+            Self::IDLE => None,
+            nanos => Some(self.since + Duration::from_nanos(nanos)),
+        }
+    }
+}
+
+impl Default for InFlight {
+    fn default() -> InFlight {
+        InFlight {
+            since: Instant::now(),
+            sent: AtomicU64::new(Self::IDLE),
+        }
+    }
+}
+
+/// Why a connection's timer ended it.
+enum Expired {
+    TimedOut,
+    RunOver,
+}
+
+/// Returns once the batch in flight has waited `limit` for its echo, or at
+/// `end`. The timer is lazy: it is not re-armed for every batch (a trip to
+/// the timer wheel each), but when it fires, for the batch then in flight.
+async fn expiry(runtime: &Handle, end: Instant, limit: Duration, in_flight: &InFlight) -> Expired {
+    let end = tokio::time::Instant::from(end);
+    let mut timer = {
+        // A sleep belongs to the runtime it is created in.
+        let _timer_runtime = runtime.enter();
+        Box::pin(tokio::time::sleep_until(
+            end.min(tokio::time::Instant::now() + limit),
+        ))
+    };
+    loop {
+        timer.as_mut().await;
+        let now = tokio::time::Instant::now();
+        let limit_at = in_flight
+            .sent()
+            .map(|sent| tokio::time::Instant::from(sent) + limit);
+        if limit_at.is_some_and(|limit_at| now >= limit_at) {
+            return Expired::TimedOut;
+        }
+        if now >= end {
+            return Expired::RunOver;
+        }
+        timer
+            .as_mut()
+            .reset(limit_at.unwrap_or(now + limit).min(end));
     }
 }
 
