@@ -90,7 +90,8 @@ fn run_to_exit(launch: Launch) -> i32 {
         overrides: launch.overrides,
     };
     let result = runtime.block_on(run(service, listeners, &logging, &mut notifier));
-    // Connections still open after the grace period are dropped, and closed, here.
+    // What is left of UDP and the control tasks is dropped here (TCP
+    // connections were closed with their workers).
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
     // Removed while the log can still say so if that fails.
     drop(pid_file);
@@ -179,15 +180,6 @@ async fn run(
     let limits = Limits::new(&service.config.server);
     let controller = ShutdownController::default();
     let addresses = listeners.describe().to_string();
-    let worker_count = Workers::count_for(service.config.server.workers);
-    let mut workers = Workers::start(
-        worker_count,
-        listeners.tcp,
-        &limits,
-        &tokio::runtime::Handle::current(),
-        &controller,
-    )
-    .map_err(StartupError::Runtime)?;
     let mut serving = JoinSet::new();
     for socket in listeners.udp {
         let socket = tokio::net::UdpSocket::from_std(socket).map_err(StartupError::Runtime)?;
@@ -198,6 +190,17 @@ async fn run(
             controller.guard(),
         ));
     }
+    // Last, so that nothing can fail once connections are being accepted.
+    let worker_count = Workers::count_for(service.config.server.workers);
+    let mut workers = Workers::start(
+        worker_count,
+        listeners.tcp,
+        &limits,
+        &tokio::runtime::Handle::current(),
+        &controller,
+    )
+    .await
+    .map_err(StartupError::Runtime)?;
     let sockets = match listeners.origin {
         Origin::Configured => "bound from the configuration",
         Origin::Activated => "passed by the service manager",
@@ -209,6 +212,7 @@ async fn run(
         notifier.without_parent(),
         addresses.clone(),
         Arc::clone(&limits),
+        workers.runtimes(),
     ));
 
     loop {
@@ -262,9 +266,15 @@ fn status_line(addresses: &str, limits: &Limits) -> String {
 }
 
 /// Keeps the service manager's view fresh: the connection count in the
-/// status, and watchdog pings (`WatchdogSec=`) from the runtime itself, so
-/// that a stuck runtime stops pinging and gets restarted.
-async fn heartbeat(notifier: Notifier, addresses: String, limits: Arc<Limits>) {
+/// status, and watchdog pings (`WatchdogSec=`) sent only once every TCP
+/// worker has run a task, so that a stuck runtime, the main one or a
+/// worker's, stops the pings and gets the daemon restarted.
+async fn heartbeat(
+    notifier: Notifier,
+    addresses: String,
+    limits: Arc<Limits>,
+    workers: Vec<tokio::runtime::Handle>,
+) {
     let mut status = tokio::time::interval(STATUS_INTERVAL);
     let mut watchdog =
         tokio::time::interval(notifier.watchdog_interval().unwrap_or(Duration::MAX / 4));
@@ -272,7 +282,12 @@ async fn heartbeat(notifier: Notifier, addresses: String, limits: Arc<Limits>) {
     loop {
         tokio::select! {
             _ = status.tick() => notifier.status(&status_line(&addresses, &limits)),
-            _ = watchdog.tick(), if pinging => notifier.watchdog(),
+            _ = watchdog.tick(), if pinging => {
+                for worker in &workers {
+                    let _ = worker.spawn(async {}).await;
+                }
+                notifier.watchdog();
+            }
         }
     }
 }
@@ -325,6 +340,7 @@ impl Service {
             server: ServerConfig {
                 listen: running.server.listen,
                 udp: running.server.udp,
+                workers: running.server.workers,
                 ..new.server
             },
             log: LogConfig {
