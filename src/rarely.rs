@@ -6,13 +6,26 @@
 //! almost never does, those polls of the rare branch are pure overhead: in
 //! the server's echo they cost 2% of its CPU per round trip. Here the rare
 //! future is polled with a waker of its own that raises a flag, and it is
-//! polled again only once the flag is up.
+//! polled again only once the flag is up. The rare future is typically a
+//! timer, and `sleep_on` keeps it off the busy runtime altogether.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
+
+use tokio::runtime::Handle;
+use tokio::time::Sleep;
+
+/// A sleep until `deadline` kept by the timers of `runtime` rather than
+/// those of the runtime it is polled on, so that the latter need not arm a
+/// kernel timer every time it waits (see `tcp::idle`).
+pub fn sleep_on(runtime: &Handle, deadline: tokio::time::Instant) -> Sleep {
+    // A sleep belongs to the runtime it is created in.
+    let _entered = runtime.enter();
+    tokio::time::sleep_until(deadline)
+}
 
 /// Which future finished first.
 #[derive(Debug, PartialEq, Eq)]
@@ -25,8 +38,9 @@ pub enum First<B, R> {
 /// wake-up, `rare` only when it woke the task (and on the first poll).
 ///
 /// The caller pins both: taken by value, they would be stored twice in
-/// the future this returns (as arguments and as pinned locals), and for a
-/// connection that held open by the thousand, size is memory.
+/// the future this returns (as arguments and as pinned locals), and for
+/// connections held open by the thousand, size is memory. The task's waker
+/// is assumed not to change between polls, as with tokio's tasks.
 pub async fn select<B: Future, R: Future>(
     mut busy: Pin<&mut B>,
     mut rare: Pin<&mut R>,

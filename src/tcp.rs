@@ -247,11 +247,7 @@ async fn idle(limits: &Limits, timers: &Handle, activity: &Activity) {
 
 /// Sleeps until `deadline` on the timers of `timers`, or forever without one.
 fn sleep_until(timers: &Handle, deadline: Option<Instant>) -> impl Future<Output = ()> {
-    let sleep = deadline.map(|deadline| {
-        // A sleep belongs to the runtime it is created in.
-        let _timers = timers.enter();
-        tokio::time::sleep_until(deadline)
-    });
+    let sleep = deadline.map(|deadline| rarely::sleep_on(timers, deadline));
     async move {
         match sleep {
             Some(sleep) => sleep.await,

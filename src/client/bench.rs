@@ -292,6 +292,8 @@ struct Worker {
 impl Worker {
     async fn run_tcp(mut self) {
         let mut batch = Batch::new(self.size, self.pipeline, self.seed);
+        let mut expiry = Expiry::new(&self.timer_runtime, self.schedule.deadline, self.timeout);
+        let in_flight = InFlight::default();
         while !self.schedule.is_over() {
             let connect = within(self.timeout, async {
                 TcpStream::connect(self.addr)
@@ -307,14 +309,8 @@ impl Worker {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let in_flight = InFlight::default();
             let ended = {
-                let expiry = pin!(expiry(
-                    &self.timer_runtime,
-                    self.schedule.deadline,
-                    self.timeout,
-                    &in_flight
-                ));
+                let expiry = pin!(expiry.wait(&in_flight));
                 let exchange = pin!(exchange_batches(
                     &mut stream,
                     &mut batch,
@@ -326,6 +322,8 @@ impl Worker {
                 // Batches wake the task for every echo, the timer rarely.
                 rarely::select(exchange, expiry).await
             };
+            // A batch abandoned with its stream is no longer in flight.
+            in_flight.answered();
             let failure = match ended {
                 First::Busy(Ok(())) | First::Rare(Expired::RunOver) => break,
                 First::Busy(Err(failure)) => failure,
@@ -339,7 +337,8 @@ impl Worker {
     }
 
     async fn run_udp(mut self) {
-        let mut timers = Timers::new(&self.timer_runtime, self.schedule.deadline, self.timeout);
+        let mut expiry = Expiry::new(&self.timer_runtime, self.schedule.deadline, self.timeout);
+        let in_flight = InFlight::default();
         let mut batch = Batch::new(self.size, self.pipeline, self.seed);
         let mut echo = vec![0u8; MAX_DATAGRAM];
         let socket: UdpSocket = match udp_socket_to(self.addr).await {
@@ -355,7 +354,7 @@ impl Worker {
             let counters = &self.counters;
             let pipeline = self.pipeline;
             let batch_ref = &mut batch;
-            let round_trip = timers.bound(async {
+            let round_trip = expiry.bound(&in_flight, async {
                 for index in 0..pipeline {
                     socket
                         .send(batch_ref.message(index))
@@ -415,7 +414,7 @@ async fn exchange_batches(
 ) -> Result<(), Failure> {
     while let Some(due) = schedule.next_due().await {
         batch.stamp();
-        in_flight.sent_at(due);
+        in_flight.sending();
         let sent = batch.bytes();
         // Most batches fit in the socket buffer and go in one write; the
         // rest is written while the echo is read, since a batch larger than
@@ -486,10 +485,10 @@ struct InFlight {
 impl InFlight {
     const IDLE: u64 = u64::MAX;
 
-    fn sent_at(&self, due: Instant) {
-        let nanos = u64::try_from(due.saturating_duration_since(self.since).as_nanos());
-        self.sent
-            .store(nanos.unwrap_or(Self::IDLE - 1), Ordering::Relaxed);
+    /// A batch is being sent now.
+    fn sending(&self) {
+        let nanos = u64::try_from(self.since.elapsed().as_nanos()).unwrap_or(Self::IDLE - 1);
+        self.sent.store(nanos, Ordering::Relaxed);
     }
 
     fn answered(&self) {
@@ -519,57 +518,45 @@ enum Expired {
     RunOver,
 }
 
-/// Returns once the batch in flight has waited `limit` for its echo, or at
-/// `end`. The timer is lazy: it is not re-armed for every batch (a trip to
-/// the timer wheel each), but when it fires, for the batch then in flight.
-async fn expiry(runtime: &Handle, end: Instant, limit: Duration, in_flight: &InFlight) -> Expired {
-    let end = tokio::time::Instant::from(end);
-    let mut timer = {
-        // A sleep belongs to the runtime it is created in.
-        let _timer_runtime = runtime.enter();
-        Box::pin(tokio::time::sleep_until(
-            end.min(tokio::time::Instant::now() + limit),
-        ))
-    };
-    loop {
-        timer.as_mut().await;
-        let now = tokio::time::Instant::now();
-        let limit_at = in_flight
-            .sent()
-            .map(|sent| tokio::time::Instant::from(sent) + limit);
-        if limit_at.is_some_and(|limit_at| now >= limit_at) {
-            return Expired::TimedOut;
-        }
-        if now >= end {
-            return Expired::RunOver;
-        }
-        timer
-            .as_mut()
-            .reset(limit_at.unwrap_or(now + limit).min(end));
-    }
-}
-
-/// A worker's one timer, made once: it bounds each batch's round trip and
-/// the run. A new timer per request would cost the load generator about as
-/// much as the request itself, so the timer is lazy: it is not re-armed for
-/// every batch, but when it fires, for the batch then in flight.
-struct Timers {
+/// A worker's one timer: it bounds each batch's round trip and the run. A
+/// new timer per batch would cost the load generator about as much as the
+/// batch itself, so the timer is lazy: it is not re-armed for every batch,
+/// but when it fires, for the batch then in flight (see `InFlight`).
+struct Expiry {
     timer: Pin<Box<Sleep>>,
     end: tokio::time::Instant,
     limit: Duration,
 }
 
-impl Timers {
-    fn new(runtime: &Handle, deadline: Instant, limit: Duration) -> Timers {
-        let end = tokio::time::Instant::from(deadline);
-        // A sleep belongs to the runtime it is created in.
-        let _timer_runtime = runtime.enter();
-        Timers {
-            timer: Box::pin(tokio::time::sleep_until(
-                end.min(tokio::time::Instant::now() + limit),
-            )),
+impl Expiry {
+    /// Keeps its timer on `runtime` (see `timer_thread`).
+    fn new(runtime: &Handle, end: Instant, limit: Duration) -> Expiry {
+        let end = tokio::time::Instant::from(end);
+        let first = end.min(tokio::time::Instant::now() + limit);
+        Expiry {
+            timer: Box::pin(rarely::sleep_on(runtime, first)),
             end,
             limit,
+        }
+    }
+
+    /// Returns once the batch in flight has waited `limit` for its echo,
+    /// or at the end of the run.
+    async fn wait(&mut self, in_flight: &InFlight) -> Expired {
+        loop {
+            self.timer.as_mut().await;
+            let now = tokio::time::Instant::now();
+            let limit_at = in_flight
+                .sent()
+                .map(|sent| tokio::time::Instant::from(sent) + self.limit);
+            if limit_at.is_some_and(|limit_at| now >= limit_at) {
+                return Expired::TimedOut;
+            }
+            if now >= self.end {
+                return Expired::RunOver;
+            }
+            let next = limit_at.unwrap_or(now + self.limit).min(self.end);
+            self.timer.as_mut().reset(next);
         }
     }
 
@@ -578,26 +565,21 @@ impl Timers {
     /// success nor a failure, and the run stops on time.
     async fn bound<T>(
         &mut self,
+        in_flight: &InFlight,
         round_trip: impl Future<Output = Result<T, Failure>>,
     ) -> Option<Result<T, Failure>> {
-        let limit_at = tokio::time::Instant::now() + self.limit;
-        let mut round_trip = std::pin::pin!(round_trip);
-        loop {
-            tokio::select! {
-                biased;
-                result = &mut round_trip => return Some(result),
-                () = &mut self.timer => {
-                    let now = tokio::time::Instant::now();
-                    if now >= limit_at {
-                        return Some(Err(Failure::timed_out(self.limit)));
-                    }
-                    if now >= self.end {
-                        return None;
-                    }
-                    self.timer.as_mut().reset(limit_at.min(self.end));
-                }
-            }
-        }
+        in_flight.sending();
+        let limit = self.limit;
+        let ended = tokio::select! {
+            biased;
+            result = round_trip => Some(result),
+            expired = self.wait(in_flight) => match expired {
+                Expired::TimedOut => Some(Err(Failure::timed_out(limit))),
+                Expired::RunOver => None,
+            },
+        };
+        in_flight.answered();
+        ended
     }
 }
 
