@@ -27,17 +27,22 @@ Options:
   --idle-connections N  connections for the idle measurement (default 10000)
   --json                print the report as JSON
   --readme              also write the report into README.md (Performance)
+
+Exit codes: 0 the benchmark ran (whether or not the targets were met),
+64 bad usage, 1 it could not run (a build failed, a server did not start,
+an echo came back wrong).
 USAGE
 }
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Builds every program the comparison runs; prints nothing on success.
+# Chained with && because set -e does not apply inside `if ! build`.
 build() {
     local out=$1
-    cargo build --release --locked --quiet --bins --example tokio-echo
-    gcc -O2 -Wall -Wextra -Werror -o "$out/pingpong_client" benches/pingpong_client.c
-    gcc -O2 -Wall -Wextra -Werror -o "$out/epoll_echo_server" benches/epoll_echo_server.c
+    cargo build --release --locked --quiet --bins --example tokio-echo &&
+        gcc -O2 -Wall -Wextra -Werror -o "$out/pingpong_client" benches/pingpong_client.c &&
+        gcc -O2 -Wall -Wextra -Werror -o "$out/epoll_echo_server" benches/epoll_echo_server.c
 }
 
 main() {
@@ -87,9 +92,13 @@ main() {
     out=$(mktemp -d)
     # shellcheck disable=SC2064 # expand now: out is local
     trap "rm -rf '$out'" EXIT
-    build "$out"
-    # 10,000 idle connections need more descriptors than the usual 1024.
-    ulimit -n "$(ulimit -Hn)"
+    if ! build "$out"; then
+        echo "bench.sh: the build failed" >&2
+        return 1
+    fi
+    # 10,000 idle connections need more descriptors than the usual 1024;
+    # if the hard limit cannot be had, the measurement says how many it needs.
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
     python3 scripts/compare_servers.py --parts "$parts" \
         --generator "$out/pingpong_client" --c-server "$out/epoll_echo_server" \
         --tokio-server target/release/examples/tokio-echo \

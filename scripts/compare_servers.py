@@ -123,10 +123,17 @@ def server_kinds(args):
 
 
 def run_json(command, what, timeout):
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                                check=False)
+    except subprocess.TimeoutExpired as expired:
+        raise BenchError(f"{what} did not finish within {timeout:.0f} s") from expired
     if result.returncode != 0:
         raise BenchError(f"{what} failed (exit {result.returncode}):\n{result.stderr}{result.stdout}")
-    return json.loads(result.stdout)
+    try:
+        return json.loads(result.stdout)
+    except json.JSONDecodeError as error:
+        raise BenchError(f"{what} printed no JSON report ({error}):\n{result.stdout}") from error
 
 
 def pingpong(args, server, connections, size):
@@ -170,12 +177,17 @@ def median_of(runs, key):
 
 def bench_cells(args, kinds, workdir):
     """Every cell for every server, in rounds; returns rows of medians."""
-    servers = [Server(name, argv, pattern, workdir).start() for name, argv, pattern in kinds]
+    if "cells" not in args.parts:
+        # The load tools are compared on echo-server alone.
+        kinds = [kind for kind in kinds if kind[0] == PRODUCT]
+    servers = [Server(name, argv, pattern, workdir) for name, argv, pattern in kinds]
     product = next(server for server in servers if server.name == PRODUCT)
     cells = [(c, s) for s in args.sizes for c in args.connections]
     runs = {(server.name, cell): [] for server in servers for cell in cells}
     client_runs = {cell: [] for cell in cells}
     try:
+        for server in servers:
+            server.start()
         for round_index in range(args.rounds):
             # Rotating the order keeps any drift from favouring one server.
             order = servers[round_index % len(servers):] + servers[:round_index % len(servers)]
@@ -238,6 +250,8 @@ def idle_memory(server, connections):
                 raise BenchError(f"{server.name}: a connection did not echo")
         time.sleep(1)  # let the server settle after the last echo
         after = server.rss_kib()
+    except OSError as error:
+        raise BenchError(f"{server.name}: connection {len(sockets)} failed: {error}") from error
     finally:
         for conn in sockets:
             conn.close()
@@ -392,13 +406,19 @@ def render_text(report):
     return "\n".join(lines)
 
 
-def update_readme(path, text):
-    """Replaces the benchmark block in the README with this run's report."""
+def readme_block(path):
+    """The README's text and where its benchmark block begins and ends."""
     with open(path, encoding="utf-8") as readme:
         content = readme.read()
     begin, end = content.find(README_BEGIN), content.find(README_END)
     if begin < 0 or end < begin:
         raise BenchError(f"{path} has no '{README_BEGIN}' ... '{README_END}' block")
+    return content, begin, end
+
+
+def update_readme(path, text):
+    """Replaces the benchmark block in the README with this run's report."""
+    content, begin, end = readme_block(path)
     block = f"{README_BEGIN}\n```text\n{text}\n```\n"
     with open(path, "w", encoding="utf-8") as readme:
         readme.write(content[:begin] + block + content[end:])
@@ -442,10 +462,18 @@ def parse_args():
     return args
 
 
+def stop_on_sigterm(signum, _frame):
+    """Unwinds through the `finally` blocks, which stop the servers."""
+    sys.exit(128 + signum)
+
+
 def main():
     args = parse_args()
-    if (os.cpu_count() or 1) < 2:
-        raise BenchError("two CPUs are needed: one for the server, one for the load")
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    if args.readme:
+        readme_block(args.readme)  # before the run, not after it
+    if len(os.sched_getaffinity(0)) < 2 or not {0, 1} <= os.sched_getaffinity(0):
+        raise BenchError("CPUs 0 and 1 are needed: one for the servers, one for the load")
     with tempfile.TemporaryDirectory(prefix="echo-bench-") as workdir:
         kinds = server_kinds(args)
         rows, client = [], []

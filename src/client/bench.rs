@@ -75,6 +75,7 @@ fn poll_verified_read(
         Ok(got.len())
     })
 }
+
 /// Rows of the latency histogram drawn in the terminal.
 const HISTOGRAM_ROWS: usize = 10;
 
