@@ -11,7 +11,7 @@ use std::net::{Shutdown, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, Server, random_bytes, round_trip};
+use common::{Server, clients_at_once_get_their_own_bytes, random_bytes, round_trip};
 
 #[test]
 fn empty_payload_gets_an_empty_echo_and_a_clean_close() {
@@ -44,25 +44,7 @@ fn every_byte_value_survives() {
 #[test]
 fn two_hundred_concurrent_clients_each_get_their_own_bytes() {
     let server = Server::start("");
-    let addr = server.addr();
-    let clients: Vec<_> = (0..200u64)
-        .map(|i| {
-            std::thread::spawn(move || {
-                let mut stream = TcpStream::connect(addr).unwrap();
-                stream.set_read_timeout(Some(PATIENCE)).unwrap();
-                for round in 0..5 {
-                    let message = random_bytes(100 + (i as usize * 37) % 4000, i * 1000 + round);
-                    stream.write_all(&message).unwrap();
-                    let mut echo = vec![0; message.len()];
-                    stream.read_exact(&mut echo).unwrap();
-                    assert_eq!(echo, message, "client {i}, round {round}");
-                }
-            })
-        })
-        .collect();
-    for client in clients {
-        client.join().unwrap();
-    }
+    clients_at_once_get_their_own_bytes(server.addr(), 200, 5);
 }
 
 #[test]

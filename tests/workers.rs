@@ -5,11 +5,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{Launcher, PATIENCE, Server, Signal, closed_by_server, echo_once, random_bytes};
+use common::{
+    Launcher, PATIENCE, Server, Signal, clients_at_once_get_their_own_bytes, closed_by_server,
+    echo_once,
+};
 
 /// Asserts that the server's worker threads are those named `expected`. A
 /// thread names itself once it runs, so this waits for them a while.
@@ -46,25 +48,7 @@ fn the_configured_number_of_workers_serve_many_clients_at_once() {
         &server,
         &["echo-worker-1", "echo-worker-2", "echo-worker-3"],
     );
-    let addr = server.addr();
-    let clients: Vec<_> = (0..60u64)
-        .map(|i| {
-            std::thread::spawn(move || {
-                let mut stream = TcpStream::connect(addr).unwrap();
-                stream.set_read_timeout(Some(PATIENCE)).unwrap();
-                for round in 0..20 {
-                    let message = random_bytes(1 + (i as usize * 131) % 9000, i * 100 + round);
-                    stream.write_all(&message).unwrap();
-                    let mut echo = vec![0; message.len()];
-                    stream.read_exact(&mut echo).unwrap();
-                    assert_eq!(echo, message, "client {i}, round {round}");
-                }
-            })
-        })
-        .collect();
-    for client in clients {
-        client.join().unwrap();
-    }
+    clients_at_once_get_their_own_bytes(server.addr(), 60, 20);
 }
 
 #[test]

@@ -398,6 +398,30 @@ pub fn closed_by_server(stream: &mut TcpStream) -> bool {
     }
 }
 
+/// `clients` clients at once, each on its own connection, each sending
+/// `rounds` messages of its own size and content, and each getting back
+/// exactly its own bytes.
+pub fn clients_at_once_get_their_own_bytes(addr: SocketAddr, clients: u64, rounds: u64) {
+    let clients: Vec<_> = (0..clients)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut stream = TcpStream::connect(addr).unwrap();
+                stream.set_read_timeout(Some(PATIENCE)).unwrap();
+                for round in 0..rounds {
+                    let message = random_bytes(1 + (i as usize * 131) % 9000, i * 1000 + round);
+                    stream.write_all(&message).unwrap();
+                    let mut echo = vec![0; message.len()];
+                    stream.read_exact(&mut echo).unwrap();
+                    assert_eq!(echo, message, "client {i}, round {round}");
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+}
+
 /// Sends `message` and reads exactly its echo back.
 pub fn echo_once(stream: &mut TcpStream, message: &[u8]) {
     stream.write_all(message).unwrap();
