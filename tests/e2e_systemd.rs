@@ -12,7 +12,6 @@
 mod common;
 
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::Command;
 
 use common::systemd_host::SystemdHost;
@@ -25,13 +24,41 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const SERVER: &str = env!("CARGO_BIN_EXE_echo-server");
 const CLIENT: &str = env!("CARGO_BIN_EXE_echo-client");
 
-/// A config on a port of its own: the hosts share this machine's network,
-/// and tests run in parallel.
-fn config_on_fresh_port(work: &TestDir) -> PathBuf {
-    work.write(
-        "config.toml",
-        &format!("[server]\nport = {}\n", free_port()),
-    )
+/// A release installed with `echo-deploy install`, on a port of its own:
+/// the hosts share this machine's network, and tests run in parallel.
+struct Installed {
+    port: u16,
+    target: String,
+    /// Where the config went, and where the test may write more files.
+    work: TestDir,
+    /// What `echo-deploy install` printed.
+    output: Finished,
+}
+
+/// Installs `release` (`["--binary", PATH]` or `["--deb", PATH]`) over
+/// `transport` with a config of `[server] port` on a free port and `extra`,
+/// and asserts that it worked.
+fn install(host: &SystemdHost, transport: &str, release: [&str; 2], extra: &str) -> Installed {
+    let port = free_port();
+    let work = TestDir::new();
+    let config = work.write("config.toml", &format!("[server]\nport = {port}\n{extra}"));
+    let output = host.deploy(
+        transport,
+        &[
+            release[0],
+            release[1],
+            "--config",
+            config.to_str().unwrap(),
+            "install",
+        ],
+    );
+    assert_ok(&format!("echo-deploy install over {transport}"), &output);
+    Installed {
+        port,
+        target: format!("127.0.0.1:{port}"),
+        work,
+        output,
+    }
 }
 
 fn check(target: &str) -> Finished {
@@ -53,25 +80,12 @@ fn assert_ok(step: &str, finished: &Finished) {
 #[test]
 fn deployed_over_openssh_it_runs_as_a_real_systemd_service() {
     let host = SystemdHost::boot();
-    let port = free_port();
-    let work = TestDir::new();
-    let config = work.write(
-        "config.toml",
-        &format!("[server]\nport = {port}\nshutdown_grace = \"5s\"\n"),
-    );
-    let target = format!("127.0.0.1:{port}");
-
-    let installed = host.deploy(
+    let Installed { target, .. } = install(
+        &host,
         "openssh",
-        &[
-            "--binary",
-            SERVER,
-            "--config",
-            config.to_str().unwrap(),
-            "install",
-        ],
+        ["--binary", SERVER],
+        "shutdown_grace = \"5s\"\n",
     );
-    assert_ok("echo-deploy install", &installed);
     host.ssh_ok("systemctl start echo-server");
     assert_eq!(host.ssh_ok("systemctl is-active echo-server"), "active");
     assert_eq!(host.ssh_ok("systemctl is-enabled echo-server"), "enabled");
@@ -152,19 +166,7 @@ fn deployed_over_openssh_it_runs_as_a_real_systemd_service() {
 #[test]
 fn socket_activation_serves_port_7_without_any_capability() {
     let host = SystemdHost::boot();
-    let work = TestDir::new();
-    let config = config_on_fresh_port(&work);
-    let installed = host.deploy(
-        "openssh",
-        &[
-            "--binary",
-            SERVER,
-            "--config",
-            config.to_str().unwrap(),
-            "install",
-        ],
-    );
-    assert_ok("echo-deploy install", &installed);
+    install(&host, "openssh", ["--binary", SERVER], "");
     host.ssh_ok("systemctl disable --now echo-server");
     // Port 7 is this machine's too: the host shares its network.
     assert!(
@@ -207,19 +209,7 @@ fn socket_activation_serves_port_7_without_any_capability() {
 #[test]
 fn deployed_over_putty_and_uninstalled_without_a_trace() {
     let host = SystemdHost::boot();
-    let work = TestDir::new();
-    let config = config_on_fresh_port(&work);
-    let installed = host.deploy(
-        "putty",
-        &[
-            "--binary",
-            SERVER,
-            "--config",
-            config.to_str().unwrap(),
-            "install",
-        ],
-    );
-    assert_ok("echo-deploy install over PuTTY", &installed);
+    install(&host, "putty", ["--binary", SERVER], "");
     assert_eq!(host.ssh_ok("systemctl is-active echo-server"), "active");
     let status = host.deploy("putty", &["status"]);
     assert_ok("status", &status);
@@ -255,23 +245,9 @@ fn deployed_over_putty_and_uninstalled_without_a_trace() {
 #[test]
 fn upgrades_and_rollbacks_under_systemd() {
     let host = SystemdHost::boot();
-    let port = free_port();
-    let work = TestDir::new();
-    let config = work.write("config.toml", &format!("[server]\nport = {port}\n"));
-    let target = format!("127.0.0.1:{port}");
-    assert_ok(
-        "install",
-        &host.deploy(
-            "openssh",
-            &[
-                "--binary",
-                SERVER,
-                "--config",
-                config.to_str().unwrap(),
-                "install",
-            ],
-        ),
-    );
+    let Installed {
+        port, target, work, ..
+    } = install(&host, "openssh", ["--binary", SERVER], "");
     let first = host.ssh_ok("readlink /opt/echo-server/current");
 
     let upgraded = host.deploy(
@@ -337,23 +313,7 @@ fn upgrades_and_rollbacks_under_systemd() {
 #[test]
 fn an_enabled_service_comes_back_after_a_reboot() {
     let host = SystemdHost::boot_persistent();
-    let port = free_port();
-    let work = TestDir::new();
-    let config = work.write("config.toml", &format!("[server]\nport = {port}\n"));
-    let target = format!("127.0.0.1:{port}");
-    assert_ok(
-        "install",
-        &host.deploy(
-            "openssh",
-            &[
-                "--binary",
-                SERVER,
-                "--config",
-                config.to_str().unwrap(),
-                "install",
-            ],
-        ),
-    );
+    let Installed { target, .. } = install(&host, "openssh", ["--binary", SERVER], "");
     host.power_off();
     assert_ne!(
         check(&target).code,
@@ -380,22 +340,12 @@ fn package(revision: u32) -> String {
 #[test]
 fn the_debian_package_installs_upgrades_and_purges() {
     let host = SystemdHost::boot();
-    let port = free_port();
-    let work = TestDir::new();
-    let config = work.write("config.toml", &format!("[server]\nport = {port}\n"));
-    let target = format!("127.0.0.1:{port}");
-
-    let installed = host.deploy(
-        "openssh",
-        &[
-            "--deb",
-            &package(1),
-            "--config",
-            config.to_str().unwrap(),
-            "install",
-        ],
-    );
-    assert_ok("echo-deploy install --deb", &installed);
+    let Installed {
+        port,
+        target,
+        output: installed,
+        ..
+    } = install(&host, "openssh", ["--deb", &package(1)], "");
     assert!(
         installed.stdout().contains("installed package 0.1.0-1"),
         "{}",
