@@ -7,13 +7,15 @@
 //! the server's echo they cost 2% of its CPU per round trip. Here the rare
 //! future is polled with a waker of its own that raises a flag, and it is
 //! polled again only once the flag is up. The rare future is typically a
-//! timer, and `sleep_on` keeps it off the busy runtime altogether.
+//! timer: `sleep_on` keeps it off the busy runtime altogether, and a
+//! `Stamp` tells it, without a lock, when the busy side last made progress.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 use tokio::time::Sleep;
@@ -25,6 +27,53 @@ pub fn sleep_on(runtime: &Handle, deadline: tokio::time::Instant) -> Sleep {
     // A sleep belongs to the runtime it is created in.
     let _entered = runtime.enter();
     tokio::time::sleep_until(deadline)
+}
+
+/// A moment that the busy future records and the rare one reads, such as
+/// when a connection last moved bytes, without a lock: nanoseconds from a
+/// base instant in an atomic. Recording it costs a clock read and a store,
+/// which is what lets a timer stay lazy instead of being re-armed per
+/// message.
+pub struct Stamp {
+    base: Instant,
+    /// Nanoseconds from `base`; `UNSET` when nothing is recorded.
+    nanos: AtomicU64,
+}
+
+impl Stamp {
+    const UNSET: u64 = u64::MAX;
+
+    /// A stamp that records now.
+    pub fn now() -> Stamp {
+        Stamp {
+            base: Instant::now(),
+            nanos: AtomicU64::new(0),
+        }
+    }
+
+    /// A stamp that records nothing yet.
+    pub fn unset() -> Stamp {
+        Stamp {
+            base: Instant::now(),
+            nanos: AtomicU64::new(Self::UNSET),
+        }
+    }
+
+    pub fn set_now(&self) {
+        let nanos = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(Self::UNSET - 1);
+        self.nanos.store(nanos, Ordering::Relaxed);
+    }
+
+    pub fn clear(&self) {
+        self.nanos.store(Self::UNSET, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> Option<Instant> {
+        match self.nanos.load(Ordering::Relaxed) {
+            Self::UNSET => None,
+            nanos => Some(self.base + Duration::from_nanos(nanos)),
+        }
+    }
 }
 
 /// Which future finished first.
@@ -120,7 +169,6 @@ impl Wake for WakeFlag {
 mod tests {
     use super::*;
     use std::pin::pin;
-    use std::time::Duration;
 
     #[tokio::test]
     async fn the_busy_future_wins_when_it_finishes_first() {

@@ -14,7 +14,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -25,7 +24,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::limits::{ConnectionPermit, Limits};
-use crate::rarely::{self, First};
+use crate::rarely::{self, First, Stamp};
 use crate::shutdown::{Shutdown, TaskGuard};
 use crate::throttle::Throttle;
 
@@ -155,7 +154,10 @@ async fn echo(
     echoed: &mut u64,
 ) -> io::Result<Ending> {
     stream.set_nodelay(true)?;
-    let activity = Activity::new();
+    // When bytes last moved. The idle timer reads it when it fires and
+    // moves on to the new deadline, which spares the echo a timer reset
+    // per message.
+    let activity = Stamp::now();
     let echo = pin!(echo_until_closed(stream, &activity, echoed));
     let idle = pin!(idle(limits, timers, &activity));
     // The echo wakes the task for every message, the idle timer rarely.
@@ -167,7 +169,7 @@ async fn echo(
 
 async fn echo_until_closed(
     mut stream: TcpStream,
-    activity: &Activity,
+    activity: &Stamp,
     echoed: &mut u64,
 ) -> io::Result<Ending> {
     loop {
@@ -187,34 +189,7 @@ async fn echo_until_closed(
                 return Ok(Ending::PeerClosed);
             }
         }
-        activity.touch();
-    }
-}
-
-/// When a connection last moved bytes, shared between its echo and its idle
-/// timer. Keeping the timer lazy (it wakes at the old deadline and moves on
-/// to the new one) spares the echo a timer reset per message.
-struct Activity {
-    start: Instant,
-    /// Nanoseconds from `start` to the latest activity.
-    latest: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity {
-            start: Instant::now(),
-            latest: AtomicU64::new(0),
-        }
-    }
-
-    fn touch(&self) {
-        let since_start = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.latest.store(since_start, Ordering::Relaxed);
-    }
-
-    fn latest(&self) -> Instant {
-        self.start + Duration::from_nanos(self.latest.load(Ordering::Relaxed))
+        activity.set_now();
     }
 }
 
@@ -228,10 +203,13 @@ impl Activity {
 /// cost about 5% more CPU per round trip (a trip to the hypervisor on a
 /// virtual machine). The control thread's runtime sleeps rarely enough not
 /// to mind, and waking a connection when its timer fires is the exception.
-async fn idle(limits: &Limits, timers: &Handle, activity: &Activity) {
+async fn idle(limits: &Limits, timers: &Handle, activity: &Stamp) {
     let mut reloads = limits.watch_reloads();
     loop {
-        let deadline = limits.idle_timeout().map(|limit| activity.latest() + limit);
+        let deadline = limits
+            .idle_timeout()
+            .zip(activity.get())
+            .map(|(limit, latest)| Instant::from_std(latest) + limit);
         if deadline.is_some_and(|deadline| deadline <= Instant::now()) {
             return;
         }

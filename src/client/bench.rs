@@ -33,7 +33,7 @@ use super::{
     within,
 };
 use crate::address::HostPort;
-use crate::rarely::{self, First};
+use crate::rarely::{self, First, Stamp};
 
 /// Latencies a connection keeps before folding them into the histogram.
 const LOCAL_SAMPLES: usize = 512;
@@ -294,7 +294,7 @@ impl Worker {
     async fn run_tcp(mut self) {
         let mut batch = Batch::new(self.size, self.pipeline, self.seed);
         let mut expiry = Expiry::new(&self.timer_runtime, self.schedule.deadline, self.timeout);
-        let in_flight = InFlight::default();
+        let in_flight = Stamp::unset();
         while !self.schedule.is_over() {
             let connect = within(self.timeout, async {
                 TcpStream::connect(self.addr)
@@ -324,7 +324,7 @@ impl Worker {
                 rarely::select(exchange, expiry).await
             };
             // A batch abandoned with its stream is no longer in flight.
-            in_flight.answered();
+            in_flight.clear();
             let failure = match ended {
                 First::Busy(Ok(())) | First::Rare(Expired::RunOver) => break,
                 First::Busy(Err(failure)) => failure,
@@ -339,7 +339,7 @@ impl Worker {
 
     async fn run_udp(mut self) {
         let mut expiry = Expiry::new(&self.timer_runtime, self.schedule.deadline, self.timeout);
-        let in_flight = InFlight::default();
+        let in_flight = Stamp::unset();
         let mut batch = Batch::new(self.size, self.pipeline, self.seed);
         let mut echo = vec![0u8; MAX_DATAGRAM];
         let socket: UdpSocket = match udp_socket_to(self.addr).await {
@@ -411,11 +411,11 @@ async fn exchange_batches(
     schedule: &mut Schedule,
     latencies: &mut Latencies,
     counters: &Counters,
-    in_flight: &InFlight,
+    in_flight: &Stamp,
 ) -> Result<(), Failure> {
     while let Some(due) = schedule.next_due().await {
         batch.stamp();
-        in_flight.sending();
+        in_flight.set_now();
         let sent = batch.bytes();
         // Most batches fit in the socket buffer and go in one write; the
         // rest is written while the echo is read, since a batch larger than
@@ -438,7 +438,7 @@ async fn exchange_batches(
             let read = read_echo(&mut reader, sent, batch.size, due, latencies);
             tokio::try_join!(write, read)?;
         }
-        in_flight.answered();
+        in_flight.clear();
         counters
             .requests
             .fetch_add((sent.len() / batch.size) as u64, Ordering::Relaxed);
@@ -476,43 +476,6 @@ async fn read_echo(
     Ok(())
 }
 
-/// When the batch now in flight on a connection was sent, for its timer.
-struct InFlight {
-    since: Instant,
-    /// Nanoseconds from `since` to the batch's send; `IDLE` between batches.
-    sent: AtomicU64,
-}
-
-impl InFlight {
-    const IDLE: u64 = u64::MAX;
-
-    /// A batch is being sent now.
-    fn sending(&self) {
-        let nanos = u64::try_from(self.since.elapsed().as_nanos()).unwrap_or(Self::IDLE - 1);
-        self.sent.store(nanos, Ordering::Relaxed);
-    }
-
-    fn answered(&self) {
-        self.sent.store(Self::IDLE, Ordering::Relaxed);
-    }
-
-    fn sent(&self) -> Option<Instant> {
-        match self.sent.load(Ordering::Relaxed) {
-            Self::IDLE => None,
-            nanos => Some(self.since + Duration::from_nanos(nanos)),
-        }
-    }
-}
-
-impl Default for InFlight {
-    fn default() -> InFlight {
-        InFlight {
-            since: Instant::now(),
-            sent: AtomicU64::new(Self::IDLE),
-        }
-    }
-}
-
 /// Why a connection's timer ended it.
 enum Expired {
     TimedOut,
@@ -522,7 +485,7 @@ enum Expired {
 /// A worker's one timer: it bounds each batch's round trip and the run. A
 /// new timer per batch would cost the load generator about as much as the
 /// batch itself, so the timer is lazy: it is not re-armed for every batch,
-/// but when it fires, for the batch then in flight (see `InFlight`).
+/// but when it fires, for the batch then in flight (see `Stamp`).
 struct Expiry {
     timer: Pin<Box<Sleep>>,
     end: tokio::time::Instant,
@@ -543,12 +506,12 @@ impl Expiry {
 
     /// Returns once the batch in flight has waited `limit` for its echo,
     /// or at the end of the run.
-    async fn wait(&mut self, in_flight: &InFlight) -> Expired {
+    async fn wait(&mut self, in_flight: &Stamp) -> Expired {
         loop {
             self.timer.as_mut().await;
             let now = tokio::time::Instant::now();
             let limit_at = in_flight
-                .sent()
+                .get()
                 .map(|sent| tokio::time::Instant::from(sent) + self.limit);
             if limit_at.is_some_and(|limit_at| now >= limit_at) {
                 return Expired::TimedOut;
@@ -566,10 +529,10 @@ impl Expiry {
     /// success nor a failure, and the run stops on time.
     async fn bound<T>(
         &mut self,
-        in_flight: &InFlight,
+        in_flight: &Stamp,
         round_trip: impl Future<Output = Result<T, Failure>>,
     ) -> Option<Result<T, Failure>> {
-        in_flight.sending();
+        in_flight.set_now();
         let limit = self.limit;
         let ended = tokio::select! {
             biased;
@@ -579,7 +542,7 @@ impl Expiry {
                 Expired::RunOver => None,
             },
         };
-        in_flight.answered();
+        in_flight.clear();
         ended
     }
 }
