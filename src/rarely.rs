@@ -36,13 +36,11 @@ pub fn sleep_on(runtime: &Handle, deadline: tokio::time::Instant) -> Sleep {
 /// message.
 pub struct Stamp {
     base: Instant,
-    /// Nanoseconds from `base`; `UNSET` when nothing is recorded.
+    /// Nanoseconds from `base`.
     nanos: AtomicU64,
 }
 
 impl Stamp {
-    const UNSET: u64 = u64::MAX;
-
     /// A stamp that records now.
     pub fn now() -> Stamp {
         Stamp {
@@ -51,28 +49,13 @@ impl Stamp {
         }
     }
 
-    /// A stamp that records nothing yet.
-    pub fn unset() -> Stamp {
-        Stamp {
-            base: Instant::now(),
-            nanos: AtomicU64::new(Self::UNSET),
-        }
-    }
-
     pub fn set_now(&self) {
-        let nanos = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(Self::UNSET - 1);
+        let nanos = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.nanos.store(nanos, Ordering::Relaxed);
     }
 
-    pub fn clear(&self) {
-        self.nanos.store(Self::UNSET, Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> Option<Instant> {
-        match self.nanos.load(Ordering::Relaxed) {
-            Self::UNSET => None,
-            nanos => Some(self.base + Duration::from_nanos(nanos)),
-        }
+    pub fn get(&self) -> Instant {
+        self.base + Duration::from_nanos(self.nanos.load(Ordering::Relaxed))
     }
 }
 

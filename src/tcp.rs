@@ -208,8 +208,7 @@ async fn idle(limits: &Limits, timers: &Handle, activity: &Stamp) {
     loop {
         let deadline = limits
             .idle_timeout()
-            .zip(activity.get())
-            .map(|(limit, latest)| Instant::from_std(latest) + limit);
+            .map(|limit| Instant::from_std(activity.get()) + limit);
         if deadline.is_some_and(|deadline| deadline <= Instant::now()) {
             return;
         }

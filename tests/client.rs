@@ -175,6 +175,22 @@ fn udp_stamp_corrupting_server() -> SocketAddr {
     addr
 }
 
+/// A server that echoes the first bytes each connection sends, then does
+/// `after` with the connection; and how many connections it has accepted.
+fn echoing_the_first_message_then(after: fn(&mut TcpStream)) -> (SocketAddr, Arc<AtomicUsize>) {
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&accepted);
+    let addr = serve_each(move |mut stream| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        let mut first = [0u8; 64];
+        if let Ok(n) = stream.read(&mut first) {
+            let _ = stream.write_all(&first[..n]);
+        }
+        after(&mut stream);
+    });
+    (addr, accepted)
+}
+
 fn serve_each(handle: impl Fn(TcpStream) + Send + Clone + 'static) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -625,18 +641,8 @@ fn bench_stops_at_its_duration_even_at_a_low_rate() {
 
 #[test]
 fn bench_counts_echoes_that_never_come_as_timeouts_and_reconnects() {
-    // Echoes the first bytes each connection sends, then falls silent
-    // while keeping the connection open.
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&accepted);
-    let target = serve_each(move |mut stream| {
-        counted.fetch_add(1, Ordering::SeqCst);
-        let mut first = [0u8; 64];
-        if let Ok(n) = stream.read(&mut first) {
-            let _ = stream.write_all(&first[..n]);
-        }
-        std::thread::sleep(PATIENCE);
-    });
+    // Falls silent after the first echo, keeping the connection open.
+    let (target, accepted) = echoing_the_first_message_then(|_| std::thread::sleep(PATIENCE));
     let run = client(&[
         "bench",
         &target.to_string(),
@@ -695,6 +701,70 @@ fn bench_over_udp_catches_a_corrupted_sequence_number() {
     ]);
     assert_eq!(run.code, 1, "{}{}", run.stdout(), run.stderr);
     assert!(json(&run)["errors"]["mismatch"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn bench_notices_a_server_that_stopped_answering_between_paced_batches() {
+    // After the first echo, says it will send nothing more (FIN) while it
+    // keeps reading: only that end of the stream, seen before the next
+    // batch, shows the server is gone.
+    let (target, accepted) = echoing_the_first_message_then(|stream| {
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let _ = stream.read_to_end(&mut Vec::new());
+    });
+    let run = client(&[
+        "bench",
+        &target.to_string(),
+        "-c",
+        "1",
+        "-d",
+        "2s",
+        "--rate",
+        "4",
+        "--json",
+    ]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout(), run.stderr);
+    let report = json(&run);
+    assert!(report["requests"].as_u64().unwrap() >= 1, "{report}");
+    assert!(
+        report["errors"]["mismatch"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    assert_eq!(report["errors"]["timeout"], 0, "{report}");
+    // The probe, the first connection, and a new one after the failure.
+    assert!(accepted.load(Ordering::SeqCst) >= 3, "{report}");
+}
+
+#[test]
+fn bench_that_cannot_start_its_load_exits_71() {
+    let server = Server::start("");
+    // Descriptors enough for the probe, far too few for 64 event loops.
+    let mut command = Command::new("prlimit");
+    command.args([
+        "--nofile=24",
+        CLIENT,
+        "bench",
+        &server.addr().to_string(),
+        "-c",
+        "64",
+        "--threads",
+        "64",
+        "-d",
+        "10s",
+    ]);
+    let started = Instant::now();
+    let run = finish_with_patience(command, b"");
+    assert_eq!(run.code, 71, "{}{}", run.stdout(), run.stderr);
+    assert!(
+        run.stderr
+            .contains("cannot start the load: Too many open files"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "gave up before the run, not after it"
+    );
 }
 
 #[test]

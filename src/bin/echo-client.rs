@@ -116,7 +116,7 @@ struct BenchArgs {
     /// Bound on one round trip; slower ones count as timeouts.
     #[arg(long, default_value = "5s", value_name = "DURATION")]
     timeout: HumanDuration,
-    /// Worker threads (default: the CPUs this process may use).
+    /// Load threads (default: the CPUs this process may use).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: Option<u32>,
     /// Print the results as JSON.
@@ -156,22 +156,16 @@ fn main() {
             });
         }
     };
-    let (threads, job) = match cli.command {
-        Command::Send(args) => (1, Job::Send(send_options(args))),
-        Command::Check(args) => (1, Job::Check(check_options(args))),
-        Command::Bench(args) => (
-            args.threads.map_or_else(available_cpus, |t| t as usize),
-            Job::Bench(bench_options(args)),
-        ),
-        Command::Pipe(args) => (
-            1,
-            Job::Pipe(PipeOptions {
-                target: args.target,
-                connect_timeout: positive(args.timeout, "--timeout"),
-            }),
-        ),
+    let job = match cli.command {
+        Command::Send(args) => Job::Send(send_options(args)),
+        Command::Check(args) => Job::Check(check_options(args)),
+        Command::Bench(args) => Job::Bench(bench_options(args)),
+        Command::Pipe(args) => Job::Pipe(PipeOptions {
+            target: args.target,
+            connect_timeout: positive(args.timeout, "--timeout"),
+        }),
     };
-    let runtime = echo_service::client::runtime(threads)
+    let runtime = echo_service::client::runtime()
         .unwrap_or_else(|e| usage_error(format!("cannot start: {e}")));
     let code = runtime.block_on(async {
         match job {
@@ -267,6 +261,7 @@ fn bench_options(args: BenchArgs) -> BenchOptions {
         rate: args.rate,
         pipeline: args.pipeline as usize,
         timeout: positive(args.timeout, "--timeout"),
+        threads: args.threads.map_or_else(available_cpus, |t| t as usize),
         json: args.json,
     };
     options

@@ -49,6 +49,8 @@ pub mod exit_code {
     pub const TIMED_OUT: i32 = 3;
     /// The command line or the hosts file is wrong.
     pub const USAGE: i32 = 64;
+    /// `bench` could not start its load threads (EX_OSERR).
+    pub const OS_ERROR: i32 = 71;
     /// Reading standard input or writing standard output failed (EX_IOERR).
     pub const LOCAL_IO: i32 = 74;
 }
@@ -154,19 +156,13 @@ impl std::fmt::Display for Failure {
     }
 }
 
-/// The runtime for a client command: one thread unless more are asked for,
-/// since a single thread drives loopback load with the least overhead.
-pub fn runtime(threads: usize) -> io::Result<tokio::runtime::Runtime> {
-    if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
-    }
+/// The runtime for a client command: one thread, since what a command
+/// does at once is waiting on the network (`bench` runs its load on threads
+/// of its own).
+pub fn runtime() -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
 
 /// Runs `exchange`, turning an overrun of `limit` into a timeout failure.
@@ -212,17 +208,22 @@ pub async fn connect_tcp(target: &HostPort) -> Result<TcpStream, Failure> {
     Err(last_failure.expect("resolve returns at least one address"))
 }
 
+/// The address a UDP socket binds to before it connects to `peer`: any
+/// local address of the peer's family, any port.
+pub fn udp_local_for(peer: SocketAddr) -> SocketAddr {
+    if peer.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    }
+}
+
 /// A UDP socket connected to `addr`, so that only its answers are received
 /// and ICMP "port unreachable" surfaces as an error.
-pub async fn udp_socket_to(addr: SocketAddr) -> Result<UdpSocket, Failure> {
-    let local: SocketAddr = if addr.is_ipv6() {
-        "[::]:0"
-    } else {
-        "0.0.0.0:0"
-    }
-    .parse()
-    .expect("a valid address");
-    let socket = UdpSocket::bind(local).await.map_err(|e| Failure::io(&e))?;
+async fn udp_socket_to(addr: SocketAddr) -> Result<UdpSocket, Failure> {
+    let socket = UdpSocket::bind(udp_local_for(addr))
+        .await
+        .map_err(|e| Failure::io(&e))?;
     socket.connect(addr).await.map_err(|e| Failure::io(&e))?;
     Ok(socket)
 }
