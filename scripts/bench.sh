@@ -20,8 +20,8 @@ server pinned to CPU 0 and the load on CPU 1:
           echo-server
 
 Options:
-  --rounds N            rounds per cell, medians reported (default 5)
-  --duration SECONDS    length of one run (default 2), after a 0.5 s warm-up
+  --rounds N            rounds per cell, medians reported (default 9)
+  --duration SECONDS    length of one run (default 1.5), after a 0.5 s warm-up
   --connections LIST    connection counts, comma-separated (default 1,50,500)
   --sizes LIST          message sizes in bytes (default 64,4096)
   --idle-connections N  connections for the idle measurement (default 10000)
