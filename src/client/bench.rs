@@ -177,22 +177,32 @@ pub async fn run(options: BenchOptions) -> i32 {
             .map(|_| mio::Poll::new())
             .collect::<std::io::Result<Vec<_>>>()?;
         std::thread::scope(|scope| {
-            let spawned: Vec<_> = polls
-                .into_iter()
-                .enumerate()
-                .map(|(thread, poll)| {
-                    let ids = (thread..connections).step_by(threads).map(|id| id as u64);
-                    let (plan, counters) = (&plan, &shared);
+            // No thread starts until all are there: a thread that cannot be
+            // made ends the others before they run, not after the run.
+            let mut gates = Vec::with_capacity(threads);
+            let mut spawned = Vec::with_capacity(threads);
+            for (thread, poll) in polls.into_iter().enumerate() {
+                let ids = (thread..connections).step_by(threads).map(|id| id as u64);
+                let (plan, counters) = (&plan, &shared);
+                let (open, gate) = std::sync::mpsc::channel::<()>();
+                spawned.push(
                     std::thread::Builder::new()
                         .name("bench-load".into())
                         .spawn_scoped(scope, move || {
+                            if gate.recv().is_err() {
+                                return Ok(load::latency_histogram());
+                            }
                             load::run(plan, poll, ids.collect(), counters)
-                        })
-                })
-                .collect();
+                        })?,
+                );
+                gates.push(open);
+            }
+            for gate in gates {
+                let _ = gate.send(());
+            }
             let mut latencies = load::latency_histogram();
             for thread in spawned {
-                let thread_latencies = thread?.join().expect("a load thread does not panic")?;
+                let thread_latencies = thread.join().expect("a load thread does not panic")?;
                 latencies
                     .add(thread_latencies)
                     .expect("histograms of the same bounds add up");

@@ -156,7 +156,7 @@ impl Driver<'_> {
                     break;
                 }
                 self.waiting.pop();
-                connections[index].go_on(Token(index), self, now);
+                connections[index].go_on(Token(index), self, at, now);
             }
             if self.next_sweep.is_some_and(|at| at <= now) {
                 self.sweep(connections, now);
@@ -181,8 +181,7 @@ impl Driver<'_> {
             let now = Instant::now();
             for event in &events {
                 let token = event.token();
-                let closing = event.is_read_closed() || event.is_error();
-                connections[token.0].on_ready(token, self, closing, now);
+                connections[token.0].on_ready(token, self, Readiness::of(event), now);
             }
             self.publish();
         }
@@ -218,10 +217,6 @@ impl Driver<'_> {
         }
     }
 
-    fn wait_until(&mut self, at: Instant, token: Token) {
-        self.waiting.push(Reverse((at, token.0)));
-    }
-
     fn record(&mut self, latency: Duration) {
         let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX).max(1);
         self.latencies.saturating_record(nanos);
@@ -242,6 +237,25 @@ impl Driver<'_> {
 enum Socket {
     Tcp(TcpStream),
     Udp(UdpSocket),
+}
+
+/// What an event said about a socket.
+#[derive(Debug, Clone, Copy)]
+struct Readiness {
+    readable: bool,
+    writable: bool,
+    /// The server has closed its end, or the socket has an error to report.
+    closing: bool,
+}
+
+impl Readiness {
+    fn of(event: &mio::event::Event) -> Readiness {
+        Readiness {
+            readable: event.is_readable(),
+            writable: event.is_writable(),
+            closing: event.is_read_closed() || event.is_error(),
+        }
+    }
 }
 
 /// Where a connection is in its cycle.
@@ -265,6 +279,9 @@ struct Connection {
     batch: Batch,
     /// When the next batch is due, under `--rate`.
     next_due: Instant,
+    /// When the connection goes on from `Idle` or `Paused`; an entry in the
+    /// driver's queue for any other moment is out of date.
+    wake_at: Option<Instant>,
     /// When the batch in flight was due: its latency counts from here.
     due: Instant,
     /// When the batch in flight (or the connect) began: its timeout counts
@@ -274,11 +291,13 @@ struct Connection {
     /// answered.
     sent: usize,
     echoed: usize,
-    /// More may wait to be read than a short read shows: readiness came
-    /// while no batch was out, or the server has closed its end. Readiness
-    /// is reported once per change, so such news is kept until a read
-    /// has seen it.
-    unread: bool,
+    /// The socket was reported readable and has not been read dry since.
+    /// Readiness is reported once per change, so it is kept until a read
+    /// shows there is nothing more.
+    readable: bool,
+    /// The server has closed its end (or the socket has an error): read on
+    /// until the read says so, whatever a short read suggests.
+    closing: bool,
 }
 
 impl Connection {
@@ -292,11 +311,13 @@ impl Connection {
             phase: Phase::Paused,
             batch: Batch::new(Arc::clone(&plan.block), plan.pipeline, id),
             next_due: now + offset,
+            wake_at: None,
             due: now,
             began: now,
             sent: 0,
             echoed: 0,
-            unread: false,
+            readable: false,
+            closing: false,
         }
     }
 
@@ -349,47 +370,64 @@ impl Connection {
         matches!(self.phase, Phase::Connecting | Phase::InFlight).then(|| self.began + timeout)
     }
 
-    /// Carries on after waiting in the driver's queue.
-    fn go_on(&mut self, token: Token, driver: &mut Driver, now: Instant) {
+    /// Queues the connection to go on at `at`.
+    fn wait_until(&mut self, token: Token, driver: &mut Driver, at: Instant) {
+        self.wake_at = Some(at);
+        driver.waiting.push(Reverse((at, token.0)));
+    }
+
+    /// Carries on after waiting in the driver's queue until `at`.
+    fn go_on(&mut self, token: Token, driver: &mut Driver, at: Instant, now: Instant) {
+        if self.wake_at != Some(at) {
+            return;
+        }
+        self.wake_at = None;
         match self.phase {
             Phase::Idle => self.send_batch(token, driver, now, now),
-            Phase::Paused if self.socket.is_none() => self.open(token, driver, now),
+            Phase::Paused if self.socket.is_none() => return self.open(token, driver, now),
             Phase::Paused => self.next_batch(token, driver, now),
             Phase::Connecting | Phase::InFlight | Phase::Done => {}
         }
+        self.read_what_came(token, driver, now);
     }
 
-    fn on_ready(&mut self, token: Token, driver: &mut Driver, closing: bool, now: Instant) {
-        self.unread |= closing;
-        let result = match (self.phase, &self.socket) {
+    fn on_ready(&mut self, token: Token, driver: &mut Driver, ready: Readiness, now: Instant) {
+        self.readable |= ready.readable || ready.closing;
+        self.closing |= ready.closing;
+        match (self.phase, &self.socket) {
             (Phase::Connecting, Some(Socket::Tcp(stream))) => match connected(stream) {
-                Ok(true) => {
-                    self.next_batch(token, driver, now);
-                    Ok(())
-                }
-                Ok(false) => Ok(()),
+                Ok(true) => self.next_batch(token, driver, now),
+                Ok(false) => return,
                 Err(failure) => {
                     driver.counters.count_failure(&failure, true);
                     self.close(driver);
-                    self.pause(token, driver, now);
-                    return;
+                    return self.pause(token, driver, now);
                 }
             },
-            (Phase::InFlight, Some(Socket::Tcp(_))) => self
-                .write_tcp(&mut driver.scratch)
-                .and_then(|()| self.read_tcp(token, driver, now)),
-            (Phase::InFlight, Some(Socket::Udp(_))) => self
-                .send_udp(&mut driver.scratch)
-                .and_then(|()| self.receive_udp(token, driver, now)),
-            (Phase::Idle | Phase::Paused, Some(_)) => {
-                self.unread = true;
-                Ok(())
+            (Phase::InFlight, Some(_)) if ready.writable && !self.all_sent() => {
+                if let Err(failure) = self.send(&mut driver.scratch) {
+                    return self.fail(token, driver, failure, now);
+                }
             }
-            // Late readiness for a connection that has moved on.
-            _ => Ok(()),
-        };
-        if let Err(failure) = result {
-            self.fail(token, driver, failure, now);
+            _ => {}
+        }
+        self.read_what_came(token, driver, now);
+    }
+
+    /// Reads while the socket has something, and the connection expects an
+    /// echo or can tell that what came is wrong (between paced batches
+    /// nothing should come, not even the end of the stream). After a
+    /// failure, or while paused, it reads no more until it goes on.
+    fn read_what_came(&mut self, token: Token, driver: &mut Driver, now: Instant) {
+        while self.readable && matches!(self.phase, Phase::InFlight | Phase::Idle) {
+            let read = match self.socket {
+                Some(Socket::Tcp(_)) => self.read_tcp(token, driver, now),
+                Some(Socket::Udp(_)) => self.receive_udp(token, driver, now),
+                None => unreachable!("only an open connection is in flight or idle"),
+            };
+            if let Err(failure) = read {
+                return self.fail(token, driver, failure, now);
+            }
         }
     }
 
@@ -412,7 +450,7 @@ impl Connection {
             // Early: the timer's own lateness is the client's, and the
             // batch counts from when it goes (`go_on`).
             self.phase = Phase::Idle;
-            driver.wait_until(due, token);
+            self.wait_until(token, driver, due);
         }
     }
 
@@ -426,29 +464,38 @@ impl Connection {
         if driver.next_sweep.is_none() {
             driver.watch(now + driver.plan.timeout);
         }
-        let sent = match self.socket {
-            Some(Socket::Tcp(_)) => self.write_tcp(&mut driver.scratch),
-            Some(Socket::Udp(_)) => self.send_udp(&mut driver.scratch),
-            None => unreachable!("a batch is sent only on an open socket"),
-        };
-        if let Err(failure) = sent {
+        if let Err(failure) = self.send(&mut driver.scratch) {
             self.fail(token, driver, failure, now);
-        } else if self.unread {
-            self.on_ready(token, driver, false, now);
         }
     }
 
-    /// Writes what the socket takes of the rest of the batch. Most batches
-    /// fit in the socket buffer and go in one write; the rest goes as the
-    /// echo is read, since a batch larger than the socket buffers would
-    /// never finish writing.
-    fn write_tcp(&mut self, scratch: &mut [u8]) -> Result<(), Failure> {
-        let Some(Socket::Tcp(stream)) = &mut self.socket else {
-            unreachable!("write_tcp on a TCP connection");
-        };
-        while self.sent < self.batch.len() {
-            let len = self.batch.copy_from(self.sent, scratch);
-            match stream.write(&scratch[..len]) {
+    fn all_sent(&self) -> bool {
+        match self.socket {
+            Some(Socket::Tcp(_)) => self.sent == self.batch.len(),
+            _ => self.sent == self.batch.messages(),
+        }
+    }
+
+    /// Sends what the socket takes of the rest of the batch. Most batches
+    /// fit in the socket buffer and go at once; the rest goes as the echo
+    /// is read, since a batch larger than the socket buffers would never
+    /// finish writing.
+    fn send(&mut self, scratch: &mut [u8]) -> Result<(), Failure> {
+        let size = self.batch.size();
+        while !self.all_sent() {
+            let written = match &mut self.socket {
+                Some(Socket::Tcp(stream)) => {
+                    let len = self.batch.copy_from(self.sent, scratch);
+                    stream.write(&scratch[..len])
+                }
+                Some(Socket::Udp(socket)) => {
+                    let message = &mut scratch[..size];
+                    self.batch.copy_from(self.sent * size, message);
+                    socket.send(message).map(|_| 1)
+                }
+                None => unreachable!("a batch goes out only on an open connection"),
+            };
+            match written {
                 Ok(0) => return Err(Failure::io(&io::ErrorKind::WriteZero.into())),
                 Ok(written) => self.sent += written,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -459,71 +506,54 @@ impl Connection {
         Ok(())
     }
 
-    /// Reads and checks what has come of the echo; when it is whole, moves
-    /// on to the next batch.
+    /// One read of the echo, checked; when the echo is whole, moves on to
+    /// the next batch.
     fn read_tcp(&mut self, token: Token, driver: &mut Driver, now: Instant) -> Result<(), Failure> {
-        while self.phase == Phase::InFlight {
-            let Some(Socket::Tcp(stream)) = &mut self.socket else {
-                unreachable!("read_tcp on a TCP connection");
-            };
-            let expected = self.batch.len() - self.echoed;
-            // Asking for one byte more than can come makes the last read a
-            // short one, which shows the socket is drained: no read that
-            // fails with WouldBlock after every echo.
-            let asked = expected.min(READ_WINDOW) + 1;
-            let got = match stream.read(&mut driver.scratch[..asked]) {
-                Ok(0) => {
-                    return Err(Failure::mismatch(
-                        "the server closed the connection mid-echo",
-                    ));
-                }
-                Ok(got) => got,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.unread = false;
-                    return Ok(());
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Failure::io(&e)),
-            };
-            if got > expected || !self.batch.matches(self.echoed, &driver.scratch[..got]) {
-                return Err(Failure::mismatch("wrong echo"));
+        let Some(Socket::Tcp(stream)) = &mut self.socket else {
+            unreachable!("only a TCP connection reads a stream");
+        };
+        let expected = if self.phase == Phase::InFlight {
+            self.batch.len() - self.echoed
+        } else {
+            0
+        };
+        // Asking for one byte more than can come makes the last read a
+        // short one, which shows the socket is drained: no read that fails
+        // with WouldBlock after every echo.
+        let asked = expected.min(READ_WINDOW) + 1;
+        let got = match stream.read(&mut driver.scratch[..asked]) {
+            Ok(0) => {
+                return Err(Failure::mismatch(
+                    "the server closed the connection mid-echo",
+                ));
             }
-            let size = self.batch.size();
-            let whole_before = self.echoed / size;
-            self.echoed += got;
-            for _ in whole_before..self.echoed / size {
-                driver.record(now - self.due);
-            }
-            if self.echoed == self.batch.len() {
-                self.next_batch(token, driver, now);
-            }
-            if got < asked && SHORT_READ_DRAINS && !self.unread {
+            Ok(got) => got,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.readable = false;
                 return Ok(());
             }
-        }
-        Ok(())
-    }
-
-    /// Sends the batch's datagrams that are not out yet.
-    fn send_udp(&mut self, scratch: &mut [u8]) -> Result<(), Failure> {
-        let Some(Socket::Udp(socket)) = &self.socket else {
-            unreachable!("send_udp on a UDP socket");
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(Failure::io(&e)),
         };
+        if got > expected || !self.batch.matches(self.echoed, &driver.scratch[..got]) {
+            return Err(Failure::mismatch("wrong echo"));
+        }
+        if got < asked && SHORT_READ_DRAINS && !self.closing {
+            self.readable = false;
+        }
         let size = self.batch.size();
-        while self.sent < self.batch.messages() {
-            let message = &mut scratch[..size];
-            self.batch.copy_from(self.sent * size, message);
-            match socket.send(message) {
-                Ok(_) => self.sent += 1,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Failure::io(&e)),
-            }
+        let whole_before = self.echoed / size;
+        self.echoed += got;
+        for _ in whole_before..self.echoed / size {
+            driver.record(self.latency(now));
+        }
+        if self.echoed == self.batch.len() {
+            self.next_batch(token, driver, now);
         }
         Ok(())
     }
 
-    /// Takes the answers that have come. Datagrams may be lost or
+    /// Takes one answer, if one has come. Datagrams may be lost or
     /// reordered: each answer is matched by its sequence number.
     fn receive_udp(
         &mut self,
@@ -531,30 +561,40 @@ impl Connection {
         driver: &mut Driver,
         now: Instant,
     ) -> Result<(), Failure> {
-        loop {
-            let Some(Socket::Udp(socket)) = &self.socket else {
-                unreachable!("receive_udp on a UDP socket");
-            };
-            let len = match socket.recv(&mut driver.scratch) {
-                Ok(len) => len,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.unread = false;
-                    return Ok(());
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Failure::io(&e)),
-            };
-            match self.batch.answer(&driver.scratch[..len]) {
-                Answer::Expected => {
-                    driver.record(now - self.due);
-                    self.echoed += 1;
-                    if self.echoed == self.batch.messages() && self.phase == Phase::InFlight {
-                        self.next_batch(token, driver, now);
-                    }
-                }
-                Answer::Late => {}
-                Answer::Wrong => return Err(Failure::mismatch("wrong echo")),
+        let Some(Socket::Udp(socket)) = &self.socket else {
+            unreachable!("only a UDP socket receives datagrams");
+        };
+        let len = match socket.recv(&mut driver.scratch) {
+            Ok(len) => len,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.readable = false;
+                return Ok(());
             }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(Failure::io(&e)),
+        };
+        match self.batch.answer(&driver.scratch[..len]) {
+            Answer::Expected => {
+                driver.record(self.latency(now));
+                self.echoed += 1;
+                if self.echoed == self.batch.messages() {
+                    self.next_batch(token, driver, now);
+                }
+                Ok(())
+            }
+            Answer::Late => Ok(()),
+            Answer::Wrong => Err(Failure::mismatch("wrong echo")),
+        }
+    }
+
+    /// The latency of an echo that came by `now`, the clock of this
+    /// wake-up. An echo of a batch sent during this same wake-up came
+    /// after that clock, which would count it as instant.
+    fn latency(&self, now: Instant) -> Duration {
+        if self.began == now {
+            self.due.elapsed()
+        } else {
+            now - self.due
         }
     }
 
@@ -569,7 +609,7 @@ impl Connection {
                 if failure.verdict == Verdict::Unreachable {
                     // A closed port answers at once: do not spin on it.
                     self.pause(token, driver, now);
-                } else {
+                } else if self.phase == Phase::InFlight {
                     self.next_batch(token, driver, now);
                 }
             }
@@ -582,11 +622,12 @@ impl Connection {
 
     fn pause(&mut self, token: Token, driver: &mut Driver, now: Instant) {
         self.phase = Phase::Paused;
-        driver.wait_until(now + RECONNECT_PAUSE, token);
+        self.wait_until(token, driver, now + RECONNECT_PAUSE);
     }
 
     fn close(&mut self, driver: &mut Driver) {
-        self.unread = false;
+        self.readable = false;
+        self.closing = false;
         if let Some(Socket::Tcp(mut stream)) = self.socket.take() {
             // Deregistered before it closes, as mio asks of every platform.
             let _ = driver.poll.registry().deregister(&mut stream);
