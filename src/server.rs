@@ -26,7 +26,7 @@ use crate::notify::Notifier;
 use crate::shutdown::{RUNTIME_SHUTDOWN_TIMEOUT, ShutdownController};
 use crate::signals::{Request, Signals};
 use crate::udp;
-use crate::workers::Workers;
+use crate::workers::{Mailbox, Workers};
 
 /// How often the status line shown by `systemctl status` is refreshed.
 const STATUS_INTERVAL: Duration = Duration::from_secs(10);
@@ -192,15 +192,8 @@ async fn run(
     }
     // Last, so that nothing can fail once connections are being accepted.
     let worker_count = Workers::count_for(service.config.server.workers);
-    let mut workers = Workers::start(
-        worker_count,
-        listeners.tcp,
-        &limits,
-        &tokio::runtime::Handle::current(),
-        &controller,
-    )
-    .await
-    .map_err(StartupError::Runtime)?;
+    let mut workers = Workers::start(worker_count, listeners.tcp, &limits, &controller)
+        .map_err(StartupError::Runtime)?;
     let sockets = match listeners.origin {
         Origin::Configured => "bound from the configuration",
         Origin::Activated => "passed by the service manager",
@@ -212,7 +205,7 @@ async fn run(
         notifier.without_parent(),
         addresses.clone(),
         Arc::clone(&limits),
-        workers.runtimes(),
+        workers.mailboxes(),
     ));
 
     loop {
@@ -267,13 +260,13 @@ fn status_line(addresses: &str, limits: &Limits) -> String {
 
 /// Keeps the service manager's view fresh: the connection count in the
 /// status, and watchdog pings (`WatchdogSec=`) sent only once every TCP
-/// worker has run a task, so that a stuck runtime, the main one or a
+/// worker has answered, so that a stuck loop, the main runtime or a
 /// worker's, stops the pings and gets the daemon restarted.
 async fn heartbeat(
     notifier: Notifier,
     addresses: String,
     limits: Arc<Limits>,
-    workers: Vec<tokio::runtime::Handle>,
+    workers: Vec<Mailbox>,
 ) {
     let mut status = tokio::time::interval(STATUS_INTERVAL);
     let mut watchdog =
@@ -283,10 +276,13 @@ async fn heartbeat(
         tokio::select! {
             _ = status.tick() => notifier.status(&status_line(&addresses, &limits)),
             _ = watchdog.tick(), if pinging => {
+                let mut all_turn = true;
                 for worker in &workers {
-                    let _ = worker.spawn(async {}).await;
+                    all_turn &= worker.ping().await;
                 }
-                notifier.watchdog();
+                if all_turn {
+                    notifier.watchdog();
+                }
             }
         }
     }

@@ -1,40 +1,39 @@
-//! The threads that serve TCP: each runs its own single-threaded tokio
-//! runtime, and every one of them accepts from every listening socket.
+//! The threads that serve TCP: each runs its own event loop (`tcp`), and
+//! every one of them accepts from every listening socket.
 //!
-//! Why not one multi-threaded runtime: fairness. Its scheduler keeps at most
-//! 256 runnable tasks in a worker's own queue and moves the rest to a shared
-//! queue that it visits only once every few dozen polls. With a few hundred
-//! busy connections, those in the shared queue wait many rounds while the
-//! others are served again and again: measured with `scripts/bench.sh` at 500
+//! Why threads with loops of their own rather than tokio's multi-threaded
+//! runtime: fairness, and cost. Its scheduler keeps at most 256 runnable
+//! tasks in a worker's own queue and moves the rest to a shared queue that
+//! it visits only once every few dozen polls. With a few hundred busy
+//! connections, those in the shared queue wait many rounds while the others
+//! are served again and again: measured with `scripts/bench.sh` at 500
 //! connections, the slowest 1% of round trips took 20 times longer than with
-//! a single-threaded epoll loop in C. A single-threaded runtime runs its
-//! ready tasks first in, first out, like that loop, and its echo path needs
-//! no synchronization between threads. More cores are used by more such
-//! threads: each watches every listener in its own epoll set, the kernel
-//! wakes the idle ones when a connection arrives, and the first to call
-//! `accept` takes it (the others find nothing and wait again). A busy
-//! worker comes late to that race, so new connections go to the idle ones.
+//! a single-threaded epoll loop in C. A worker's loop serves its ready
+//! connections in the order the kernel reports them, like that C loop, and
+//! needs no synchronization between threads on the echo path. More cores
+//! are used by more such threads: each watches every listener in its own
+//! epoll set, the kernel wakes the idle ones when a connection arrives, and
+//! the first to call `accept` takes it (the others find nothing and wait
+//! again). A busy worker comes late to that race, so new connections go to
+//! the idle ones.
 //!
 //! The control side (signals, reloads, the service manager, UDP) stays on
-//! the main thread's runtime. Shutdown uses the same broadcast and guards as
-//! everything else, so it does not care which thread a connection is on.
-//! Each worker sets itself up on its own thread: a runtime must not be
-//! dropped inside another one, which is where a failed start-up would
-//! otherwise drop it.
+//! the main thread's runtime and reaches a worker through its mailbox: a
+//! channel of commands and a waker that interrupts the worker's wait. The
+//! stop signal and reloads are forwarded by a small task per worker, so
+//! shutdown uses the same broadcast and guards as everything else.
 
 use std::io;
 use std::net::TcpListener;
 use std::num::NonZeroUsize;
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
-use tokio::runtime::Handle;
 use tokio::sync::oneshot;
-use tokio::task::JoinSet;
 
 use crate::limits::Limits;
-use crate::shutdown::{RUNTIME_SHUTDOWN_TIMEOUT, Shutdown, ShutdownController, TaskGuard};
-use crate::tcp;
+use crate::shutdown::{Shutdown, ShutdownController};
+use crate::tcp::{self, Command};
 
 /// The TCP worker threads.
 pub struct Workers {
@@ -43,32 +42,34 @@ pub struct Workers {
 
 struct Worker {
     thread: JoinHandle<()>,
-    /// The worker's runtime, to check that it still runs tasks.
-    runtime: Handle,
+    mailbox: Mailbox,
     /// Resolves once the worker has closed its listeners after the stop signal.
     stopped_accepting: oneshot::Receiver<()>,
-    /// Dropping it tells the worker to drop the connections still open.
-    close: oneshot::Sender<()>,
-    /// Resolves once the worker's runtime is gone.
-    closed: oneshot::Receiver<()>,
 }
 
-/// What a worker thread needs to serve.
-struct Assignment {
-    listeners: Vec<TcpListener>,
-    limits: Arc<Limits>,
-    timers: Handle,
-    /// One stop signal per listener.
-    shutdowns: Vec<Shutdown>,
-    guard: TaskGuard,
+/// Where the control thread leaves commands for a worker.
+#[derive(Clone)]
+pub struct Mailbox {
+    commands: mpsc::Sender<Command>,
+    waker: Arc<mio::Waker>,
 }
 
-/// How a worker thread reports back to the one that started it.
-struct Reports {
-    started: oneshot::Sender<io::Result<Handle>>,
-    stopped_accepting: oneshot::Sender<()>,
-    close: oneshot::Receiver<()>,
-    closed: oneshot::Sender<()>,
+impl Mailbox {
+    fn send(&self, command: Command) {
+        // A worker that has ended needs no telling.
+        if self.commands.send(command).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Resolves once the worker's loop has come round to the mailbox, with
+    /// true; false if the worker has ended. The watchdog's proof that the
+    /// worker still turns.
+    pub async fn ping(&self) -> bool {
+        let (answer, answered) = oneshot::channel();
+        self.send(Command::Ping(answer));
+        answered.await.is_ok()
+    }
 }
 
 impl Workers {
@@ -82,59 +83,54 @@ impl Workers {
     }
 
     /// Starts `count` workers serving `listeners` until `controller` sends
-    /// the stop signal, with idle timeouts kept by the runtime behind
-    /// `timers`. Returns once every worker serves, or with the first error.
-    pub async fn start(
+    /// the stop signal. Must be called on the control runtime, which
+    /// carries the stop signal and reloads to the workers.
+    pub fn start(
         count: usize,
         listeners: Vec<TcpListener>,
         limits: &Arc<Limits>,
-        timers: &Handle,
         controller: &ShutdownController,
     ) -> io::Result<Workers> {
         let mut workers = Vec::with_capacity(count);
         for index in 1..=count {
-            let assignment = Assignment {
-                listeners: listeners
+            let poll = mio::Poll::new()?;
+            let waker = Arc::new(mio::Waker::new(poll.registry(), tcp::COMMANDS)?);
+            let (commands, inbox) = mpsc::channel();
+            let worker = tcp::Worker::new(
+                poll,
+                listeners
                     .iter()
                     .map(TcpListener::try_clone)
                     .collect::<io::Result<_>>()?,
-                limits: Arc::clone(limits),
-                timers: timers.clone(),
-                shutdowns: listeners.iter().map(|_| controller.subscribe()).collect(),
-                guard: controller.guard(),
-            };
-            let (started, started_rx) = oneshot::channel();
-            let (stopped_accepting, stopped_accepting_rx) = oneshot::channel();
-            let (close_tx, close) = oneshot::channel();
-            let (closed, closed_rx) = oneshot::channel();
-            let reports = Reports {
-                started,
-                stopped_accepting,
-                close,
-                closed,
-            };
+                Arc::clone(limits),
+                controller.guard(),
+                inbox,
+            )?;
             let thread = std::thread::Builder::new()
                 .name(format!("echo-worker-{index}"))
-                .spawn(move || work(assignment, reports))?;
-            let runtime = started_rx.await.unwrap_or_else(|_| {
-                Err(io::Error::other("a worker thread ended while starting"))
-            })?;
+                .spawn(move || worker.run())?;
+            let mailbox = Mailbox { commands, waker };
+            let (stopped, stopped_accepting) = oneshot::channel();
+            tokio::spawn(forward(
+                controller.subscribe(),
+                limits.watch_reloads(),
+                mailbox.clone(),
+                stopped,
+            ));
             workers.push(Worker {
                 thread,
-                runtime,
-                stopped_accepting: stopped_accepting_rx,
-                close: close_tx,
-                closed: closed_rx,
+                mailbox,
+                stopped_accepting,
             });
         }
         Ok(Workers { workers })
     }
 
-    /// The workers' runtimes, to check that they still run tasks.
-    pub fn runtimes(&self) -> Vec<Handle> {
+    /// The workers' mailboxes, to check that they still turn.
+    pub fn mailboxes(&self) -> Vec<Mailbox> {
         self.workers
             .iter()
-            .map(|worker| worker.runtime.clone())
+            .map(|worker| worker.mailbox.clone())
             .collect()
     }
 
@@ -146,68 +142,41 @@ impl Workers {
         }
     }
 
-    /// Drops the connections still open and waits for the workers to end.
+    /// Closes the connections still open and waits for the workers to end.
     pub async fn close(self) {
-        let mut closing = Vec::with_capacity(self.workers.len());
-        for worker in self.workers {
-            drop(worker.close);
-            closing.push((worker.closed, worker.thread));
+        for worker in &self.workers {
+            worker.mailbox.send(Command::Close);
         }
-        for (closed, thread) in closing {
-            let _ = closed.await;
-            // It has finished its work; joining only collects the thread.
-            let _ = thread.join();
-        }
+        // Closing drops sockets, which does not block: a short wait. The
+        // mailboxes stay until the threads are gone: closing a waker's
+        // descriptor takes it out of the worker's epoll set, wake-up and all.
+        let _ = tokio::task::spawn_blocking(move || {
+            for worker in self.workers {
+                let _ = worker.thread.join();
+            }
+        })
+        .await;
     }
 }
 
-/// A worker thread's life: set up, serve until the listeners are closed,
-/// then keep the open connections going until told to close them.
-fn work(assignment: Assignment, reports: Reports) {
-    // Without a timer or signal driver of its own, a worker sleeps in
-    // `epoll_wait` alone; its timers are kept by `assignment.timers`.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            let _ = reports.started.send(Err(e));
-            return;
+/// Carries the stop signal and reloads to a worker, until it stops
+/// accepting (`stopped` then resolves).
+async fn forward(
+    mut shutdown: Shutdown,
+    mut reloads: tokio::sync::watch::Receiver<()>,
+    mailbox: Mailbox,
+    stopped: oneshot::Sender<()>,
+) {
+    reloads.mark_unchanged();
+    let mut watching = true;
+    loop {
+        tokio::select! {
+            () = shutdown.recv() => break,
+            changed = reloads.changed(), if watching => match changed {
+                Ok(()) => mailbox.send(Command::Reload),
+                Err(_) => watching = false,
+            },
         }
-    };
-    runtime.block_on(async move {
-        let Assignment {
-            listeners,
-            limits,
-            timers,
-            shutdowns,
-            guard,
-        } = assignment;
-        let mut serving = JoinSet::new();
-        for (listener, shutdown) in listeners.into_iter().zip(shutdowns) {
-            let listener = match tokio::net::TcpListener::from_std(listener) {
-                Ok(listener) => listener,
-                Err(e) => {
-                    let _ = reports.started.send(Err(e));
-                    return;
-                }
-            };
-            serving.spawn(tcp::serve(
-                listener,
-                Arc::clone(&limits),
-                timers.clone(),
-                shutdown,
-                guard.clone(),
-            ));
-        }
-        drop(guard);
-        let _ = reports.started.send(Ok(Handle::current()));
-        // A listener's socket is closed once its task has returned.
-        while serving.join_next().await.is_some() {}
-        let _ = reports.stopped_accepting.send(());
-        let _ = reports.close.await;
-    });
-    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
-    let _ = reports.closed.send(());
+    }
+    mailbox.send(Command::StopAccepting(stopped));
 }

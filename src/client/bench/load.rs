@@ -30,6 +30,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::batch::{Answer, Batch};
 use crate::client::{Failure, MAX_DATAGRAM, Verdict, udp_local_for};
+use crate::readiness::{Readiness, SHORT_READ_DRAINS};
 
 /// Pause before reconnecting after a failure, so a dead server is not hammered.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
@@ -37,21 +38,6 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 const READ_WINDOW: usize = 64 * 1024;
 /// Readiness events taken from the kernel per wake-up.
 const EVENTS_PER_POLL: usize = 1024;
-
-/// Whether a read that returns less than it asked for shows that the socket
-/// has nothing more: true of epoll and kqueue, which report every arrival.
-/// Elsewhere (Windows), a socket is read until it would block.
-const SHORT_READ_DRAINS: bool = cfg!(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly",
-    target_os = "illumos",
-));
 
 /// What every load thread runs to.
 pub struct Plan {
@@ -239,25 +225,6 @@ enum Socket {
     Udp(UdpSocket),
 }
 
-/// What an event said about a socket.
-#[derive(Debug, Clone, Copy)]
-struct Readiness {
-    readable: bool,
-    writable: bool,
-    /// The server has closed its end, or the socket has an error to report.
-    closing: bool,
-}
-
-impl Readiness {
-    fn of(event: &mio::event::Event) -> Readiness {
-        Readiness {
-            readable: event.is_readable(),
-            writable: event.is_writable(),
-            closing: event.is_read_closed() || event.is_error(),
-        }
-    }
-}
-
 /// Where a connection is in its cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -295,8 +262,7 @@ struct Connection {
     /// Readiness is reported once per change, so it is kept until a read
     /// shows there is nothing more.
     readable: bool,
-    /// The server has closed its end (or the socket has an error): read on
-    /// until the read says so, whatever a short read suggests.
+    /// See `Readiness::closing`.
     closing: bool,
 }
 
