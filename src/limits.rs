@@ -1,10 +1,10 @@
 //! The settings a SIGHUP can change while connections are open, and the
 //! count of open connections that `max_connections` is checked against.
 //!
-//! They are plain atomics, read on every accept and every idle wait, so a
+//! They are plain atomics, read on every accept and every idle sweep, so a
 //! reload reaches connections that are already open without any locking on
-//! the echo path. A connection waiting out its idle timeout also watches for
-//! reloads, so a changed timeout applies to it at once.
+//! the echo path. A reload also makes every TCP worker sweep at once, so a
+//! changed idle timeout applies to open connections at once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};

@@ -32,6 +32,13 @@ pub struct Readiness {
 }
 
 impl Readiness {
+    /// No event: a turn taken again for what was reported before.
+    pub const NOTHING_NEW: Readiness = Readiness {
+        readable: false,
+        writable: false,
+        closing: false,
+    };
+
     pub fn of(event: &mio::event::Event) -> Readiness {
         Readiness {
             readable: event.is_readable(),

@@ -224,7 +224,7 @@ async fn run(
     }
     heartbeat.abort();
     controller.notify();
-    // Once every listener task has returned, its socket is closed.
+    // Once every worker has closed its copies, the listening sockets close.
     workers.stopped_accepting().await;
     while serving.join_next().await.is_some() {}
     let grace = service.config.server.shutdown_grace;
@@ -276,16 +276,25 @@ async fn heartbeat(
         tokio::select! {
             _ = status.tick() => notifier.status(&status_line(&addresses, &limits)),
             _ = watchdog.tick(), if pinging => {
-                let mut all_turn = true;
-                for worker in &workers {
-                    all_turn &= worker.ping().await;
-                }
-                if all_turn {
+                // A stuck worker never answers: no ping then, and the
+                // status line goes on.
+                let answered = tokio::time::timeout(watchdog.period(), all_answer(&workers)).await;
+                if answered == Ok(true) {
                     notifier.watchdog();
                 }
             }
         }
     }
+}
+
+/// Whether every worker answers a ping (see `Mailbox::ping`).
+async fn all_answer(workers: &[Mailbox]) -> bool {
+    for worker in workers {
+        if !worker.ping().await {
+            return false;
+        }
+    }
+    true
 }
 
 /// Waits for another stop signal; a reload while stopping is pointless.

@@ -2,9 +2,11 @@
 //! all gone.
 //!
 //! The pattern is mini-redis's: a broadcast channel carries the stop signal to
-//! every listener task, and every task holds a clone of an mpsc sender that it
-//! drops when it ends; the receiver sees the channel close once the last task
-//! is gone. Nothing needs a registry of tasks, and a task cannot be forgotten.
+//! every task that serves (UDP, and the task that forwards it to each TCP
+//! worker), and everything that serves (a UDP task, a TCP connection) holds a
+//! clone of an mpsc sender that it drops when it ends; the receiver sees the
+//! channel close once the last one is gone. Nothing needs a registry of
+//! tasks, and a task cannot be forgotten.
 
 use std::time::Duration;
 

@@ -10,9 +10,9 @@
 //! that loop, a readiness event leads straight to the connection's reads and
 //! writes, the clock is read once per wake-up, and idle timeouts are found
 //! by a sweep at the earliest moment one can expire, not by a timer per
-//! connection. The loop runs first in, first out over the ready
-//! connections, so none waits many rounds while others are served (see
-//! `workers`).
+//! connection. The loop serves the ready connections in the order the
+//! kernel reports them, a few reads each per turn, so none waits many
+//! rounds while others are served (see `workers`).
 //!
 //! Two more properties shape it. Memory: an idle connection owns no buffer
 //! at all. Data is read into the worker's scratch buffer and written
@@ -48,6 +48,10 @@ pub const SCRATCH_SIZE: usize = 16 * 1024;
 pub const COMMANDS: Token = Token(usize::MAX);
 /// Readiness events taken from the kernel per wake-up.
 const EVENTS_PER_POLL: usize = 1024;
+/// Reads one connection may do before the others get their turn: a peer
+/// that sends as fast as the worker echoes must not hold the loop (the
+/// other connections, accepts, the watchdog's ping).
+const READS_PER_TURN: usize = 4;
 
 /// How finely idle timeouts are kept: a connection idle for the timeout
 /// is closed within a sixteenth of it more.
@@ -78,9 +82,7 @@ fn listener_token(index: usize) -> Token {
 pub struct Worker {
     poll: Poll,
     /// Closed (`None`) once the worker stops accepting.
-    listeners: Vec<Option<TcpListener>>,
-    /// Their addresses, for the log.
-    listener_addresses: Vec<Option<SocketAddr>>,
+    listeners: Vec<Option<Listening>>,
     connections: Slab<Connection>,
     limits: Arc<Limits>,
     /// Cloned into every connection, so that shutdown knows when the last
@@ -92,6 +94,15 @@ pub struct Worker {
     /// When the connection idle the longest can time out, if any is open
     /// and idle connections are closed at all.
     next_sweep: Option<Instant>,
+    /// Connections that used up their turn with more to read: readiness
+    /// is reported once, so they are served again without an event.
+    unfinished: Vec<usize>,
+}
+
+/// A listening socket and its address, for the log.
+struct Listening {
+    listener: TcpListener,
+    address: Option<SocketAddr>,
 }
 
 /// The accept side's state: a backoff after errors, and throttled warnings.
@@ -114,19 +125,18 @@ impl Worker {
         guard: TaskGuard,
         commands: mpsc::Receiver<Command>,
     ) -> io::Result<Worker> {
-        let listener_addresses = listeners.iter().map(|l| l.local_addr().ok()).collect();
         let mut registered = Vec::with_capacity(listeners.len());
         for (index, listener) in listeners.into_iter().enumerate() {
             listener.set_nonblocking(true)?;
+            let address = listener.local_addr().ok();
             let mut listener = TcpListener::from_std(listener);
             poll.registry()
                 .register(&mut listener, listener_token(index), Interest::READABLE)?;
-            registered.push(Some(listener));
+            registered.push(Some(Listening { listener, address }));
         }
         Ok(Worker {
             poll,
             listeners: registered,
-            listener_addresses,
             connections: Slab::new(),
             limits,
             guard: Some(guard),
@@ -140,6 +150,7 @@ impl Worker {
                 errors: Throttle::new(WARNING_INTERVAL),
             },
             next_sweep: None,
+            unfinished: Vec::new(),
         })
     }
 
@@ -151,7 +162,11 @@ impl Worker {
                 .into_iter()
                 .flatten()
                 .min();
-            let timeout = wake_at.map(|at| at.saturating_duration_since(Instant::now()));
+            let timeout = if self.unfinished.is_empty() {
+                wake_at.map(|at| at.saturating_duration_since(Instant::now()))
+            } else {
+                Some(Duration::ZERO)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != io::ErrorKind::Interrupted
             {
@@ -162,6 +177,7 @@ impl Worker {
             }
             // One clock read for all the events of a wake-up.
             let now = Instant::now();
+            let unfinished = std::mem::take(&mut self.unfinished);
             for event in &events {
                 let token = event.token();
                 if token == COMMANDS {
@@ -172,7 +188,18 @@ impl Worker {
                     None => self.on_ready(token.0, Readiness::of(event), now),
                 }
             }
-            while let Ok(command) = self.commands.try_recv() {
+            // After the connections that had news, another turn each for
+            // those the last round cut short.
+            for key in unfinished {
+                self.on_ready(key, Readiness::NOTHING_NEW, now);
+            }
+            loop {
+                let command = match self.commands.try_recv() {
+                    Ok(command) => command,
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    // The daemon is going away without a word.
+                    Err(mpsc::TryRecvError::Disconnected) => return,
+                };
                 match command {
                     Command::StopAccepting(done) => {
                         self.stop_accepting();
@@ -209,11 +236,11 @@ impl Worker {
             // Backing off: the retry accepts what has come meanwhile.
             return;
         }
-        let local = self.listener_addresses[index];
         loop {
-            let Some(listener) = &self.listeners[index] else {
+            let Some(Listening { listener, address }) = &self.listeners[index] else {
                 return;
             };
+            let local = *address;
             let (stream, peer) = match listener.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -259,9 +286,10 @@ impl Worker {
         permit: ConnectionPermit,
         now: Instant,
     ) {
-        let Some(guard) = self.guard.clone() else {
-            return;
-        };
+        let guard = self
+            .guard
+            .clone()
+            .expect("a worker accepts only while it holds its guard");
         let entry = self.connections.vacant_entry();
         let registered = stream.set_nodelay(true).and_then(|()| {
             self.poll.registry().register(
@@ -298,8 +326,9 @@ impl Worker {
             return;
         };
         match connection.echo(ready, &mut self.scratch, now) {
-            Ok(None) => {}
-            Ok(Some(ending)) => self.close(key, Ok(ending)),
+            Ok(Turn::Waiting) => {}
+            Ok(Turn::Unfinished) => self.unfinished.push(key),
+            Ok(Turn::Ended(ending)) => self.close(key, Ok(ending)),
             Err(e) => self.close(key, Err(e)),
         }
     }
@@ -343,9 +372,9 @@ impl Worker {
     /// closed its copies) and lets go of the shutdown guard, so that only
     /// the open connections keep the daemon waiting.
     fn stop_accepting(&mut self) {
-        for listener in &mut self.listeners {
-            if let Some(mut listener) = listener.take() {
-                let _ = self.poll.registry().deregister(&mut listener);
+        for listening in &mut self.listeners {
+            if let Some(mut listening) = listening.take() {
+                let _ = self.poll.registry().deregister(&mut listening.listener);
             }
         }
         self.accepting.retry_at = None;
@@ -361,6 +390,15 @@ fn is_peer_error(e: &io::Error) -> bool {
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::Interrupted
     )
+}
+
+/// How a connection's turn ended.
+enum Turn {
+    /// It waits for the next readiness event.
+    Waiting,
+    /// It used up its turn with more to read.
+    Unfinished,
+    Ended(Ending),
 }
 
 /// Why a connection ended.
@@ -390,27 +428,27 @@ struct Connection {
     input_ended: bool,
     /// When bytes last moved, for the idle timeout.
     last_active: Instant,
+    /// Bytes sent back.
     echoed: u64,
     _permit: ConnectionPermit,
     _guard: TaskGuard,
 }
 
 impl Connection {
-    /// Does what the readiness allows: sends what waits, reads and echoes
-    /// what came, and finishes a half-close. Returns how the connection
-    /// ended, if it did.
-    fn echo(
-        &mut self,
-        ready: Readiness,
-        scratch: &mut [u8],
-        now: Instant,
-    ) -> io::Result<Option<Ending>> {
+    /// Does what the readiness allows, within one turn: sends what waits,
+    /// reads and echoes what came, and finishes a half-close.
+    fn echo(&mut self, ready: Readiness, scratch: &mut [u8], now: Instant) -> io::Result<Turn> {
         self.readable |= ready.readable || ready.closing;
         self.closing |= ready.closing;
         if ready.writable && !self.unsent.is_empty() {
             self.send_unsent(now)?;
         }
+        let mut reads = 0;
         while self.readable && self.unsent.is_empty() && !self.input_ended {
+            if reads == READS_PER_TURN {
+                return Ok(Turn::Unfinished);
+            }
+            reads += 1;
             let read = match self.stream.read(scratch) {
                 Ok(0) => {
                     self.input_ended = true;
@@ -425,12 +463,12 @@ impl Connection {
                 Err(e) => return Err(e),
             };
             self.last_active = now;
-            self.echoed += read as u64;
             let written = match self.stream.write(&scratch[..read]) {
                 Ok(written) => written,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
                 Err(e) => return Err(e),
             };
+            self.echoed += written as u64;
             if written < read {
                 self.unsent = scratch[written..read].to_vec();
                 // Until a write would block, no event says when to go on.
@@ -445,9 +483,9 @@ impl Connection {
         if self.input_ended && self.unsent.is_empty() {
             // Everything read has been written back: finish the half-close.
             self.stream.shutdown(Shutdown::Write)?;
-            return Ok(Some(Ending::PeerClosed));
+            return Ok(Turn::Ended(Ending::PeerClosed));
         }
-        Ok(None)
+        Ok(Turn::Waiting)
     }
 
     /// Writes what the kernel did not take before, as far as it now goes.
@@ -464,6 +502,7 @@ impl Connection {
         }
         if sent > 0 {
             self.last_active = now;
+            self.echoed += sent as u64;
         }
         if sent == self.unsent.len() {
             // An idle connection owns no buffer.

@@ -167,7 +167,6 @@ async fn forward(
     mailbox: Mailbox,
     stopped: oneshot::Sender<()>,
 ) {
-    reloads.mark_unchanged();
     let mut watching = true;
     loop {
         tokio::select! {
