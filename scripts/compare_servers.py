@@ -165,9 +165,10 @@ def echo_client_bench(args, server, connections, size):
     host, port = server.address
     command = [
         "taskset", "--cpu-list", LOAD_CPU, args.echo_client, "bench", f"{host}:{port}",
-        "--json", "-c", str(connections), "-d", f"{args.duration}s", "-s", str(size),
+        "--json", "-c", str(connections), "-s", str(size),
+        "-d", f"{args.duration}s", "--warmup", f"{args.warmup}s",
     ]
-    report = run_json(command, "echo-client bench", args.duration + 60)
+    report = run_json(command, "echo-client bench", args.duration + args.warmup + 60)
     errors = report["errors"]
     if any(errors.values()):
         raise BenchError(f"echo-client bench saw errors: {errors}")

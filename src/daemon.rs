@@ -208,11 +208,11 @@ fn daemonize_failure(message: &str, options: &DaemonOptions) -> StartupError {
 fn finish_parent(report: Option<ParentReport>, options: &DaemonOptions) -> i32 {
     match report {
         Some(ParentReport::Ready { pid }) => {
-            println!(
-                "echo-server: running in the background as pid {pid} (pid file {})",
+            let output = format!(
+                "echo-server: running in the background as pid {pid} (pid file {})\n",
                 options.pid_file.display()
             );
-            exit_code::OK
+            crate::output::print("echo-server", output.as_bytes(), exit_code::OK)
         }
         Some(ParentReport::Failed { exit_code, message }) => {
             eprintln!("echo-server: error: {message}");

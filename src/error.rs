@@ -32,6 +32,8 @@ pub mod exit_code {
     pub const OS_ERROR: i32 = 71;
     /// The log directory or file cannot be created (EX_CANTCREAT).
     pub const CANT_CREATE: i32 = 73;
+    /// What was asked for could not be written to standard output (EX_IOERR).
+    pub const IO_ERROR: i32 = crate::output::IO_ERROR;
     /// Not allowed to bind the port (EX_NOPERM).
     pub const NO_PERMISSION: i32 = 77;
     /// The config file is invalid (EX_CONFIG).

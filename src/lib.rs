@@ -16,6 +16,7 @@ pub mod limits;
 pub mod listeners;
 pub mod logging;
 pub mod notify;
+pub mod output;
 pub mod readiness;
 pub mod server;
 pub mod shutdown;

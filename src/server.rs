@@ -23,6 +23,7 @@ use crate::limits::Limits;
 use crate::listeners::{Listeners, Origin};
 use crate::logging::Logging;
 use crate::notify::Notifier;
+use crate::output;
 use crate::shutdown::{RUNTIME_SHUTDOWN_TIMEOUT, ShutdownController};
 use crate::signals::{Request, Signals};
 use crate::udp;
@@ -59,11 +60,11 @@ fn run_to_exit(launch: Launch) -> i32 {
         Err(e) => return report(&e.into()),
     };
     if launch.check_config {
-        print!(
+        let output = format!(
             "# The configuration from {source} is valid. Effective settings:\n{}",
             config.to_toml()
         );
-        return exit_code::OK;
+        return output::print("echo-server", output.as_bytes(), exit_code::OK);
     }
     // Everything up to here runs in the foreground, where errors reach the
     // terminal (or the journal) directly.

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Launcher, round_trip, run_server};
+use common::{Launcher, SERVER, round_trip, run_server, with_lost_stdout};
 
 const SHIPPED_CONFIG: &str = include_str!("../config/echo-server.toml");
 const README: &str = include_str!("../README.md");
@@ -32,6 +32,26 @@ fn version_and_default_config() {
     );
     let (code, out, _) = run_server(&["--print-default-config"], &[]);
     assert_eq!((code, out.as_str()), (0, SHIPPED_CONFIG));
+}
+
+#[test]
+fn printing_to_a_lost_standard_output_does_not_crash() {
+    let print = || {
+        let mut command = std::process::Command::new(SERVER);
+        command.arg("--print-default-config");
+        command
+    };
+    let [(closed_code, closed_err), (full_code, full_err)] = with_lost_stdout(print);
+    assert_eq!(
+        (closed_code, closed_err.as_str()),
+        (0, ""),
+        "`| head` is fine"
+    );
+    assert_eq!(full_code, 74, "{full_err}");
+    assert!(
+        full_err.contains("cannot write to standard output"),
+        "{full_err}"
+    );
 }
 
 #[test]

@@ -13,10 +13,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Finished, PATIENCE, Server, TestDir, finish_with_patience, random_bytes};
+use common::{
+    Finished, PATIENCE, Server, TestDir, finish_with_patience, random_bytes, with_lost_stdout,
+};
 use serde_json::Value;
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_echo-client");
+/// Far longer than a bench of half a second or so takes to end, far
+/// shorter than the harness's patience: a run that stops late is caught.
+const SHORT_RUN: Duration = Duration::from_secs(5);
 
 fn json(run: &Finished) -> Value {
     serde_json::from_slice(&run.stdout)
@@ -625,6 +630,7 @@ fn retries_repeat_an_attempt_that_timed_out() {
 #[test]
 fn bench_stops_at_its_duration_even_at_a_low_rate() {
     let server = Server::start("");
+    let started = Instant::now();
     let run = client(&[
         "bench",
         &server.addr().to_string(),
@@ -641,7 +647,7 @@ fn bench_stops_at_its_duration_even_at_a_low_rate() {
     // One batch every half second per connection: at most one each.
     assert!(report["requests"].as_u64().unwrap() <= 50, "{report}");
     assert!(
-        report["duration_s"].as_f64().unwrap() < 5.0,
+        started.elapsed() < SHORT_RUN,
         "ran past its duration: {report}"
     );
 }
@@ -650,6 +656,7 @@ fn bench_stops_at_its_duration_even_at_a_low_rate() {
 fn bench_counts_echoes_that_never_come_as_timeouts_and_reconnects() {
     // Falls silent after the first echo, keeping the connection open.
     let (target, accepted) = echoing_the_first_message_then(|_| std::thread::sleep(PATIENCE));
+    let started = Instant::now();
     let run = client(&[
         "bench",
         &target.to_string(),
@@ -674,9 +681,74 @@ fn bench_counts_echoes_that_never_come_as_timeouts_and_reconnects() {
     // The probe, two connections, and at least one new one after a timeout each.
     assert!(accepted.load(Ordering::SeqCst) >= 5, "{report}");
     assert!(
-        report["duration_s"].as_f64().unwrap() < 5.0,
+        started.elapsed() < SHORT_RUN,
         "ran past its duration: {report}"
     );
+}
+
+#[test]
+fn a_lost_standard_output_keeps_the_verdict() {
+    let server = Server::start("");
+    let up = server.addr().to_string();
+    let down = closed_port().to_string();
+    for (args, verdict) in [
+        (&["check", &up, "--json"][..], 0),
+        (&["check", &down], 2),
+        (&["send", "-t", &up, "hello"], 0),
+        (&["bench", &up, "-c", "1", "-d", "100ms", "--json"], 0),
+    ] {
+        let run = || {
+            let mut command = Command::new(CLIENT);
+            command.args(args);
+            command
+        };
+        let [(closed_code, closed_err), (full_code, full_err)] = with_lost_stdout(run);
+        assert_eq!(closed_code, verdict, "{args:?} | head: {closed_err}");
+        assert!(!closed_err.contains("panic"), "{args:?}: {closed_err}");
+        // A full disk loses the result: only a success turns into 74.
+        let expected = if verdict == 0 { 74 } else { verdict };
+        assert_eq!(full_code, expected, "{args:?} > /dev/full: {full_err}");
+        assert!(
+            full_err.contains("cannot write to standard output"),
+            "{args:?}: {full_err}"
+        );
+    }
+}
+
+#[test]
+fn bench_counts_nothing_of_its_warmup() {
+    // Echoes each connection's first message, then falls silent: with a
+    // warm-up, those first round trips are all there was, and none counts.
+    let (target, _) = echoing_the_first_message_then(|_| std::thread::sleep(PATIENCE));
+    let bench = |warmup: &str| {
+        let run = client(&[
+            "bench",
+            &target.to_string(),
+            "-c",
+            "2",
+            "-d",
+            "500ms",
+            "--warmup",
+            warmup,
+            "--timeout",
+            "10s",
+            "--json",
+        ]);
+        (run.code, json(&run))
+    };
+    let (code, report) = bench("0s");
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["requests"], 2, "{report}");
+
+    let (code, report) = bench("2s");
+    assert_eq!(
+        code, 3,
+        "nothing was answered in the measured window: {report}"
+    );
+    assert_eq!(report["requests"], 0, "{report}");
+    assert_eq!(report["warmup_s"], 2.0, "{report}");
+    assert_eq!(report["duration_s"], 0.5, "{report}");
+    assert_eq!(report["errors"]["timeout"], 0, "{report}");
 }
 
 #[test]

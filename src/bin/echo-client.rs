@@ -98,9 +98,12 @@ struct BenchArgs {
     /// Concurrent connections (UDP: sockets).
     #[arg(short, long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     connections: u32,
-    /// How long to run.
+    /// How long to count and time round trips.
     #[arg(short, long, default_value = "10s", value_name = "DURATION")]
     duration: HumanDuration,
+    /// Run this long first without counting (connecting, warming up).
+    #[arg(long, default_value = "0s", value_name = "DURATION")]
+    warmup: HumanDuration,
     /// Bytes per message.
     #[arg(short, long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=16 * 1024 * 1024))]
     size: u32,
@@ -257,6 +260,7 @@ fn bench_options(args: BenchArgs) -> BenchOptions {
         udp: args.udp,
         connections: args.connections as usize,
         duration: positive(args.duration, "--duration"),
+        warmup: args.warmup.0,
         size: args.size as usize,
         rate: args.rate,
         pipeline: args.pipeline as usize,

@@ -64,8 +64,12 @@ fn main() {
         }
     };
     if args.print_default_config {
-        print!("{}", echo_service::config::DEFAULT_CONFIG_TOML);
-        return;
+        let default = echo_service::config::DEFAULT_CONFIG_TOML.as_bytes();
+        std::process::exit(echo_service::output::print(
+            "echo-server",
+            default,
+            exit_code::OK,
+        ));
     }
     #[cfg(unix)]
     let (daemon, pid_file) = (args.daemon, args.pid_file);

@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::{Failure, MAX_UDP_PAYLOAD, Verdict, exit_code, judge_echo, tcp_echo, udp_echo};
+use super::{
+    Failure, MAX_UDP_PAYLOAD, Verdict, exit_code, judge_echo, print_result, tcp_echo, udp_echo,
+};
 use crate::address::HostPort;
 use load::{Counters, Plan};
 
@@ -34,7 +36,11 @@ pub struct BenchOptions {
     pub target: HostPort,
     pub udp: bool,
     pub connections: usize,
+    /// How long round trips are counted and timed.
     pub duration: Duration,
+    /// How long the load runs first without being counted: connecting,
+    /// and the first round trips while caches and buffers fill.
+    pub warmup: Duration,
     /// Bytes per message.
     pub size: usize,
     /// Requests per second over all connections; `None` runs flat out.
@@ -57,6 +63,7 @@ pub struct BenchReport {
     pub size: usize,
     pub pipeline: usize,
     pub rate: Option<f64>,
+    pub warmup_s: f64,
     pub duration_s: f64,
     pub requests: u64,
     pub requests_per_s: f64,
@@ -96,10 +103,14 @@ impl BenchOptions {
     /// and its memory bounded.
     pub fn validate(&self) -> Result<(), String> {
         if Instant::now()
-            .checked_add(self.duration + self.timeout)
+            .checked_add(
+                self.duration
+                    .saturating_add(self.warmup)
+                    .saturating_add(self.timeout),
+            )
             .is_none()
         {
-            return Err("--duration is too long".to_string());
+            return Err("--duration or --warmup is too long".to_string());
         }
         let batch = self.pipeline.saturating_mul(self.size);
         if batch > MAX_BATCH_BYTES {
@@ -155,6 +166,7 @@ pub async fn run(options: BenchOptions) -> i32 {
     };
     let counters = Arc::new(Counters::default());
     let started = Instant::now();
+    let measured_from = started + options.warmup;
     let plan = Arc::new(Plan {
         addr,
         udp: options.udp,
@@ -162,9 +174,10 @@ pub async fn run(options: BenchOptions) -> i32 {
         pipeline: options.pipeline,
         timeout: options.timeout,
         interval: options.batch_interval(),
-        deadline: started + options.duration,
+        measured_from,
+        deadline: measured_from + options.duration,
     });
-    let progress = Progress::start(&options, Arc::clone(&counters), started);
+    let progress = Progress::start(&plan, Arc::clone(&counters), started);
     let threads = options.threads.clamp(1, options.connections);
     let connections = options.connections;
     let shared = Arc::clone(&counters);
@@ -212,7 +225,6 @@ pub async fn run(options: BenchOptions) -> i32 {
     })
     .await
     .expect("the load does not panic");
-    let elapsed = started.elapsed();
     progress.finish();
     let histogram = match loaded {
         Ok(histogram) => histogram,
@@ -222,16 +234,13 @@ pub async fn run(options: BenchOptions) -> i32 {
         }
     };
 
-    let report = build_report(&options, &counters, &histogram, elapsed);
-    if options.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("a report serializes")
-        );
+    let report = build_report(&options, &counters, &histogram);
+    let output = if options.json {
+        serde_json::to_string_pretty(&report).expect("a report serializes") + "\n"
     } else {
-        print!("{}", render(&report, &histogram));
-    }
-    report.exit_code
+        render(&report, &histogram)
+    };
+    print_result(output.as_bytes(), report.exit_code)
 }
 
 /// The first of the target's addresses that echoes, within the timeout.
@@ -252,11 +261,12 @@ struct Progress {
 }
 
 impl Progress {
-    fn start(options: &BenchOptions, counters: Arc<Counters>, started: Instant) -> Progress {
+    fn start(plan: &Plan, counters: Arc<Counters>, started: Instant) -> Progress {
         if !std::io::stderr().is_terminal() {
             return Progress { bar: None };
         }
-        let total_ms = options.duration.as_millis() as u64;
+        let (measured_from, deadline) = (plan.measured_from, plan.deadline);
+        let total_ms = (deadline - started).as_millis() as u64;
         let bar = indicatif::ProgressBar::new(total_ms);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
@@ -269,12 +279,16 @@ impl Progress {
             let mut tick = tokio::time::interval(Duration::from_millis(200));
             loop {
                 tick.tick().await;
-                let elapsed = started.elapsed();
+                let now = Instant::now();
+                ticking.set_position(((now - started).as_millis() as u64).min(total_ms));
+                if now < measured_from {
+                    ticking.set_message("warming up");
+                    continue;
+                }
                 let requests = counters.requests.load(Ordering::Relaxed);
-                ticking.set_position((elapsed.as_millis() as u64).min(total_ms));
                 ticking.set_message(format!(
                     "{requests} requests, {:.0}/s",
-                    requests as f64 / elapsed.as_secs_f64().max(1e-9)
+                    requests as f64 / (now - measured_from).as_secs_f64().max(1e-9)
                 ));
             }
         });
@@ -295,10 +309,11 @@ fn build_report(
     options: &BenchOptions,
     counters: &Counters,
     histogram: &Histogram<u64>,
-    elapsed: Duration,
 ) -> BenchReport {
     let requests = counters.requests.load(Ordering::Relaxed);
-    let seconds = elapsed.as_secs_f64().max(1e-9);
+    // Exactly the measured window: only round trips that ended in it count,
+    // so neither connecting nor closing the connections dilutes the rate.
+    let seconds = options.duration.as_secs_f64();
     let ms = |nanos: u64| round_to_microseconds(nanos as f64 / 1e6);
     let errors = ErrorSummary {
         connect: counters.connect_errors.load(Ordering::Relaxed),
@@ -325,6 +340,7 @@ fn build_report(
         size: options.size,
         pipeline: options.pipeline,
         rate: options.rate,
+        warmup_s: options.warmup.as_secs_f64(),
         duration_s: seconds,
         requests,
         requests_per_s: (requests as f64 / seconds).round(),
@@ -352,11 +368,16 @@ fn render(report: &BenchReport, histogram: &Histogram<u64>) -> String {
     let rate = report.rate.map_or("as fast as possible".to_string(), |r| {
         format!("{r} requests/s")
     });
+    let warmup = if report.warmup_s > 0.0 {
+        format!(" after {:.2} s warm-up", report.warmup_s)
+    } else {
+        String::new()
+    };
     let latency = &report.latency_ms;
     let errors = &report.errors;
     let mut out = format!(
         "Target:     {} over {}\n\
-         Load:       {} connections, {}-byte messages, pipeline {}, {rate}, {:.2} s\n\
+         Load:       {} connections, {}-byte messages, pipeline {}, {rate}, {:.2} s{warmup}\n\
          Requests:   {} ({:.1}/s), every echo verified\n\
          Throughput: {:.2} MB/s each way\n\
          Errors:     connect {}, I/O {}, timeout {}, mismatch {}\n\n\
@@ -434,6 +455,7 @@ mod tests {
             udp: false,
             connections: 10,
             duration: Duration::from_secs(1),
+            warmup: Duration::ZERO,
             size: 64,
             rate: None,
             pipeline: 1,
@@ -467,6 +489,13 @@ mod tests {
             (
                 BenchOptions {
                     duration: Duration::MAX / 2,
+                    ..options.clone()
+                },
+                "too long",
+            ),
+            (
+                BenchOptions {
+                    warmup: Duration::MAX / 2,
                     ..options.clone()
                 },
                 "too long",

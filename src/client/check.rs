@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::bench::round_to_microseconds;
-use super::{Failure, Verdict, judge_echo, tcp_echo, udp_echo};
+use super::{Failure, Verdict, judge_echo, print_result, tcp_echo, udp_echo};
 use crate::address::HostPort;
 
 #[derive(Debug, Clone)]
@@ -77,21 +77,19 @@ pub async fn run(options: CheckOptions) -> i32 {
     let worst = reports
         .iter()
         .fold(Verdict::Healthy, |worst, r| worst.worst(r.verdict));
-    if options.json {
+    let output = if options.json {
         let report = Report {
             exit_code: worst.exit_code(),
             targets: &reports,
         };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("a report serializes")
-        );
+        serde_json::to_string_pretty(&report).expect("a report serializes") + "\n"
     } else {
-        for report in &reports {
-            println!("{}", human_line(report));
-        }
-    }
-    worst.exit_code()
+        reports
+            .iter()
+            .map(|report| human_line(report) + "\n")
+            .collect()
+    };
+    print_result(output.as_bytes(), worst.exit_code())
 }
 
 fn human_line(report: &TargetReport) -> String {

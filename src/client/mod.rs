@@ -52,7 +52,12 @@ pub mod exit_code {
     /// `bench` could not start its load threads (EX_OSERR).
     pub const OS_ERROR: i32 = 71;
     /// Reading standard input or writing standard output failed (EX_IOERR).
-    pub const LOCAL_IO: i32 = 74;
+    pub const LOCAL_IO: i32 = crate::output::IO_ERROR;
+}
+
+/// Prints a subcommand's result; see [`crate::output::print`].
+fn print_result(output: &[u8], code: i32) -> i32 {
+    crate::output::print("echo-client", output, code)
 }
 
 /// How an exchange ended. With several, the worst one decides the exit

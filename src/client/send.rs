@@ -1,10 +1,10 @@
 //! `echo-client send`: one message, its echo printed, and an exit code that
 //! says whether the echo was exact.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::time::Duration;
 
-use super::{exit_code, hexdump::hexdump, judge_echo, tcp_echo, udp_echo};
+use super::{exit_code, hexdump::hexdump, judge_echo, print_result, tcp_echo, udp_echo};
 use crate::address::HostPort;
 
 #[derive(Debug, Clone)]
@@ -30,31 +30,25 @@ pub async fn run(options: SendOptions) -> i32 {
             return failure.verdict.exit_code();
         }
     };
-    // What came back is printed even when it is wrong: it is the evidence.
-    print_echo(&echo, options.hex);
-    match judge_echo(&options.message, &echo) {
+    let code = match judge_echo(&options.message, &echo) {
         Ok(()) => exit_code::OK,
         Err(failure) => {
             eprintln!("echo-client: {}: {failure}", options.target);
             failure.verdict.exit_code()
         }
-    }
+    };
+    // What came back is printed even when it is wrong: it is the evidence.
+    print_result(&shown(echo, options.hex), code)
 }
 
-fn print_echo(echo: &[u8], hex: bool) {
-    let mut stdout = std::io::stdout().lock();
-    let _ = if hex {
-        stdout.write_all(hexdump(echo).as_bytes())
-    } else {
-        // Raw bytes for pipes; on a terminal, end the line for the prompt.
-        let newline = stdout.is_terminal() && !echo.is_empty() && !echo.ends_with(b"\n");
-        stdout.write_all(echo).and_then(|()| {
-            if newline {
-                stdout.write_all(b"\n")
-            } else {
-                Ok(())
-            }
-        })
-    };
-    let _ = stdout.flush();
+/// The echo as printed: raw bytes for pipes, with a newline added on a
+/// terminal so the prompt starts on a line of its own; or a hex dump.
+fn shown(mut echo: Vec<u8>, hex: bool) -> Vec<u8> {
+    if hex {
+        return hexdump(&echo).into_bytes();
+    }
+    if std::io::stdout().is_terminal() && !echo.is_empty() && !echo.ends_with(b"\n") {
+        echo.push(b'\n');
+    }
+    echo
 }

@@ -367,6 +367,37 @@ pub fn finish_within(mut command: Command, input: &[u8], patience: Duration) -> 
     }
 }
 
+/// How a command ends when its standard output is a pipe nobody reads any
+/// more (`| head`), and when it is a full disk (`/dev/full`): for each, the
+/// exit code and standard error.
+pub fn with_lost_stdout(command: impl Fn() -> Command) -> [(i32, String); 2] {
+    let closed_pipe = || {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        Stdio::from(writer)
+    };
+    let full_disk = || Stdio::from(std::fs::File::create("/dev/full").unwrap());
+    [closed_pipe(), full_disk()].map(|stdout| {
+        let mut child = command()
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        (
+            wait_within(&mut child, PATIENCE).code().unwrap_or(-1),
+            stderr,
+        )
+    })
+}
+
 /// Runs the server binary to completion with `args` and returns
 /// (exit code, stdout, stderr).
 pub fn run_server(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {

@@ -49,6 +49,9 @@ pub struct Plan {
     pub timeout: Duration,
     /// Time between one connection's batches under `--rate`.
     pub interval: Option<Duration>,
+    /// Round trips that end before this are warm-up: they run, but are
+    /// neither counted nor timed.
+    pub measured_from: Instant,
     pub deadline: Instant,
 }
 
@@ -203,7 +206,12 @@ impl Driver<'_> {
         }
     }
 
-    fn record(&mut self, latency: Duration) {
+    /// Counts a round trip whose echo arrived at `arrived`, if that falls
+    /// in the measured window.
+    fn record(&mut self, arrived: Instant, latency: Duration) {
+        if arrived < self.plan.measured_from || arrived >= self.plan.deadline {
+            return;
+        }
         let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX).max(1);
         self.latencies.saturating_record(nanos);
         self.answered += 1;
@@ -511,7 +519,7 @@ impl Connection {
         let whole_before = self.echoed / size;
         self.echoed += got;
         for _ in whole_before..self.echoed / size {
-            driver.record(self.latency(now));
+            driver.record(now, self.latency(now));
         }
         if self.echoed == self.batch.len() {
             self.next_batch(token, driver, now);
@@ -541,7 +549,7 @@ impl Connection {
         };
         match self.batch.answer(&driver.scratch[..len]) {
             Answer::Expected => {
-                driver.record(self.latency(now));
+                driver.record(now, self.latency(now));
                 self.echoed += 1;
                 if self.echoed == self.batch.messages() {
                     self.next_batch(token, driver, now);
