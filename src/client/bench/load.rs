@@ -28,14 +28,17 @@ use hdrhistogram::Histogram;
 use mio::net::{TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
 
-use super::batch::{Answer, Batch};
-use crate::client::{Failure, MAX_DATAGRAM, Verdict, udp_local_for};
+use super::batch::{Answer, Batch, Outbox};
+use crate::client::{Failure, MAX_DATAGRAM, MAX_UDP_PAYLOAD, Verdict, udp_local_for};
 use crate::readiness::{Readiness, SHORT_READ_DRAINS};
 
 /// Pause before reconnecting after a failure, so a dead server is not hammered.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 /// The most of an echo read at once.
 const READ_WINDOW: usize = 64 * 1024;
+/// The most of a batch written at once: a whole datagram at the least.
+const WRITE_WINDOW: usize = 64 * 1024;
+const _: () = assert!(WRITE_WINDOW >= MAX_UDP_PAYLOAD);
 /// Readiness events taken from the kernel per wake-up.
 const EVENTS_PER_POLL: usize = 1024;
 
@@ -91,7 +94,8 @@ pub fn run(
         counters,
         latencies: latency_histogram(),
         answered: 0,
-        scratch: vec![0; READ_WINDOW.max(MAX_DATAGRAM) + 1].into_boxed_slice(),
+        inbox: vec![0; READ_WINDOW.max(MAX_DATAGRAM) + 1].into_boxed_slice(),
+        outbox: Outbox::new(&plan.block, WRITE_WINDOW),
         waiting: BinaryHeap::new(),
         next_sweep: None,
     };
@@ -121,10 +125,11 @@ struct Driver<'a> {
     latencies: Histogram<u64>,
     /// Round trips completed since the shared counter last heard of them.
     answered: u64,
-    /// Where bytes are put together to be sent, and echoes read to be
-    /// checked: one buffer for all connections, so that it stays in the
+    /// Where echoes are read to be checked, and where batches are written
+    /// from: one of each for all connections, so that they stay in the
     /// CPU's cache.
-    scratch: Box<[u8]>,
+    inbox: Box<[u8]>,
+    outbox: Outbox,
     /// Connections paced by `--rate` or paused after a failure, by when
     /// they go on.
     waiting: BinaryHeap<Reverse<(Instant, usize)>>,
@@ -379,7 +384,7 @@ impl Connection {
                 }
             },
             (Phase::InFlight, Some(_)) if ready.writable && !self.all_sent() => {
-                if let Err(failure) = self.send(&mut driver.scratch) {
+                if let Err(failure) = self.send(&mut driver.outbox) {
                     return self.fail(token, driver, failure, now);
                 }
             }
@@ -438,7 +443,7 @@ impl Connection {
         if driver.next_sweep.is_none() {
             driver.watch(now + driver.plan.timeout);
         }
-        if let Err(failure) = self.send(&mut driver.scratch) {
+        if let Err(failure) = self.send(&mut driver.outbox) {
             self.fail(token, driver, failure, now);
         }
     }
@@ -454,17 +459,13 @@ impl Connection {
     /// fit in the socket buffer and go at once; the rest goes as the echo
     /// is read, since a batch larger than the socket buffers would never
     /// finish writing.
-    fn send(&mut self, scratch: &mut [u8]) -> Result<(), Failure> {
+    fn send(&mut self, outbox: &mut Outbox) -> Result<(), Failure> {
         let size = self.batch.size();
         while !self.all_sent() {
             let written = match &mut self.socket {
-                Some(Socket::Tcp(stream)) => {
-                    let len = self.batch.copy_from(self.sent, scratch);
-                    stream.write(&scratch[..len])
-                }
+                Some(Socket::Tcp(stream)) => stream.write(self.batch.outgoing(self.sent, outbox)),
                 Some(Socket::Udp(socket)) => {
-                    let message = &mut scratch[..size];
-                    self.batch.copy_from(self.sent * size, message);
+                    let message = &self.batch.outgoing(self.sent * size, outbox)[..size];
                     socket.send(message).map(|_| 1)
                 }
                 None => unreachable!("a batch goes out only on an open connection"),
@@ -495,7 +496,7 @@ impl Connection {
         // short one, which shows the socket is drained: no read that fails
         // with WouldBlock after every echo.
         let asked = expected.min(READ_WINDOW) + 1;
-        let got = match stream.read(&mut driver.scratch[..asked]) {
+        let got = match stream.read(&mut driver.inbox[..asked]) {
             Ok(0) => {
                 return Err(Failure::mismatch(
                     "the server closed the connection mid-echo",
@@ -509,7 +510,7 @@ impl Connection {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(Failure::io(&e)),
         };
-        if got > expected || !self.batch.matches(self.echoed, &driver.scratch[..got]) {
+        if got > expected || !self.batch.matches(self.echoed, &driver.inbox[..got]) {
             return Err(Failure::mismatch("wrong echo"));
         }
         if got < asked && SHORT_READ_DRAINS && !self.closing {
@@ -538,7 +539,7 @@ impl Connection {
         let Some(Socket::Udp(socket)) = &self.socket else {
             unreachable!("only a UDP socket receives datagrams");
         };
-        let len = match socket.recv(&mut driver.scratch) {
+        let len = match socket.recv(&mut driver.inbox) {
             Ok(len) => len,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.readable = false;
@@ -547,7 +548,7 @@ impl Connection {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(Failure::io(&e)),
         };
-        match self.batch.answer(&driver.scratch[..len]) {
+        match self.batch.answer(&driver.inbox[..len]) {
             Answer::Expected => {
                 driver.record(now, self.latency(now));
                 self.echoed += 1;
