@@ -208,11 +208,14 @@ fn daemonize_failure(message: &str, options: &DaemonOptions) -> StartupError {
 fn finish_parent(report: Option<ParentReport>, options: &DaemonOptions) -> i32 {
     match report {
         Some(ParentReport::Ready { pid }) => {
-            let output = format!(
-                "echo-server: running in the background as pid {pid} (pid file {})\n",
+            // The daemon is up whether or not this line can be shown: a
+            // failed start must not be reported for a running daemon.
+            let _ = writeln!(
+                std::io::stdout(),
+                "echo-server: running in the background as pid {pid} (pid file {})",
                 options.pid_file.display()
             );
-            crate::output::print("echo-server", output.as_bytes(), exit_code::OK)
+            exit_code::OK
         }
         Some(ParentReport::Failed { exit_code, message }) => {
             eprintln!("echo-server: error: {message}");

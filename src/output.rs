@@ -3,7 +3,9 @@
 //! Why a module of its own: `println!` panics when standard output is gone,
 //! and both binaries print results that scripts pipe on (`| head`, `| jq`)
 //! or redirect to files that can fill up. Neither should crash, and a
-//! result that could not be written should not pass for success.
+//! result that could not be written should not pass for success. (A
+//! standard output that was closed outright, `>&-`, is not noticed: Rust's
+//! standard library treats writes to it as done.)
 
 use std::io::{self, Write};
 
@@ -20,7 +22,11 @@ pub fn print(program: &str, output: &[u8], code: i32) -> i32 {
         Ok(()) => code,
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => code,
         Err(e) => {
-            eprintln!("{program}: cannot write to standard output: {e}");
+            // Not eprintln!, which would panic if standard error is lost too.
+            let _ = writeln!(
+                io::stderr(),
+                "{program}: cannot write to standard output: {e}"
+            );
             if code == 0 { IO_ERROR } else { code }
         }
     }

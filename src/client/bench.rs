@@ -102,14 +102,12 @@ impl BenchOptions {
     /// Checks what the command line cannot: limits that keep the run finite
     /// and its memory bounded.
     pub fn validate(&self) -> Result<(), String> {
-        if Instant::now()
-            .checked_add(
-                self.duration
-                    .saturating_add(self.warmup)
-                    .saturating_add(self.timeout),
-            )
-            .is_none()
-        {
+        // Room for the probe before the run and a timeout armed at its end.
+        let longest = self
+            .duration
+            .saturating_add(self.warmup)
+            .saturating_add(self.timeout.saturating_mul(2));
+        if Instant::now().checked_add(longest).is_none() {
             return Err("--duration or --warmup is too long".to_string());
         }
         let batch = self.pipeline.saturating_mul(self.size);

@@ -39,26 +39,28 @@ fn stamp_of(sequence: u64) -> [u8; STAMP_LEN] {
     stamp
 }
 
-/// A load thread's outgoing bytes: the block repeated, long enough that
-/// any stretch of a batch up to `window` bytes stands at the same place in
-/// every batch of that size, whatever its stamps.
+/// A load thread's outgoing bytes, written at most `window` at a time.
+/// Messages no larger than a window stand repeated, long enough that any
+/// stretch of a batch, several messages at once, stands at the same place
+/// in every batch, whatever its stamps. Of a larger message only the first
+/// window is here, for its stamp: the rest goes out from the block itself,
+/// so the outbox stays small whatever the message size.
 pub struct Outbox {
     bytes: Box<[u8]>,
     window: usize,
 }
 
 impl Outbox {
-    /// An outbox for batches of messages of `block`, written at most
-    /// `window` bytes at a time.
     pub fn new(block: &[u8], window: usize) -> Outbox {
-        // A stretch starts within its first message: at most one message
-        // before its window.
-        let bytes = block
-            .iter()
-            .copied()
-            .cycle()
-            .take(block.len() - 1 + window)
-            .collect();
+        assert!(window >= STAMP_LEN, "a stamp fits in one write");
+        let len = if block.len() <= window {
+            // A stretch starts within its first message: at most one
+            // message before its window.
+            block.len() - 1 + window
+        } else {
+            window
+        };
+        let bytes = block.iter().copied().cycle().take(len).collect();
         Outbox { bytes, window }
     }
 }
@@ -123,12 +125,36 @@ impl Batch {
         }
     }
 
-    /// The batch's bytes from `offset` on, as many as the outbox's window
-    /// holds, ready in `outbox` to be written.
-    pub fn outgoing<'o>(&self, offset: usize, outbox: &'o mut Outbox) -> &'o [u8] {
+    /// The batch's bytes from `offset` on, as many as one write takes,
+    /// ready to be written.
+    pub fn outgoing<'a>(&'a self, offset: usize, outbox: &'a mut Outbox) -> &'a [u8] {
+        self.stretch(offset, self.len() - offset, outbox)
+    }
+
+    /// Message `index` of the batch, whole, ready to be sent as one
+    /// datagram; a datagram is never larger than the outbox's window.
+    pub fn message<'a>(&'a self, index: usize, outbox: &'a mut Outbox) -> &'a [u8] {
         let size = self.size();
-        let end = self.len().min(offset + outbox.window);
+        let message = self.stretch(index * size, size, outbox);
+        assert_eq!(message.len(), size, "a datagram fits in one write");
+        message
+    }
+
+    /// At most `wanted` of the batch's bytes from `offset` on, and no more
+    /// than one write takes.
+    fn stretch<'a>(&'a self, offset: usize, wanted: usize, outbox: &'a mut Outbox) -> &'a [u8] {
+        let size = self.size();
         let within = offset % size;
+        let wanted = wanted.min(outbox.window);
+        let end = if size <= outbox.window {
+            offset + wanted
+        } else if within >= outbox.window {
+            // Past a large message's stamp: straight from the block.
+            return &self.block[within..size.min(within + wanted)];
+        } else {
+            // A large message's first window, stamp and all.
+            (offset - within + outbox.window).min(offset + wanted)
+        };
         let out = &mut outbox.bytes[within..within + end - offset];
         // Each stamp, where it falls between `offset` and `end`.
         for (message, stamp) in self.stamps.iter().enumerate().skip(offset / size) {
@@ -209,14 +235,14 @@ mod tests {
     use super::*;
 
     fn message(batch: &Batch, index: usize) -> Vec<u8> {
-        let mut outbox = Outbox::new(&batch.block, batch.size());
-        batch.outgoing(index * batch.size(), &mut outbox).to_vec()
+        let mut outbox = Outbox::new(&batch.block, batch.size().max(STAMP_LEN));
+        batch.message(index, &mut outbox).to_vec()
     }
 
-    /// The rest of the batch from `offset`, as writes from an outbox with
-    /// a small window would send it.
-    fn written_from(batch: &Batch, offset: usize) -> Vec<u8> {
-        let mut outbox = Outbox::new(&batch.block, batch.size() + 3);
+    /// The rest of the batch from `offset`, as writes of at most `window`
+    /// bytes would send it.
+    fn written_from(batch: &Batch, offset: usize, window: usize) -> Vec<u8> {
+        let mut outbox = Outbox::new(&batch.block, window);
         let mut out = Vec::new();
         while offset + out.len() < batch.len() {
             out.extend_from_slice(batch.outgoing(offset + out.len(), &mut outbox));
@@ -275,8 +301,12 @@ mod tests {
             batch.stamp();
             let whole: Vec<u8> = (0..3).flat_map(|i| message(&batch, i)).collect();
             assert_eq!(whole.len(), batch.len());
-            for offset in 0..whole.len() {
-                assert_eq!(written_from(&batch, offset), whole[offset..], "size {size}");
+            // Windows that hold several messages, and less than one.
+            for window in [16, 21, (size + 3).max(16)] {
+                for offset in 0..whole.len() {
+                    let written = written_from(&batch, offset, window);
+                    assert_eq!(written, whole[offset..], "size {size}, window {window}");
+                }
             }
         }
     }
@@ -289,7 +319,7 @@ mod tests {
         for batch in &mut batches {
             batch.stamp();
         }
-        let wholes = batches.each_ref().map(|batch| written_from(batch, 0));
+        let wholes = batches.each_ref().map(|batch| written_from(batch, 0, 64));
         // Interleaved writes from one outbox, at offsets in and out of step.
         for offset in [0, 7, 16, 39, 40, 41, 95, 119] {
             for (batch, whole) in batches.iter().zip(&wholes) {
@@ -307,7 +337,7 @@ mod tests {
     fn echoes_match_only_the_bytes_sent_at_their_offset() {
         let mut batch = Batch::new(shared_block(20), 2, 3);
         batch.stamp();
-        let whole = written_from(&batch, 0);
+        let whole = written_from(&batch, 0, 64);
         for offset in 0..whole.len() {
             for end in offset + 1..=whole.len() {
                 assert!(batch.matches(offset, &whole[offset..end]));

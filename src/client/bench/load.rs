@@ -460,14 +460,12 @@ impl Connection {
     /// is read, since a batch larger than the socket buffers would never
     /// finish writing.
     fn send(&mut self, outbox: &mut Outbox) -> Result<(), Failure> {
-        let size = self.batch.size();
         while !self.all_sent() {
             let written = match &mut self.socket {
                 Some(Socket::Tcp(stream)) => stream.write(self.batch.outgoing(self.sent, outbox)),
-                Some(Socket::Udp(socket)) => {
-                    let message = &self.batch.outgoing(self.sent * size, outbox)[..size];
-                    socket.send(message).map(|_| 1)
-                }
+                Some(Socket::Udp(socket)) => socket
+                    .send(self.batch.message(self.sent, outbox))
+                    .map(|_| 1),
                 None => unreachable!("a batch goes out only on an open connection"),
             };
             match written {
