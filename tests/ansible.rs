@@ -147,7 +147,7 @@ fn check_hosts(hosts: &Path) -> Finished {
 
 #[test]
 fn the_role_deploys_three_hosts_idempotently_and_reloads_only_what_changed() {
-    let fleet = Fleet::boot();
+    let mut fleet = Fleet::boot();
     let inventory = fleet.inventory(|_| String::new());
     let first = fleet.playbook(&inventory);
     assert!(
@@ -172,18 +172,17 @@ fn the_role_deploys_three_hosts_idempotently_and_reloads_only_what_changed() {
     );
 
     // A config change on one host reloads that host, and only it.
-    let pids: Vec<String> = fleet
-        .hosts
-        .iter()
-        .map(|(h, _)| h.ssh_ok("systemctl show -p MainPID --value echo-server"))
-        .collect();
-    let changed_inventory = fleet.inventory(|i| {
+    let main_pid =
+        |host: &SystemdHost| host.ssh_ok("systemctl show -p MainPID --value echo-server");
+    let pids: Vec<String> = fleet.hosts.iter().map(|(h, _)| main_pid(h)).collect();
+    let shorter_idle_timeout_on_host1 = |i: usize| {
         if i == 1 {
-            "echo_server_idle_timeout=1m".into()
+            "echo_server_idle_timeout=1m".to_string()
         } else {
             String::new()
         }
-    });
+    };
+    let changed_inventory = fleet.inventory(shorter_idle_timeout_on_host1);
     // --check --diff shows the change and makes none.
     let dry = fleet.playbook_with(&changed_inventory, &["--check", "--diff"]);
     assert!(
@@ -208,12 +207,26 @@ fn the_role_deploys_three_hosts_idempotently_and_reloads_only_what_changed() {
             .contains("idle_timeout = \"1m\"")
     );
     for ((host, _), pid) in fleet.hosts.iter().zip(&pids) {
-        assert_eq!(
-            &host.ssh_ok("systemctl show -p MainPID --value echo-server"),
-            pid,
-            "restarted, not reloaded"
-        );
+        assert_eq!(&main_pid(host), pid, "restarted, not reloaded");
     }
+
+    // A new port takes a restart: a reload would keep the old one, and the
+    // role's own check of the new one would fail.
+    fleet.hosts[0].1 = free_port();
+    let moved_inventory = fleet.inventory(shorter_idle_timeout_on_host1);
+    let fourth = fleet.playbook(&moved_inventory);
+    assert_eq!(
+        changed(&fourth.stdout())[1..],
+        [0, 0],
+        "{}",
+        fourth.stdout()
+    );
+    assert_ne!(
+        main_pid(&fleet.hosts[0].0),
+        pids[0],
+        "restarted for its new port"
+    );
+    assert_eq!(main_pid(&fleet.hosts[1].0), pids[1]);
 
     // The fleet checked at once; then one host stopped is the one reported.
     let hosts = fleet.hosts_file();
@@ -233,7 +246,7 @@ fn the_role_deploys_three_hosts_idempotently_and_reloads_only_what_changed() {
 
     // A host that goes away is reported; the others are still served.
     fleet.hosts[2].0.power_off();
-    let partial = fleet.run_playbook(&changed_inventory, &[]);
+    let partial = fleet.run_playbook(&moved_inventory, &[]);
     assert_ne!(
         partial.code,
         0,
