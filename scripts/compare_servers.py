@@ -18,6 +18,8 @@ other, on loopback, so the server's cost is measured alone:
   started, with many connections that have each echoed one byte.
 * client: `echo-client bench` in place of the C generator against
   echo-server, to show that the product's own load tool is not the limit.
+  Each round runs the two back to back, in turn first, and the verdict
+  pools every round of every cell (see `not_measurably_slower`).
 
 Prints a table with ratios against the C reference and the targets of the
 performance work, or everything as JSON.
@@ -26,6 +28,7 @@ performance work, or everything as JSON.
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import re
@@ -47,6 +50,12 @@ STARTUP_PATIENCE_S = 10
 # The targets the daemon is held to (see README, "Performance").
 MAX_CPU_RATIO = 1.10
 MAX_IDLE_BYTES = 2048
+# echo-client counts as driving the server at least as hard as the C
+# generator when a 95% confidence interval of their paired ratio reaches 1.0
+# and lies above this: not measurably slower, and measured closely enough to
+# rule out being 5% slower.
+CONFIDENCE = 0.95
+MIN_CLIENT_RATIO = 0.95
 
 README_BEGIN = "<!-- scripts/bench.sh --readme: begin -->"
 README_END = "<!-- scripts/bench.sh --readme: end -->"
@@ -182,7 +191,38 @@ def median_of(runs, key):
 def paired_ratio(values, reference_values):
     """The median and range of round-by-round ratios of values to the reference's."""
     ratios = [value / base for value, base in zip(values, reference_values)]
-    return {"median": statistics.median(ratios), "low": min(ratios), "high": max(ratios)}
+    return {"median": statistics.median(ratios), "low": min(ratios), "high": max(ratios),
+            "rounds": ratios}
+
+
+def median_confidence_interval(values, confidence=CONFIDENCE):
+    """A distribution-free confidence interval for the median of `values`,
+    and the confidence it has.
+
+    Sorted, the k-th smallest and k-th largest value bracket the median
+    unless fewer than k of the values fall on one side of it, which happens
+    with the probability of a binomial(n, 1/2) tail: k is the largest rank
+    for which both tails together stay within 1 - confidence (the sign
+    test, inverted). Too few values for that give the whole range, with
+    less confidence than asked.
+
+    >>> median_confidence_interval([5, 1, 4, 2, 3])
+    (1, 5, 0.9375)
+    >>> low, high, confidence = median_confidence_interval(list(range(1, 21)))
+    >>> (low, high, round(confidence, 3))
+    (6, 15, 0.959)
+    """
+    ordered = sorted(values)
+    n = len(ordered)
+
+    def outside(rank):
+        """How likely the median lies outside the rank-th values from each end."""
+        return 2 * sum(math.comb(n, below) for below in range(rank)) / 2**n
+
+    rank = 1
+    while rank < n // 2 and outside(rank + 1) <= 1 - confidence:
+        rank += 1
+    return ordered[rank - 1], ordered[n - rank], 1 - outside(rank)
 
 
 def bench_cells(args, kinds, workdir):
@@ -203,9 +243,17 @@ def bench_cells(args, kinds, workdir):
             order = servers[round_index % len(servers):] + servers[:round_index % len(servers)]
             for cell in cells:
                 for server in order:
+                    # echo-client runs next to the C generator's run against
+                    # the same server, before it in odd rounds and after it in
+                    # even ones: of two runs back to back, the second tends to
+                    # be the faster (by 8% at one connection here).
+                    client_first = round_index % 2 == 1
+                    compare_clients = server is product and "client" in args.parts
+                    if compare_clients and client_first:
+                        client_runs[cell].append(echo_client_bench(args, product, *cell))
                     runs[(server.name, cell)].append(pingpong(args, server, *cell))
-                if "client" in args.parts:
-                    client_runs[cell].append(echo_client_bench(args, product, *cell))
+                    if compare_clients and not client_first:
+                        client_runs[cell].append(echo_client_bench(args, product, *cell))
                 progress(f"round {round_index + 1}/{args.rounds}: {cell[0]} × {cell[1]} B done")
     finally:
         for server in servers:
@@ -326,7 +374,7 @@ def describe_machine():
     }
 
 
-def check_targets(rows, idle, client):
+def check_targets(rows, idle, client_overall):
     """Each target of the performance work, met or not, with the figure."""
     targets = []
     if rows:
@@ -358,15 +406,42 @@ def check_targets(rows, idle, client):
                 "met": result["bytes_per_idle_connection"] <= MAX_IDLE_BYTES,
                 "figure": f"{result['bytes_per_idle_connection']} B",
             })
-    if client:
-        ratios = [c["echo_client_vs_generator"]["median"] for c in client]
+    if client_overall:
         targets.append({
             "target": "echo-client bench drives echo-server at least as hard as the C generator",
-            "met": min(ratios) >= 1.0,
-            "figure": f"round trips/s, paired ratio {min(ratios):.2f}× to {max(ratios):.2f}× "
-                      f"by cell",
+            "met": client_overall["met"],
+            "figure": f"paired ratio of round trips/s {client_overall['median']:.2f}× over all "
+                      f"{client_overall['rounds']} rounds, "
+                      f"{client_overall['confidence']:.0%} confidence "
+                      f"{client_overall['low']:.2f} to {client_overall['high']:.2f} "
+                      f"(needs {CONFIDENCE:.0%}, 1.00 within, {MIN_CLIENT_RATIO:.2f} or more)",
         })
     return targets
+
+
+def not_measurably_slower(client):
+    """Whether echo-client drove the server as hard as the C generator did.
+
+    One cell's 9 rounds cannot tell two equal generators apart: the C
+    generator against itself measured per-cell medians from 0.98 to 1.16 on
+    this machine, so asking every cell's median to reach 1.00 fails it more
+    often than not. Every round of every cell together can: the median of
+    their paired ratios, with a confidence interval. echo-client meets the
+    target when that interval reaches 1.00 (it is not measurably slower)
+    and starts at MIN_CLIENT_RATIO or above (it is measurably not much
+    slower: a run too noisy or too short to show that, or with too few
+    rounds for CONFIDENCE, does not meet the target).
+    """
+    ratios = [ratio for cell in client for ratio in cell["echo_client_vs_generator"]["rounds"]]
+    low, high, confidence = median_confidence_interval(ratios)
+    return {
+        "median": statistics.median(ratios),
+        "low": low,
+        "high": high,
+        "confidence": confidence,
+        "rounds": len(ratios),
+        "met": confidence >= CONFIDENCE and high >= 1.0 and low >= MIN_CLIENT_RATIO,
+    }
 
 
 def describe_ratio(ratio):
@@ -422,6 +497,10 @@ def render_text(report):
                          f"{result['generator_requests_per_s']:>12,.0f}"
                          f"{result['echo_client_requests_per_s']:>12,.0f}{ratio['median']:>7.2f}"
                          f"  {ratio['low']:.2f} to {ratio['high']:.2f}")
+        overall = report["client_overall"]
+        lines.append(f"all {overall['rounds']} rounds: ratio {overall['median']:.2f}, "
+                     f"{overall['confidence']:.0%} confidence interval {overall['low']:.2f} to "
+                     f"{overall['high']:.2f}")
     if report["targets"]:
         lines += ["", "targets"]
         for target in report["targets"]:
@@ -515,8 +594,9 @@ def main():
         "cells": rows if "cells" in args.parts else [],
         "idle": idle,
         "client": client,
+        "client_overall": not_measurably_slower(client) if client else None,
     }
-    report["targets"] = check_targets(report["cells"], idle, client)
+    report["targets"] = check_targets(report["cells"], idle, report["client_overall"])
     text = render_text(report)
     if args.readme:
         update_readme(args.readme, text)

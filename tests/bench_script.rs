@@ -64,6 +64,17 @@ fn a_short_run_reports_every_server_cell_and_target() {
     assert_eq!(idle.len(), 3);
     assert!(idle.iter().all(|i| i["connections"] == 50));
     assert_eq!(report["client"].as_array().unwrap().len(), 4);
+    let overall = &report["client_overall"];
+    assert_eq!(overall["rounds"], 4, "one paired ratio per cell and round");
+    let figure = |name: &str| overall[name].as_f64().unwrap();
+    assert!(
+        figure("low") <= figure("median") && figure("median") <= figure("high"),
+        "{overall:#?}"
+    );
+    assert!(
+        figure("confidence") < 0.95 && overall["met"] == false,
+        "four rounds are too few to show anything: {overall:#?}"
+    );
     let targets = report["targets"].as_array().unwrap();
     assert_eq!(targets.len(), 5, "{targets:#?}");
     assert!(targets.iter().all(|t| t["met"].is_boolean()));
@@ -122,4 +133,23 @@ fn bad_usage_is_refused_with_64() {
             "{args:?}"
         );
     }
+}
+
+#[test]
+fn the_benchmarks_statistics_pass_their_own_examples() {
+    let output = Command::new("python3")
+        .args(["-m", "doctest", "-v"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/compare_servers.py"
+        ))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("tests in compare_servers.median_confidence_interval"),
+        "{stdout}"
+    );
 }
