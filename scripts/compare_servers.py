@@ -241,13 +241,14 @@ def bench_cells(args, kinds, workdir):
         for round_index in range(args.rounds):
             # Rotating the order keeps any drift from favouring one server.
             order = servers[round_index % len(servers):] + servers[:round_index % len(servers)]
-            for cell in cells:
+            for cell_index, cell in enumerate(cells):
                 for server in order:
                     # echo-client runs next to the C generator's run against
-                    # the same server, before it in odd rounds and after it in
-                    # even ones: of two runs back to back, the second tends to
-                    # be the faster (by 8% at one connection here).
-                    client_first = round_index % 2 == 1
+                    # the same server, first and second by turns, over cells
+                    # and rounds alike, so that each goes first about as often
+                    # in all: of two runs back to back, the second tends to be
+                    # the faster (by 8% at one connection here).
+                    client_first = (round_index + cell_index) % 2 == 1
                     compare_clients = server is product and "client" in args.parts
                     if compare_clients and client_first:
                         client_runs[cell].append(echo_client_bench(args, product, *cell))
