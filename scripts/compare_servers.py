@@ -414,8 +414,8 @@ def check_targets(rows, idle, client_overall):
             "figure": f"paired ratio of round trips/s {client_overall['median']:.2f}× over all "
                       f"{client_overall['rounds']} rounds, "
                       f"{client_overall['confidence']:.0%} confidence "
-                      f"{client_overall['low']:.2f} to {client_overall['high']:.2f} "
-                      f"(needs {CONFIDENCE:.0%}, 1.00 within, {MIN_CLIENT_RATIO:.2f} or more)",
+                      f"{client_overall['low']:.3f} to {client_overall['high']:.3f} "
+                      f"(needs {CONFIDENCE:.0%} confidence, reaching 1.000, from {MIN_CLIENT_RATIO:.3f} up)",
         })
     return targets
 
@@ -500,8 +500,8 @@ def render_text(report):
                          f"  {ratio['low']:.2f} to {ratio['high']:.2f}")
         overall = report["client_overall"]
         lines.append(f"all {overall['rounds']} rounds: ratio {overall['median']:.2f}, "
-                     f"{overall['confidence']:.0%} confidence interval {overall['low']:.2f} to "
-                     f"{overall['high']:.2f}")
+                     f"{overall['confidence']:.0%} confidence interval {overall['low']:.3f} to "
+                     f"{overall['high']:.3f}")
     if report["targets"]:
         lines += ["", "targets"]
         for target in report["targets"]:
