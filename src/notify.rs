@@ -135,6 +135,8 @@ enum State<'a> {
     Reloading,
     Stopping,
     Watchdog,
+    // Only sd_notify, which exists on unix alone, reads the text.
+    #[cfg_attr(not(unix), allow(dead_code))]
     Status(&'a str),
 }
 

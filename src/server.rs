@@ -95,6 +95,7 @@ fn run_to_exit(launch: Launch) -> i32 {
     // connections were closed with their workers).
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
     // Removed while the log can still say so if that fails.
+    #[cfg_attr(not(unix), allow(clippy::drop_non_drop))]
     drop(pid_file);
     match result {
         Ok(()) => exit_code::OK,
@@ -117,8 +118,9 @@ fn absolute(path: &Path) -> PathBuf {
 
 #[cfg(unix)]
 type PidFileGuard = crate::daemon::PidFileGuard;
+/// Without daemon mode there is never a pid file to remove.
 #[cfg(not(unix))]
-type PidFileGuard = ();
+enum PidFileGuard {}
 
 /// Binds (or takes the service manager's sockets) and, with `--daemon`,
 /// forks into the background: past this point only the daemon runs.
