@@ -12,6 +12,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -461,13 +462,36 @@ pub fn echo_once(stream: &mut TcpStream, message: &[u8]) {
     assert_eq!(echo, message);
 }
 
-/// A port that was free a moment ago, for a server started next.
+/// A loopback port for a server that the test starts next (sshd, a
+/// deployed echo-server). It lies below the kernel's ephemeral range, from
+/// which every bind to port 0 and every outgoing connection take theirs, so
+/// nothing else the tests do can take it before that server binds it. Each
+/// is handed out once per test process, from a start that depends on the
+/// process, so that two test runs at once seldom meet.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static HANDED_OUT: AtomicU16 = AtomicU16::new(0);
+    const FIRST: u16 = 20_000;
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral_from.saturating_sub(FIRST);
+    assert!(
+        span >= 1_000,
+        "the ephemeral ports start at {ephemeral_from}: too low for the tests' own ports"
+    );
+    loop {
+        let taken = HANDED_OUT.fetch_add(1, Ordering::Relaxed);
+        assert!(
+            taken < span,
+            "no free port left from {FIRST} to {ephemeral_from}"
+        );
+        let offset = std::process::id().wrapping_add(u32::from(taken)) % u32::from(span);
+        let port = FIRST + u16::try_from(offset).expect("an offset below the span");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A stand-in for a broken build: it reports a version and a valid config
