@@ -20,6 +20,9 @@ other, on loopback, so the server's cost is measured alone:
   echo-server, to show that the product's own load tool is not the limit.
   Each round runs the two back to back, in turn first, and the verdict
   pools every round of every cell (see `not_measurably_slower`).
+* noise (on request only): the C server and the C generator measured
+  against themselves, the same way, to show how far two runs of the same
+  programs differ on this machine; no target is judged on it.
 
 Prints a table with ratios against the C reference and the targets of the
 performance work, or everything as JSON.
@@ -294,6 +297,46 @@ def bench_cells(args, kinds, workdir):
     return rows, client
 
 
+def bench_noise(args, workdir):
+    """The C reference twice, as twins A and B, in the comparisons' place.
+
+    Each round of each cell drives A and B back to back, in turn first, as
+    the cells and client parts pair their runs. B's CPU per round trip
+    against A's is what the server comparison would show for two equal
+    servers, and B's round trips per second against A's what the load tool
+    comparison would show for two equal generators.
+    """
+    _, argv, pattern = server_kinds(args)[0]
+    twins = [Server(f"{REFERENCE} {twin}", argv, pattern, workdir) for twin in ("A", "B")]
+    cells = [(c, s) for s in args.sizes for c in args.connections]
+    runs = {cell: {twin.name: [] for twin in twins} for cell in cells}
+    try:
+        for twin in twins:
+            twin.start()
+        for round_index in range(args.rounds):
+            for cell_index, cell in enumerate(cells):
+                order = twins if (round_index + cell_index) % 2 == 0 else twins[::-1]
+                for twin in order:
+                    runs[cell][twin.name].append(pingpong(args, twin, *cell))
+                progress(f"noise round {round_index + 1}/{args.rounds}: "
+                         f"{cell[0]} × {cell[1]} B done")
+    finally:
+        for twin in twins:
+            twin.stop()
+    results = []
+    for cell in cells:
+        a, b = (runs[cell][twin.name] for twin in twins)
+        results.append({
+            "connections": cell[0],
+            "size": cell[1],
+            **{f"{key}_b_vs_a": paired_ratio([run[key] for run in b], [run[key] for run in a])
+               for key in ("cpu_ns_per_round_trip", "requests_per_s")},
+        })
+    pooled = [ratio for result in results
+              for ratio in result["requests_per_s_b_vs_a"]["rounds"]]
+    return {"cells": results, "requests_per_s_overall": pooled_ratio(pooled)}
+
+
 def raise_fd_limit(wanted):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < wanted:
@@ -433,7 +476,15 @@ def not_measurably_slower(client):
     slower: a run too noisy or too short to show that, or with too few
     rounds for CONFIDENCE, does not meet the target).
     """
-    ratios = [ratio for cell in client for ratio in cell["echo_client_vs_generator"]["rounds"]]
+    pooled = pooled_ratio(
+        [ratio for cell in client for ratio in cell["echo_client_vs_generator"]["rounds"]])
+    met = (pooled["confidence"] >= CONFIDENCE and pooled["high"] >= 1.0
+           and pooled["low"] >= MIN_CLIENT_RATIO)
+    return {**pooled, "met": met}
+
+
+def pooled_ratio(ratios):
+    """The median of paired ratios from many cells, with its confidence interval."""
     low, high, confidence = median_confidence_interval(ratios)
     return {
         "median": statistics.median(ratios),
@@ -441,12 +492,17 @@ def not_measurably_slower(client):
         "high": high,
         "confidence": confidence,
         "rounds": len(ratios),
-        "met": confidence >= CONFIDENCE and high >= 1.0 and low >= MIN_CLIENT_RATIO,
     }
 
 
 def describe_ratio(ratio):
     return f"{ratio['median']:.2f}× (rounds {ratio['low']:.2f} to {ratio['high']:.2f})"
+
+
+def describe_pooled(pooled):
+    return (f"all {pooled['rounds']} rounds: ratio {pooled['median']:.2f}, "
+            f"{pooled['confidence']:.0%} confidence interval {pooled['low']:.3f} to "
+            f"{pooled['high']:.3f}")
 
 
 def render_text(report):
@@ -498,10 +554,19 @@ def render_text(report):
                          f"{result['generator_requests_per_s']:>12,.0f}"
                          f"{result['echo_client_requests_per_s']:>12,.0f}{ratio['median']:>7.2f}"
                          f"  {ratio['low']:.2f} to {ratio['high']:.2f}")
-        overall = report["client_overall"]
-        lines.append(f"all {overall['rounds']} rounds: ratio {overall['median']:.2f}, "
-                     f"{overall['confidence']:.0%} confidence interval {overall['low']:.3f} to "
-                     f"{overall['high']:.3f}")
+        lines.append(describe_pooled(report["client_overall"]))
+    if report["noise"]:
+        lines += ["", "noise: the C server and generator against themselves (twin B vs twin A, "
+                      "paired as above; medians, and the rounds' range)",
+                  f"{'conns':>5} {'size':>6}  {'CPU/rt B/A':>10}  {'rounds':<14}"
+                  f"{'rt/s B/A':>10}  rounds"]
+        for result in report["noise"]["cells"]:
+            cpu = result["cpu_ns_per_round_trip_b_vs_a"]
+            rate = result["requests_per_s_b_vs_a"]
+            lines.append(f"{result['connections']:>5} {result['size']:>4} B  {cpu['median']:>10.2f}  "
+                         f"{cpu['low']:.2f} to {cpu['high']:.2f}  {rate['median']:>10.2f}  "
+                         f"{rate['low']:.2f} to {rate['high']:.2f}")
+        lines.append(describe_pooled(report["noise"]["requests_per_s_overall"]))
     if report["targets"]:
         lines += ["", "targets"]
         for target in report["targets"]:
@@ -561,8 +626,8 @@ def parse_args():
     args = parser.parse_args()
     if args.duration <= 0 or args.warmup < 0 or args.rounds < 1 or args.idle_connections < 1:
         parser.error("--duration, --rounds and --idle-connections must be positive")
-    if not args.parts <= {"cells", "idle", "client"}:
-        parser.error("--parts takes cells, idle and client")
+    if not args.parts <= {"cells", "idle", "client", "noise"}:
+        parser.error("--parts takes cells, idle, client and noise")
     return args
 
 
@@ -584,6 +649,7 @@ def main():
         if "cells" in args.parts or "client" in args.parts:
             rows, client = bench_cells(args, kinds, workdir)
         idle = bench_idle(args, kinds, workdir) if "idle" in args.parts else []
+        noise = bench_noise(args, workdir) if "noise" in args.parts else None
     report = {
         "machine": describe_machine(),
         "settings": {
@@ -596,6 +662,7 @@ def main():
         "idle": idle,
         "client": client,
         "client_overall": not_measurably_slower(client) if client else None,
+        "noise": noise,
     }
     report["targets"] = check_targets(report["cells"], idle, report["client_overall"])
     text = render_text(report)

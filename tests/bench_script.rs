@@ -64,6 +64,7 @@ fn a_short_run_reports_every_server_cell_and_target() {
     assert_eq!(idle.len(), 3);
     assert!(idle.iter().all(|i| i["connections"] == 50));
     assert_eq!(report["client"].as_array().unwrap().len(), 4);
+    assert!(report["noise"].is_null(), "noise runs only on request");
     let overall = &report["client_overall"];
     assert_eq!(overall["rounds"], 4, "one paired ratio per cell and round");
     let figure = |name: &str| overall[name].as_f64().unwrap();
@@ -79,6 +80,45 @@ fn a_short_run_reports_every_server_cell_and_target() {
     assert_eq!(targets.len(), 5, "{targets:#?}");
     assert!(targets.iter().all(|t| t["met"].is_boolean()));
     assert!(report["machine"]["cpu"].is_string());
+}
+
+#[test]
+fn the_noise_part_pairs_the_reference_with_itself() {
+    let output = bench(&[
+        "noise",
+        "--rounds",
+        "2",
+        "--duration",
+        "0.2",
+        "--connections",
+        "2",
+        "--sizes",
+        "64,300",
+        "--json",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench.sh failed:\n{stderr}");
+    let report: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+
+    let noise = &report["noise"];
+    let cells = noise["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 2, "{noise:#?}");
+    for cell in cells {
+        for ratio in ["cpu_ns_per_round_trip_b_vs_a", "requests_per_s_b_vs_a"] {
+            let rounds = cell[ratio]["rounds"].as_array().unwrap();
+            assert_eq!(rounds.len(), 2, "{ratio} in {cell:#?}");
+            assert!(
+                rounds.iter().all(|r| r.as_f64().unwrap() > 0.0),
+                "{cell:#?}"
+            );
+        }
+    }
+    assert_eq!(noise["requests_per_s_overall"]["rounds"], 4);
+    assert!(report["cells"].as_array().unwrap().is_empty());
+    assert!(
+        report["targets"].as_array().unwrap().is_empty(),
+        "no target is judged on the noise"
+    );
 }
 
 #[test]
