@@ -557,7 +557,7 @@ def render_text(report):
         lines.append(describe_pooled(report["client_overall"]))
     if report["noise"]:
         lines += ["", "noise: the C server and generator against themselves (twin B vs twin A, "
-                      "paired as above; medians, and the rounds' range)",
+                      "paired as the comparisons are; medians, and the rounds' range)",
                   f"{'conns':>5} {'size':>6}  {'CPU/rt B/A':>10}  {'rounds':<14}"
                   f"{'rt/s B/A':>10}  rounds"]
         for result in report["noise"]["cells"]:
