@@ -428,10 +428,16 @@ def check_targets(rows, idle, client_overall):
         cells = sorted({(r["connections"], r["size"]) for r in rows})
         cpu_ratios = {cell: cell_of(PRODUCT, cell)["cpu_vs_c"] for cell in cells}
         worst = max(cpu_ratios, key=lambda cell: cpu_ratios[cell]["median"])
+        # Not judged, but steadier than any one cell: one cell's median can
+        # stray by 10% on this machine (`bench.sh noise`).
+        pooled = pooled_ratio([r for ratio in cpu_ratios.values() for r in ratio["rounds"]])
         targets.append({
             "target": f"server CPU per round trip ≤ {MAX_CPU_RATIO:.2f}× C in every cell",
             "met": cpu_ratios[worst]["median"] <= MAX_CPU_RATIO,
-            "figure": f"worst {describe_ratio(cpu_ratios[worst])} at {worst[0]} × {worst[1]} B",
+            "figure": f"worst {describe_ratio(cpu_ratios[worst])} at {worst[0]} × {worst[1]} B; "
+                      f"all cells' rounds {pooled['median']:.2f}× ({pooled['confidence']:.0%} "
+                      f"confidence {pooled['low']:.2f} to {pooled['high']:.2f})",
+            "all_cells": pooled,
         })
         busiest = max(c for c, _ in cells)
         for cell in [c for c in cells if c[0] == busiest]:
