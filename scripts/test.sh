@@ -93,7 +93,14 @@ install_rust_components() {
             rustup component add "$component"
         fi
     done
-    if ! grep -qx "$WINDOWS_TARGET" <<<"$(rustup target list --installed)"; then
+    local sysroot
+    sysroot=$(rustc --print sysroot)
+    if [[ ! -d $sysroot/lib/rustlib/$WINDOWS_TARGET ]]; then
+        if ! command -v rustup >/dev/null; then
+            echo "test.sh: the Rust standard library for $WINDOWS_TARGET is missing, and" \
+                "there is no rustup to install it: install it with your toolchain" >&2
+            return 1
+        fi
         log "installing the Rust standard library for $WINDOWS_TARGET"
         rustup target add "$WINDOWS_TARGET"
     fi

@@ -66,7 +66,10 @@ fn a_short_run_reports_every_server_cell_and_target() {
     assert_eq!(report["client"].as_array().unwrap().len(), 4);
     assert!(report["noise"].is_null(), "noise runs only on request");
     let overall = &report["client_overall"];
-    assert_eq!(overall["rounds"], 4, "one paired ratio per cell and round");
+    assert_eq!(
+        overall["round_count"], 4,
+        "one paired ratio per cell and round"
+    );
     let figure = |name: &str| overall[name].as_f64().unwrap();
     assert!(
         figure("low") <= figure("median") && figure("median") <= figure("high"),
@@ -113,7 +116,7 @@ fn the_noise_part_pairs_the_reference_with_itself() {
             );
         }
     }
-    assert_eq!(noise["requests_per_s_overall"]["rounds"], 4);
+    assert_eq!(noise["requests_per_s_overall"]["round_count"], 4);
     assert!(report["cells"].as_array().unwrap().is_empty());
     assert!(
         report["targets"].as_array().unwrap().is_empty(),
@@ -154,6 +157,17 @@ fn a_bad_value_is_refused_with_64() {
     assert_eq!(output.status.code(), Some(64));
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("--idle-connections: invalid"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn only_the_whole_report_goes_into_the_readme() {
+    let output = bench(&["noise", "--readme"]);
+    assert_eq!(output.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--readme writes the whole report"),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );

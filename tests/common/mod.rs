@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -463,30 +463,38 @@ pub fn echo_once(stream: &mut TcpStream, message: &[u8]) {
 }
 
 /// A loopback port for a server that the test starts next (sshd, a
-/// deployed echo-server). It lies below the kernel's ephemeral range, from
-/// which every bind to port 0 and every outgoing connection take theirs, so
-/// nothing else the tests do can take it before that server binds it. Each
-/// is handed out once per test process, from a start that depends on the
-/// process, so that two test runs at once seldom meet.
+/// deployed echo-server). Where the kernel's ephemeral range (from which
+/// every bind to port 0 and every outgoing connection take theirs) leaves
+/// room below it, the port comes from there, so nothing else the tests do
+/// can take it before that server binds it. Each is handed out once per
+/// test process, from a start that depends on the process, so that two test
+/// runs at once seldom meet. Without that room, a port the kernel just gave
+/// out for port 0, which is free a moment more.
 pub fn free_port() -> u16 {
-    static HANDED_OUT: AtomicU16 = AtomicU16::new(0);
+    static HANDED_OUT: AtomicU32 = AtomicU32::new(0);
     const FIRST: u16 = 20_000;
+    // Prime, so that processes with neighbouring ids start far apart.
+    const STRIDE: u32 = 1_009;
     let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
         .unwrap_or(32_768);
-    let span = ephemeral_from.saturating_sub(FIRST);
-    assert!(
-        span >= 1_000,
-        "the ephemeral ports start at {ephemeral_from}: too low for the tests' own ports"
-    );
+    let span = u32::from(ephemeral_from.saturating_sub(FIRST));
+    if span < 4 * STRIDE {
+        return std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+    }
+    let start = std::process::id().wrapping_mul(STRIDE);
     loop {
         let taken = HANDED_OUT.fetch_add(1, Ordering::Relaxed);
         assert!(
             taken < span,
             "no free port left from {FIRST} to {ephemeral_from}"
         );
-        let offset = std::process::id().wrapping_add(u32::from(taken)) % u32::from(span);
+        let offset = start.wrapping_add(taken) % span;
         let port = FIRST + u16::try_from(offset).expect("an offset below the span");
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
