@@ -18,9 +18,17 @@ fn bench(args: &[&str]) -> std::process::Output {
         .expect("run scripts/bench.sh")
 }
 
+/// A run that must succeed, and its report as JSON.
+fn bench_report(args: &[&str]) -> Value {
+    let output = bench(&[args, &["--json"]].concat());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench.sh failed:\n{stderr}");
+    serde_json::from_slice(&output.stdout).expect("a JSON report")
+}
+
 #[test]
 fn a_short_run_reports_every_server_cell_and_target() {
-    let output = bench(&[
+    let report = bench_report(&[
         "--rounds",
         "1",
         "--duration",
@@ -31,11 +39,7 @@ fn a_short_run_reports_every_server_cell_and_target() {
         "64,5000",
         "--idle-connections",
         "50",
-        "--json",
     ]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "bench.sh failed:\n{stderr}");
-    let report: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
 
     let cells = report["cells"].as_array().unwrap();
     assert_eq!(cells.len(), 3 * 2 * 2, "{cells:#?}");
@@ -87,7 +91,7 @@ fn a_short_run_reports_every_server_cell_and_target() {
 
 #[test]
 fn the_noise_part_pairs_the_reference_with_itself() {
-    let output = bench(&[
+    let report = bench_report(&[
         "noise",
         "--rounds",
         "2",
@@ -97,11 +101,7 @@ fn the_noise_part_pairs_the_reference_with_itself() {
         "2",
         "--sizes",
         "64,300",
-        "--json",
     ]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "bench.sh failed:\n{stderr}");
-    let report: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
 
     let noise = &report["noise"];
     let cells = noise["cells"].as_array().unwrap();
