@@ -21,6 +21,7 @@ pub mod readiness;
 pub mod server;
 pub mod shutdown;
 pub mod signals;
+pub mod socket_calls;
 pub mod tcp;
 pub mod throttle;
 pub mod udp;

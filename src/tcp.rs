@@ -24,7 +24,7 @@
 //! EMFILE must neither stop nor spin the loop, so it backs off and logs
 //! without flooding.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -39,6 +39,7 @@ use tracing::{debug, error, info, warn};
 use crate::limits::{ConnectionPermit, Limits};
 use crate::readiness::{Readiness, SHORT_READ_DRAINS};
 use crate::shutdown::TaskGuard;
+use crate::socket_calls;
 use crate::throttle::Throttle;
 
 /// The most a connection reads at once, and so the most it ever buffers.
@@ -449,7 +450,7 @@ impl Connection {
                 return Ok(Turn::Unfinished);
             }
             reads += 1;
-            let read = match self.stream.read(scratch) {
+            let read = match socket_calls::recv(&self.stream, scratch) {
                 Ok(0) => {
                     self.input_ended = true;
                     break;
@@ -463,7 +464,7 @@ impl Connection {
                 Err(e) => return Err(e),
             };
             self.last_active = now;
-            let written = match self.stream.write(&scratch[..read]) {
+            let written = match socket_calls::send(&self.stream, &scratch[..read]) {
                 Ok(written) => written,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
                 Err(e) => return Err(e),
@@ -492,7 +493,7 @@ impl Connection {
     fn send_unsent(&mut self, now: Instant) -> io::Result<()> {
         let mut sent = 0;
         while sent < self.unsent.len() {
-            match self.stream.write(&self.unsent[sent..]) {
+            match socket_calls::send(&self.stream, &self.unsent[sent..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(written) => sent += written,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

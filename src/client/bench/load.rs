@@ -18,7 +18,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +31,7 @@ use mio::{Events, Interest, Poll, Token};
 use super::batch::{Answer, Batch, Outbox};
 use crate::client::{Failure, MAX_DATAGRAM, MAX_UDP_PAYLOAD, Verdict, udp_local_for};
 use crate::readiness::{Readiness, SHORT_READ_DRAINS};
+use crate::socket_calls;
 
 /// Pause before reconnecting after a failure, so a dead server is not hammered.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
@@ -462,7 +463,9 @@ impl Connection {
     fn send(&mut self, outbox: &mut Outbox) -> Result<(), Failure> {
         while !self.all_sent() {
             let written = match &mut self.socket {
-                Some(Socket::Tcp(stream)) => stream.write(self.batch.outgoing(self.sent, outbox)),
+                Some(Socket::Tcp(stream)) => {
+                    socket_calls::send(stream, self.batch.outgoing(self.sent, outbox))
+                }
                 Some(Socket::Udp(socket)) => socket
                     .send(self.batch.message(self.sent, outbox))
                     .map(|_| 1),
@@ -494,7 +497,7 @@ impl Connection {
         // short one, which shows the socket is drained: no read that fails
         // with WouldBlock after every echo.
         let asked = expected.min(READ_WINDOW) + 1;
-        let got = match stream.read(&mut driver.inbox[..asked]) {
+        let got = match socket_calls::recv(stream, &mut driver.inbox[..asked]) {
             Ok(0) => {
                 return Err(Failure::mismatch(
                     "the server closed the connection mid-echo",
