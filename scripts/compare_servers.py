@@ -18,9 +18,9 @@ other, on loopback, so the server's cost is measured alone:
   started, with many connections that have each echoed one byte.
 * client: `echo-client bench` in place of the C generator against
   echo-server, to show that the product's own load tool is not the limit.
-  Each round of each cell runs the two back to back against echo-server,
-  in turn first, and the verdict pools every round of every cell (see
-  `not_measurably_slower`).
+  Each round of each cell runs the two against echo-server, twice each, in
+  mirrored order (`mirrored_turns`), and the verdict pools every round of
+  every cell (see `not_measurably_slower`).
 * noise (on request only): the C server and the C generator measured
   against themselves, the same way, to show how far two runs of the same
   programs differ on this machine; no target is judged on it.
@@ -238,11 +238,28 @@ def cells_of(args):
     return [(c, s) for s in args.sizes for c in args.connections]
 
 
-def in_turns(pair, round_index, cell_index):
-    """The pair in the order it runs back to back: each first by turns, over
-    cells and rounds alike, because of two runs back to back the second
-    tends to be the faster (by 8% at one connection here)."""
-    return pair if (round_index + cell_index) % 2 == 0 else pair[::-1]
+def mirrored_turns(pair, round_index, cell_index):
+    """The order in which a pair runs, each twice, back to back: A B B A,
+    or B A A B, each first by turns over cells and rounds alike. Of two
+    runs back to back the second tends to be the faster (by 8% at one
+    connection here), and the machine drifts: mirrored, each of the two
+    has one early and one late run, so a steady drift over the four
+    cancels out of the sum of each one's two, and averaging two runs
+    halves what one run's jitter does to the ratio.
+
+    >>> mirrored_turns(["A", "B"], 0, 0), mirrored_turns(["A", "B"], 0, 1)
+    (['A', 'B', 'B', 'A'], ['B', 'A', 'A', 'B'])
+    """
+    first, second = pair if (round_index + cell_index) % 2 == 0 else pair[::-1]
+    return [first, second, second, first]
+
+
+def mirrored_runs(pair, round_index, cell_index, run):
+    """Each of the pair's two runs, in `mirrored_turns` order, by name."""
+    runs = {name: [] for name in pair}
+    for name in mirrored_turns(pair, round_index, cell_index):
+        runs[name].append(run(name))
+    return runs
 
 
 def bench_cells(args, kinds, workdir):
@@ -272,11 +289,14 @@ def bench_cells(args, kinds, workdir):
                     for server in order:
                         runs[(server.name, cell)].append(pingpong(args, server, *cell))
                 if compare_tools:
-                    # The load tools get a pair of runs of their own.
-                    for tool in in_turns([GENERATOR, ECHO_CLIENT], round_index, cell_index):
-                        tool_rates[cell][tool].append(
-                            pingpong(args, product, *cell)["requests_per_s"] if tool == GENERATOR
-                            else echo_client_bench(args, product, *cell))
+                    # The load tools get runs of their own, two each.
+                    rates = mirrored_runs(
+                        [GENERATOR, ECHO_CLIENT], round_index, cell_index,
+                        lambda tool, cell=cell: (
+                            pingpong(args, product, *cell)["requests_per_s"]
+                            if tool == GENERATOR else echo_client_bench(args, product, *cell)))
+                    for tool, runs_of_tool in rates.items():
+                        tool_rates[cell][tool].append(runs_of_tool)
                 progress(f"round {round_index + 1}/{args.rounds}: {cell[0]} × {cell[1]} B done")
     finally:
         for server in servers:
@@ -299,7 +319,9 @@ def bench_cells(args, kinds, workdir):
             rows.append(row)
     client = []
     for cell in cells if compare_tools else []:
-        generator, echo_client = tool_rates[cell][GENERATOR], tool_rates[cell][ECHO_CLIENT]
+        # Each round's figure for a tool: the mean of its two runs.
+        generator, echo_client = ([statistics.mean(runs) for runs in tool_rates[cell][tool]]
+                                  for tool in (GENERATOR, ECHO_CLIENT))
         client.append({
             "connections": cell[0],
             "size": cell[1],
@@ -308,6 +330,8 @@ def bench_cells(args, kinds, workdir):
             "echo_client_vs_generator": paired_ratio(echo_client, generator),
             "generator_rounds": generator,
             "echo_client_rounds": echo_client,
+            "generator_runs": tool_rates[cell][GENERATOR],
+            "echo_client_runs": tool_rates[cell][ECHO_CLIENT],
         })
     return rows, client
 
@@ -315,12 +339,13 @@ def bench_cells(args, kinds, workdir):
 def bench_noise(args, workdir):
     """The C reference twice, as twins A and B, in the comparisons' place.
 
-    Each round of each cell drives A and B back to back with the C
-    generator, in turn first, as the client part pairs its two tools. B's
-    CPU per round trip against A's is what the server comparison would show
-    for two equal servers (its pairs are a run or two apart, as it rotates
-    three servers), and B's round trips per second against A's is how far
-    two equal runs back to back differ, which is what the load tools'
+    Each round of each cell drives A and B with the C generator, twice
+    each, as the client part runs its two tools (`mirrored_turns`). B's CPU
+    per round trip against A's, from each twin's first run, is what the
+    server comparison would show for two equal servers (its pairs are a run
+    or two apart, as it rotates three servers), and B's round trips per
+    second against A's, from both runs of each, is how far two equal
+    programs measured that way differ, which is what the load tools'
     comparison has to see through.
     """
     _, argv, pattern = server_kinds(args)[0]
@@ -332,8 +357,14 @@ def bench_noise(args, workdir):
             twin.start()
         for round_index in range(args.rounds):
             for cell_index, cell in enumerate(cells):
-                for twin in in_turns(twins, round_index, cell_index):
-                    runs[cell][twin.name].append(pingpong(args, twin, *cell))
+                twin_runs = mirrored_runs(twins, round_index, cell_index,
+                                          lambda twin, cell=cell: pingpong(args, twin, *cell))
+                for twin, (first, second) in twin_runs.items():
+                    runs[cell][twin.name].append({
+                        "cpu_ns_per_round_trip": first["cpu_ns_per_round_trip"],
+                        "requests_per_s": statistics.mean(
+                            [first["requests_per_s"], second["requests_per_s"]]),
+                    })
                 progress(f"noise round {round_index + 1}/{args.rounds}: "
                          f"{cell[0]} × {cell[1]} B done")
     finally:
@@ -579,8 +610,9 @@ def render_text(report):
                 f"{result['rss_after_kib']:,} KiB)"
             )
     if report["client"]:
-        lines += ["", "load generators against echo-server (round trips/s, medians; ratio: median "
-                      "of each round's, and its range)",
+        lines += ["", "load generators against echo-server (round trips/s: each round the mean of "
+                      "each tool's two runs, in mirrored order;",
+                  "medians of the rounds; ratio: median of each round's, and its range)",
                   f"{'conns':>5} {'size':>6}  {'C generator':>12}{'echo-client':>12}{'ratio':>7}"
                   "  rounds"]
         for result in report["client"]:
@@ -592,7 +624,9 @@ def render_text(report):
         lines.append(describe_pooled(report["client_overall"]))
     if report["noise"]:
         lines += ["", "noise: the C server and generator against themselves (twin B vs twin A, "
-                      "paired as the comparisons are; medians, and the rounds' range)",
+                      "paired as the comparisons are;",
+                  "CPU/rt from each twin's first run, rt/s from both; medians, and the rounds' "
+                  "range)",
                   f"{'conns':>5} {'size':>6}  {'CPU/rt B/A':>10}  {'rounds':<14}"
                   f"{'rt/s B/A':>10}  rounds"]
         for result in report["noise"]["cells"]:

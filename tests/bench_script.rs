@@ -67,7 +67,28 @@ fn a_short_run_reports_every_server_cell_and_target() {
     let idle = report["idle"].as_array().unwrap();
     assert_eq!(idle.len(), 3);
     assert!(idle.iter().all(|i| i["connections"] == 50));
-    assert_eq!(report["client"].as_array().unwrap().len(), 4);
+    let client = report["client"].as_array().unwrap();
+    assert_eq!(client.len(), 4);
+    for cell in client {
+        for tool in ["generator", "echo_client"] {
+            let runs = cell[format!("{tool}_runs")].as_array().unwrap();
+            let rounds = cell[format!("{tool}_rounds")].as_array().unwrap();
+            assert_eq!(runs.len(), 1, "one round: {cell:#?}");
+            let runs: Vec<f64> = runs[0]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|run| run.as_f64().unwrap())
+                .collect();
+            assert_eq!(runs.len(), 2, "each tool runs twice a round: {cell:#?}");
+            let mean = (runs[0] + runs[1]) / 2.0;
+            let round = rounds[0].as_f64().unwrap();
+            assert!(
+                (round - mean).abs() <= 1e-6 * mean,
+                "a round's figure is the mean of its runs: {cell:#?}"
+            );
+        }
+    }
     assert!(report["noise"].is_null(), "noise runs only on request");
     let overall = &report["client_overall"];
     assert_eq!(
