@@ -5,22 +5,25 @@ set -euo pipefail
 
 usage() {
     cat <<'USAGE'
-Usage: ./scripts/bench.sh [all|cells|idle|client|noise] [OPTIONS]
+Usage: ./scripts/bench.sh [all|cells|idle|client|scaling|noise] [OPTIONS]
 
 Builds echo-server, echo-client and the reference servers, then runs each
 server pinned to CPU 0 and the load on CPU 1:
 
-  all     cells, idle and client (the default)
-  cells   ping-pong at 1, 50 and 500 connections x 64 B and 4 KiB messages
-          against echo-server, a minimal C epoll server (the reference) and a
-          minimal tokio server: round trips/s, p50/p99/p99.9 latency and the
-          server's CPU time per round trip, with ratios against C
-  idle    each server's memory per idle connection, at 10,000 connections
-  client  echo-client bench against the C load generator, both driving
-          echo-server
-  noise   the C server and the C generator against themselves, paired
-          the same way: how far two runs of the same programs differ on
-          this machine (not part of all)
+  all      cells, idle, client and scaling (the default)
+  cells    ping-pong at 1, 50 and 500 connections x 64 B and 4 KiB messages
+           against echo-server, a minimal C epoll server (the reference) and
+           a minimal tokio server: round trips/s, p50/p99/p99.9 latency and
+           the server's CPU time per round trip, with ratios against C
+  idle     each server's memory per idle connection, at 10,000 connections
+  client   echo-client bench against the C load generator, both driving
+           echo-server
+  scaling  echo-server with 1 worker and with 2, and the C server, each
+           free to use both CPUs, as is the load (echo-client bench, a
+           thread per CPU), at the busiest connection count
+  noise    the C server and the C generator against themselves, paired
+           the same way: how far two runs of the same programs differ on
+           this machine (not part of all)
 
 Options:
   --rounds N            rounds per cell, medians reported (default 9)
@@ -49,10 +52,10 @@ build() {
 }
 
 main() {
-    local parts=cells,idle,client
+    local parts=cells,idle,client,scaling
     case "${1:-all}" in
         all) ;;
-        cells | idle | client | noise) parts=$1 ;;
+        cells | idle | client | scaling | noise) parts=$1 ;;
         -h | --help)
             usage
             return 0

@@ -47,6 +47,7 @@ import time
 
 SERVER_CPU = "0"
 LOAD_CPU = "1"
+BOTH_CPUS = "0,1"
 REFERENCE = "C epoll"
 PRODUCT = "echo-server"
 GENERATOR = "C generator"
@@ -72,10 +73,11 @@ class BenchError(Exception):
 
 
 class Server:
-    """An echo server under test, pinned to SERVER_CPU."""
+    """An echo server under test, pinned to `cpus` (SERVER_CPU unless told)."""
 
-    def __init__(self, name, argv, address_pattern, workdir):
+    def __init__(self, name, argv, address_pattern, workdir, cpus=SERVER_CPU):
         self.name = name
+        self.cpus = cpus
         self.argv = argv
         self.address_pattern = re.compile(address_pattern)
         self.log_path = os.path.join(workdir, re.sub(r"\W+", "-", name) + ".log")
@@ -85,15 +87,14 @@ class Server:
     def start(self):
         with open(self.log_path, "w", encoding="utf-8") as log:
             self.process = subprocess.Popen(
-                ["taskset", "--cpu-list", SERVER_CPU, *self.argv],
+                ["taskset", "--cpu-list", self.cpus, *self.argv],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + STARTUP_PATIENCE_S
         while time.monotonic() < deadline:
-            with open(self.log_path, encoding="utf-8", errors="replace") as log:
-                match = self.address_pattern.search(log.read())
+            match = self.address_pattern.search(self.log())
             if match:
                 host, port = match.group(1).rsplit(":", 1)
                 self.address = (host, int(port))
@@ -102,13 +103,16 @@ class Server:
                 break
             time.sleep(0.05)
         self.stop()
-        with open(self.log_path, encoding="utf-8", errors="replace") as log:
-            raise BenchError(f"{self.name} did not start:\n{log.read()}")
+        raise BenchError(f"{self.name} did not start:\n{self.log()}")
 
     @property
     def pid(self):
         # taskset execs the server, so its pid is the server's.
         return self.process.pid
+
+    def log(self):
+        with open(self.log_path, encoding="utf-8", errors="replace") as log:
+            return log.read()
 
     def rss_kib(self):
         with open(f"/proc/{self.pid}/status", encoding="ascii") as status:
@@ -175,11 +179,12 @@ def pingpong(args, server, connections, size):
     }
 
 
-def echo_client_bench(args, server, connections, size):
-    """One run of `echo-client bench` in the generator's place."""
+def echo_client_bench(args, server, connections, size, cpus=LOAD_CPU):
+    """One run of `echo-client bench` in the generator's place, with a load
+    thread per CPU of `cpus`."""
     host, port = server.address
     command = [
-        "taskset", "--cpu-list", LOAD_CPU, args.echo_client, "bench", f"{host}:{port}",
+        "taskset", "--cpu-list", cpus, args.echo_client, "bench", f"{host}:{port}",
         "--json", "-c", str(connections), "-s", str(size),
         "-d", f"{args.duration}s", "--warmup", f"{args.warmup}s",
     ]
@@ -382,6 +387,78 @@ def bench_noise(args, workdir):
     pooled = [ratio for result in results
               for ratio in result["requests_per_s_b_vs_a"]["rounds"]]
     return {"cells": results, "requests_per_s_overall": pooled_ratio(pooled)}
+
+
+ONE_WORKER = f"{PRODUCT}, 1 worker"
+TWO_WORKERS = f"{PRODUCT}, 2 workers"
+
+
+def one_worker_config(config_path, workdir):
+    """A copy of the shipped configuration with `workers = 1`."""
+    with open(config_path, encoding="utf-8") as config:
+        text, found = re.subn(r"^workers\s*=.*$", "workers = 1", config.read(), flags=re.M)
+    if found != 1:
+        raise BenchError(f"{config_path} has no `workers = ...` line to set to 1")
+    path = os.path.join(workdir, "one-worker.toml")
+    with open(path, "w", encoding="utf-8") as config:
+        config.write(text)
+    return path
+
+
+def bench_scaling(args, workdir):
+    """echo-server with one worker and with two, and the C loop, each free
+    to use both CPUs, as is the load: `echo-client bench` with a load
+    thread per CPU. On two cores the load needs about as much CPU as the
+    server, so this shows what a second worker gains where the two share
+    the machine, not what a server with two cores to itself could do.
+    Only the busiest connection count runs; the servers' order rotates
+    from round to round, and each server's rate is paired with the one
+    worker's of the same round.
+    """
+    reference, product = (next(kind for kind in server_kinds(args) if kind[0] == name)
+                          for name in (REFERENCE, PRODUCT))
+    _, product_argv, product_pattern = product
+    one_worker_argv = [args.echo_server, "--config", one_worker_config(args.config, workdir),
+                       "--port", "0"]
+    kinds = [
+        (ONE_WORKER, one_worker_argv, product_pattern),
+        # `workers = 0`, as shipped: one per CPU the server may use.
+        (TWO_WORKERS, product_argv, product_pattern),
+        reference,
+    ]
+    servers = [Server(*kind, workdir, cpus=BOTH_CPUS) for kind in kinds]
+    cells = [(max(args.connections), size) for size in args.sizes]
+    rates = {(server.name, cell): [] for server in servers for cell in cells}
+    try:
+        for server in servers:
+            server.start()
+        for server, wanted in zip(servers, (1, 2)):
+            started = re.search(r"workers=(\d+)", server.log())
+            if not started or int(started.group(1)) != wanted:
+                raise BenchError(f"{server.name} did not start {wanted} worker(s):\n{server.log()}")
+        for round_index in range(args.rounds):
+            order = servers[round_index % len(servers):] + servers[:round_index % len(servers)]
+            for cell in cells:
+                for server in order:
+                    rates[(server.name, cell)].append(
+                        echo_client_bench(args, server, *cell, cpus=BOTH_CPUS))
+                progress(f"scaling round {round_index + 1}/{args.rounds}: "
+                         f"{cell[0]} × {cell[1]} B done")
+    finally:
+        for server in servers:
+            server.stop()
+    return [
+        {
+            "server": server.name,
+            "connections": cell[0],
+            "size": cell[1],
+            "requests_per_s": statistics.median(rates[(server.name, cell)]),
+            "vs_one_worker": paired_ratio(rates[(server.name, cell)],
+                                          rates[(ONE_WORKER, cell)]),
+            "rounds": rates[(server.name, cell)],
+        }
+        for cell in cells for server in servers
+    ]
 
 
 def raise_fd_limit(wanted):
@@ -622,6 +699,24 @@ def render_text(report):
                          f"{result['echo_client_requests_per_s']:>12,.0f}{ratio['median']:>7.2f}"
                          f"  {ratio['low']:.2f} to {ratio['high']:.2f}")
         lines.append(describe_pooled(report["client_overall"]))
+    if report["scaling"]:
+        lines += ["", "scaling: each server free to use both CPUs, and so is the load (echo-client "
+                      "bench, a load thread per CPU);",
+                  "round trips/s, medians; ratio: median of each round's against 1 worker's, "
+                  "and its range",
+                  f"{'conns':>5} {'size':>6}  {'server':<24}{'round trips/s':>14}"
+                  f"{'vs 1 worker':>13}  rounds"]
+        previous_cell = None
+        for row in report["scaling"]:
+            cell = (row["connections"], row["size"])
+            first = cell != previous_cell
+            previous_cell = cell
+            ratio = row["vs_one_worker"]
+            lines.append(
+                (f"{row['connections']:>5} {row['size']:>4} B  " if first else " " * 14)
+                + f"{row['server']:<24}{row['requests_per_s']:>14,.0f}{ratio['median']:>13.2f}"
+                + ("" if row["server"] == ONE_WORKER
+                   else f"  {ratio['low']:.2f} to {ratio['high']:.2f}"))
     if report["noise"]:
         lines += ["", "noise: the C server and generator against themselves (twin B vs twin A, "
                       "paired as the comparisons are;",
@@ -682,7 +777,7 @@ def parse_args():
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     for program in ("generator", "c-server", "tokio-server", "echo-server", "echo-client", "config"):
         parser.add_argument(f"--{program}", required=True)
-    parser.add_argument("--parts", default="cells,idle,client",
+    parser.add_argument("--parts", default="cells,idle,client,scaling",
                         type=lambda text: set(text.split(",")))
     parser.add_argument("--connections", type=positive_list, default=[1, 50, 500])
     parser.add_argument("--sizes", type=positive_list, default=[64, 4096])
@@ -695,10 +790,10 @@ def parse_args():
     args = parser.parse_args()
     if args.duration <= 0 or args.warmup < 0 or args.rounds < 1 or args.idle_connections < 1:
         parser.error("--duration, --rounds and --idle-connections must be positive")
-    if args.readme and args.parts != {"cells", "idle", "client"}:
+    if args.readme and args.parts != {"cells", "idle", "client", "scaling"}:
         parser.error("--readme writes the whole report: run it without a part")
-    if not args.parts <= {"cells", "idle", "client", "noise"}:
-        parser.error("--parts takes cells, idle, client and noise")
+    if not args.parts <= {"cells", "idle", "client", "scaling", "noise"}:
+        parser.error("--parts takes cells, idle, client, scaling and noise")
     return args
 
 
@@ -720,6 +815,7 @@ def main():
         if "cells" in args.parts or "client" in args.parts:
             rows, client = bench_cells(args, kinds, workdir)
         idle = bench_idle(args, kinds, workdir) if "idle" in args.parts else []
+        scaling = bench_scaling(args, workdir) if "scaling" in args.parts else []
         noise = bench_noise(args, workdir) if "noise" in args.parts else None
     report = {
         "machine": describe_machine(),
@@ -733,6 +829,7 @@ def main():
         "idle": idle,
         "client": client,
         "client_overall": not_measurably_slower(client) if client else None,
+        "scaling": scaling,
         "noise": noise,
     }
     report["targets"] = check_targets(report["cells"], idle, report["client_overall"])

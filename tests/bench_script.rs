@@ -90,6 +90,18 @@ fn a_short_run_reports_every_server_cell_and_target() {
         }
     }
     assert!(report["noise"].is_null(), "noise runs only on request");
+    let scaling = report["scaling"].as_array().unwrap();
+    assert_eq!(scaling.len(), 3 * 2, "{scaling:#?}");
+    for server in ["echo-server, 1 worker", "echo-server, 2 workers", "C epoll"] {
+        for size in [64, 5000] {
+            let row = scaling
+                .iter()
+                .find(|r| r["server"] == server && r["size"] == size)
+                .unwrap_or_else(|| panic!("no scaling row for {server} at {size} B"));
+            assert_eq!(row["connections"], 3, "the busiest count only: {row:#?}");
+            assert!(row["requests_per_s"].as_f64().unwrap() > 0.0, "{row:#?}");
+        }
+    }
     let overall = &report["client_overall"];
     assert_eq!(
         overall["round_count"], 4,
@@ -139,6 +151,7 @@ fn the_noise_part_pairs_the_reference_with_itself() {
     }
     assert_eq!(noise["requests_per_s_overall"]["round_count"], 4);
     assert!(report["cells"].as_array().unwrap().is_empty());
+    assert!(report["scaling"].as_array().unwrap().is_empty());
     assert!(
         report["targets"].as_array().unwrap().is_empty(),
         "no target is judged on the noise"
