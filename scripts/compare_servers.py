@@ -563,15 +563,26 @@ def check_targets(rows, idle, client_overall):
                       f"confidence {pooled['low']:.2f} to {pooled['high']:.2f})",
             "all_cells": pooled,
         })
+        # Judged on every round at that count, of every message size: one
+        # round's p99 ratio ranges from about 0.5 to 1.8 here, as a stall
+        # of the machine lands in one server's run or the other's, so one
+        # cell's median of 9 can cross 1.00 on noise alone.
         busiest = max(c for c, _ in cells)
-        for cell in [c for c in cells if c[0] == busiest]:
-            ours, theirs = cell_of(PRODUCT, cell), cell_of(REFERENCE, cell)
-            targets.append({
-                "target": f"p99 at {cell[0]} connections × {cell[1]} B ≤ C's",
-                "met": ours["p99_vs_c"]["median"] <= 1.0,
-                "figure": f"{describe_ratio(ours['p99_vs_c'])}; medians {ours['p99_us']:.0f} µs "
-                          f"vs {theirs['p99_us']:.0f} µs",
-            })
+        busiest_cells = [c for c in cells if c[0] == busiest]
+        p99 = pooled_ratio([ratio for cell in busiest_cells
+                            for ratio in cell_of(PRODUCT, cell)["p99_vs_c"]["rounds"]])
+        by_cell = "; ".join(
+            f"{cell[1]} B {describe_ratio(cell_of(PRODUCT, cell)['p99_vs_c'])}, medians "
+            f"{cell_of(PRODUCT, cell)['p99_us']:.0f} µs vs {cell_of(REFERENCE, cell)['p99_us']:.0f} µs"
+            for cell in busiest_cells)
+        targets.append({
+            "target": f"p99 at {busiest} connections ≤ C's",
+            "met": p99["median"] <= 1.0,
+            "figure": f"{p99['median']:.2f}× over all {p99['round_count']} rounds "
+                      f"({p99['confidence']:.0%} confidence {p99['low']:.2f} to {p99['high']:.2f}); "
+                      f"by size: {by_cell}",
+            "all_sizes": p99,
+        })
     for result in idle:
         if result["server"] == PRODUCT:
             targets.append({

@@ -97,11 +97,27 @@ impl SystemdHost {
         assert_eq!(
             finished.code,
             0,
-            "on the host: {script}\n{}{}",
+            "on the host: {script}\n{}{}\n{}",
             finished.stdout(),
-            finished.stderr
+            finished.stderr,
+            self.service_state()
         );
         finished.stdout().trim().to_string()
+    }
+
+    /// What the host says about echo-server, for a failure's message: a
+    /// failed step often shows only its symptom ("the control process
+    /// exited with error code"), and the host is gone once the test ends.
+    fn service_state(&self) -> String {
+        let state = self.ssh(
+            "systemctl status echo-server --no-pager --lines 0; \
+             journalctl -u echo-server --no-pager --lines 40",
+        );
+        format!(
+            "echo-server on the host:\n{}{}",
+            state.stdout(),
+            state.stderr
+        )
     }
 
     pub fn deploy(&self, transport: &str, args: &[&str]) -> Finished {
