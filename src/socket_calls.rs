@@ -8,7 +8,9 @@
 //! threads and never cancel one. With two such calls per round trip, perf
 //! put that switching at about 2% of `echo-client bench`'s CPU, which a
 //! single-threaded C loop does not pay. On Linux, rustix makes the system
-//! call itself; elsewhere std's calls serve.
+//! call itself (through mio's `try_io`, as mio's own reads and writes go,
+//! so that a selector which must re-arm a socket after `WouldBlock` still
+//! does); elsewhere mio's own calls serve.
 
 use std::io;
 
@@ -16,12 +18,14 @@ use mio::net::TcpStream;
 
 /// Reads what has arrived, at most `buf.len()` bytes, as `Read::read`.
 pub fn recv(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(target_os = "linux")]
     {
-        let (read, _) = rustix::net::recv(stream, buf, rustix::net::RecvFlags::empty())?;
-        Ok(read)
+        stream.try_io(|| {
+            let (read, _) = rustix::net::recv(stream, buf, rustix::net::RecvFlags::empty())?;
+            Ok(read)
+        })
     }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    #[cfg(not(target_os = "linux"))]
     {
         io::Read::read(&mut &*stream, buf)
     }
@@ -30,15 +34,17 @@ pub fn recv(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
 /// Writes what the socket takes of `buf`, as `Write::write`; a peer that has
 /// gone is an error, never a SIGPIPE.
 pub fn send(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(target_os = "linux")]
     {
-        Ok(rustix::net::send(
-            stream,
-            buf,
-            rustix::net::SendFlags::NOSIGNAL,
-        )?)
+        stream.try_io(|| {
+            Ok(rustix::net::send(
+                stream,
+                buf,
+                rustix::net::SendFlags::NOSIGNAL,
+            )?)
+        })
     }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    #[cfg(not(target_os = "linux"))]
     {
         io::Write::write(&mut &*stream, buf)
     }

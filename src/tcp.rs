@@ -466,7 +466,15 @@ impl Connection {
             self.last_active = now;
             let written = match socket_calls::send(&self.stream, &scratch[..read]) {
                 Ok(written) => written,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                // What was not sent goes as unsent, below.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    0
+                }
                 Err(e) => return Err(e),
             };
             self.echoed += written as u64;

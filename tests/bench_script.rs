@@ -117,15 +117,7 @@ fn a_short_run_reports_every_server_cell_and_target() {
         "four rounds are too few to show anything: {overall:#?}"
     );
     let targets = report["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 4, "{targets:#?}");
-    let p99 = targets
-        .iter()
-        .find(|t| t["target"] == "p99 at 3 connections ≤ C's")
-        .expect("a p99 target at the busiest connection count");
-    assert_eq!(
-        p99["all_sizes"]["round_count"], 2,
-        "every round of both sizes: {p99:#?}"
-    );
+    assert_eq!(targets.len(), 5, "{targets:#?}");
     assert!(targets.iter().all(|t| t["met"].is_boolean()));
     assert!(report["machine"]["cpu"].is_string());
 }
