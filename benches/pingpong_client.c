@@ -10,6 +10,10 @@
  * the server's threads) at the start and end of that window, so the server's
  * cost per round trip leaves out start-up, connecting and warm-up.
  *
+ * Besides three percentiles, it prints every round-trip time as a
+ * histogram, to three significant digits, so that runs can be merged: one
+ * run's p99 is at the mercy of a stall of the machine, many runs' is not.
+ *
  * Usage: pingpong_client [-w WARMUP_SECONDS] [-p SERVER_PID]
  *                        HOST PORT CONNECTIONS SECONDS SIZE
  * Prints one JSON object; exits 1 if an echo did not match, 2 on an error.
@@ -71,6 +75,27 @@ static double quantile_us(const struct samples *s, double q) {
     if (s->len == 0) return 0;
     size_t i = (size_t)(q * (double)(s->len - 1) + 0.5);
     return (double)s->ns[i] / 1000.0;
+}
+
+/* ns to three significant digits (rounded down): a histogram bucket within 1%. */
+static uint64_t bucket_of(uint64_t ns) {
+    uint64_t scale = 1;
+    while (ns >= 1000 * scale) scale *= 10;
+    return ns / scale * scale;
+}
+
+/* Sorted samples as a JSON list of [bucket_ns, count] pairs. */
+static void print_histogram(const struct samples *s) {
+    const char *separator = "";
+    printf("[");
+    for (size_t i = 0; i < s->len;) {
+        uint64_t bucket = bucket_of(s->ns[i]);
+        size_t count = 0;
+        while (i < s->len && bucket_of(s->ns[i]) == bucket) i++, count++;
+        printf("%s[%llu, %zu]", separator, (unsigned long long)bucket, count);
+        separator = ", ";
+    }
+    printf("]");
 }
 
 /* Nanoseconds the process has been on a CPU, over all its threads; 0 if pid is 0. */
@@ -195,9 +220,11 @@ int main(int argc, char **argv) {
     qsort(latencies.ns, latencies.len, sizeof *latencies.ns, by_value);
     printf("{\"connections\": %d, \"size\": %zu, \"requests\": %llu, \"seconds\": %.3f, "
            "\"requests_per_s\": %.0f, \"p50_us\": %.1f, \"p99_us\": %.1f, \"p999_us\": %.1f, "
-           "\"mismatches\": %llu, \"server_cpu_ns\": %llu}\n",
+           "\"mismatches\": %llu, \"server_cpu_ns\": %llu, \"latency_histogram_ns\": ",
            nconns, size, requests, elapsed, (double)requests / elapsed, quantile_us(&latencies, 0.5),
            quantile_us(&latencies, 0.99), quantile_us(&latencies, 0.999), mismatches,
            (unsigned long long)server_cpu);
+    print_histogram(&latencies);
+    printf("}\n");
     return mismatches ? 1 : 0;
 }

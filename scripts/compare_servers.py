@@ -30,6 +30,7 @@ performance work, or everything as JSON.
 """
 
 import argparse
+import collections
 import datetime
 import json
 import math
@@ -176,7 +177,27 @@ def pingpong(args, server, connections, size):
         "p99_us": run["p99_us"],
         "p999_us": run["p999_us"],
         "cpu_ns_per_round_trip": run["server_cpu_ns"] / run["requests"],
+        "latency_histogram_ns": run["latency_histogram_ns"],
     }
+
+
+def histogram_quantile(histogram, q):
+    """The q-quantile, in µs, of round trips counted by nanosecond bucket
+    (a Counter), picked as the C generator picks it from its samples.
+
+    >>> from collections import Counter
+    >>> histogram_quantile(Counter({1000: 98, 5000: 1, 9000: 1}), 0.5)
+    1.0
+    >>> histogram_quantile(Counter({1000: 98, 5000: 1, 9000: 1}), 0.99)
+    5.0
+    """
+    rank = int(q * (sum(histogram.values()) - 1) + 0.5)
+    seen = 0
+    for bucket in sorted(histogram):
+        seen += histogram[bucket]
+        if seen > rank:
+            return bucket / 1000
+    raise ValueError("an empty histogram has no quantiles")
 
 
 def echo_client_bench(args, server, connections, size, cpus=LOAD_CPU):
@@ -283,6 +304,8 @@ def bench_cells(args, kinds, workdir):
     product = next(server for server in servers if server.name == PRODUCT)
     cells = cells_of(args)
     runs = {(server.name, cell): [] for server in servers for cell in cells}
+    # Every measured round trip of every round, by server and cell.
+    latencies = {key: collections.Counter() for key in runs}
     tool_rates = {cell: {GENERATOR: [], ECHO_CLIENT: []} for cell in cells}
     try:
         for server in servers:
@@ -293,7 +316,10 @@ def bench_cells(args, kinds, workdir):
             for cell_index, cell in enumerate(cells):
                 if compare_servers:
                     for server in order:
-                        runs[(server.name, cell)].append(pingpong(args, server, *cell))
+                        run = pingpong(args, server, *cell)
+                        latencies[(server.name, cell)].update(
+                            dict(run.pop("latency_histogram_ns")))
+                        runs[(server.name, cell)].append(run)
                 if compare_tools:
                     # The load tools get runs of their own, two each.
                     rates = mirrored_runs(
@@ -318,6 +344,13 @@ def bench_cells(args, kinds, workdir):
                 "size": cell[1],
                 **{key: median_of(cell_runs, key) for key in cell_runs[0]},
             }
+            # Latency is the percentile of all rounds' round trips together:
+            # one run's p99 can double when a stall of the machine lands in
+            # it, and a median of nine such figures still strays by 20%.
+            for key, q in (("p50_us", 0.5), ("p99_us", 0.99), ("p999_us", 0.999)):
+                row[key] = histogram_quantile(latencies[(server.name, cell)], q)
+            row["p99_all_rounds_vs_c"] = (
+                row["p99_us"] / histogram_quantile(latencies[(REFERENCE, cell)], 0.99))
             for key, name in (("cpu_ns_per_round_trip", "cpu_vs_c"), ("p99_us", "p99_vs_c")):
                 row[name] = paired_ratio([run[key] for run in cell_runs],
                                          [run[key] for run in reference_runs])
@@ -572,9 +605,10 @@ def check_targets(rows, idle, client_overall):
             ours, theirs = cell_of(PRODUCT, cell), cell_of(REFERENCE, cell)
             targets.append({
                 "target": f"p99 at {cell[0]} connections × {cell[1]} B ≤ C's",
-                "met": ours["p99_vs_c"]["median"] <= 1.0,
-                "figure": f"{describe_ratio(ours['p99_vs_c'])}; medians {ours['p99_us']:.0f} µs "
-                          f"vs {theirs['p99_us']:.0f} µs",
+                "met": ours["p99_all_rounds_vs_c"] <= 1.0,
+                "figure": f"{ours['p99_all_rounds_vs_c']:.2f}× over all rounds' round trips "
+                          f"({ours['p99_us']:.0f} µs vs {theirs['p99_us']:.0f} µs); "
+                          f"rounds' own ratios {describe_ratio(ours['p99_vs_c'])}",
             })
     for result in idle:
         if result["server"] == PRODUCT:
@@ -676,7 +710,8 @@ def render_text(report):
         lines += [
             f"cells: ping-pong, every echo verified; median of {settings['rounds']} rounds of "
             f"{settings['duration_s']} s after {settings['warmup_s']} s warm-up;",
-            "ratios vs C: median of each round's ratio (runs of one round are seconds apart)",
+            "latency: percentiles of all rounds' round trips together; p99 vs C: their ratio;",
+            "CPU vs C: median of each round's ratio (runs of one round are seconds apart)",
             "",
             f"{'conns':>5} {'size':>6}  {'server':<14}{'round trips/s':>14}{'p50 µs':>9}"
             f"{'p99 µs':>9}{'p99.9 µs':>10}{'CPU ns/rt':>11}{'CPU vs C':>10}{'p99 vs C':>10}",
@@ -686,7 +721,7 @@ def render_text(report):
                 label + f"{row['server']:<14}{row['requests_per_s']:>14,.0f}{row['p50_us']:>9.1f}"
                 f"{row['p99_us']:>9.1f}{row['p999_us']:>10.1f}"
                 f"{row['cpu_ns_per_round_trip']:>11,.0f}"
-                f"{row['cpu_vs_c']['median']:>10.2f}{row['p99_vs_c']['median']:>10.2f}"
+                f"{row['cpu_vs_c']['median']:>10.2f}{row['p99_all_rounds_vs_c']:>10.2f}"
             )
     if report["idle"]:
         lines += ["", "idle memory: server RSS growth per idle connection"]

@@ -56,11 +56,25 @@ fn a_short_run_reports_every_server_cell_and_target() {
                 "p50_us",
                 "p99_us",
                 "cpu_ns_per_round_trip",
+                "p99_all_rounds_vs_c",
             ] {
                 assert!(
                     cell[figure].as_f64().unwrap() > 0.0,
                     "{figure} in {cell:#?}"
                 );
+            }
+            let percentile = |name: &str| cell[name].as_f64().unwrap();
+            assert!(
+                percentile("p50_us") <= percentile("p99_us")
+                    && percentile("p99_us") <= percentile("p999_us"),
+                "percentiles of one merged histogram are ordered: {cell:#?}"
+            );
+            assert!(
+                cell["rounds"][0].get("latency_histogram_ns").is_none(),
+                "the histograms are merged, not kept per round: {cell:#?}"
+            );
+            if server == "C epoll" {
+                assert_eq!(cell["p99_all_rounds_vs_c"], 1.0, "{cell:#?}");
             }
         }
     }
