@@ -80,7 +80,7 @@ static double quantile_us(const struct samples *s, double q) {
 /* ns to three significant digits (rounded down): a histogram bucket within 1%. */
 static uint64_t bucket_of(uint64_t ns) {
     uint64_t scale = 1;
-    while (ns >= 1000 * scale) scale *= 10;
+    while (ns / scale >= 1000) scale *= 10;
     return ns / scale * scale;
 }
 

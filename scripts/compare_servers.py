@@ -11,9 +11,11 @@ other, on loopback, so the server's cost is measured alone:
   CPU time per round trip from the kernel's scheduler accounting. Every cell
   runs several rounds, the servers' order rotating from round to round, and
   the medians are reported, because a virtual machine's timings wander. A
-  comparison with the reference is the median of each round's own ratio:
-  the two runs of a round are minutes closer in time than the medians of
-  all rounds, so the machine's drift cancels out of it.
+  comparison of rates or CPU with the reference is the median of each
+  round's own ratio: the two runs of a round are minutes closer in time
+  than the medians of all rounds, so the machine's drift cancels out of it.
+  Latency percentiles are those of all rounds' round trips together (see
+  `histogram_quantile`), which a stall in one run cannot swing.
 * idle: the server's resident memory per idle connection, each server freshly
   started, with many connections that have each echoed one byte.
 * client: `echo-client bench` in place of the C generator against
@@ -606,7 +608,7 @@ def check_targets(rows, idle, client_overall):
             targets.append({
                 "target": f"p99 at {cell[0]} connections × {cell[1]} B ≤ C's",
                 "met": ours["p99_all_rounds_vs_c"] <= 1.0,
-                "figure": f"{ours['p99_all_rounds_vs_c']:.2f}× over all rounds' round trips "
+                "figure": f"{ours['p99_all_rounds_vs_c']:.3f}× over all rounds' round trips "
                           f"({ours['p99_us']:.0f} µs vs {theirs['p99_us']:.0f} µs); "
                           f"rounds' own ratios {describe_ratio(ours['p99_vs_c'])}",
             })

@@ -73,6 +73,14 @@ fn a_short_run_reports_every_server_cell_and_target() {
                 cell["rounds"][0].get("latency_histogram_ns").is_none(),
                 "the histograms are merged, not kept per round: {cell:#?}"
             );
+            // One round: the merged p99 is that run's own p99 (printed to
+            // 0.1 µs) rounded down to three significant digits.
+            let run_p99 = cell["rounds"][0]["p99_us"].as_f64().unwrap();
+            let merged_p99 = percentile("p99_us");
+            assert!(
+                merged_p99 <= run_p99 + 0.05 && merged_p99 >= 0.99 * run_p99 - 0.1,
+                "merged p99 {merged_p99} against the run's {run_p99}: {cell:#?}"
+            );
             if server == "C epoll" {
                 assert_eq!(cell["p99_all_rounds_vs_c"], 1.0, "{cell:#?}");
             }
