@@ -53,6 +53,8 @@ LOAD_CPU = "1"
 BOTH_CPUS = "0,1"
 REFERENCE = "C epoll"
 PRODUCT = "echo-server"
+ONE_WORKER = f"{PRODUCT}, 1 worker"
+TWO_WORKERS = f"{PRODUCT}, 2 workers"
 GENERATOR = "C generator"
 ECHO_CLIENT = "echo-client"
 STARTUP_PATIENCE_S = 10
@@ -66,6 +68,10 @@ MAX_IDLE_BYTES = 2048
 # rule out being 5% slower.
 CONFIDENCE = 0.95
 MIN_CLIENT_RATIO = 0.95
+
+# The parts of a whole report (what --readme writes), and every part.
+WHOLE_REPORT = {"cells", "idle", "client", "scaling"}
+PARTS = WHOLE_REPORT | {"noise"}
 
 README_BEGIN = "<!-- scripts/bench.sh --readme: begin -->"
 README_END = "<!-- scripts/bench.sh --readme: end -->"
@@ -266,6 +272,17 @@ def cells_of(args):
     return [(c, s) for s in args.sizes for c in args.connections]
 
 
+def rotated(servers, round_index):
+    """The servers in the order a round runs them: rotating from round to
+    round keeps any drift from favouring one server.
+
+    >>> rotated(["A", "B", "C"], 1)
+    ['B', 'C', 'A']
+    """
+    shift = round_index % len(servers)
+    return servers[shift:] + servers[:shift]
+
+
 def mirrored_turns(pair, round_index, cell_index):
     """The order in which a pair runs, each twice, back to back: A B B A,
     or B A A B, each first by turns over cells and rounds alike. Of two
@@ -313,8 +330,7 @@ def bench_cells(args, kinds, workdir):
         for server in servers:
             server.start()
         for round_index in range(args.rounds):
-            # Rotating the order keeps any drift from favouring one server.
-            order = servers[round_index % len(servers):] + servers[:round_index % len(servers)]
+            order = rotated(servers, round_index)
             for cell_index, cell in enumerate(cells):
                 if compare_servers:
                     for server in order:
@@ -338,6 +354,7 @@ def bench_cells(args, kinds, workdir):
     rows = []
     for cell in cells if compare_servers else []:
         reference_runs = runs[(REFERENCE, cell)]
+        reference_p99 = histogram_quantile(latencies[(REFERENCE, cell)], 0.99)
         for server in servers:
             cell_runs = runs[(server.name, cell)]
             row = {
@@ -351,8 +368,7 @@ def bench_cells(args, kinds, workdir):
             # it, and a median of nine such figures still strays by 20%.
             for key, q in (("p50_us", 0.5), ("p99_us", 0.99), ("p999_us", 0.999)):
                 row[key] = histogram_quantile(latencies[(server.name, cell)], q)
-            row["p99_all_rounds_vs_c"] = (
-                row["p99_us"] / histogram_quantile(latencies[(REFERENCE, cell)], 0.99))
+            row["p99_all_rounds_vs_c"] = row["p99_us"] / reference_p99
             for key, name in (("cpu_ns_per_round_trip", "cpu_vs_c"), ("p99_us", "p99_vs_c")):
                 row[name] = paired_ratio([run[key] for run in cell_runs],
                                          [run[key] for run in reference_runs])
@@ -425,10 +441,6 @@ def bench_noise(args, workdir):
     return {"cells": results, "requests_per_s_overall": pooled_ratio(pooled)}
 
 
-ONE_WORKER = f"{PRODUCT}, 1 worker"
-TWO_WORKERS = f"{PRODUCT}, 2 workers"
-
-
 def one_worker_config(config_path, workdir):
     """A copy of the shipped configuration with `workers = 1`."""
     with open(config_path, encoding="utf-8") as config:
@@ -476,7 +488,7 @@ def bench_scaling(args, workdir):
             if wanted is not None and (not started or int(started.group(1)) != wanted):
                 raise BenchError(f"{server.name} did not start {wanted} worker(s):\n{server.log()}")
         for round_index in range(args.rounds):
-            order = servers[round_index % len(servers):] + servers[:round_index % len(servers)]
+            order = rotated(servers, round_index)
             for cell in cells:
                 for server in order:
                     rates[(server.name, cell)].append(
@@ -819,7 +831,7 @@ def parse_args():
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     for program in ("generator", "c-server", "tokio-server", "echo-server", "echo-client", "config"):
         parser.add_argument(f"--{program}", required=True)
-    parser.add_argument("--parts", default="cells,idle,client,scaling",
+    parser.add_argument("--parts", default=",".join(sorted(WHOLE_REPORT)),
                         type=lambda text: set(text.split(",")))
     parser.add_argument("--connections", type=positive_list, default=[1, 50, 500])
     parser.add_argument("--sizes", type=positive_list, default=[64, 4096])
@@ -832,10 +844,10 @@ def parse_args():
     args = parser.parse_args()
     if args.duration <= 0 or args.warmup < 0 or args.rounds < 1 or args.idle_connections < 1:
         parser.error("--duration, --rounds and --idle-connections must be positive")
-    if args.readme and args.parts != {"cells", "idle", "client", "scaling"}:
+    if args.readme and args.parts != WHOLE_REPORT:
         parser.error("--readme writes the whole report: run it without a part")
-    if not args.parts <= {"cells", "idle", "client", "scaling", "noise"}:
-        parser.error("--parts takes cells, idle, client, scaling and noise")
+    if not args.parts <= PARTS:
+        parser.error(f"--parts takes {', '.join(sorted(PARTS))}")
     return args
 
 
