@@ -39,6 +39,9 @@ pub struct Launch {
     pub overrides: Overrides,
     /// Validate and print the effective configuration, then exit.
     pub check_config: bool,
+    /// With `check_config`: the configuration file the daemon runs with,
+    /// against which to name the changes that need a restart.
+    pub running_config: Option<PathBuf>,
     /// Fork into the background as a classic daemon (Unix only).
     pub daemon: bool,
 }
@@ -60,10 +63,22 @@ fn run_to_exit(launch: Launch) -> i32 {
         Err(e) => return report(&e.into()),
     };
     if launch.check_config {
-        let output = format!(
+        let mut output = String::new();
+        if let Some(path) = launch.running_config {
+            let running = ConfigSource::locate(Some(path), None, Path::new(SYSTEM_CONFIG_PATH));
+            let running = match Config::load(&running, &launch.overrides) {
+                Ok(running) => running,
+                Err(e) => return report(&e.into()),
+            };
+            let pending = running.restart_only_changes(&config);
+            if !pending.is_empty() {
+                output = format!("# Takes effect only on a restart: {}\n", pending.join(", "));
+            }
+        }
+        output.push_str(&format!(
             "# The configuration from {source} is valid. Effective settings:\n{}",
             config.to_toml()
-        );
+        ));
         return output::print("echo-server", output.as_bytes(), exit_code::OK);
     }
     // Everything up to here runs in the foreground, where errors reach the

@@ -36,6 +36,11 @@ struct Args {
     #[arg(short = 't', long)]
     check_config: bool,
 
+    /// With --check-config: also name the changed settings that take effect only on a restart,
+    /// compared with the configuration file the daemon runs with.
+    #[arg(long, value_name = "PATH", requires = "check_config")]
+    running: Option<PathBuf>,
+
     /// Run in the background as a classic daemon, with a pid file (for hosts without systemd).
     #[cfg(unix)]
     #[arg(short, long)]
@@ -84,6 +89,7 @@ fn main() {
             pid_file,
         },
         check_config: args.check_config,
+        running_config: args.running,
         daemon,
     }));
 }
