@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use common::{
@@ -152,6 +152,32 @@ fn appending_server() -> SocketAddr {
             }
         }
     })
+}
+
+/// A server that echoes what each connection sends, then streams zeros
+/// until the client goes away; how many zeros each connection took comes
+/// on the channel, once the client has gone.
+fn echoing_then_streaming_zeros() -> (SocketAddr, mpsc::Receiver<u64>) {
+    let (streamed, counts) = mpsc::channel();
+    let addr = serve_each(move |mut stream| {
+        stream.set_write_timeout(Some(PATIENCE)).unwrap();
+        // A small buffer here, so that what the kernels hold on both sides
+        // stays far below what a client that keeps reading takes.
+        socket2::SockRef::from(&stream)
+            .set_send_buffer_size(64 << 10)
+            .unwrap();
+        let mut message = Vec::new();
+        let _ = stream.read_to_end(&mut message);
+        let zeros = [0u8; 64 * 1024];
+        let mut total = 0u64;
+        if stream.write_all(&message).is_ok() {
+            while let Ok(written) = stream.write(&zeros) {
+                total += written as u64;
+            }
+        }
+        let _ = streamed.send(total);
+    });
+    (addr, counts)
 }
 
 /// A server that reads everything and then closes without answering.
@@ -599,7 +625,7 @@ fn extra_bytes_after_the_echo_are_a_mismatch() {
     let run = client(&["check", &target]);
     assert_eq!(run.code, 1, "{}", run.stdout());
     assert!(
-        run.stdout().contains("bytes more than the 64 sent"),
+        run.stdout().contains("more bytes than the 64 sent"),
         "{}",
         run.stdout()
     );
@@ -864,4 +890,27 @@ fn pipe_fails_when_the_echo_is_short_or_wrong() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn stray_bytes_after_the_echo_are_read_no_further_than_one() {
+    let (target, streamed) = echoing_then_streaming_zeros();
+    let target = target.to_string();
+    for args in [
+        &["send", "-t", &target, "abc"][..],
+        &["check", &target],
+        &["bench", &target, "-c", "1", "-d", "1s"],
+    ] {
+        let run = client(args);
+        assert_eq!(run.code, 1, "{args:?}: {}", run.stderr);
+        // The socket buffers hold some hundreds of KiB; a client that keeps
+        // reading takes tens of MiB in its grace period.
+        let took = streamed.recv_timeout(PATIENCE).unwrap();
+        assert!(
+            took < 4 << 20,
+            "{args:?}: the server streamed {took} bytes after the echo"
+        );
+        let said = run.stderr + &String::from_utf8_lossy(&run.stdout[..run.stdout.len().min(200)]);
+        assert!(said.contains("more bytes than the"), "{args:?}: {said}");
+    }
 }
