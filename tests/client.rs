@@ -828,13 +828,14 @@ fn bench_notices_a_server_that_stopped_answering_between_paced_batches() {
         "4",
         "--json",
     ]);
-    assert_eq!(run.code, 1, "{}{}", run.stdout(), run.stderr);
+    assert_eq!(run.code, 2, "{}{}", run.stdout(), run.stderr);
     let report = json(&run);
     assert!(report["requests"].as_u64().unwrap() >= 1, "{report}");
     assert!(
-        report["errors"]["mismatch"].as_u64().unwrap() >= 1,
+        report["errors"]["closed"].as_u64().unwrap() >= 1,
         "{report}"
     );
+    assert_eq!(report["errors"]["mismatch"], 0, "{report}");
     assert_eq!(report["errors"]["timeout"], 0, "{report}");
     // The probe, the first connection, and a new one after the failure.
     assert!(accepted.load(Ordering::SeqCst) >= 3, "{report}");
@@ -912,5 +913,53 @@ fn stray_bytes_after_the_echo_are_read_no_further_than_one() {
         );
         let said = run.stderr + &String::from_utf8_lossy(&run.stdout[..run.stdout.len().min(200)]);
         assert!(said.contains("more bytes than the"), "{args:?}: {said}");
+    }
+}
+
+#[test]
+fn bench_counts_connections_the_server_closes_mid_echo_apart_from_wrong_echoes() {
+    // After the first echo (bench's probe included), each echoes half of
+    // the next message and then ends the connection: with a FIN, or with
+    // a reset.
+    let closing = echoing_the_first_message_then(|stream| {
+        let mut message = [0u8; 64];
+        if let Ok(n) = stream.read(&mut message) {
+            let _ = stream.write_all(&message[..n / 2]);
+        }
+    });
+    let resetting = echoing_the_first_message_then(|stream| {
+        let mut message = [0u8; 64];
+        if let Ok(n) = stream.read(&mut message) {
+            let _ = stream.write_all(&message[..n / 2]);
+        }
+        socket2::SockRef::from(&*stream)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+    });
+    for (target, _) in [closing, resetting] {
+        let run = client(&[
+            "bench",
+            &target.to_string(),
+            "-c",
+            "2",
+            "-d",
+            "1s",
+            "-s",
+            "64",
+            "--json",
+        ]);
+        assert_eq!(run.code, 2, "{}{}", run.stdout(), run.stderr);
+        let report = json(&run);
+        let closed = report["errors"]["closed"].as_u64().unwrap();
+        assert!(closed >= 2, "{report}");
+        assert_eq!(report["errors"]["mismatch"], 0, "{report}");
+        assert_eq!(report["errors"]["io"], 0, "{report}");
+        assert_eq!(report["exit_code"], 2, "{report}");
+        assert!(
+            run.stderr
+                .contains(&format!("the server closed {closed} connections")),
+            "{}",
+            run.stderr
+        );
     }
 }

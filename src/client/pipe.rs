@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Semaphore;
 
-use super::{Failure, Verdict, connect_tcp, exit_code, within};
+use super::{Failure, connect_tcp, exit_code, within};
 use crate::address::HostPort;
 
 /// Bytes sent and not yet echoed, at most.
@@ -84,12 +84,9 @@ async fn pipe(options: &PipeOptions) -> Result<(), PipeError> {
     };
     let unechoed = unechoed.bytes.lock().expect("never poisoned").len();
     if !input_done || unechoed > 0 {
-        return Err(PipeError::Remote(Failure {
-            verdict: Verdict::Unreachable,
-            message: format!(
-                "the server closed the connection after echoing {echoed} bytes, {unechoed} short"
-            ),
-        }));
+        return Err(PipeError::Remote(Failure::closed(format!(
+            "the server closed the connection after echoing {echoed} bytes, {unechoed} short"
+        ))));
     }
     Ok(())
 }
@@ -121,12 +118,12 @@ async fn upload(mut to_server: OwnedWriteHalf, unechoed: Arc<Unechoed>) -> Resul
         to_server
             .write_all(&buf[..n])
             .await
-            .map_err(|e| PipeError::Remote(Failure::io(&e)))?;
+            .map_err(|e| PipeError::Remote(Failure::stream(&e)))?;
     }
     to_server
         .shutdown()
         .await
-        .map_err(|e| PipeError::Remote(Failure::io(&e)))
+        .map_err(|e| PipeError::Remote(Failure::stream(&e)))
 }
 
 /// The server's bytes, checked and copied to standard output, until the
@@ -142,7 +139,7 @@ async fn download(
         let n = from_server
             .read(&mut buf)
             .await
-            .map_err(|e| PipeError::Remote(Failure::io(&e)))?;
+            .map_err(|e| PipeError::Remote(Failure::stream(&e)))?;
         if n == 0 {
             break;
         }
