@@ -963,3 +963,76 @@ fn bench_counts_connections_the_server_closes_mid_echo_apart_from_wrong_echoes()
         );
     }
 }
+
+#[test]
+fn pipe_gives_up_on_a_server_that_stops_echoing() {
+    let silent = silent_server().to_string();
+    let run = client_with_input(&["pipe", &silent, "--timeout", "1s"], b"hello");
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("5 bytes sent, 0 echoed"),
+        "{}",
+        run.stderr
+    );
+    // Echoes everything and then neither closes nor sends anything more.
+    let (target, _) = echoing_the_first_message_then(|_| std::thread::sleep(PATIENCE));
+    let run = client_with_input(&["pipe", &target.to_string(), "--timeout", "1s"], b"hello");
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("5 bytes sent, 5 echoed"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.stdout, b"hello");
+}
+
+#[test]
+fn pipe_times_out_on_no_progress_not_on_a_long_transfer() {
+    // Echoes at most 4 KiB every 40 ms: the whole file takes at least 2.9 s,
+    // nearly three times the timeout, and no pause is near it.
+    let slow = serve_each(|mut stream| {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = stream.read(&mut buf) {
+            std::thread::sleep(Duration::from_millis(40));
+            if stream.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    let file = random_bytes(300_000, 13);
+    let run = client_with_input(&["pipe", &slow.to_string(), "--timeout", "1s"], &file);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout == file, "the piped file came back different");
+}
+
+#[test]
+fn pipe_does_not_time_out_while_its_input_is_quiet() {
+    let server = Server::start("");
+    let mut pipe = Command::new(CLIENT)
+        .args(["pipe", &server.addr().to_string(), "--timeout", "1s"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = pipe.stdin.take().unwrap();
+    input.write_all(b"typed, ").unwrap();
+    // Everything sent has come back: the server owes nothing meanwhile.
+    std::thread::sleep(Duration::from_millis(2500));
+    input.write_all(b"and later more").unwrap();
+    drop(input);
+    let status = common::wait_with_patience(&mut pipe);
+    let (mut echo, mut errors) = (String::new(), String::new());
+    pipe.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut echo)
+        .unwrap();
+    pipe.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut errors)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{errors}");
+    assert_eq!(echo, "typed, and later more");
+}
