@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use common::{
@@ -152,6 +152,32 @@ fn appending_server() -> SocketAddr {
             }
         }
     })
+}
+
+/// A server that echoes what each connection sends, then streams zeros
+/// until the client goes away; how many zeros each connection took comes
+/// on the channel, once the client has gone.
+fn echoing_then_streaming_zeros() -> (SocketAddr, mpsc::Receiver<u64>) {
+    let (streamed, counts) = mpsc::channel();
+    let addr = serve_each(move |mut stream| {
+        stream.set_write_timeout(Some(PATIENCE)).unwrap();
+        // A small buffer here, so that what the kernels hold on both sides
+        // stays far below what a client that keeps reading takes.
+        socket2::SockRef::from(&stream)
+            .set_send_buffer_size(64 << 10)
+            .unwrap();
+        let mut message = Vec::new();
+        let _ = stream.read_to_end(&mut message);
+        let zeros = [0u8; 64 * 1024];
+        let mut total = 0u64;
+        if stream.write_all(&message).is_ok() {
+            while let Ok(written) = stream.write(&zeros) {
+                total += written as u64;
+            }
+        }
+        let _ = streamed.send(total);
+    });
+    (addr, counts)
 }
 
 /// A server that reads everything and then closes without answering.
@@ -599,7 +625,7 @@ fn extra_bytes_after_the_echo_are_a_mismatch() {
     let run = client(&["check", &target]);
     assert_eq!(run.code, 1, "{}", run.stdout());
     assert!(
-        run.stdout().contains("bytes more than the 64 sent"),
+        run.stdout().contains("more bytes than the 64 sent"),
         "{}",
         run.stdout()
     );
@@ -802,13 +828,14 @@ fn bench_notices_a_server_that_stopped_answering_between_paced_batches() {
         "4",
         "--json",
     ]);
-    assert_eq!(run.code, 1, "{}{}", run.stdout(), run.stderr);
+    assert_eq!(run.code, 2, "{}{}", run.stdout(), run.stderr);
     let report = json(&run);
     assert!(report["requests"].as_u64().unwrap() >= 1, "{report}");
     assert!(
-        report["errors"]["mismatch"].as_u64().unwrap() >= 1,
+        report["errors"]["closed"].as_u64().unwrap() >= 1,
         "{report}"
     );
+    assert_eq!(report["errors"]["mismatch"], 0, "{report}");
     assert_eq!(report["errors"]["timeout"], 0, "{report}");
     // The probe, the first connection, and a new one after the failure.
     assert!(accepted.load(Ordering::SeqCst) >= 3, "{report}");
@@ -864,4 +891,148 @@ fn pipe_fails_when_the_echo_is_short_or_wrong() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn stray_bytes_after_the_echo_are_read_no_further_than_one() {
+    let (target, streamed) = echoing_then_streaming_zeros();
+    let target = target.to_string();
+    for args in [
+        &["send", "-t", &target, "abc"][..],
+        &["check", &target],
+        &["bench", &target, "-c", "1", "-d", "1s"],
+    ] {
+        let run = client(args);
+        assert_eq!(run.code, 1, "{args:?}: {}", run.stderr);
+        // The socket buffers hold some hundreds of KiB; a client that keeps
+        // reading takes tens of MiB in its grace period.
+        let took = streamed.recv_timeout(PATIENCE).unwrap();
+        assert!(
+            took < 4 << 20,
+            "{args:?}: the server streamed {took} bytes after the echo"
+        );
+        let said = run.stderr + &String::from_utf8_lossy(&run.stdout[..run.stdout.len().min(200)]);
+        assert!(said.contains("more bytes than the"), "{args:?}: {said}");
+    }
+}
+
+#[test]
+fn bench_counts_connections_the_server_closes_mid_echo_apart_from_wrong_echoes() {
+    // After the first echo (bench's probe included), each echoes half of
+    // the next message and then ends the connection: with a FIN, or with
+    // a reset.
+    let closing = echoing_the_first_message_then(|stream| {
+        let mut message = [0u8; 64];
+        if let Ok(n) = stream.read(&mut message) {
+            let _ = stream.write_all(&message[..n / 2]);
+        }
+    });
+    let resetting = echoing_the_first_message_then(|stream| {
+        let mut message = [0u8; 64];
+        if let Ok(n) = stream.read(&mut message) {
+            let _ = stream.write_all(&message[..n / 2]);
+        }
+        socket2::SockRef::from(&*stream)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+    });
+    for (target, _) in [closing, resetting] {
+        let run = client(&[
+            "bench",
+            &target.to_string(),
+            "-c",
+            "2",
+            "-d",
+            "1s",
+            "-s",
+            "64",
+            "--json",
+        ]);
+        assert_eq!(run.code, 2, "{}{}", run.stdout(), run.stderr);
+        let report = json(&run);
+        let closed = report["errors"]["closed"].as_u64().unwrap();
+        assert!(closed >= 2, "{report}");
+        assert_eq!(report["errors"]["mismatch"], 0, "{report}");
+        assert_eq!(report["errors"]["io"], 0, "{report}");
+        assert_eq!(report["exit_code"], 2, "{report}");
+        assert!(
+            run.stderr
+                .contains(&format!("the server closed {closed} connections")),
+            "{}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn pipe_gives_up_on_a_server_that_stops_echoing() {
+    let silent = silent_server().to_string();
+    let run = client_with_input(&["pipe", &silent, "--timeout", "1s"], b"hello");
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("5 bytes sent, 0 echoed"),
+        "{}",
+        run.stderr
+    );
+    // Echoes everything and then neither closes nor sends anything more.
+    let (target, _) = echoing_the_first_message_then(|_| std::thread::sleep(PATIENCE));
+    let run = client_with_input(&["pipe", &target.to_string(), "--timeout", "1s"], b"hello");
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("5 bytes sent, 5 echoed"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.stdout, b"hello");
+}
+
+#[test]
+fn pipe_times_out_on_no_progress_not_on_a_long_transfer() {
+    // Echoes at most 4 KiB every 40 ms: the whole file takes at least 2.9 s,
+    // nearly three times the timeout, and no pause is near it.
+    let slow = serve_each(|mut stream| {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = stream.read(&mut buf) {
+            std::thread::sleep(Duration::from_millis(40));
+            if stream.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    let file = random_bytes(300_000, 13);
+    let run = client_with_input(&["pipe", &slow.to_string(), "--timeout", "1s"], &file);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout == file, "the piped file came back different");
+}
+
+#[test]
+fn pipe_does_not_time_out_while_its_input_is_quiet() {
+    let server = Server::start("");
+    let mut pipe = Command::new(CLIENT)
+        .args(["pipe", &server.addr().to_string(), "--timeout", "1s"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = pipe.stdin.take().unwrap();
+    input.write_all(b"typed, ").unwrap();
+    // Everything sent has come back: the server owes nothing meanwhile.
+    std::thread::sleep(Duration::from_millis(2500));
+    input.write_all(b"and later more").unwrap();
+    drop(input);
+    let status = common::wait_with_patience(&mut pipe);
+    let (mut echo, mut errors) = (String::new(), String::new());
+    pipe.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut echo)
+        .unwrap();
+    pipe.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut errors)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{errors}");
+    assert_eq!(echo, "typed, and later more");
 }

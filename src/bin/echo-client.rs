@@ -132,7 +132,7 @@ struct PipeArgs {
     /// The server.
     #[arg(default_value = "127.0.0.1:65432", value_parser = parse_target)]
     target: HostPort,
-    /// Give up when the connection is not made within this time.
+    /// Give up when connecting takes this long, or the echo stops for this long.
     #[arg(long, default_value = "5s", value_name = "DURATION")]
     timeout: HumanDuration,
 }
@@ -165,7 +165,7 @@ fn main() {
         Command::Bench(args) => Job::Bench(bench_options(args)),
         Command::Pipe(args) => Job::Pipe(PipeOptions {
             target: args.target,
-            connect_timeout: positive(args.timeout, "--timeout"),
+            timeout: positive(args.timeout, "--timeout"),
         }),
     };
     let runtime = echo_service::client::runtime()

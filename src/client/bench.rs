@@ -89,6 +89,8 @@ pub struct LatencySummary {
 pub struct ErrorSummary {
     pub connect: u64,
     pub io: u64,
+    /// Connections the server closed or reset before their echo was whole.
+    pub closed: u64,
     pub timeout: u64,
     pub mismatch: u64,
 }
@@ -233,6 +235,17 @@ pub async fn run(options: BenchOptions) -> i32 {
     };
 
     let report = build_report(&options, &counters, &histogram);
+    if report.errors.closed > 0 {
+        // Said apart from the figures: a server that hangs up is no wrong
+        // echo, and its operator has somewhere to look.
+        let closed = report.errors.closed;
+        eprintln!(
+            "echo-client: {}: the server closed {closed} connection{} before the echo was whole; \
+             its log should say why (max_connections reached? a restart?)",
+            options.target,
+            if closed == 1 { "" } else { "s" }
+        );
+    }
     let output = if options.json {
         serde_json::to_string_pretty(&report).expect("a report serializes") + "\n"
     } else {
@@ -316,6 +329,7 @@ fn build_report(
     let errors = ErrorSummary {
         connect: counters.connect_errors.load(Ordering::Relaxed),
         io: counters.io_errors.load(Ordering::Relaxed),
+        closed: counters.closed.load(Ordering::Relaxed),
         timeout: counters.timeouts.load(Ordering::Relaxed),
         mismatch: counters.mismatches.load(Ordering::Relaxed),
     };
@@ -323,7 +337,7 @@ fn build_report(
         Verdict::Mismatch
     } else if errors.timeout > 0 {
         Verdict::TimedOut
-    } else if errors.connect > 0 || errors.io > 0 {
+    } else if errors.connect > 0 || errors.io > 0 || errors.closed > 0 {
         Verdict::Unreachable
     } else if requests == 0 {
         // Nothing failed, yet nothing came back within the run.
@@ -378,7 +392,7 @@ fn render(report: &BenchReport, histogram: &Histogram<u64>) -> String {
          Load:       {} connections, {}-byte messages, pipeline {}, {rate}, {:.2} s{warmup}\n\
          Requests:   {} ({:.1}/s), every echo verified\n\
          Throughput: {:.2} MB/s each way\n\
-         Errors:     connect {}, I/O {}, timeout {}, mismatch {}\n\n\
+         Errors:     connect {}, I/O {}, closed {}, timeout {}, mismatch {}\n\n\
          Latency:\n  \
            p50    {:>10.3} ms\n  \
            p90    {:>10.3} ms\n  \
@@ -396,6 +410,7 @@ fn render(report: &BenchReport, histogram: &Histogram<u64>) -> String {
         report.megabytes_per_s,
         errors.connect,
         errors.io,
+        errors.closed,
         errors.timeout,
         errors.mismatch,
         latency.p50,

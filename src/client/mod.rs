@@ -32,8 +32,8 @@ pub const MAX_DATAGRAM: usize = 65_535;
 /// The largest payload a UDP datagram carries over IPv4.
 pub const MAX_UDP_PAYLOAD: usize = 65_507;
 
-/// After a whole TCP echo has arrived, how long to watch for stray extra
-/// bytes. A correct server closes right after the half-close, so this
+/// After a whole TCP echo has arrived, how long to watch for a stray extra
+/// byte. A correct server closes right after the half-close, so this
 /// rarely costs anything.
 const TRAILING_BYTES_WAIT: Duration = Duration::from_millis(100);
 
@@ -115,6 +115,10 @@ impl Verdict {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     pub verdict: Verdict,
+    /// The server ended the connection (closed or reset it) before the
+    /// whole echo came back: unreachable, not corrupt, and counted apart by
+    /// `bench`.
+    pub closed: bool,
     pub message: String,
 }
 
@@ -122,6 +126,7 @@ impl Failure {
     pub fn mismatch(message: impl Into<String>) -> Failure {
         Failure {
             verdict: Verdict::Mismatch,
+            closed: false,
             message: message.into(),
         }
     }
@@ -129,10 +134,26 @@ impl Failure {
     pub fn timed_out(limit: Duration) -> Failure {
         Failure {
             verdict: Verdict::TimedOut,
+            closed: false,
             message: format!(
                 "no complete echo within {}",
                 humantime::format_duration(limit)
             ),
+        }
+    }
+
+    pub fn unreachable(message: impl Into<String>) -> Failure {
+        Failure {
+            verdict: Verdict::Unreachable,
+            closed: false,
+            message: message.into(),
+        }
+    }
+
+    pub fn closed(message: impl Into<String>) -> Failure {
+        Failure {
+            closed: true,
+            ..Failure::unreachable(message)
         }
     }
 
@@ -143,14 +164,22 @@ impl Failure {
             io::ErrorKind::TimedOut => {
                 return Failure {
                     verdict: Verdict::TimedOut,
-                    message: error.to_string(),
+                    ..Failure::unreachable(error.to_string())
                 };
             }
             _ => "",
         };
-        Failure {
-            verdict: Verdict::Unreachable,
-            message: format!("{error}{hint}"),
+        Failure::unreachable(format!("{error}{hint}"))
+    }
+
+    /// Classifies an I/O error on an established TCP connection, where a
+    /// reset or a broken pipe is the server ending it.
+    pub fn stream(error: &io::Error) -> Failure {
+        match error.kind() {
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe => Failure::closed(error.to_string()),
+            _ => Failure::io(error),
         }
     }
 }
@@ -184,16 +213,13 @@ pub async fn within<T>(
 pub async fn resolve(target: &HostPort) -> Result<Vec<SocketAddr>, Failure> {
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((target.host.as_str(), target.port))
         .await
-        .map_err(|e| Failure {
-            verdict: Verdict::Unreachable,
-            message: format!("cannot resolve `{}`: {e}", target.host),
-        })?
+        .map_err(|e| Failure::unreachable(format!("cannot resolve `{}`: {e}", target.host)))?
         .collect();
     if addrs.is_empty() {
-        return Err(Failure {
-            verdict: Verdict::Unreachable,
-            message: format!("`{}` has no address", target.host),
-        });
+        return Err(Failure::unreachable(format!(
+            "`{}` has no address",
+            target.host
+        )));
     }
     Ok(addrs)
 }
@@ -243,9 +269,10 @@ pub struct Echo {
 }
 
 /// One TCP exchange within `timeout`: connect, send `payload` and
-/// half-close, read as many bytes back. If the time allows, stray bytes
-/// after the echo are collected too (briefly: a correct server closes at
-/// once), so an echo with extra bytes is caught.
+/// half-close, read as many bytes back. If the time allows, one byte more
+/// is awaited (briefly: a correct server closes at once), so an echo with
+/// extra bytes is caught; one is proof enough, and reading on would let a
+/// server that streams without end fill the memory.
 pub async fn tcp_echo(
     target: &HostPort,
     payload: &[u8],
@@ -269,7 +296,8 @@ pub async fn tcp_echo(
                 .await?;
             Ok((bytes, Instant::now()))
         };
-        let ((), (bytes, finished)) = tokio::try_join!(write, read).map_err(|e| Failure::io(&e))?;
+        let ((), (bytes, finished)) =
+            tokio::try_join!(write, read).map_err(|e| Failure::stream(&e))?;
         Ok((
             stream,
             Echo {
@@ -284,9 +312,10 @@ pub async fn tcp_echo(
         let wait = deadline
             .saturating_duration_since(Instant::now())
             .min(TRAILING_BYTES_WAIT);
-        let mut extra = Vec::new();
-        let _ = tokio::time::timeout(wait, stream.read_to_end(&mut extra)).await;
-        echo.bytes.extend_from_slice(&extra);
+        let mut extra = [0u8; 1];
+        if let Ok(Ok(1)) = tokio::time::timeout(wait, stream.read(&mut extra)).await {
+            echo.bytes.extend_from_slice(&extra);
+        }
     }
     Ok(echo)
 }
@@ -342,21 +371,18 @@ pub fn judge_echo(sent: &[u8], echo: &[u8]) -> Result<(), Failure> {
         )));
     }
     if echo.len() > sent.len() {
+        // Not how many more: over TCP, only the first extra byte is read.
         return Err(Failure::mismatch(format!(
-            "the echo has {} bytes more than the {} sent",
-            echo.len() - sent.len(),
+            "the echo has more bytes than the {} sent",
             sent.len()
         )));
     }
     if echo.len() < sent.len() {
-        return Err(Failure {
-            verdict: Verdict::Unreachable,
-            message: format!(
-                "the server closed the connection after echoing {} of {} bytes",
-                echo.len(),
-                sent.len()
-            ),
-        });
+        return Err(Failure::closed(format!(
+            "the server closed the connection after echoing {} of {} bytes",
+            echo.len(),
+            sent.len()
+        )));
     }
     Ok(())
 }
@@ -390,7 +416,7 @@ mod tests {
             Verdict::Mismatch
         );
         let short = judge_echo(b"abc", b"ab").unwrap_err();
-        assert_eq!(short.verdict, Verdict::Unreachable);
+        assert_eq!((short.verdict, short.closed), (Verdict::Unreachable, true));
         assert!(
             short.message.contains("after echoing 2 of 3 bytes"),
             "{short}"

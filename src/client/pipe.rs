@@ -9,6 +9,11 @@
 //! echo to catch up, so memory stays bounded whatever the server does. When
 //! input ends, the sending side is shut down (a TCP half-close) and the
 //! command ends once the server has sent everything back and closed.
+//!
+//! A transfer may take as long as it needs, but a server that owes an echo
+//! (or, once input has ended, the end of its stream) and sends nothing for
+//! the timeout is given up on. Quiet standard input is no fault of the
+//! server's: while it owes nothing, no time counts.
 
 use std::collections::VecDeque;
 use std::io;
@@ -18,6 +23,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
 use super::{Failure, Verdict, connect_tcp, exit_code, within};
 use crate::address::HostPort;
@@ -29,8 +35,9 @@ const CHUNK: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct PipeOptions {
     pub target: HostPort,
-    /// Bound on connecting; the transfer itself may take as long as it needs.
-    pub connect_timeout: Duration,
+    /// Bound on connecting, and on waiting for the server while it owes
+    /// something and sends nothing.
+    pub timeout: Duration,
 }
 
 /// Why a pipe failed: at the server's end, or at ours (standard input or
@@ -56,21 +63,52 @@ pub async fn run(options: PipeOptions) -> i32 {
 
 /// Bytes in flight, in order, and room for more.
 struct Unechoed {
-    bytes: Mutex<VecDeque<u8>>,
+    owed: Mutex<Owed>,
     room: Semaphore,
 }
 
+/// What the server owes: the echo of the bytes in flight and, once input
+/// has ended, the end of its stream.
+#[derive(Default)]
+struct Owed {
+    bytes: VecDeque<u8>,
+    input_ended: bool,
+    /// Since when the server has owed something without sending any of it;
+    /// `None` while it owes nothing.
+    since: Option<Instant>,
+}
+
+impl Unechoed {
+    fn owed(&self) -> std::sync::MutexGuard<'_, Owed> {
+        self.owed.lock().expect("never poisoned")
+    }
+}
+
+impl Owed {
+    /// Their echo is owed now; the clock starts unless it already runs.
+    fn sent(&mut self, bytes: &[u8]) {
+        self.bytes.extend(bytes);
+        self.since.get_or_insert_with(Instant::now);
+    }
+
+    /// The end of the server's stream is owed now, after any echo.
+    fn end_of_input(&mut self) {
+        self.input_ended = true;
+        self.since.get_or_insert_with(Instant::now);
+    }
+}
+
 async fn pipe(options: &PipeOptions) -> Result<(), PipeError> {
-    let stream = within(options.connect_timeout, connect_tcp(&options.target))
+    let stream = within(options.timeout, connect_tcp(&options.target))
         .await
         .map_err(PipeError::Remote)?;
     let (from_server, to_server) = stream.into_split();
     let unechoed = Arc::new(Unechoed {
-        bytes: Mutex::new(VecDeque::new()),
+        owed: Mutex::default(),
         room: Semaphore::new(MAX_UNECHOED),
     });
     let upload = upload(to_server, Arc::clone(&unechoed));
-    let download = download(from_server, Arc::clone(&unechoed));
+    let download = download(from_server, Arc::clone(&unechoed), options.timeout);
     tokio::pin!(upload, download);
     let mut input_done = false;
     let echoed = loop {
@@ -82,14 +120,11 @@ async fn pipe(options: &PipeOptions) -> Result<(), PipeError> {
             echoed = &mut download => break echoed?,
         }
     };
-    let unechoed = unechoed.bytes.lock().expect("never poisoned").len();
+    let unechoed = unechoed.owed().bytes.len();
     if !input_done || unechoed > 0 {
-        return Err(PipeError::Remote(Failure {
-            verdict: Verdict::Unreachable,
-            message: format!(
-                "the server closed the connection after echoing {echoed} bytes, {unechoed} short"
-            ),
-        }));
+        return Err(PipeError::Remote(Failure::closed(format!(
+            "the server closed the connection after echoing {echoed} bytes, {unechoed} short"
+        ))));
     }
     Ok(())
 }
@@ -113,36 +148,53 @@ async fn upload(mut to_server: OwnedWriteHalf, unechoed: Arc<Unechoed>) -> Resul
             .await
             .expect("the semaphore is never closed");
         room.forget();
-        unechoed
-            .bytes
-            .lock()
-            .expect("never poisoned")
-            .extend(&buf[..n]);
+        unechoed.owed().sent(&buf[..n]);
         to_server
             .write_all(&buf[..n])
             .await
-            .map_err(|e| PipeError::Remote(Failure::io(&e)))?;
+            .map_err(|e| PipeError::Remote(Failure::stream(&e)))?;
     }
+    unechoed.owed().end_of_input();
     to_server
         .shutdown()
         .await
-        .map_err(|e| PipeError::Remote(Failure::io(&e)))
+        .map_err(|e| PipeError::Remote(Failure::stream(&e)))
 }
 
 /// The server's bytes, checked and copied to standard output, until the
-/// server closes; returns how many there were.
+/// server closes or owes something for `timeout` without sending any of it;
+/// returns how many there were.
 async fn download(
     mut from_server: OwnedReadHalf,
     unechoed: Arc<Unechoed>,
+    timeout: Duration,
 ) -> Result<u64, PipeError> {
     let mut stdout = tokio::io::stdout();
     let mut buf = vec![0u8; CHUNK];
     let mut echoed = 0u64;
     loop {
-        let n = from_server
-            .read(&mut buf)
-            .await
-            .map_err(|e| PipeError::Remote(Failure::io(&e)))?;
+        let n = loop {
+            // While nothing is owed, this only looks again a timeout later.
+            let since = unechoed.owed().since.unwrap_or_else(Instant::now);
+            if let Ok(read) =
+                tokio::time::timeout_at(since + timeout, from_server.read(&mut buf)).await
+            {
+                break read.map_err(|e| PipeError::Remote(Failure::stream(&e)))?;
+            }
+            let owed = unechoed.owed();
+            if owed.since.is_some_and(|since| since.elapsed() >= timeout) {
+                return Err(PipeError::Remote(Failure {
+                    verdict: Verdict::TimedOut,
+                    closed: false,
+                    message: format!(
+                        "the server sent nothing for {} ({} bytes sent, {echoed} echoed); \
+                         a slow server needs a longer --timeout",
+                        humantime::format_duration(timeout),
+                        echoed + owed.bytes.len() as u64
+                    ),
+                }));
+            }
+        };
         if n == 0 {
             break;
         }
@@ -161,9 +213,11 @@ async fn download(
     Ok(echoed)
 }
 
-/// Compares incoming bytes with the oldest unechoed ones and retires them.
+/// Compares incoming bytes with the oldest unechoed ones and retires them;
+/// the server, having sent something, starts afresh on what it still owes.
 fn check(incoming: &[u8], unechoed: &Unechoed, echoed_before: u64) -> Result<(), PipeError> {
-    let mut pending = unechoed.bytes.lock().expect("never poisoned");
+    let mut owed = unechoed.owed();
+    let pending = &mut owed.bytes;
     if incoming.len() > pending.len() {
         return Err(PipeError::Remote(Failure::mismatch(format!(
             "the server sent {} bytes more than it was sent",
@@ -181,6 +235,7 @@ fn check(incoming: &[u8], unechoed: &Unechoed, echoed_before: u64) -> Result<(),
         ))));
     }
     pending.drain(..incoming.len());
+    owed.since = (!owed.bytes.is_empty() || owed.input_ended).then(Instant::now);
     Ok(())
 }
 

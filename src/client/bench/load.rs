@@ -65,6 +65,8 @@ pub struct Counters {
     pub requests: AtomicU64,
     pub connect_errors: AtomicU64,
     pub io_errors: AtomicU64,
+    /// Connections the server ended before their echo was whole.
+    pub closed: AtomicU64,
     pub timeouts: AtomicU64,
     pub mismatches: AtomicU64,
 }
@@ -75,6 +77,7 @@ impl Counters {
             Verdict::Mismatch => &self.mismatches,
             Verdict::TimedOut => &self.timeouts,
             _ if connecting => &self.connect_errors,
+            _ if failure.closed => &self.closed,
             _ => &self.io_errors,
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -476,6 +479,9 @@ impl Connection {
                 Ok(written) => self.sent += written,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if matches!(self.socket, Some(Socket::Tcp(_))) => {
+                    return Err(Failure::stream(&e));
+                }
                 Err(e) => return Err(Failure::io(&e)),
             }
         }
@@ -498,18 +504,14 @@ impl Connection {
         // with WouldBlock after every echo.
         let asked = expected.min(READ_WINDOW) + 1;
         let got = match socket_calls::recv(stream, &mut driver.inbox[..asked]) {
-            Ok(0) => {
-                return Err(Failure::mismatch(
-                    "the server closed the connection mid-echo",
-                ));
-            }
+            Ok(0) => return Err(Failure::closed("the server closed the connection mid-echo")),
             Ok(got) => got,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.readable = false;
                 return Ok(());
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
-            Err(e) => return Err(Failure::io(&e)),
+            Err(e) => return Err(Failure::stream(&e)),
         };
         if got > expected || !self.batch.matches(self.echoed, &driver.inbox[..got]) {
             return Err(Failure::mismatch("wrong echo"));
