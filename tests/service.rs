@@ -359,14 +359,14 @@ fn start_up_errors_reach_the_terminal_with_their_exit_codes() {
         started.stderr
     );
 
-    // After the fork: the daemon, now nobody, cannot create its log file in
-    // a directory root owns. The parent still reports it.
+    // After the fork: the daemon, now nobody, cannot create its output
+    // file in a directory root owns. The parent still reports it.
     std::fs::create_dir_all(dir.logs()).unwrap();
     let config = dir.config("user = \"nobody\"\n");
     let started = dir.start(&config);
     assert_eq!(started.code, 73, "{}", started.stderr);
     assert!(
-        started.stderr.contains("cannot open the log directory"),
+        started.stderr.contains("may not write the log directory"),
         "{}",
         started.stderr
     );
