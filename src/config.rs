@@ -238,6 +238,8 @@ pub struct Overrides {
     pub port: Option<u16>,
     pub log_level: Option<LogLevel>,
     pub pid_file: Option<PathBuf>,
+    pub user: Option<String>,
+    pub group: Option<String>,
 }
 
 impl Config {
@@ -288,6 +290,12 @@ impl Config {
         }
         if let Some(pid_file) = &overrides.pid_file {
             self.daemon.pid_file = pid_file.clone();
+        }
+        if let Some(user) = &overrides.user {
+            self.daemon.user = Some(user.clone());
+        }
+        if let Some(group) = &overrides.group {
+            self.daemon.group = Some(group.clone());
         }
     }
 

@@ -1,22 +1,32 @@
 //! Classic daemon mode (`--daemon`), for hosts without systemd.
 //!
-//! The order matters. The configuration is loaded, the pid file checked and
-//! the sockets bound in the foreground, so a mistake is reported to the
-//! terminal that typed the command. Only then does the process fork (before
-//! any thread or runtime exists, which a fork would not carry over), detach
-//! from the terminal, write and lock the pid file, point standard output and
-//! error at the log directory and drop to the configured user, supplementary
-//! groups included. The parent waits on a pipe until the daemon says it is
-//! ready, or why it failed, and exits with the matching code, so
-//! `echo-server --daemon && echo started` tells the truth.
+//! The order matters. The configuration is loaded, the user looked up, the
+//! directories made, the pid file checked and the sockets bound in the
+//! foreground, so a mistake is reported to the terminal that typed the
+//! command. Only then does the process fork (before any thread or runtime
+//! exists, which a fork would not carry over), detach from the terminal and
+//! drop to the configured user, supplementary groups included. Only as that
+//! user does it create, lock and write the pid file and point standard
+//! output and error at the log directory: both directories are the user's,
+//! and root never opens a file in them (see `paths`). The parent waits on a
+//! pipe until the daemon says it is ready, or why it failed, and exits with
+//! the matching code, so `echo-server --daemon && echo started` tells the
+//! truth.
 
-use std::fs::{File, OpenOptions, TryLockError};
+mod paths;
+mod pid_file;
+
+use std::fs::File;
 use std::io::{PipeWriter, Read, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use daemonize::{Daemonize, Outcome};
-use nix::unistd::{Gid, Group, Uid, User};
+use nix::fcntl::OFlag;
+use nix::sys::stat::{Mode, umask};
+use nix::sys::wait::waitpid;
+use nix::unistd::{ForkResult, Gid, Group, Uid, User, fork};
 
+pub use self::pid_file::PidFileGuard;
 use crate::error::{StartupError, exit_code};
 use crate::notify::ParentReport;
 
@@ -33,87 +43,35 @@ pub struct DaemonOptions {
     pub log_directory: PathBuf,
 }
 
-/// Everything checked and made ready in the foreground, before binding.
+/// Everything checked and made ready in the foreground, before binding:
+/// the user to become, and the directories the daemon writes to, opened
+/// once by root so that the daemon finds exactly those.
 pub struct Prepared {
     owner: Option<(Uid, Gid)>,
-    output: File,
+    pid_directory: OwnedFd,
+    log_directory: OwnedFd,
 }
 
-/// The running daemon's side: removes the pid file when dropped, which is
-/// when the daemon stops (drop it while logging still works: a failure to
-/// remove it is worth a warning).
-#[derive(Debug)]
-pub struct PidFileGuard {
-    path: PathBuf,
-}
-
-impl Drop for PidFileGuard {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_file(&self.path) {
-            tracing::warn!(pid_file = %self.path.display(), error = %e,
-                "cannot remove the pid file; keep it in a directory the daemon's user may write");
-        }
-    }
-}
-
-/// Checks the user and the pid file, and makes the directories the daemon
-/// writes to. Refuses to start when a live daemon holds the pid file; a
-/// file nobody holds is stale (its daemon died without cleaning up) and is
-/// taken over.
+/// Looks up the user and makes the directories the daemon writes to.
+/// Refuses to start when a live daemon holds the pid file.
 pub fn prepare(options: &DaemonOptions) -> Result<Prepared, StartupError> {
     let owner = resolve_owner(options)?;
-    let pid_error = |source| StartupError::PidFile {
-        pid_file: options.pid_file.clone(),
-        source,
-    };
-    if let Some(pid_dir) = options.pid_file.parent() {
-        prepare_directory(pid_dir, 0o755, owner).map_err(pid_error)?;
-    }
-    check_not_running(&options.pid_file)?;
-    // Fail here, with the terminal still attached, if the file cannot be made.
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&options.pid_file)
-        .map_err(pid_error)?;
-
-    let log_error = |e: std::io::Error| StartupError::LogDirectory {
-        directory: options.log_directory.clone(),
-        message: e.to_string(),
-    };
-    prepare_directory(&options.log_directory, 0o750, owner).map_err(log_error)?;
-    let output_path = options.log_directory.join(OUTPUT_FILE);
-    let output = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&output_path)
-        .map_err(log_error)?;
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(&output_path, Some(uid.as_raw()), Some(gid.as_raw()))
-            .map_err(log_error)?;
-    }
-    Ok(Prepared { owner, output })
-}
-
-fn check_not_running(pid_file: &Path) -> Result<(), StartupError> {
-    let Ok(file) = File::open(pid_file) else {
-        return Ok(());
-    };
-    match file.try_lock() {
-        Ok(()) => Ok(()),
-        Err(TryLockError::WouldBlock) => {
-            let mut pid = String::new();
-            let _ = (&file).read_to_string(&mut pid);
-            Err(StartupError::AlreadyRunning {
-                pid_file: pid_file.to_path_buf(),
-                pid: pid.trim().to_string(),
-            })
-        }
-        Err(TryLockError::Error(source)) => Err(StartupError::PidFile {
-            pid_file: pid_file.to_path_buf(),
-            source,
-        }),
-    }
+    let pid_directory = options.pid_file.parent().unwrap_or(Path::new("/"));
+    let pid_directory =
+        paths::prepare_directory(pid_directory, 0o755, owner).map_err(|source| {
+            StartupError::PidFile {
+                pid_file: options.pid_file.clone(),
+                source,
+            }
+        })?;
+    pid_file::check_not_running(&pid_directory, &options.pid_file)?;
+    let log_directory = paths::prepare_directory(&options.log_directory, 0o750, owner)
+        .map_err(|e| log_directory_error(options, &e))?;
+    Ok(Prepared {
+        owner,
+        pid_directory,
+        log_directory,
+    })
 }
 
 /// Forks into the background. Returns only in the daemon, with the pipe on
@@ -123,62 +81,121 @@ pub fn detach(
     options: &DaemonOptions,
     prepared: Prepared,
 ) -> Result<(PipeWriter, PidFileGuard), StartupError> {
-    let stderr = prepared
-        .output
-        .try_clone()
-        .map_err(|e| StartupError::LogDirectory {
-            directory: options.log_directory.clone(),
-            message: e.to_string(),
-        })?;
     let (mut from_daemon, to_parent) = std::io::pipe().map_err(StartupError::Runtime)?;
-    let owner = prepared.owner;
-    let mut daemonize = Daemonize::new()
-        .pid_file(&options.pid_file)
-        .chown_pid_file(owner.is_some())
-        .working_directory("/")
-        // Pid and log files readable by monitoring tools running as others.
-        .umask(0o022)
-        .stdout(prepared.output)
-        .stderr(stderr)
-        // Runs just before the switch of user and group, which leaves the
-        // supplementary groups (root's, say) alone: drop them here.
-        .privileged_action(move || match owner {
-            Some((_, gid)) => nix::unistd::setgroups(&[gid]).map_err(|e| e.to_string()),
-            None => Ok(()),
-        });
-    if let Some(user) = &options.user {
-        daemonize = daemonize.user(user.as_str());
-    }
-    if let Some((_, gid)) = owner {
-        daemonize = daemonize.group(gid.as_raw());
-    }
-    match daemonize.execute() {
-        Outcome::Parent(Ok(_)) => {
+    match fork_here()? {
+        ForkResult::Parent { child } => {
             drop(to_parent);
+            // The first child exits as soon as it has forked the daemon.
+            let _ = waitpid(child, None);
             let mut report = String::new();
             let _ = from_daemon.read_to_string(&mut report);
             std::process::exit(finish_parent(ParentReport::decode(&report), options));
         }
-        Outcome::Parent(Err(e)) => Err(StartupError::Daemonize(e.to_string())),
-        Outcome::Child(Ok(child)) => match child.privileged_action_result {
-            Ok(()) => {
-                drop(from_daemon);
-                Ok((
-                    to_parent,
-                    PidFileGuard {
-                        path: options.pid_file.clone(),
-                    },
-                ))
+        ForkResult::Child => {
+            drop(from_daemon);
+            match become_daemon(options, prepared) {
+                Ok(pid_file) => Ok((to_parent, pid_file)),
+                Err(failure) => fail_in_child(to_parent, failure),
             }
-            Err(e) => fail_in_child(
-                to_parent,
-                daemonize_failure(&format!("cannot drop supplementary groups: {e}"), options),
-            ),
-        },
-        Outcome::Child(Err(e)) => {
-            fail_in_child(to_parent, daemonize_failure(&e.to_string(), options))
         }
     }
+}
+
+/// In the first child: a session of its own, without a terminal, then a
+/// second fork so that the daemon, no session leader, can never acquire
+/// one. Then the daemon gives up root before it opens any file.
+fn become_daemon(
+    options: &DaemonOptions,
+    prepared: Prepared,
+) -> Result<PidFileGuard, StartupError> {
+    nix::unistd::setsid().map_err(|e| os_error("cannot start a session", e))?;
+    if let ForkResult::Parent { .. } = fork_here()? {
+        std::process::exit(exit_code::OK);
+    }
+    nix::unistd::chdir("/").map_err(|e| os_error("cannot change to /", e))?;
+    // Pid and log files readable by monitoring tools running as others.
+    umask(Mode::from_bits_truncate(0o022));
+    if let Some(owner) = prepared.owner {
+        drop_privileges(owner).map_err(|e| os_error("cannot drop privileges", e))?;
+    }
+    let pid_file = pid_file::lock(&prepared.pid_directory, &options.pid_file, |source| {
+        not_writable(
+            options,
+            "the pid file's directory",
+            &options.pid_file,
+            &source,
+        )
+        .unwrap_or(StartupError::PidFile {
+            pid_file: options.pid_file.clone(),
+            source,
+        })
+    })?;
+    redirect_output(options, &prepared.log_directory)?;
+    Ok(pid_file)
+}
+
+fn fork_here() -> Result<ForkResult, StartupError> {
+    // SAFETY: no other thread exists yet (see the module's documentation),
+    // so the child's copy of the process is whole.
+    unsafe { fork() }.map_err(|e| os_error("cannot fork", e))
+}
+
+/// Supplementary groups first (root's would stay otherwise), then the
+/// group, then the user, after which none of this is allowed any more.
+fn drop_privileges((uid, gid): (Uid, Gid)) -> nix::Result<()> {
+    nix::unistd::setgroups(&[gid])?;
+    nix::unistd::setgid(gid)?;
+    nix::unistd::setuid(uid)
+}
+
+/// Standard input from /dev/null; standard output and error, where a panic
+/// message would go, appended to `echo-server.out` in the log directory.
+fn redirect_output(options: &DaemonOptions, log_directory: &OwnedFd) -> Result<(), StartupError> {
+    let path = options.log_directory.join(OUTPUT_FILE);
+    let output = paths::open_file(
+        log_directory,
+        &path,
+        OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CREAT,
+        0o640,
+    )
+    .map_err(|e| {
+        not_writable(options, "the log directory", &path, &e)
+            .unwrap_or_else(|| log_directory_error(options, &e))
+    })?;
+    let null = File::open("/dev/null").map_err(|e| os_error("cannot open /dev/null", e))?;
+    nix::unistd::dup2_stdin(&null)
+        .and_then(|()| nix::unistd::dup2_stdout(&output))
+        .and_then(|()| nix::unistd::dup2_stderr(&output))
+        .map_err(|e| os_error("cannot redirect standard input and output", e))
+}
+
+/// Permission denied, once the daemon is its user: that user may not
+/// write a directory that existed already (made by a daemon that ran as
+/// root, say), or a file left in it. `None` for any other failure.
+fn not_writable(
+    options: &DaemonOptions,
+    purpose: &'static str,
+    file: &Path,
+    error: &std::io::Error,
+) -> Option<StartupError> {
+    let user = options.user.as_ref()?;
+    (error.kind() == std::io::ErrorKind::PermissionDenied).then(|| StartupError::NotWritable {
+        user: user.clone(),
+        group: options.group.clone().unwrap_or_default(),
+        purpose,
+        directory: file.parent().unwrap_or(Path::new("/")).to_path_buf(),
+    })
+}
+
+fn log_directory_error(options: &DaemonOptions, error: &std::io::Error) -> StartupError {
+    StartupError::LogDirectory {
+        directory: options.log_directory.clone(),
+        message: error.to_string(),
+    }
+}
+
+fn os_error(what: &str, error: impl std::fmt::Display) -> StartupError {
+    StartupError::Daemonize(format!("{what}: {error}"))
 }
 
 /// Detached already, and failed: only the parent can tell anyone.
@@ -189,19 +206,6 @@ fn fail_in_child(mut to_parent: PipeWriter, failure: StartupError) -> ! {
     };
     let _ = to_parent.write_all(report.encode().as_bytes());
     std::process::exit(failure.exit_code());
-}
-
-/// The `daemonize` crate reports only a message. The pid file was checked
-/// in the foreground, so a lock failure here means another daemon won a race.
-fn daemonize_failure(message: &str, options: &DaemonOptions) -> StartupError {
-    if message.contains("lock pid file") {
-        StartupError::AlreadyRunning {
-            pid_file: options.pid_file.clone(),
-            pid: "(just started)".to_string(),
-        }
-    } else {
-        StartupError::Daemonize(message.to_string())
-    }
 }
 
 /// What the waiting parent prints, and its exit code.
@@ -257,24 +261,4 @@ fn resolve_owner(options: &DaemonOptions) -> Result<Option<(Uid, Gid)>, StartupE
         (None, Some(gid)) => Some((Uid::current(), gid)),
         (None, None) => None,
     })
-}
-
-/// Creates a missing directory the daemon writes to and, while still
-/// privileged, hands it to the daemon's user so it can write there after
-/// dropping privileges. A directory that already exists is the operator's
-/// and is left as it is (never chown /run or /var/log).
-fn prepare_directory(path: &Path, mode: u32, owner: Option<(Uid, Gid)>) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-
-    if path.as_os_str().is_empty() || path.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
-        .create(path)?;
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(path, Some(uid.as_raw()), Some(gid.as_raw()))?;
-    }
-    Ok(())
 }

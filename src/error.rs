@@ -94,6 +94,15 @@ pub enum StartupError {
     #[error("cannot open the log directory {}: {message} (create it, or make it writable by the daemon's user)", directory.display())]
     LogDirectory { directory: PathBuf, message: String },
 
+    #[error("the daemon's user `{user}` may not write {purpose} {} or a file in it: give them to that user, e.g. `chown -R {user}:{group} {}`, or configure a directory of its own", directory.display(), directory.display())]
+    NotWritable {
+        user: String,
+        /// Empty for the user's own group.
+        group: String,
+        purpose: &'static str,
+        directory: PathBuf,
+    },
+
     #[error("already running as pid {pid} (the pid file {} is locked); stop it first, e.g. `kill $(cat {})`", pid_file.display(), pid_file.display())]
     AlreadyRunning { pid_file: PathBuf, pid: String },
 
@@ -137,9 +146,9 @@ impl StartupError {
             StartupError::Bind { .. } | StartupError::Runtime(_) | StartupError::Activation(_) => {
                 exit_code::OS_ERROR
             }
-            StartupError::LogDirectory { .. } | StartupError::PidFile { .. } => {
-                exit_code::CANT_CREATE
-            }
+            StartupError::LogDirectory { .. }
+            | StartupError::PidFile { .. }
+            | StartupError::NotWritable { .. } => exit_code::CANT_CREATE,
             StartupError::AlreadyRunning { .. } => exit_code::UNAVAILABLE,
             StartupError::Daemonize(_) => exit_code::OS_ERROR,
             StartupError::NoSuchUser(_) => exit_code::NO_USER,

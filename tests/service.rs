@@ -10,10 +10,10 @@ use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::daemon::{DaemonDir, proc_stat, wait_until_gone};
 use common::{
     LogLines, PATIENCE, SERVER, Signal, TestDir, echo_once, finish_with_patience, round_trip,
 };
@@ -234,116 +234,6 @@ fn systemd_socket_activate_passes_a_datagram_socket() {
     assert_eq!(common::wait_with_patience(&mut child).code(), Some(0));
 }
 
-/// A daemon's files in a directory every user may enter, since the daemon
-/// may drop to `nobody`.
-struct DaemonDir {
-    dir: TestDir,
-}
-
-impl DaemonDir {
-    fn new() -> DaemonDir {
-        let dir = TestDir::new();
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-        DaemonDir { dir }
-    }
-
-    fn config(&self, extra: &str) -> String {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = format!(
-            "[server]\nport = {port}\n[log]\ndirectory = \"{logs}\"\n[daemon]\npid_file = \"{pid}\"\n{extra}",
-            logs = self.logs().display(),
-            pid = self.pid_file().display(),
-        );
-        self.dir
-            .write("config.toml", &config)
-            .to_str()
-            .unwrap()
-            .to_string()
-    }
-
-    fn logs(&self) -> std::path::PathBuf {
-        self.dir.path().join("logs")
-    }
-
-    fn pid_file(&self) -> std::path::PathBuf {
-        self.dir.path().join("run/echo-server.pid")
-    }
-
-    fn pid(&self) -> i32 {
-        std::fs::read_to_string(self.pid_file())
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    }
-
-    fn port(&self) -> u16 {
-        let config = std::fs::read_to_string(self.dir.path().join("config.toml")).unwrap();
-        config
-            .lines()
-            .find_map(|l| l.strip_prefix("port = "))
-            .unwrap()
-            .parse()
-            .unwrap()
-    }
-
-    /// Starts the daemon as from an interactive shell: on a terminal of its
-    /// own (a pseudo-terminal from `script`), which the daemon must leave.
-    fn start_on_a_terminal(&self, config: &str) -> common::Finished {
-        let mut command = Command::new("script");
-        command
-            .args(["--quiet", "--return", "--command"])
-            .arg(format!("{SERVER} --daemon --config {config}"))
-            .arg("/dev/null")
-            .env_remove("ECHO_SERVER_CONFIG");
-        finish_with_patience(command, b"")
-    }
-
-    fn start(&self, config: &str) -> common::Finished {
-        let mut command = Command::new(SERVER);
-        command
-            .args(["--daemon", "--config", config])
-            .env_remove("ECHO_SERVER_CONFIG");
-        finish_with_patience(command, b"")
-    }
-}
-
-impl Drop for DaemonDir {
-    fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(self.pid_file())
-            && let Ok(pid) = pid.trim().parse()
-        {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
-        }
-    }
-}
-
-/// Fields of /proc/PID/stat after the command name: state is 0, ppid 1,
-/// session 3, tty_nr 4.
-fn proc_stat(pid: i32) -> Vec<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    stat[stat.rfind(')').unwrap() + 2..]
-        .split_whitespace()
-        .map(String::from)
-        .collect()
-}
-
-fn wait_until_gone(pid: i32) {
-    let deadline = Instant::now() + PATIENCE;
-    while Path::new(&format!("/proc/{pid}")).exists() {
-        assert!(Instant::now() < deadline, "pid {pid} is still running");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_daemon_detaches_serves_and_cleans_up_its_pid_file() {
     let dir = DaemonDir::new();
@@ -469,14 +359,14 @@ fn start_up_errors_reach_the_terminal_with_their_exit_codes() {
         started.stderr
     );
 
-    // After the fork: the daemon, now nobody, cannot create its log file in
-    // a directory root owns. The parent still reports it.
+    // After the fork: the daemon, now nobody, cannot create its output
+    // file in a directory root owns. The parent still reports it.
     std::fs::create_dir_all(dir.logs()).unwrap();
     let config = dir.config("user = \"nobody\"\n");
     let started = dir.start(&config);
     assert_eq!(started.code, 73, "{}", started.stderr);
     assert!(
-        started.stderr.contains("cannot open the log directory"),
+        started.stderr.contains("may not write the log directory"),
         "{}",
         started.stderr
     );

@@ -51,6 +51,16 @@ struct Args {
     #[arg(long, value_name = "PATH", requires = "daemon")]
     pid_file: Option<PathBuf>,
 
+    /// With --daemon: drop to this user after binding instead of [daemon] user.
+    #[cfg(unix)]
+    #[arg(long, value_name = "USER", requires = "daemon")]
+    user: Option<String>,
+
+    /// With --daemon: drop to this group after binding instead of [daemon] group.
+    #[cfg(unix)]
+    #[arg(long, value_name = "GROUP", requires = "daemon")]
+    group: Option<String>,
+
     /// Print the shipped, commented configuration file and exit.
     #[arg(long, conflicts_with_all = ["config", "check_config"])]
     print_default_config: bool,
@@ -77,9 +87,9 @@ fn main() {
         ));
     }
     #[cfg(unix)]
-    let (daemon, pid_file) = (args.daemon, args.pid_file);
+    let (daemon, pid_file, user, group) = (args.daemon, args.pid_file, args.user, args.group);
     #[cfg(not(unix))]
-    let (daemon, pid_file) = (false, None);
+    let (daemon, pid_file, user, group) = (false, None, None, None);
     std::process::exit(launch(Launch {
         config_path: args.config,
         overrides: Overrides {
@@ -87,6 +97,8 @@ fn main() {
             port: args.port,
             log_level: args.log_level,
             pid_file,
+            user,
+            group,
         },
         check_config: args.check_config,
         running_config: args.running,

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)] // each test file uses a different part of this harness
 
+pub mod daemon;
 pub mod systemd_host;
 
 use std::io::{BufRead, BufReader, Read, Write};
