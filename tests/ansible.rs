@@ -83,17 +83,10 @@ impl Fleet {
 
     /// Runs ansible-playbook, whatever its outcome.
     fn run_playbook(&self, inventory: &Path, options: &[&str]) -> Finished {
-        let mut command = Command::new(format!("{ROOT}/target/ansible-venv/bin/ansible-playbook"));
-        command
-            .args(options)
-            .args([
-                "-i",
-                inventory.to_str().unwrap(),
-                &format!("{ROOT}/deploy/ansible/site.yml"),
-            ])
-            .env("ANSIBLE_NOCOLOR", "1")
-            .env("ANSIBLE_HOME", self.work.path().join("ansible-home"));
-        finish_within(command, b"", Duration::from_secs(300))
+        let site = format!("{ROOT}/deploy/ansible/site.yml");
+        let mut args = options.to_vec();
+        args.extend(["-i", inventory.to_str().unwrap(), &site]);
+        ansible_playbook(&self.work, &args, &[])
     }
 
     fn playbook_with(&self, inventory: &Path, options: &[&str]) -> Finished {
@@ -107,6 +100,17 @@ impl Fleet {
         );
         finished
     }
+}
+
+/// Runs ansible-playbook with `args`, whatever its outcome, its state kept in `work`.
+fn ansible_playbook(work: &TestDir, args: &[&str], env: &[(&str, &str)]) -> Finished {
+    let mut command = Command::new(format!("{ROOT}/target/ansible-venv/bin/ansible-playbook"));
+    command
+        .args(args)
+        .env("ANSIBLE_NOCOLOR", "1")
+        .env("ANSIBLE_HOME", work.path().join("ansible-home"))
+        .envs(env.iter().copied());
+    finish_within(command, b"", Duration::from_secs(300))
 }
 
 /// `changed=N` of each host in a play recap.
@@ -381,4 +385,102 @@ fn the_role_installs_the_release_binaries_where_there_is_no_package() {
     assert_eq!(finish_within(command, b"", Duration::from_secs(30)).code, 0);
     let second = fleet.playbook(&inventory);
     assert_eq!(changed(&second.stdout()), [0], "{}", second.stdout());
+}
+
+/// A log level that, written into the TOML as it is, ends its string and
+/// adds a key of its own, which `echo-server --check-config` accepts.
+const INJECTED_LOG_LEVEL: &str = "info\"\ndirectory = \"/etc/cron.d";
+
+/// The template's own encoding, without the role's checks in front of it:
+/// whatever string a variable holds, the TOML holds that same string.
+#[test]
+fn the_template_writes_every_string_variable_as_a_toml_string_of_the_same_text() {
+    let work = TestDir::new();
+    let role = format!("{ROOT}/deploy/ansible/roles/echo_server");
+    // What a TOML basic string must escape, what JSON may escape that TOML
+    // does not accept escaped (`\/`, surrogate pairs), and what both take as is.
+    let awkward = [
+        INJECTED_LOG_LEVEL,
+        r#"back\slash \u0041 \/ '''""""#,
+        "\t\r\n\u{8}\u{c}",
+        "\u{0}\u{1}\u{1f}\u{7f}",
+        "é \u{85} \u{2028} \u{ffff} 😀 \u{10ffff}",
+    ];
+    let strings = [
+        ("server", "host"),
+        ("server", "idle_timeout"),
+        ("server", "shutdown_grace"),
+        ("log", "level"),
+        ("log", "format"),
+        ("log", "directory"),
+        ("log", "rotation"),
+        ("daemon", "pid_file"),
+        ("daemon", "user"),
+        ("daemon", "group"),
+    ];
+    let variable = |section: &str, key: &str| match section {
+        "server" => format!("echo_server_{key}"),
+        _ => format!("echo_server_{section}_{key}"),
+    };
+    let values: serde_json::Map<String, serde_json::Value> = strings
+        .iter()
+        .zip(awkward.iter().cycle())
+        .map(|(&(section, key), &value)| (variable(section, key), value.into()))
+        .collect();
+    // In a JSON file, which Ansible reads as JSON: YAML refuses control characters.
+    let mut vars = values.clone();
+    vars.insert("awkward".into(), serde_json::json!(awkward));
+    let vars = work.write("values.json", &serde_json::Value::from(vars).to_string());
+    let template = format!("{role}/templates/config.toml.j2");
+    let out = work.path().display();
+    // With the Python that runs Ansible: discovery may find another on this machine.
+    let playbook = work.write(
+        "template.yml",
+        &format!(
+            "- hosts: localhost
+  connection: local
+  gather_facts: false
+  vars: {{ ansible_python_interpreter: \"{{{{ ansible_playbook_python }}}}\" }}
+  vars_files: [{role}/defaults/main.yml, {vars}]
+  tasks:
+    - ansible.builtin.template: {{ src: {template}, dest: {out}/host.toml }}
+    - ansible.builtin.template: {{ src: {template}, dest: {out}/listen.toml }}
+      vars: {{ echo_server_listen: \"{{{{ awkward }}}}\" }}
+",
+            vars = vars.display(),
+        ),
+    );
+    let filters = format!("{role}/filter_plugins");
+    let templated = ansible_playbook(
+        &work,
+        &["-i", "localhost,", playbook.to_str().unwrap()],
+        &[("ANSIBLE_FILTER_PLUGINS", &filters)],
+    );
+    assert_eq!(
+        templated.code,
+        0,
+        "{}{}",
+        templated.stdout(),
+        templated.stderr
+    );
+    let read = |name: &str| -> toml::Table {
+        let text = std::fs::read_to_string(work.path().join(name)).unwrap();
+        toml::from_str(&text).unwrap_or_else(|e| panic!("{name} is not TOML: {e}\n{text:?}"))
+    };
+    let host = read("host.toml");
+    for (section, key) in strings {
+        assert_eq!(
+            host[section][key].as_str(),
+            values[&variable(section, key)].as_str(),
+            "{section}.{key}"
+        );
+    }
+    let listen = read("listen.toml");
+    let listen: Vec<&str> = listen["server"]["listen"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry.as_str().unwrap())
+        .collect();
+    assert_eq!(listen, awkward);
 }
