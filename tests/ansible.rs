@@ -113,6 +113,18 @@ fn ansible_playbook(work: &TestDir, args: &[&str], env: &[(&str, &str)]) -> Fini
     finish_within(command, b"", Duration::from_secs(300))
 }
 
+/// Host variables that install the release binaries rather than the package.
+fn release_binaries(_host: usize) -> String {
+    format!(
+        "echo_server_deb='' echo_server_binary={}",
+        env!("CARGO_BIN_EXE_echo-server")
+    )
+}
+
+fn main_pid(host: &SystemdHost) -> String {
+    host.ssh_ok("systemctl show -p MainPID --value echo-server")
+}
+
 /// `changed=N` of each host in a play recap.
 fn changed(recap: &str) -> Vec<u32> {
     let mut counts: Vec<(String, u32)> = recap
@@ -176,8 +188,6 @@ fn the_role_deploys_three_hosts_idempotently_and_reloads_only_what_changed() {
     );
 
     // A config change on one host reloads that host, and only it.
-    let main_pid =
-        |host: &SystemdHost| host.ssh_ok("systemctl show -p MainPID --value echo-server");
     let pids: Vec<String> = fleet.hosts.iter().map(|(h, _)| main_pid(h)).collect();
     let shorter_idle_timeout_on_host1 = |i: usize| {
         if i == 1 {
@@ -367,8 +377,7 @@ fn echo_deploy_runs_three_hosts_in_parallel_over_both_transports() {
 #[test]
 fn the_role_installs_the_release_binaries_where_there_is_no_package() {
     let fleet = Fleet::boot_hosts(1);
-    let server = env!("CARGO_BIN_EXE_echo-server");
-    let inventory = fleet.inventory(|_| format!("echo_server_deb='' echo_server_binary={server}"));
+    let inventory = fleet.inventory(release_binaries);
     fleet.playbook(&inventory);
     let (host, port) = &fleet.hosts[0];
     assert_eq!(host.ssh_ok("systemctl is-active echo-server"), "active");
@@ -390,6 +399,33 @@ fn the_role_installs_the_release_binaries_where_there_is_no_package() {
 /// A log level that, written into the TOML as it is, ends its string and
 /// adds a key of its own, which `echo-server --check-config` accepts.
 const INJECTED_LOG_LEVEL: &str = "info\"\ndirectory = \"/etc/cron.d";
+
+#[test]
+fn the_role_refuses_a_variable_that_would_rewrite_the_config_and_changes_nothing() {
+    let fleet = Fleet::boot_hosts(1);
+    let inventory = fleet.inventory(release_binaries);
+    fleet.playbook(&inventory);
+    let host = &fleet.hosts[0].0;
+    let live = host.ssh_ok("cat /etc/echo-server/config.toml");
+    let pid = main_pid(host);
+
+    let injection = fleet.work.write(
+        "injection.json",
+        &serde_json::json!({ "echo_server_log_level": INJECTED_LOG_LEVEL }).to_string(),
+    );
+    let refused = fleet.run_playbook(&inventory, &["-e", &format!("@{}", injection.display())]);
+    let output = refused.stdout();
+    assert_ne!(refused.code, 0, "the play accepted it:\n{output}");
+    assert!(output.contains("echo_server_log_level"), "{output}");
+    assert_eq!(changed(&output), [0], "{output}");
+    let after = host.ssh_ok("cat /etc/echo-server/config.toml");
+    assert_eq!(after, live);
+    assert!(
+        !after.lines().any(|l| l.starts_with("directory")),
+        "{after}"
+    );
+    assert_eq!(main_pid(host), pid);
+}
 
 /// The template's own encoding, without the role's checks in front of it:
 /// whatever string a variable holds, the TOML holds that same string.
