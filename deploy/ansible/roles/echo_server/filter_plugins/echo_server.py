@@ -1,4 +1,6 @@
-"""Filters for the echo_server role: values as the config needs them."""
+"""Filters for the echo_server role: values as the config and the check need them."""
+
+import ipaddress
 
 from ansible.errors import AnsibleFilterError
 
@@ -32,6 +34,24 @@ def toml_string(value):
     return '"%s"' % ''.join(_escape(char) for char in value)
 
 
+def local_target(host, port):
+    """HOST:PORT at which a host reaches its own service listening on
+    host:port: a wildcard address is reached on the loopback address of its
+    family, and an IPv6 address takes brackets."""
+    host = str(host)
+    if host.startswith('[') and host.endswith(']'):
+        host = host[1:-1]
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return '%s:%s' % (host, port)
+    if address.is_unspecified:
+        address = ipaddress.ip_address('::1' if address.version == 6 else '127.0.0.1')
+    if address.version == 6:
+        return '[%s]:%s' % (address, port)
+    return '%s:%s' % (address, port)
+
+
 class FilterModule:
     def filters(self):
-        return {'toml_string': toml_string}
+        return {'toml_string': toml_string, 'local_target': local_target}
