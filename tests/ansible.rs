@@ -83,17 +83,10 @@ impl Fleet {
 
     /// Runs ansible-playbook, whatever its outcome.
     fn run_playbook(&self, inventory: &Path, options: &[&str]) -> Finished {
-        let mut command = Command::new(format!("{ROOT}/target/ansible-venv/bin/ansible-playbook"));
-        command
-            .args(options)
-            .args([
-                "-i",
-                inventory.to_str().unwrap(),
-                &format!("{ROOT}/deploy/ansible/site.yml"),
-            ])
-            .env("ANSIBLE_NOCOLOR", "1")
-            .env("ANSIBLE_HOME", self.work.path().join("ansible-home"));
-        finish_within(command, b"", Duration::from_secs(300))
+        let site = format!("{ROOT}/deploy/ansible/site.yml");
+        let mut args = options.to_vec();
+        args.extend(["-i", inventory.to_str().unwrap(), &site]);
+        ansible_playbook(&self.work, &args, &[])
     }
 
     fn playbook_with(&self, inventory: &Path, options: &[&str]) -> Finished {
@@ -107,6 +100,29 @@ impl Fleet {
         );
         finished
     }
+}
+
+/// Runs ansible-playbook with `args`, whatever its outcome, its state kept in `work`.
+fn ansible_playbook(work: &TestDir, args: &[&str], env: &[(&str, &str)]) -> Finished {
+    let mut command = Command::new(format!("{ROOT}/target/ansible-venv/bin/ansible-playbook"));
+    command
+        .args(args)
+        .env("ANSIBLE_NOCOLOR", "1")
+        .env("ANSIBLE_HOME", work.path().join("ansible-home"))
+        .envs(env.iter().copied());
+    finish_within(command, b"", Duration::from_secs(300))
+}
+
+/// Host variables that install the release binaries rather than the package.
+fn release_binaries(_host: usize) -> String {
+    format!(
+        "echo_server_deb='' echo_server_binary={}",
+        env!("CARGO_BIN_EXE_echo-server")
+    )
+}
+
+fn main_pid(host: &SystemdHost) -> String {
+    host.ssh_ok("systemctl show -p MainPID --value echo-server")
 }
 
 /// `changed=N` of each host in a play recap.
@@ -172,8 +188,6 @@ fn the_role_deploys_three_hosts_idempotently_and_reloads_only_what_changed() {
     );
 
     // A config change on one host reloads that host, and only it.
-    let main_pid =
-        |host: &SystemdHost| host.ssh_ok("systemctl show -p MainPID --value echo-server");
     let pids: Vec<String> = fleet.hosts.iter().map(|(h, _)| main_pid(h)).collect();
     let shorter_idle_timeout_on_host1 = |i: usize| {
         if i == 1 {
@@ -363,9 +377,15 @@ fn echo_deploy_runs_three_hosts_in_parallel_over_both_transports() {
 #[test]
 fn the_role_installs_the_release_binaries_where_there_is_no_package() {
     let fleet = Fleet::boot_hosts(1);
-    let server = env!("CARGO_BIN_EXE_echo-server");
-    let inventory = fleet.inventory(|_| format!("echo_server_deb='' echo_server_binary={server}"));
-    fleet.playbook(&inventory);
+    // On the IPv6 wildcard, which the role's own check reaches as [::1].
+    let inventory = fleet.inventory(|i| format!("{} echo_server_host='::'", release_binaries(i)));
+    let first = fleet.playbook(&inventory).stdout();
+    let check = first
+        .split("TASK [echo_server : Check that the host echoes]")
+        .nth(1)
+        .and_then(|task| task.lines().nth(1))
+        .unwrap_or_default();
+    assert!(check.starts_with("ok: [host0]"), "{first}");
     let (host, port) = &fleet.hosts[0];
     assert_eq!(host.ssh_ok("systemctl is-active echo-server"), "active");
     assert_eq!(
@@ -377,8 +397,133 @@ fn the_role_installs_the_release_binaries_where_there_is_no_package() {
         "the package was installed"
     );
     let mut command = Command::new(CLIENT);
-    command.args(["check", &format!("127.0.0.1:{port}")]);
+    command.args(["check", &format!("[::1]:{port}")]);
     assert_eq!(finish_within(command, b"", Duration::from_secs(30)).code, 0);
     let second = fleet.playbook(&inventory);
     assert_eq!(changed(&second.stdout()), [0], "{}", second.stdout());
+}
+
+/// A log level that, written into the TOML as it is, ends its string and
+/// adds a key of its own, which `echo-server --check-config` accepts.
+const INJECTED_LOG_LEVEL: &str = "info\"\ndirectory = \"/etc/cron.d";
+
+#[test]
+fn the_role_refuses_a_variable_that_would_rewrite_the_config_and_changes_nothing() {
+    let fleet = Fleet::boot_hosts(1);
+    let inventory = fleet.inventory(release_binaries);
+    fleet.playbook(&inventory);
+    let host = &fleet.hosts[0].0;
+    let live = host.ssh_ok("cat /etc/echo-server/config.toml");
+    let pid = main_pid(host);
+
+    let injection = fleet.work.write(
+        "injection.json",
+        &serde_json::json!({ "echo_server_log_level": INJECTED_LOG_LEVEL }).to_string(),
+    );
+    let refused = fleet.run_playbook(&inventory, &["-e", &format!("@{}", injection.display())]);
+    let output = refused.stdout();
+    assert_ne!(refused.code, 0, "the play accepted it:\n{output}");
+    assert!(output.contains("echo_server_log_level"), "{output}");
+    assert_eq!(changed(&output), [0], "{output}");
+    let after = host.ssh_ok("cat /etc/echo-server/config.toml");
+    assert_eq!(after, live);
+    assert!(
+        !after.lines().any(|l| l.starts_with("directory")),
+        "{after}"
+    );
+    assert_eq!(main_pid(host), pid);
+}
+
+/// The template's own encoding, without the role's checks in front of it:
+/// whatever string a variable holds, the TOML holds that same string.
+#[test]
+fn the_template_writes_every_string_variable_as_a_toml_string_of_the_same_text() {
+    let work = TestDir::new();
+    let role = format!("{ROOT}/deploy/ansible/roles/echo_server");
+    // What a TOML basic string must escape, what JSON may escape that TOML
+    // does not accept escaped (`\/`, surrogate pairs), and what both take as is.
+    let awkward = [
+        INJECTED_LOG_LEVEL,
+        r#"back\slash \u0041 \/ '''""""#,
+        "\t\r\n\u{8}\u{c}",
+        "\u{0}\u{1}\u{1f}\u{7f}",
+        "é \u{85} \u{2028} \u{ffff} 😀 \u{10ffff}",
+    ];
+    let strings = [
+        ("server", "host"),
+        ("server", "idle_timeout"),
+        ("server", "shutdown_grace"),
+        ("log", "level"),
+        ("log", "format"),
+        ("log", "directory"),
+        ("log", "rotation"),
+        ("daemon", "pid_file"),
+        ("daemon", "user"),
+        ("daemon", "group"),
+    ];
+    let variable = |section: &str, key: &str| match section {
+        "server" => format!("echo_server_{key}"),
+        _ => format!("echo_server_{section}_{key}"),
+    };
+    let values: serde_json::Map<String, serde_json::Value> = strings
+        .iter()
+        .zip(awkward.iter().cycle())
+        .map(|(&(section, key), &value)| (variable(section, key), value.into()))
+        .collect();
+    // In a JSON file, which Ansible reads as JSON: YAML refuses control characters.
+    let mut vars = values.clone();
+    vars.insert("awkward".into(), serde_json::json!(awkward));
+    let vars = work.write("values.json", &serde_json::Value::from(vars).to_string());
+    let template = format!("{role}/templates/config.toml.j2");
+    let out = work.path().display();
+    // With the Python that runs Ansible: discovery may find another on this machine.
+    let playbook = work.write(
+        "template.yml",
+        &format!(
+            "- hosts: localhost
+  connection: local
+  gather_facts: false
+  vars: {{ ansible_python_interpreter: \"{{{{ ansible_playbook_python }}}}\" }}
+  vars_files: [{role}/defaults/main.yml, {vars}]
+  tasks:
+    - ansible.builtin.template: {{ src: {template}, dest: {out}/host.toml }}
+    - ansible.builtin.template: {{ src: {template}, dest: {out}/listen.toml }}
+      vars: {{ echo_server_listen: \"{{{{ awkward }}}}\" }}
+",
+            vars = vars.display(),
+        ),
+    );
+    let filters = format!("{role}/filter_plugins");
+    let templated = ansible_playbook(
+        &work,
+        &["-i", "localhost,", playbook.to_str().unwrap()],
+        &[("ANSIBLE_FILTER_PLUGINS", &filters)],
+    );
+    assert_eq!(
+        templated.code,
+        0,
+        "{}{}",
+        templated.stdout(),
+        templated.stderr
+    );
+    let read = |name: &str| -> toml::Table {
+        let text = std::fs::read_to_string(work.path().join(name)).unwrap();
+        toml::from_str(&text).unwrap_or_else(|e| panic!("{name} is not TOML: {e}\n{text:?}"))
+    };
+    let host = read("host.toml");
+    for (section, key) in strings {
+        assert_eq!(
+            host[section][key].as_str(),
+            values[&variable(section, key)].as_str(),
+            "{section}.{key}"
+        );
+    }
+    let listen = read("listen.toml");
+    let listen: Vec<&str> = listen["server"]["listen"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry.as_str().unwrap())
+        .collect();
+    assert_eq!(listen, awkward);
 }
