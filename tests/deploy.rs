@@ -17,8 +17,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 use common::{
-    Finished, PATIENCE, SshLogin, TestDir, broken_build, finish_with_patience, finish_within,
-    free_port, silent_build,
+    Finished, LogLines, PATIENCE, SshLogin, TestDir, broken_build, finish_with_patience,
+    finish_within, free_port, new_build,
 };
 
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/echo-deploy");
@@ -52,8 +52,19 @@ struct SshHost {
     fingerprint: String,
 }
 
+/// What a test host differs in.
+#[derive(Default)]
+struct HostOptions {
+    /// The size of /opt (where releases go), to make a full disk.
+    opt_bytes: Option<u64>,
+}
+
 impl SshHost {
     fn start() -> SshHost {
+        SshHost::start_with(&HostOptions::default())
+    }
+
+    fn start_with(options: &HostOptions) -> SshHost {
         let dir = TestDir::new();
         let path = |name: &str| dir.path().join(name);
         for key in ["host_key", "user_key"] {
@@ -94,9 +105,13 @@ impl SshHost {
 
             ),
         );
+        let small_opt = options.opt_bytes.map_or(String::new(), |bytes| {
+            format!("mount -t tmpfs -o size={bytes} tmpfs /opt\n")
+        });
         // Inside the namespaces: an overlay over each tree a deploy writes,
         // this directory at a fixed place and a fresh /tmp (where this
-        // directory may be), no trace of systemd, two unprivileged users (one
+        // directory may be), no trace of systemd, host names from /etc/hosts
+        // alone (no query leaves the machine), two unprivileged users (one
         // with passwordless sudo, one without), then sshd as the namespace's
         // init.
         let script = format!(
@@ -105,9 +120,11 @@ impl SshHost {
                mkdir -p {d}/upper/$tree {d}/work/$tree\n\
                mount -t overlay overlay -o lowerdir=/$tree,upperdir={d}/upper/$tree,workdir={d}/work/$tree /$tree\n\
              done\n\
+             {small_opt}\
              mkdir -p {INSIDE}\n\
              mount --bind {d} {INSIDE}\n\
              mount -t tmpfs tmpfs /tmp\n\
+             sed -i 's/^hosts:.*/hosts: files/' /etc/nsswitch.conf\n\
              rm -rf /run/systemd/system\n\
              mkdir -p /run/sshd\n\
              useradd --no-create-home --home-dir /nonexistent --shell /bin/sh --password '*' deployer\n\
@@ -175,6 +192,14 @@ impl SshHost {
     }
 
     fn deploy_as(&self, user: &str, transport: &str, args: &[&str]) -> Finished {
+        finish_within(
+            self.deploy_command(user, transport, args),
+            b"",
+            DEPLOY_PATIENCE,
+        )
+    }
+
+    fn deploy_command(&self, user: &str, transport: &str, args: &[&str]) -> Command {
         let host = format!("{user}@127.0.0.1:{}", self.port);
         let mut command = Command::new(DEPLOY);
         command
@@ -196,7 +221,66 @@ impl SshHost {
         };
         // PuTTY keeps its random seed under $HOME.
         command.args(args).env("HOME", self.dir.path());
-        finish_within(command, b"", DEPLOY_PATIENCE)
+        command
+    }
+
+    /// Starts `echo-deploy` over OpenSSH as root without waiting for it;
+    /// its standard error is collected line by line.
+    fn spawn_deploy(&self, args: &[&str]) -> (Child, LogLines) {
+        let mut child = self
+            .deploy_command("root", "openssh", args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = LogLines::default();
+        lines.clone().collect(child.stderr.take().unwrap());
+        (child, lines)
+    }
+
+    /// Installs echo-server from this build on `port`, over OpenSSH.
+    fn install(&self, work: &TestDir, port: u16) {
+        let config = config_on_port(work.path(), port, "");
+        let installed = self.deploy(
+            "openssh",
+            &[
+                "--binary",
+                SERVER,
+                "--config",
+                config.to_str().unwrap(),
+                "install",
+            ],
+        );
+        assert_ok("install", &installed);
+    }
+
+    /// Waits until no deploy run holds the host's lock: a change that went
+    /// on after its connection dropped has finished.
+    fn wait_for_the_lock(&self) {
+        let deadline = Instant::now() + DEPLOY_PATIENCE;
+        let free = "lock=/var/lib/echo-deploy/lock; [ ! -e $lock ] || flock -n $lock true";
+        while self.shell(free).code != 0 {
+            assert!(Instant::now() < deadline, "the deploy lock is still held");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    /// The release `current` names on the host.
+    fn current_release(&self) -> String {
+        self.shell("readlink /opt/echo-server/current").stdout()
+    }
+
+    /// The daemon's pid, as the lock on its pid file says.
+    fn daemon_pid(&self) -> String {
+        let status = self.deploy("openssh", &["status"]);
+        assert_ok("status", &status);
+        let stdout = status.stdout();
+        let pid = stdout
+            .split(", ")
+            .find_map(|part| part.strip_prefix("pid "))
+            .unwrap_or_else(|| panic!("no pid in {stdout}"));
+        pid.to_string()
     }
 
     /// Runs a command on the host, as root, over ssh.
@@ -218,6 +302,30 @@ impl Drop for SshHost {
         let _ = self.sshd.kill();
         let _ = self.sshd.wait();
     }
+}
+
+/// A stand-in for a build that starts and then hangs: it starts the previous
+/// release as the daemon (a real echo-server that holds its pid file and its
+/// port) and stops it (SIGSTOP), so connections are accepted and never
+/// answered.
+fn wedged_build(dir: &Path, port: u16) -> PathBuf {
+    let path = dir.join("wedged/echo-server");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in\n  --version) echo 'echo-server 0.1.0-wedged' ;;\n  \
+             --check-config) echo 'listen = [\"127.0.0.1:{port}\"]' ;;\n  \
+             --daemon) /opt/echo-server/previous/echo-server \"$@\" || exit\n    \
+             while [ $# -gt 0 ]; do [ \"$1\" = --pid-file ] && pidfile=$2; shift; done\n    \
+             kill -STOP \"$(cat \"$pidfile\")\" ;;\n  \
+             *) exit 1 ;;\nesac\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::copy(CLIENT, path.with_file_name("echo-client")).unwrap();
+    path
 }
 
 fn config_on_port(dir: &Path, port: u16, extra: &str) -> PathBuf {
@@ -340,11 +448,16 @@ fn lifecycle(transport: &str) {
         "the rollback did not bring the old release back"
     );
     let current = host.shell("readlink /opt/echo-server/current").stdout();
+    assert!(
+        !upgraded.stderr.contains("authentication refused"),
+        "the daemon's own error passed for SSH's: {}",
+        upgraded.stderr
+    );
     // One that starts but does not echo fails the echo check: rolled back too.
-    let silent = silent_build(work.path(), port);
+    let wedged = wedged_build(work.path(), port);
     let upgraded = host.deploy(
         transport,
-        &["--binary", silent.to_str().unwrap(), "upgrade"],
+        &["--binary", wedged.to_str().unwrap(), "upgrade"],
     );
     assert_failed(
         "upgrade to a build that does not echo",
@@ -580,5 +693,434 @@ fn installs_through_sudo_and_a_putty_saved_session_with_spaces() {
         status.stdout().starts_with("Echo Host 1: active (daemon)"),
         "{}",
         status.stdout()
+    );
+}
+
+/// Waits for `child` to exit and returns its code.
+fn exit_code(child: &mut Child) -> i32 {
+    common::wait_within(child, DEPLOY_PATIENCE)
+        .code()
+        .unwrap_or(-1)
+}
+
+#[test]
+fn a_change_finishes_on_the_host_whatever_happens_to_its_connection() {
+    let host = SshHost::start();
+    let port = free_port();
+    let work = TestDir::new();
+    host.install(&work, port);
+    let good = host.current_release();
+    let wedged = wedged_build(work.path(), port);
+    let (mut upgrade, log) = host.spawn_deploy(&["--binary", wedged.to_str().unwrap(), "upgrade"]);
+    log.wait_for("step: checking the uploaded binary");
+    // The host's side holds still (it has seconds of health check ahead),
+    // so that what follows happens in the middle of the upgrade.
+    let worker = host
+        .shell("pgrep -f '^sh /tmp/echo-deploy-remote[.][^ ]* worker '")
+        .stdout();
+    let worker = worker.trim();
+    assert!(
+        !worker.is_empty(),
+        "no worker on the host: {}",
+        host.shell("ps -eo pid,args").stdout()
+    );
+    host.shell(&format!("kill -STOP {worker}"));
+
+    // A second run meets the lock, and is told whose it is.
+    let restarted = host.deploy("openssh", &["restart"]);
+    assert_failed(
+        "restart during an upgrade",
+        &restarted,
+        "another echo-deploy run is changing this host",
+    );
+    assert!(
+        restarted.stderr.contains("running echo-deploy upgrade"),
+        "{}",
+        restarted.stderr
+    );
+
+    // The operator's ssh dies.
+    let killed = Command::new("pkill")
+        .args(["-KILL", "-f", &format!("^ssh .* -p {} -- ", host.port)])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "no ssh to kill");
+    assert_eq!(exit_code(&mut upgrade), 1, "{}", log.all().join("\n"));
+    log.wait_for("the connection was lost");
+
+    host.shell(&format!("kill -CONT {worker}"));
+    host.wait_for_the_lock();
+    assert_eq!(host.current_release(), good, "the wedged release is live");
+    assert_eq!(echo_check(port).code, 0, "the rollback did not finish");
+    let leftovers = host
+        .shell("ls -d /tmp/echo-deploy* 2>/dev/null; grep -h 'rolled back to' /var/lib/echo-deploy/runs/*.log")
+        .stdout();
+    assert!(
+        leftovers.starts_with("error: ") && leftovers.contains("rolled back to"),
+        "temporary files left, or no rollback in the run's log:\n{leftovers}"
+    );
+}
+
+#[test]
+fn the_pid_file_is_not_taken_at_its_word() {
+    let host = SshHost::start();
+    let port = free_port();
+    let work = TestDir::new();
+    host.install(&work, port);
+    let daemon = host.daemon_pid();
+    // A process that a HUP or TERM meant for the daemon would end.
+    host.shell("setsid sleep 600 </dev/null >/dev/null 2>&1 & echo $! > /run/canary.pid");
+    let canary = host
+        .shell("cat /run/canary.pid")
+        .stdout()
+        .trim()
+        .to_string();
+    let canary_alive = || host.shell(&format!("kill -0 {canary}")).code == 0;
+    let pid_file = "/run/echo-server/echo-server.pid";
+
+    // What the daemon's user can write into its own pid file.
+    for lie in ["1", "-1", &canary, "0", "x"] {
+        host.shell(&format!("echo '{lie}' > {pid_file}"));
+        assert_eq!(host.daemon_pid(), daemon, "pid file saying {lie:?}");
+        assert_ok("reload", &host.deploy("openssh", &["reload"]));
+        assert!(
+            canary_alive(),
+            "reload with {lie:?} in the pid file signalled others"
+        );
+    }
+    assert_ok("stop", &host.deploy("openssh", &["stop"]));
+    assert!(canary_alive(), "stop killed another process");
+    assert_ne!(echo_check(port).code, 0, "the daemon did not stop");
+
+    // A daemon that died without cleaning up, its pid since given to another.
+    assert_ok("start", &host.deploy("openssh", &["start"]));
+    let daemon = host.daemon_pid();
+    host.shell(&format!("kill -KILL {daemon}; echo {canary} > {pid_file}"));
+    let status = host.deploy("openssh", &["status"]);
+    assert!(
+        status.stdout().contains("inactive (daemon)"),
+        "{}",
+        status.stdout()
+    );
+    assert_ok("stop", &host.deploy("openssh", &["stop"]));
+    assert!(canary_alive(), "stop killed the process that got the pid");
+    assert_ok("start", &host.deploy("openssh", &["start"]));
+    assert_eq!(
+        echo_check(port).code,
+        0,
+        "start believed the dead daemon alive"
+    );
+}
+
+#[test]
+fn rollback_never_makes_things_worse() {
+    let host = SshHost::start();
+    let port = free_port();
+    let work = TestDir::new();
+    host.install(&work, port);
+    let first = host.current_release();
+    let second = new_build(work.path());
+    assert_ok(
+        "upgrade",
+        &host.deploy(
+            "openssh",
+            &["--binary", second.to_str().unwrap(), "upgrade"],
+        ),
+    );
+    // Back to the first build, and it fails the check from here (a wrong
+    // port): the first build is what previous names, and must stay.
+    let closed = free_port().to_string();
+    let back = host.deploy(
+        "openssh",
+        &[
+            "--binary",
+            SERVER,
+            "--check-from",
+            "here",
+            "--echo-port",
+            &closed,
+            "--local-client",
+            CLIENT,
+            "upgrade",
+        ],
+    );
+    assert_failed("upgrade checked on a wrong port", &back, "rolled back to");
+    assert_eq!(
+        host.shell("readlink /opt/echo-server/previous").stdout(),
+        first
+    );
+    assert_ok("rollback", &host.deploy("openssh", &["rollback"]));
+    assert_eq!(host.current_release(), first);
+    assert_eq!(echo_check(port).code, 0);
+
+    // A previous release that is gone is refused, and nothing stops.
+    let previous = host.shell("readlink /opt/echo-server/previous").stdout();
+    host.shell(&format!("rm -rf /opt/echo-server/{}", previous.trim()));
+    let refused = host.deploy("openssh", &["rollback"]);
+    assert_failed("rollback to a deleted release", &refused, "is gone");
+    assert_eq!(host.current_release(), first);
+    assert_eq!(
+        echo_check(port).code,
+        0,
+        "a refused rollback stopped the service"
+    );
+
+    // An install over a running release rolls back like an upgrade, and
+    // the host's own error is never blamed on SSH.
+    let broken = broken_build(work.path(), port);
+    let installed = host.deploy(
+        "openssh",
+        &["--binary", broken.to_str().unwrap(), "install"],
+    );
+    assert_failed(
+        "install of a broken build",
+        &installed,
+        "failed its health check; rolled back to",
+    );
+    assert!(
+        installed.stderr.contains("Permission denied (os error 13)")
+            && !installed.stderr.contains("authentication refused"),
+        "{}",
+        installed.stderr
+    );
+    assert_eq!(echo_check(port).code, 0);
+}
+
+#[test]
+fn a_broken_first_install_is_reported_as_the_hosts_own_error() {
+    let host = SshHost::start();
+    let port = free_port();
+    let work = TestDir::new();
+    let broken = broken_build(work.path(), port);
+    let config = config_on_port(work.path(), port, "");
+    let installed = host.deploy(
+        "openssh",
+        &[
+            "--binary",
+            broken.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "install",
+        ],
+    );
+    assert_failed(
+        "first install of a broken build",
+        &installed,
+        "FAILED: at step \"starting 0.1.0-broken-",
+    );
+    assert!(
+        installed.stderr.contains("echo-server did not start")
+            && !installed.stderr.contains("authentication refused"),
+        "{}",
+        installed.stderr
+    );
+}
+
+#[test]
+fn config_push_checks_what_only_the_host_knows_and_restores_what_fails() {
+    let host = SshHost::start();
+    let port = free_port();
+    let work = TestDir::new();
+    host.install(&work, port);
+    let live = || host.shell("cat /etc/echo-server/config.toml").stdout();
+    let before = live();
+    let push = |name: &str, text: &str, extra: &[&str]| {
+        let file = work.write(name, text);
+        let mut args = vec!["config", "push"];
+        args.extend_from_slice(extra);
+        args.push(file.to_str().unwrap());
+        host.deploy("openssh", &args)
+    };
+    let at_port = |port: u16, extra: &str| format!("[server]\nport = {port}\n{extra}");
+    for (text, reason) in [
+        (
+            at_port(port, "[daemon]\nuser = \"no-such-user\"\n"),
+            "user \"no-such-user\" does not exist here",
+        ),
+        (
+            format!("[server]\nhost = \"no-such-host.invalid\"\nport = {port}\n"),
+            "\"no-such-host.invalid\" does not resolve here",
+        ),
+        (
+            at_port(port, "[log]\ndirectory = \"/etc/passwd/logs\"\n"),
+            "cannot be made: /etc/passwd is not a directory",
+        ),
+    ] {
+        let pushed = push("bad.toml", &text, &[]);
+        assert_failed("config push", &pushed, reason);
+        assert!(
+            pushed.stderr.contains("the live one is unchanged"),
+            "{}",
+            pushed.stderr
+        );
+        assert_eq!(live(), before);
+    }
+
+    // A new port needs a restart: said, not done, and the service goes on.
+    let moved = free_port();
+    let pushed = push("moved.toml", &at_port(moved, ""), &[]);
+    assert_ok("config push of a new port", &pushed);
+    assert!(
+        pushed.stdout().contains("restart to apply: server.listen"),
+        "{}",
+        pushed.stdout()
+    );
+    assert_eq!(echo_check(port).code, 0);
+    // --restart does it.
+    let pushed = push("moved.toml", &at_port(moved, ""), &["--restart"]);
+    assert_ok("config push --restart", &pushed);
+    assert_eq!(echo_check(moved).code, 0);
+    assert_ne!(echo_check(port).code, 0);
+
+    // A config that does not come up is taken back: sshd holds this port.
+    let taken = at_port(host.port, "");
+    let pushed = push("taken.toml", &taken, &["--restart"]);
+    assert_failed(
+        "config push of a port in use",
+        &pushed,
+        "the previous one is live again",
+    );
+    assert_eq!(echo_check(moved).code, 0);
+    assert!(live().contains(&format!("port = {moved}")), "{}", live());
+}
+
+#[test]
+fn host_keys_are_checked_whatever_the_ssh_config_says() {
+    let host = SshHost::start();
+    for lax in [
+        "StrictHostKeyChecking no\nUserKnownHostsFile /dev/null\n",
+        "StrictHostKeyChecking accept-new\nUserKnownHostsFile /dev/null\n",
+    ] {
+        let config = host.dir.write("ssh_config", &format!("Host *\n{lax}"));
+        let mut command = Command::new(DEPLOY);
+        command
+            .args(["--ssh-config", config.to_str().unwrap(), "-i"])
+            .arg(&host.key)
+            .args(["--host", &format!("root@127.0.0.1:{}", host.port), "status"]);
+        let status = finish_with_patience(command, b"");
+        assert_failed(
+            &format!("status with {lax:?}"),
+            &status,
+            "host key not trusted or changed",
+        );
+    }
+}
+
+#[test]
+fn an_interrupted_run_leaves_no_temporary_files_on_either_side() {
+    let host = SshHost::start();
+    let work = TestDir::new();
+    let local_tmp = TestDir::new();
+    // Large enough that the upload is still going when the interrupt comes.
+    let big = new_build(work.path());
+    let mut file = std::fs::OpenOptions::new().append(true).open(&big).unwrap();
+    std::io::Write::write_all(&mut file, &vec![0u8; 400 << 20]).unwrap();
+    let mut command = host.deploy_command(
+        "root",
+        "openssh",
+        &["--binary", big.to_str().unwrap(), "install"],
+    );
+    command.env("TMPDIR", local_tmp.path());
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = LogLines::default();
+    log.clone().collect(child.stderr.take().unwrap());
+    log.wait_for("step: uploading to");
+    common::send_signal(&child, common::Signal::SIGINT);
+    assert_eq!(exit_code(&mut child), 130, "{}", log.all().join("\n"));
+    log.wait_for("interrupted; cleaning up");
+    host.wait_for_the_lock();
+    let left_here: Vec<_> = std::fs::read_dir(local_tmp.path()).unwrap().collect();
+    assert!(left_here.is_empty(), "left here: {left_here:?}");
+    let left_there = host
+        .shell("ls -d /tmp/echo-deploy* 2>/dev/null || true")
+        .stdout();
+    assert_eq!(
+        left_there,
+        "",
+        "left on the host:\n{}",
+        log.all().join("\n")
+    );
+}
+
+#[test]
+fn a_full_disk_leaves_no_partial_release() {
+    let release_bytes =
+        std::fs::metadata(SERVER).unwrap().len() + std::fs::metadata(CLIENT).unwrap().len();
+    let host = SshHost::start_with(&HostOptions {
+        opt_bytes: Some(release_bytes * 3 / 2),
+    });
+    let port = free_port();
+    let work = TestDir::new();
+    host.install(&work, port);
+    let first = host.current_release();
+    let used = || host.shell("df --output=used /opt | tail -n 1").stdout();
+    let before = used();
+    let second = new_build(work.path());
+    let upgraded = host.deploy(
+        "openssh",
+        &["--binary", second.to_str().unwrap(), "upgrade"],
+    );
+    assert_failed(
+        "upgrade onto a full disk",
+        &upgraded,
+        "no room for a new release in /opt/echo-server",
+    );
+    assert_eq!(host.current_release(), first);
+    assert_eq!(echo_check(port).code, 0);
+    assert_eq!(
+        host.shell("ls -A /opt/echo-server/releases")
+            .stdout()
+            .lines()
+            .count(),
+        1,
+        "a partial release was left"
+    );
+    assert_eq!(used(), before, "the disk was left fuller");
+}
+
+#[test]
+fn the_daemon_runs_as_its_own_user_and_root_reads_nothing_it_plants() {
+    let host = SshHost::start();
+    let port = free_port();
+    let work = TestDir::new();
+    // What an earlier daemon that ran as root left behind.
+    host.shell(
+        "mkdir -p /var/log/echo-server /run/echo-server && \
+         echo 'from the root-run daemon' > /var/log/echo-server/echo-server.out",
+    );
+    host.install(&work, port);
+    let pid = host.daemon_pid();
+    let ids = host
+        .shell(&format!(
+            "id -u echo-server; sed -n 's/^Uid:\\t\\([0-9]*\\).*/\\1/p' /proc/{pid}/status"
+        ))
+        .stdout();
+    let ids: Vec<&str> = ids.lines().collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert_eq!(ids[0], ids[1], "the daemon does not run as echo-server");
+
+    // As the daemon's user: the newest log file is a link to root's secrets.
+    let planted = host.shell(
+        "setpriv --reuid=echo-server --regid=echo-server --clear-groups -- \
+         sh -c 'ln -s /etc/shadow /var/log/echo-server/echo-server.9999-12-31.log && \
+         touch -h -d tomorrow /var/log/echo-server/echo-server.9999-12-31.log'",
+    );
+    assert_ok("planting a link", &planted);
+    let logs = host.deploy("openssh", &["logs", "-n", "100"]);
+    assert_ok("logs", &logs);
+    assert!(
+        !logs.stdout().contains("root:"),
+        "logs showed /etc/shadow:\n{}",
+        logs.stdout()
+    );
+    assert!(
+        logs.stdout().contains("echo-server started"),
+        "{}",
+        logs.stdout()
     );
 }

@@ -504,13 +504,17 @@ pub fn free_port() -> u16 {
 }
 
 /// A stand-in for a broken build: it reports a version and a valid config
-/// (so it passes the pre-switch checks), and fails to start.
+/// (so it passes the pre-switch checks), and fails to start, with the
+/// message a daemon gives when its log directory is not its own: an error
+/// of the host's, which a deployment must never blame on SSH.
 pub fn broken_build(dir: &Path, port: u16) -> PathBuf {
     let path = dir.join("broken/echo-server");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let script = format!(
         "#!/bin/sh\ncase \"$1\" in\n  --version) echo 'echo-server 0.1.0-broken' ;;\n  \
-         --check-config) echo 'listen = [\"127.0.0.1:{port}\"]' ;;\n  *) echo 'broken build' >&2; exit 1 ;;\nesac\n"
+         --check-config) echo 'listen = [\"127.0.0.1:{port}\"]' ;;\n  \
+         *) echo 'echo-server: error: cannot open the log directory /var/log/echo-server: \
+         Permission denied (os error 13)' >&2; exit 77 ;;\nesac\n"
     );
     std::fs::write(&path, script).unwrap();
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -526,27 +530,6 @@ pub fn new_build(dir: &Path) -> PathBuf {
     let mut bytes = std::fs::read(SERVER).unwrap();
     bytes.extend_from_slice(b"\nbuild 2\n");
     std::fs::write(&path, bytes).unwrap();
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::fs::copy(CLIENT_BIN, path.with_file_name("echo-client")).unwrap();
-    path
-}
-
-/// A stand-in for a build that starts (it daemonizes, with a pid file) and
-/// then does not echo.
-pub fn silent_build(dir: &Path, port: u16) -> PathBuf {
-    let path = dir.join("silent/echo-server");
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(
-        &path,
-        format!(
-            "#!/bin/sh\ncase \"$1\" in\n  --version) echo 'echo-server 0.1.0-silent' ;;\n  \
-             --check-config) echo 'listen = [\"127.0.0.1:{port}\"]' ;;\n  \
-             --daemon) while [ $# -gt 0 ]; do [ \"$1\" = --pid-file ] && pidfile=$2; shift; done\n    \
-             mkdir -p \"$(dirname \"$pidfile\")\"; sleep 600 >/dev/null 2>&1 & echo $! > \"$pidfile\" ;;\n  \
-             *) exit 1 ;;\nesac\n"
-        ),
-    )
-    .unwrap();
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     std::fs::copy(CLIENT_BIN, path.with_file_name("echo-client")).unwrap();
     path
