@@ -21,6 +21,33 @@ fn help_is_what_the_readme_shows() {
 }
 
 #[test]
+fn check_config_names_the_changes_only_a_restart_applies() {
+    let dir = common::TestDir::new();
+    let running = dir.write("running.toml", "[server]\nport = 7007\n");
+    let new = dir.write(
+        "new.toml",
+        "[server]\nport = 7008\nidle_timeout = \"1m\"\n[log]\nformat = \"json\"\n",
+    );
+    let check = |config: &std::path::Path| {
+        let args = ["--check-config", "--config", config.to_str().unwrap()];
+        let running = ["--running", running.to_str().unwrap()];
+        run_server(&[&args[..], &running[..]].concat(), &[])
+    };
+    let (code, out, err) = check(&new);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("# Takes effect only on a restart: server.listen, log.format\n"),
+        "{out}"
+    );
+    let (code, out, _) = check(&running);
+    assert_eq!(code, 0);
+    assert!(!out.contains("Takes effect only on a restart"), "{out}");
+    // Only with --check-config.
+    let (code, _, _) = run_server(&["--running", running.to_str().unwrap()], &[]);
+    assert_eq!(code, 64);
+}
+
+#[test]
 fn version_and_default_config() {
     let (code, out, _) = run_server(&["--version"], &[]);
     assert_eq!(

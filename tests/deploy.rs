@@ -1124,3 +1124,40 @@ fn the_daemon_runs_as_its_own_user_and_root_reads_nothing_it_plants() {
         logs.stdout()
     );
 }
+
+#[test]
+fn help_is_what_the_readme_shows() {
+    let mut command = Command::new(DEPLOY);
+    command.arg("--help");
+    let help = finish_with_patience(command, b"");
+    assert_eq!(help.code, 0);
+    assert!(
+        include_str!("../README.md").contains(help.stdout().trim_end()),
+        "README.md does not show the current `echo-deploy --help`:\n{}",
+        help.stdout()
+    );
+}
+
+#[test]
+fn a_host_name_is_never_run_as_code_here() {
+    let dir = TestDir::new();
+    let pwned = dir.path().join("pwned");
+    // An alias that leads nowhere (a closed loopback port): only the name
+    // travels through echo-deploy's output.
+    let config = dir.write(
+        "ssh_config",
+        &format!("Host *\n  HostName 127.0.0.1\n  Port {}\n", free_port()),
+    );
+    let host = format!("touch${{IFS}}{};|e;", pwned.display());
+    let mut command = Command::new(DEPLOY);
+    command.args([
+        "--ssh-config",
+        config.to_str().unwrap(),
+        "--host",
+        &host,
+        "status",
+    ]);
+    let status = finish_with_patience(command, b"");
+    assert_eq!(status.code, 1, "{}", status.stderr);
+    assert!(!pwned.exists(), "the host name ran as a command");
+}
