@@ -696,6 +696,16 @@ fn installs_through_sudo_and_a_putty_saved_session_with_spaces() {
     );
 }
 
+/// A test host with echo-server from this build installed on a port of its
+/// own, and a directory for the test's files.
+fn installed_host() -> (SshHost, u16, TestDir) {
+    let host = SshHost::start();
+    let port = free_port();
+    let work = TestDir::new();
+    host.install(&work, port);
+    (host, port, work)
+}
+
 /// Waits for `child` to exit and returns its code.
 fn exit_code(child: &mut Child) -> i32 {
     common::wait_within(child, DEPLOY_PATIENCE)
@@ -705,10 +715,7 @@ fn exit_code(child: &mut Child) -> i32 {
 
 #[test]
 fn a_change_finishes_on_the_host_whatever_happens_to_its_connection() {
-    let host = SshHost::start();
-    let port = free_port();
-    let work = TestDir::new();
-    host.install(&work, port);
+    let (host, port, work) = installed_host();
     let good = host.current_release();
     let wedged = wedged_build(work.path(), port);
     let (mut upgrade, log) = host.spawn_deploy(&["--binary", wedged.to_str().unwrap(), "upgrade"]);
@@ -763,10 +770,7 @@ fn a_change_finishes_on_the_host_whatever_happens_to_its_connection() {
 
 #[test]
 fn the_pid_file_is_not_taken_at_its_word() {
-    let host = SshHost::start();
-    let port = free_port();
-    let work = TestDir::new();
-    host.install(&work, port);
+    let (host, port, _work) = installed_host();
     let daemon = host.daemon_pid();
     // A process that a HUP or TERM meant for the daemon would end.
     host.shell("setsid sleep 600 </dev/null >/dev/null 2>&1 & echo $! > /run/canary.pid");
@@ -814,10 +818,7 @@ fn the_pid_file_is_not_taken_at_its_word() {
 
 #[test]
 fn rollback_never_makes_things_worse() {
-    let host = SshHost::start();
-    let port = free_port();
-    let work = TestDir::new();
-    host.install(&work, port);
+    let (host, port, work) = installed_host();
     let first = host.current_release();
     let second = new_build(work.path());
     assert_ok(
@@ -918,10 +919,7 @@ fn a_broken_first_install_is_reported_as_the_hosts_own_error() {
 
 #[test]
 fn config_push_checks_what_only_the_host_knows_and_restores_what_fails() {
-    let host = SshHost::start();
-    let port = free_port();
-    let work = TestDir::new();
-    host.install(&work, port);
+    let (host, port, work) = installed_host();
     let live = || host.shell("cat /etc/echo-server/config.toml").stdout();
     let before = live();
     let push = |name: &str, text: &str, extra: &[&str]| {
