@@ -6,14 +6,15 @@ paths. Each server runs pinned to one CPU and the load generator to the
 other, on loopback, so the server's cost is measured alone:
 
 * cells: ping-pong round trips at several connection counts and message
-  sizes, driven by benches/pingpong_client.c (every echo verified). Reported
-  per server: round trips per second, latency percentiles and the server's
-  CPU time per round trip from the kernel's scheduler accounting. Every cell
-  runs several rounds, the servers' order rotating from round to round, and
-  the medians are reported, because a virtual machine's timings wander. A
-  comparison of rates or CPU with the reference is the median of each
-  round's own ratio: the two runs of a round are minutes closer in time
-  than the medians of all rounds, so the machine's drift cancels out of it.
+  sizes, driven by bench/reference/pingpong_client.c (every echo verified).
+  Reported per server: round trips per second, latency percentiles and the
+  server's CPU time per round trip from the kernel's scheduler accounting.
+  Every cell runs several rounds, the servers' order rotating from round to
+  round, and the medians are reported, because a virtual machine's timings
+  wander. A comparison of rates or CPU with the reference is the median of
+  each round's own ratio: the two runs of a round are minutes closer in
+  time than the medians of all rounds, so the machine's drift cancels out
+  of it.
   Latency percentiles are those of all rounds' round trips together (see
   `bench_stats.histogram_quantile`), which a stall in one run cannot swing.
 * idle: the server's resident memory per idle connection, each server freshly
