@@ -47,8 +47,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 build() {
     local out=$1
     cargo build --release --locked --quiet --bins --example tokio-echo &&
-        gcc -O2 -Wall -Wextra -Werror -o "$out/pingpong_client" benches/pingpong_client.c &&
-        gcc -O2 -Wall -Wextra -Werror -o "$out/epoll_echo_server" benches/epoll_echo_server.c
+        gcc -O2 -Wall -Wextra -Werror -o "$out/pingpong_client" bench/reference/pingpong_client.c &&
+        gcc -O2 -Wall -Wextra -Werror -o "$out/epoll_echo_server" bench/reference/epoll_echo_server.c
 }
 
 main() {

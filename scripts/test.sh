@@ -20,7 +20,7 @@ in order:
   systemd-analyze security with the exposure limits the units promise
   ansible-lint on the Ansible role (ansible-core and ansible-lint are
     installed into target/ansible-venv/)
-  scripts/e2e-host.sh rootfs (builds the systemd test host's root
+  tests/e2e-host.sh rootfs (builds the systemd test host's root
     filesystem with debootstrap on the first run; cached in target/e2e/)
   scripts/build.sh --deb, twice (the .deb, revisions 1 and 2, for the
     end-to-end package tests; installs cargo-deb if missing)
@@ -181,7 +181,7 @@ run_checks() {
     (cd deploy/ansible && PATH=$PWD/../../$ANSIBLE_VENV/bin:$PATH ansible-lint --offline --nocolor roles/echo_server site.yml)
 
     log "real systemd test host (root filesystem, cached in target/e2e/)"
-    ./scripts/e2e-host.sh rootfs
+    ./tests/e2e-host.sh rootfs
 
     log "Debian packages for the end-to-end tests (revisions 1 and 2)"
     ./scripts/build.sh --deb --deb-revision 1 >/dev/null

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::ssh_host::SshHost;
 use common::systemd_host::SystemdHost;
 use common::{Finished, TestDir, finish_within, free_port};
 
@@ -46,15 +47,12 @@ impl Fleet {
     fn inventory(&self, extra: impl Fn(usize) -> String) -> PathBuf {
         let mut text = String::from("[echo_servers]\n");
         for (i, (host, port)) in self.hosts.iter().enumerate() {
-            text.push_str(&format!(
-                "host{i} ansible_host=127.0.0.1 ansible_port={ssh} ansible_user=root \
-                 ansible_ssh_private_key_file={key} \
-                 ansible_ssh_common_args='-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes' \
-                 echo_server_port={port} {extra}\n",
-                ssh = host.ssh_port,
-                key = host.file("client_key").display(),
-                known = host.file("known_hosts").display(),
-                extra = extra(i),
+            text.push_str(&inventory_line(
+                i,
+                host.ssh_port,
+                &host.file("client_key"),
+                &host.file("known_hosts"),
+                &format!("echo_server_port={port} {}", extra(i)),
             ));
         }
         let package = format!(
@@ -100,6 +98,18 @@ impl Fleet {
         );
         finished
     }
+}
+
+/// Host `host{i}` of an inventory, reached as root over SSH at `ssh_port`.
+fn inventory_line(i: usize, ssh_port: u16, key: &Path, known_hosts: &Path, vars: &str) -> String {
+    format!(
+        "host{i} ansible_host=127.0.0.1 ansible_port={ssh_port} ansible_user=root \
+         ansible_ssh_private_key_file={key} \
+         ansible_ssh_common_args='-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes' \
+         {vars}\n",
+        key = key.display(),
+        known = known_hosts.display(),
+    )
 }
 
 /// Runs ansible-playbook with `args`, whatever its outcome, its state kept in `work`.
@@ -526,4 +536,87 @@ fn the_template_writes_every_string_variable_as_a_toml_string_of_the_same_text()
         .map(|entry| entry.as_str().unwrap())
         .collect();
     assert_eq!(listen, awkward);
+}
+
+/// The site playbook run against a host without systemd (an SSH host in
+/// namespaces of its own), with `vars` as extra variables in JSON.
+fn play_on_a_host_without_systemd(vars: serde_json::Value) -> (SshHost, Finished) {
+    let host = SshHost::start();
+    let work = TestDir::new();
+    let inventory = work.write(
+        "inventory.ini",
+        &format!(
+            "[echo_servers]\n{}",
+            inventory_line(
+                0,
+                host.port,
+                &host.key,
+                &host.known_hosts,
+                // This machine's own Python: discovery may find a shim that
+                // a login's PATH does not resolve.
+                &format!(
+                    "ansible_python_interpreter=/usr/bin/python3 {}",
+                    release_binaries(0)
+                )
+            )
+        ),
+    );
+    let vars = work.write("vars.json", &vars.to_string());
+    let site = format!("{ROOT}/deploy/ansible/site.yml");
+    let played = ansible_playbook(
+        &work,
+        &[
+            "-i",
+            inventory.to_str().unwrap(),
+            "-e",
+            &format!("@{}", vars.display()),
+            &site,
+        ],
+        &[],
+    );
+    (host, played)
+}
+
+/// The names of the role's tasks that ran, in order.
+fn role_tasks(output: &str) -> Vec<&str> {
+    output
+        .lines()
+        .filter_map(|l| l.strip_prefix("TASK [echo_server : "))
+        .map(|l| l.split(']').next().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_host_without_systemd_is_refused_before_anything_changes() {
+    let (host, refused) = play_on_a_host_without_systemd(serde_json::json!({}));
+    let output = refused.stdout();
+    assert_ne!(refused.code, 0, "the play accepted it:\n{output}");
+    assert!(
+        output.contains("does not run systemd") && output.contains("deploy/echo-deploy"),
+        "{output}"
+    );
+    assert_eq!(
+        role_tasks(&output).last(),
+        Some(&"Check that the host runs systemd"),
+        "{output}"
+    );
+    assert_eq!(changed(&output), [0], "{output}");
+    let untouched =
+        host.shell("test ! -e /usr/local/bin/echo-server && test ! -e /etc/echo-server");
+    assert_eq!(untouched.code, 0, "{output}");
+}
+
+#[test]
+fn a_variable_of_the_wrong_type_fails_before_any_task_runs() {
+    let (_host, refused) =
+        play_on_a_host_without_systemd(serde_json::json!({ "echo_server_port": "many" }));
+    let output = refused.stdout();
+    assert_ne!(refused.code, 0, "the play accepted it:\n{output}");
+    assert!(
+        output.contains("Validation of arguments failed") && output.contains("echo_server_port"),
+        "{output}"
+    );
+    let tasks = role_tasks(&output);
+    assert_eq!(tasks.len(), 1, "{output}");
+    assert!(tasks[0].starts_with("Validating arguments"), "{output}");
 }

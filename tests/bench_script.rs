@@ -246,20 +246,27 @@ fn bad_usage_is_refused_with_64() {
 }
 
 #[test]
-fn the_benchmarks_statistics_pass_their_own_examples() {
+fn the_benchmarks_modules_pass_their_own_examples() {
+    let scripts = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts");
+    let modules = [
+        "compare_servers",
+        "bench_runs",
+        "bench_stats",
+        "bench_report",
+    ];
     let output = Command::new("python3")
         .args(["-m", "doctest", "-v"])
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/compare_servers.py"
-        ))
+        .args(modules.map(|module| format!("{scripts}/{module}.py")))
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .output()
         .expect("run python3");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
-    assert!(
-        stdout.contains("tests in compare_servers.median_confidence_interval"),
-        "{stdout}"
-    );
+    for examples in [
+        "bench_stats.median_confidence_interval",
+        "bench_runs.mirrored_turns",
+        "bench_report.not_measurably_slower",
+    ] {
+        assert!(stdout.contains(&format!("tests in {examples}")), "{stdout}");
+    }
 }

@@ -1,11 +1,8 @@
 //! `deploy/echo-deploy` against a real OpenSSH server on loopback, over
 //! both transports (OpenSSH's ssh/scp and PuTTY's plink/pscp).
 //!
-//! The server runs in mount and PID namespaces of its own, with an overlay
-//! over every tree a deploy writes (/etc, /opt, /usr/local, /var, /run).
-//! Every login sees the overlays, the real trees stay untouched, and when
-//! the test ends the namespace's init is killed, taking the installed
-//! daemon with it: nothing is left behind on the machine. This host has no
+//! The host (tests/common/ssh_host.rs) runs in namespaces of its own, which
+//! take the installed daemon with them when the test ends. It has no
 //! systemd, so the deploy drives the daemon mode (`--daemon`, pid file).
 
 #![cfg(unix)]
@@ -16,9 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
+use common::ssh_host::{HostOptions, SshHost};
 use common::{
-    Finished, LogLines, PATIENCE, SshLogin, TestDir, broken_build, finish_with_patience,
-    finish_within, free_port, new_build,
+    Finished, LogLines, TestDir, broken_build, finish_with_patience, finish_within, free_port,
+    new_build, run,
 };
 
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/echo-deploy");
@@ -28,164 +26,7 @@ const CLIENT: &str = env!("CARGO_BIN_EXE_echo-client");
 /// A deployment step with a rollback takes several restarts and checks.
 const DEPLOY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(90);
 
-fn run(program: &str, args: &[&str]) -> Finished {
-    let mut command = Command::new(program);
-    command.args(args);
-    let finished = finish_with_patience(command, b"");
-    assert_eq!(finished.code, 0, "{program} {args:?}: {}", finished.stderr);
-    finished
-}
-
-/// Where the host sees the harness's directory.
-const INSIDE: &str = "/run/echo-test";
-
-/// A throwaway SSH host: sshd on a loopback port, in its own namespaces.
-struct SshHost {
-    dir: TestDir,
-    port: u16,
-    sshd: Child,
-    /// The OpenSSH private key, its PuTTY form, the known_hosts file and
-    /// the host key's SHA256 fingerprint.
-    key: PathBuf,
-    ppk: PathBuf,
-    known_hosts: PathBuf,
-    fingerprint: String,
-}
-
-/// What a test host differs in.
-#[derive(Default)]
-struct HostOptions {
-    /// The size of /opt (where releases go), to make a full disk.
-    opt_bytes: Option<u64>,
-}
-
 impl SshHost {
-    fn start() -> SshHost {
-        SshHost::start_with(&HostOptions::default())
-    }
-
-    fn start_with(options: &HostOptions) -> SshHost {
-        let dir = TestDir::new();
-        let path = |name: &str| dir.path().join(name);
-        for key in ["host_key", "user_key"] {
-            run(
-                "ssh-keygen",
-                &[
-                    "-q",
-                    "-t",
-                    "ed25519",
-                    "-N",
-                    "",
-                    "-C",
-                    key,
-                    "-f",
-                    path(key).to_str().unwrap(),
-                ],
-            );
-        }
-        run(
-            "puttygen",
-            &[
-                path("user_key").to_str().unwrap(),
-                "-O",
-                "private",
-                "-o",
-                path("user_key.ppk").to_str().unwrap(),
-            ],
-        );
-        std::fs::copy(path("user_key.pub"), path("authorized_keys")).unwrap();
-        let port = free_port();
-        dir.write(
-            "sshd_config",
-            &format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {INSIDE}/host_key\nAuthorizedKeysFile {INSIDE}/authorized_keys\n\
-                 StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                 PermitRootLogin prohibit-password\nSubsystem sftp /usr/lib/openssh/sftp-server\n\
-                 PidFile {INSIDE}/sshd.pid\n",
-
-            ),
-        );
-        let small_opt = options.opt_bytes.map_or(String::new(), |bytes| {
-            format!("mount -t tmpfs -o size={bytes} tmpfs /opt\n")
-        });
-        // Inside the namespaces: an overlay over each tree a deploy writes,
-        // this directory at a fixed place and a fresh /tmp (where this
-        // directory may be), no trace of systemd, host names from /etc/hosts
-        // alone (no query leaves the machine), two unprivileged users (one
-        // with passwordless sudo, one without), then sshd as the namespace's
-        // init.
-        let script = format!(
-            "set -e\n\
-             for tree in etc opt usr/local var run; do\n\
-               mkdir -p {d}/upper/$tree {d}/work/$tree\n\
-               mount -t overlay overlay -o lowerdir=/$tree,upperdir={d}/upper/$tree,workdir={d}/work/$tree /$tree\n\
-             done\n\
-             {small_opt}\
-             mkdir -p {INSIDE}\n\
-             mount --bind {d} {INSIDE}\n\
-             mount -t tmpfs tmpfs /tmp\n\
-             sed -i 's/^hosts:.*/hosts: files/' /etc/nsswitch.conf\n\
-             rm -rf /run/systemd/system\n\
-             mkdir -p /run/sshd\n\
-             useradd --no-create-home --home-dir /nonexistent --shell /bin/sh --password '*' deployer\n\
-             useradd --no-create-home --home-dir /nonexistent --shell /bin/sh --password '*' nosudo\n\
-             echo 'deployer ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/deployer\n\
-             exec /usr/sbin/sshd -D -e -f {INSIDE}/sshd_config",
-            d = dir.path().display()
-        );
-        let sshd = Command::new("unshare")
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "--pid",
-                "--fork",
-                "--kill-child",
-                "--mount-proc",
-            ])
-            .args(["sh", "-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(path("sshd.log")).unwrap())
-            .spawn()
-            .expect("unshare (util-linux) is installed");
-        let deadline = Instant::now() + PATIENCE;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            let log = std::fs::read_to_string(path("sshd.log")).unwrap_or_default();
-            assert!(Instant::now() < deadline, "sshd did not start:\n{log}");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let host_public = std::fs::read_to_string(path("host_key.pub")).unwrap();
-        let mut host_public = host_public.split_whitespace();
-        let known = format!(
-            "[127.0.0.1]:{port} {} {}\n",
-            host_public.next().unwrap(),
-            host_public.next().unwrap()
-        );
-        let known_hosts = dir.write("known_hosts", &known);
-        let listing = run(
-            "ssh-keygen",
-            &[
-                "-l",
-                "-E",
-                "sha256",
-                "-f",
-                path("host_key.pub").to_str().unwrap(),
-            ],
-        )
-        .stdout();
-        let fingerprint = listing.split_whitespace().nth(1).unwrap().to_string();
-        SshHost {
-            port,
-            sshd,
-            key: path("user_key"),
-            ppk: path("user_key.ppk"),
-            known_hosts,
-            fingerprint,
-            dir,
-        }
-    }
-
     /// `echo-deploy` with the options that reach this host over `transport`.
     fn deploy(&self, transport: &str, args: &[&str]) -> Finished {
         self.deploy_as("root", transport, args)
@@ -281,26 +122,6 @@ impl SshHost {
             .find_map(|part| part.strip_prefix("pid "))
             .unwrap_or_else(|| panic!("no pid in {stdout}"));
         pid.to_string()
-    }
-
-    /// Runs a command on the host, as root, over ssh.
-    fn shell(&self, script: &str) -> Finished {
-        SshLogin {
-            port: self.port,
-            key: &self.key,
-            known_hosts: &self.known_hosts,
-        }
-        .run(script, b"")
-    }
-}
-
-impl Drop for SshHost {
-    fn drop(&mut self) {
-        // SIGKILL, as unshare --fork ignores SIGTERM; --kill-child then takes
-        // the namespace's init, and with it every process in the namespace
-        // (the deployed daemon too), along.
-        let _ = self.sshd.kill();
-        let _ = self.sshd.wait();
     }
 }
 

@@ -1,6 +1,6 @@
 //! The promise, for real: deployed over SSH with `deploy/echo-deploy` to a
 //! host whose PID 1 is systemd (a Debian bookworm container booted with
-//! systemd-nspawn by `scripts/e2e-host.sh`), then run and managed with
+//! systemd-nspawn by `tests/e2e-host.sh`), then run and managed with
 //! `systemctl` there.
 //!
 //! The host shares this machine's network, so echo-client here checks the

@@ -7,6 +7,7 @@
 #![allow(dead_code)] // each test file uses a different part of this harness
 
 pub mod daemon;
+pub mod ssh_host;
 pub mod systemd_host;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -533,6 +534,15 @@ pub fn new_build(dir: &Path) -> PathBuf {
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     std::fs::copy(CLIENT_BIN, path.with_file_name("echo-client")).unwrap();
     path
+}
+
+/// Runs `program`, which must succeed.
+pub fn run(program: &str, args: &[&str]) -> Finished {
+    let mut command = Command::new(program);
+    command.args(args);
+    let finished = finish_with_patience(command, b"");
+    assert_eq!(finished.code, 0, "{program} {args:?}: {}", finished.stderr);
+    finished
 }
 
 const CLIENT_BIN: &str = env!("CARGO_BIN_EXE_echo-client");

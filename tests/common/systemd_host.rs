@@ -1,5 +1,5 @@
 //! Real systemd hosts for the end-to-end tests, booted by
-//! `scripts/e2e-host.sh` with systemd-nspawn and reached over SSH.
+//! `tests/e2e-host.sh` with systemd-nspawn and reached over SSH.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::{Finished, PATIENCE, SshLogin, TestDir, finish_within, free_port};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const E2E_HOST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e-host.sh");
 
 /// Booting, with the root filesystem built on the first run, takes longer
 /// than the harness's usual patience.
@@ -42,7 +43,7 @@ impl SystemdHost {
     }
 
     pub fn power_on(&self) {
-        let mut command = Command::new(format!("{ROOT}/scripts/e2e-host.sh"));
+        let mut command = Command::new(E2E_HOST);
         let port = self.ssh_port.to_string();
         command.args([
             "boot",
@@ -63,7 +64,7 @@ impl SystemdHost {
     }
 
     pub fn power_off(&self) {
-        let mut command = Command::new(format!("{ROOT}/scripts/e2e-host.sh"));
+        let mut command = Command::new(E2E_HOST);
         command.args(["stop", "--dir", self.dir.path().to_str().unwrap()]);
         let stopped = finish_within(command, b"", Duration::from_secs(60));
         assert_eq!(
@@ -160,7 +161,7 @@ impl SystemdHost {
 
 impl Drop for SystemdHost {
     fn drop(&mut self) {
-        let mut command = Command::new(format!("{ROOT}/scripts/e2e-host.sh"));
+        let mut command = Command::new(E2E_HOST);
         command.args(["stop", "--dir", self.dir.path().to_str().unwrap()]);
         let _ = finish_within(command, b"", Duration::from_secs(60));
     }

@@ -7,9 +7,9 @@ set -euo pipefail
 
 usage() {
     cat <<'USAGE'
-Usage: scripts/e2e-host.sh rootfs
-       scripts/e2e-host.sh boot --dir DIR --ssh-port PORT [--persistent]
-       scripts/e2e-host.sh stop --dir DIR
+Usage: tests/e2e-host.sh rootfs
+       tests/e2e-host.sh boot --dir DIR --ssh-port PORT [--persistent]
+       tests/e2e-host.sh stop --dir DIR
 
   rootfs   install debootstrap, systemd-container, openssh-client and
            putty-tools when missing; build the cached root filesystem if

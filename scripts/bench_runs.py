@@ -1,0 +1,484 @@
+"""Running the servers and the load for scripts/compare_servers.py: each
+server pinned to its CPU, the load generators on the other, and the parts of
+the benchmark as rounds of runs."""
+
+import collections
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+from bench_stats import histogram_quantile, median_of, paired_ratio, pooled_ratio
+
+SERVER_CPU = "0"
+LOAD_CPU = "1"
+BOTH_CPUS = "0,1"
+REFERENCE = "C epoll"
+PRODUCT = "echo-server"
+ONE_WORKER = f"{PRODUCT}, 1 worker"
+TWO_WORKERS = f"{PRODUCT}, 2 workers"
+GENERATOR = "C generator"
+ECHO_CLIENT = "echo-client"
+STARTUP_PATIENCE_S = 10
+
+
+class BenchError(Exception):
+    """Something kept the benchmark from running; the message says what."""
+
+
+class Server:
+    """An echo server under test, pinned to `cpus` (SERVER_CPU unless told)."""
+
+    def __init__(self, name, argv, address_pattern, workdir, cpus=SERVER_CPU):
+        self.name = name
+        self.cpus = cpus
+        self.argv = argv
+        self.address_pattern = re.compile(address_pattern)
+        self.log_path = os.path.join(workdir, re.sub(r"\W+", "-", name) + ".log")
+        self.process = None
+        self.address = None
+
+    def start(self):
+        with open(self.log_path, "w", encoding="utf-8") as log:
+            self.process = subprocess.Popen(
+                ["taskset", "--cpu-list", self.cpus, *self.argv],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + STARTUP_PATIENCE_S
+        while time.monotonic() < deadline:
+            match = self.address_pattern.search(self.log())
+            if match:
+                host, port = match.group(1).rsplit(":", 1)
+                self.address = (host, int(port))
+                return self
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise BenchError(f"{self.name} did not start:\n{self.log()}")
+
+    @property
+    def pid(self):
+        # taskset execs the server, so its pid is the server's.
+        return self.process.pid
+
+    def log(self):
+        with open(self.log_path, encoding="utf-8", errors="replace") as log:
+            return log.read()
+
+    def rss_kib(self):
+        with open(f"/proc/{self.pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise BenchError(f"no VmRSS for {self.name} (pid {self.pid})")
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def server_kinds(args):
+    """The servers compared, reference first, as (name, argv, address pattern)."""
+    return [
+        (REFERENCE, [args.c_server, "127.0.0.1", "0"], r"listening on (\S+)"),
+        ("tokio minimal", [args.tokio_server, "127.0.0.1:0"], r"listening on (\S+)"),
+        (
+            PRODUCT,
+            [args.echo_server, "--config", args.config, "--port", "0"],
+            r"tcp://([0-9.]+:[0-9]+)",
+        ),
+    ]
+
+
+def run_json(command, what, timeout):
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                                check=False)
+    except subprocess.TimeoutExpired as expired:
+        raise BenchError(f"{what} did not finish within {timeout:.0f} s") from expired
+    if result.returncode != 0:
+        raise BenchError(f"{what} failed (exit {result.returncode}):\n{result.stderr}{result.stdout}")
+    try:
+        return json.loads(result.stdout)
+    except json.JSONDecodeError as error:
+        raise BenchError(f"{what} printed no JSON report ({error}):\n{result.stdout}") from error
+
+
+def pingpong(args, server, connections, size):
+    """One run of the C ping-pong generator; the server's CPU time included."""
+    host, port = server.address
+    command = [
+        "taskset", "--cpu-list", LOAD_CPU, args.generator,
+        "-w", str(args.warmup), "-p", str(server.pid),
+        host, str(port), str(connections), str(args.duration), str(size),
+    ]
+    run = run_json(command, f"the load generator against {server.name}",
+                   args.duration + args.warmup + 60)
+    if run["requests"] == 0:
+        raise BenchError(f"{server.name} echoed nothing at {connections} connections × {size} B")
+    return {
+        "requests_per_s": run["requests_per_s"],
+        "p50_us": run["p50_us"],
+        "p99_us": run["p99_us"],
+        "p999_us": run["p999_us"],
+        "cpu_ns_per_round_trip": run["server_cpu_ns"] / run["requests"],
+        "latency_histogram_ns": run["latency_histogram_ns"],
+    }
+
+
+def echo_client_bench(args, server, connections, size, cpus=LOAD_CPU):
+    """One run of `echo-client bench` in the generator's place, with a load
+    thread per CPU of `cpus`."""
+    host, port = server.address
+    command = [
+        "taskset", "--cpu-list", cpus, args.echo_client, "bench", f"{host}:{port}",
+        "--json", "-c", str(connections), "-s", str(size),
+        "-d", f"{args.duration}s", "--warmup", f"{args.warmup}s",
+    ]
+    report = run_json(command, "echo-client bench", args.duration + args.warmup + 60)
+    errors = report["errors"]
+    if any(errors.values()):
+        raise BenchError(f"echo-client bench saw errors: {errors}")
+    return report["requests_per_s"]
+
+
+def cells_of(args):
+    """Every (connections, size) cell, in the order they run."""
+    return [(c, s) for s in args.sizes for c in args.connections]
+
+
+def rotated(servers, round_index):
+    """The servers in the order a round runs them: rotating from round to
+    round keeps any drift from favouring one server.
+
+    >>> rotated(["A", "B", "C"], 1)
+    ['B', 'C', 'A']
+    """
+    shift = round_index % len(servers)
+    return servers[shift:] + servers[:shift]
+
+
+def mirrored_turns(pair, round_index, cell_index):
+    """The order in which a pair runs, each twice, back to back: A B B A,
+    or B A A B, each first by turns over cells and rounds alike. Of two
+    runs back to back the second tends to be the faster (by 8% at one
+    connection here), and the machine drifts: mirrored, each of the two
+    has one early and one late run, so a steady drift over the four
+    cancels out of the sum of each one's two, and averaging two runs
+    halves what one run's jitter does to the ratio.
+
+    >>> mirrored_turns(["A", "B"], 0, 0), mirrored_turns(["A", "B"], 0, 1)
+    (['A', 'B', 'B', 'A'], ['B', 'A', 'A', 'B'])
+    """
+    first, second = pair if (round_index + cell_index) % 2 == 0 else pair[::-1]
+    return [first, second, second, first]
+
+
+def mirrored_runs(pair, round_index, cell_index, run):
+    """Each of the pair's two runs, in `mirrored_turns` order, keyed by the
+    pair's members."""
+    runs = {name: [] for name in pair}
+    for name in mirrored_turns(pair, round_index, cell_index):
+        runs[name].append(run(name))
+    return runs
+
+
+def bench_cells(args, kinds, workdir):
+    """Every cell for every server, and the load tools' pairs, in rounds.
+
+    Returns the servers' rows of medians (with "cells") and the load tools'
+    comparison (with "client").
+    """
+    compare_servers = "cells" in args.parts
+    compare_tools = "client" in args.parts
+    if not compare_servers:
+        # The load tools are compared on echo-server alone.
+        kinds = [kind for kind in kinds if kind[0] == PRODUCT]
+    servers = [Server(name, argv, pattern, workdir) for name, argv, pattern in kinds]
+    product = next(server for server in servers if server.name == PRODUCT)
+    cells = cells_of(args)
+    runs = {(server.name, cell): [] for server in servers for cell in cells}
+    # Every measured round trip of every round, by server and cell.
+    latencies = {key: collections.Counter() for key in runs}
+    tool_rates = {cell: {GENERATOR: [], ECHO_CLIENT: []} for cell in cells}
+    try:
+        for server in servers:
+            server.start()
+        for round_index in range(args.rounds):
+            order = rotated(servers, round_index)
+            for cell_index, cell in enumerate(cells):
+                if compare_servers:
+                    for server in order:
+                        run = pingpong(args, server, *cell)
+                        latencies[(server.name, cell)].update(
+                            dict(run.pop("latency_histogram_ns")))
+                        runs[(server.name, cell)].append(run)
+                if compare_tools:
+                    # The load tools get runs of their own, two each.
+                    rates = mirrored_runs(
+                        [GENERATOR, ECHO_CLIENT], round_index, cell_index,
+                        lambda tool, cell=cell: (
+                            pingpong(args, product, *cell)["requests_per_s"]
+                            if tool == GENERATOR else echo_client_bench(args, product, *cell)))
+                    for tool, runs_of_tool in rates.items():
+                        tool_rates[cell][tool].append(runs_of_tool)
+                progress(f"round {round_index + 1}/{args.rounds}: {cell[0]} × {cell[1]} B done")
+    finally:
+        for server in servers:
+            server.stop()
+    rows = []
+    for cell in cells if compare_servers else []:
+        reference_runs = runs[(REFERENCE, cell)]
+        reference_p99 = histogram_quantile(latencies[(REFERENCE, cell)], 0.99)
+        for server in servers:
+            cell_runs = runs[(server.name, cell)]
+            row = {
+                "server": server.name,
+                "connections": cell[0],
+                "size": cell[1],
+                **{key: median_of(cell_runs, key) for key in cell_runs[0]},
+            }
+            # Latency is the percentile of all rounds' round trips together:
+            # one run's p99 can double when a stall of the machine lands in
+            # it, and a median of nine such figures still strays by 20%.
+            for key, q in (("p50_us", 0.5), ("p99_us", 0.99), ("p999_us", 0.999)):
+                row[key] = histogram_quantile(latencies[(server.name, cell)], q)
+            row["p99_all_rounds_vs_c"] = row["p99_us"] / reference_p99
+            for key, name in (("cpu_ns_per_round_trip", "cpu_vs_c"), ("p99_us", "p99_vs_c")):
+                row[name] = paired_ratio([run[key] for run in cell_runs],
+                                         [run[key] for run in reference_runs])
+            row["rounds"] = cell_runs
+            rows.append(row)
+    client = []
+    for cell in cells if compare_tools else []:
+        # Each round's figure for a tool: the mean of its two runs.
+        generator, echo_client = ([statistics.mean(pair) for pair in tool_rates[cell][tool]]
+                                  for tool in (GENERATOR, ECHO_CLIENT))
+        client.append({
+            "connections": cell[0],
+            "size": cell[1],
+            "generator_requests_per_s": statistics.median(generator),
+            "echo_client_requests_per_s": statistics.median(echo_client),
+            "echo_client_vs_generator": paired_ratio(echo_client, generator),
+            "generator_rounds": generator,
+            "echo_client_rounds": echo_client,
+            "generator_runs": tool_rates[cell][GENERATOR],
+            "echo_client_runs": tool_rates[cell][ECHO_CLIENT],
+        })
+    return rows, client
+
+
+def bench_noise(args, workdir):
+    """The C reference twice, as twins A and B, in the comparisons' place.
+
+    Each round of each cell drives A and B with the C generator, twice
+    each, as the client part runs its two tools (`mirrored_turns`). B's CPU
+    per round trip against A's, from each twin's first run, is what the
+    server comparison would show for two equal servers (its pairs are a run
+    or two apart, as it rotates three servers), and B's round trips per
+    second against A's, from both runs of each, is how far two equal
+    programs measured that way differ, which is what the load tools'
+    comparison has to see through.
+    """
+    _, argv, pattern = server_kinds(args)[0]
+    twins = [Server(f"{REFERENCE} {twin}", argv, pattern, workdir) for twin in ("A", "B")]
+    cells = cells_of(args)
+    runs = {cell: {twin.name: [] for twin in twins} for cell in cells}
+    try:
+        for twin in twins:
+            twin.start()
+        for round_index in range(args.rounds):
+            for cell_index, cell in enumerate(cells):
+                twin_runs = mirrored_runs(twins, round_index, cell_index,
+                                          lambda twin, cell=cell: pingpong(args, twin, *cell))
+                for twin, (first, second) in twin_runs.items():
+                    runs[cell][twin.name].append({
+                        "cpu_ns_per_round_trip": first["cpu_ns_per_round_trip"],
+                        "requests_per_s": statistics.mean(
+                            [first["requests_per_s"], second["requests_per_s"]]),
+                    })
+                progress(f"noise round {round_index + 1}/{args.rounds}: "
+                         f"{cell[0]} × {cell[1]} B done")
+    finally:
+        for twin in twins:
+            twin.stop()
+    results = []
+    for cell in cells:
+        a, b = (runs[cell][twin.name] for twin in twins)
+        results.append({
+            "connections": cell[0],
+            "size": cell[1],
+            **{f"{key}_b_vs_a": paired_ratio([run[key] for run in b], [run[key] for run in a])
+               for key in ("cpu_ns_per_round_trip", "requests_per_s")},
+        })
+    pooled = [ratio for result in results
+              for ratio in result["requests_per_s_b_vs_a"]["rounds"]]
+    return {"cells": results, "requests_per_s_overall": pooled_ratio(pooled)}
+
+
+def one_worker_config(config_path, workdir):
+    """A copy of the shipped configuration with `workers = 1`."""
+    with open(config_path, encoding="utf-8") as config:
+        text, found = re.subn(r"^workers\s*=.*$", "workers = 1", config.read(), flags=re.M)
+    if found != 1:
+        raise BenchError(f"{config_path} has {found} `workers = ...` lines, not the one that "
+                         "the scaling part sets to 1")
+    path = os.path.join(workdir, "one-worker.toml")
+    with open(path, "w", encoding="utf-8") as config:
+        config.write(text)
+    return path
+
+
+def bench_scaling(args, workdir):
+    """echo-server with one worker and with two, and the C loop, each free
+    to use both CPUs, as is the load: `echo-client bench` with a load
+    thread per CPU. On two cores the load needs about as much CPU as the
+    server, so this shows what a second worker gains where the two share
+    the machine, not what a server with two cores to itself could do.
+    Only the busiest connection count runs; the servers' order rotates
+    from round to round, and each server's rate is paired with the one
+    worker's of the same round.
+    """
+    reference, product = (next(kind for kind in server_kinds(args) if kind[0] == name)
+                          for name in (REFERENCE, PRODUCT))
+    _, product_argv, product_pattern = product
+    one_worker_argv = [args.echo_server, "--config", one_worker_config(args.config, workdir),
+                       "--port", "0"]
+    # (name, argv, address pattern, the workers it must start; None for C)
+    kinds = [
+        (ONE_WORKER, one_worker_argv, product_pattern, 1),
+        # `workers = 0`, as shipped: one per CPU the server may use.
+        (TWO_WORKERS, product_argv, product_pattern, 2),
+        (*reference, None),
+    ]
+    servers = [Server(name, argv, pattern, workdir, cpus=BOTH_CPUS)
+               for name, argv, pattern, _ in kinds]
+    cells = [(max(args.connections), size) for size in args.sizes]
+    rates = {(server.name, cell): [] for server in servers for cell in cells}
+    try:
+        for server in servers:
+            server.start()
+        for server, (*_, wanted) in zip(servers, kinds):
+            started = re.search(r"workers=(\d+)", server.log())
+            if wanted is not None and (not started or int(started.group(1)) != wanted):
+                raise BenchError(f"{server.name} did not start {wanted} worker(s):\n{server.log()}")
+        for round_index in range(args.rounds):
+            order = rotated(servers, round_index)
+            for cell in cells:
+                for server in order:
+                    rates[(server.name, cell)].append(
+                        echo_client_bench(args, server, *cell, cpus=BOTH_CPUS))
+                progress(f"scaling round {round_index + 1}/{args.rounds}: "
+                         f"{cell[0]} × {cell[1]} B done")
+    finally:
+        for server in servers:
+            server.stop()
+    return [
+        {
+            "server": server.name,
+            "connections": cell[0],
+            "size": cell[1],
+            "requests_per_s": statistics.median(rates[(server.name, cell)]),
+            "vs_one_worker": paired_ratio(rates[(server.name, cell)],
+                                          rates[(ONE_WORKER, cell)]),
+            "rounds": rates[(server.name, cell)],
+        }
+        for cell in cells for server in servers
+    ]
+
+
+def raise_fd_limit(wanted):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        if hard < wanted:
+            raise BenchError(f"{wanted} file descriptors are needed, the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def idle_memory(server, connections):
+    """How much the server's RSS grows per idle connection."""
+    raise_fd_limit(connections + 100)
+    time.sleep(0.5)
+    before = server.rss_kib()
+    sockets = []
+    try:
+        for _ in range(connections):
+            conn = socket.create_connection(server.address, timeout=10)
+            sockets.append(conn)
+            conn.sendall(b"x")
+            if conn.recv(1) != b"x":
+                raise BenchError(f"{server.name}: a connection did not echo")
+        time.sleep(1)  # let the server settle after the last echo
+        after = server.rss_kib()
+    except OSError as error:
+        raise BenchError(f"{server.name}: connection {len(sockets)} failed: {error}") from error
+    finally:
+        for conn in sockets:
+            conn.close()
+    return {
+        "server": server.name,
+        "connections": connections,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "bytes_per_idle_connection": round((after - before) * 1024 / connections),
+    }
+
+
+def bench_idle(args, kinds, workdir):
+    results = []
+    for name, argv, pattern in kinds:
+        server = Server(name, argv, pattern, workdir).start()
+        try:
+            results.append(idle_memory(server, args.idle_connections))
+        finally:
+            server.stop()
+        progress(f"idle memory of {name} done")
+    return results
+
+
+def progress(message):
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def command_output(command):
+    try:
+        return subprocess.run(command, capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        return "unknown"
+
+
+def describe_machine():
+    cpu = "unknown CPU"
+    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo", encoding="ascii") as meminfo:
+        mem_kib = int(meminfo.readline().split()[1])
+    return {
+        "kernel": f"{platform.system()} {platform.release()}",
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "rustc": command_output(["rustc", "--version"]),
+        "gcc": command_output(["gcc", "--version"]).splitlines()[0],
+        "commit": command_output(["git", "describe", "--always", "--dirty"]),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
+    }
