@@ -4,14 +4,14 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use echo_service::address::HostPort;
 use echo_service::client::bench::{self, BenchOptions};
 use echo_service::client::check::{self, CheckOptions};
+use echo_service::client::inventory;
 use echo_service::client::pipe::{self, PipeOptions};
 use echo_service::client::send::{self, SendOptions};
 use echo_service::client::{DEFAULT_PORT, MAX_UDP_PAYLOAD, exit_code};
-use echo_service::config::HumanDuration;
-use echo_service::inventory;
+use echo_service::server::config::HumanDuration;
+use echo_service::shared::address::HostPort;
 
 /// Talks to an RFC 862 echo server: send a message, check health for
 /// scripts, or measure throughput and latency.

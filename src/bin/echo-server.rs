@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use echo_service::config::{Host, LogLevel, Overrides};
-use echo_service::error::exit_code;
+use echo_service::server::config::{Host, LogLevel, Overrides};
+use echo_service::server::exit_code;
 use echo_service::server::{Launch, launch};
 
 /// An RFC 862 echo daemon: every byte received over TCP (and UDP, if enabled)
@@ -79,8 +79,8 @@ fn main() {
         }
     };
     if args.print_default_config {
-        let default = echo_service::config::DEFAULT_CONFIG_TOML.as_bytes();
-        std::process::exit(echo_service::output::print(
+        let default = echo_service::server::config::DEFAULT_CONFIG_TOML.as_bytes();
+        std::process::exit(echo_service::shared::output::print(
             "echo-server",
             default,
             exit_code::OK,

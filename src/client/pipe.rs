@@ -26,7 +26,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::{Failure, Verdict, connect_tcp, exit_code, within};
-use crate::address::HostPort;
+use crate::shared::address::HostPort;
 
 /// Bytes sent and not yet echoed, at most.
 const MAX_UNECHOED: usize = 4 << 20;

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use super::{exit_code, hexdump::hexdump, judge_echo, print_result, tcp_echo, udp_echo};
-use crate::address::HostPort;
+use crate::shared::address::HostPort;
 
 #[derive(Debug, Clone)]
 pub struct SendOptions {

@@ -18,10 +18,10 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use toml::Spanned;
 
-pub use crate::address::{Host, HostPort};
+pub use crate::shared::address::{Host, HostPort};
 
 /// The shipped configuration file, which doubles as the built-in default.
-pub const DEFAULT_CONFIG_TOML: &str = include_str!("../config/echo-server.toml");
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../../config/echo-server.toml");
 
 /// Where the daemon looks for its configuration when no path is given.
 pub const SYSTEM_CONFIG_PATH: &str = "/etc/echo-server/config.toml";
@@ -825,7 +825,7 @@ mod tests {
     /// exactly the settings that a reload does not apply.
     #[test]
     fn the_ansible_role_restarts_for_exactly_the_restart_only_settings() {
-        let vars = include_str!("../deploy/ansible/roles/echo_server/vars/main.yml");
+        let vars = include_str!("../../../deploy/ansible/roles/echo_server/vars/main.yml");
         let alternatives = vars
             .split("^(?:")
             .nth(1)

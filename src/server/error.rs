@@ -9,7 +9,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::config::ConfigError;
+use crate::server::config::ConfigError;
 
 /// Exit codes of `echo-server`, as documented in the README.
 pub mod exit_code {
@@ -33,7 +33,7 @@ pub mod exit_code {
     /// The log directory or file cannot be created (EX_CANTCREAT).
     pub const CANT_CREATE: i32 = 73;
     /// What was asked for could not be written to standard output (EX_IOERR).
-    pub const IO_ERROR: i32 = crate::output::IO_ERROR;
+    pub const IO_ERROR: i32 = crate::shared::output::IO_ERROR;
     /// Not allowed to bind the port (EX_NOPERM).
     pub const NO_PERMISSION: i32 = 77;
     /// The config file is invalid (EX_CONFIG).
@@ -42,7 +42,7 @@ pub mod exit_code {
 
 /// Which socket kind an address failure concerns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
+pub(crate) enum Protocol {
     Tcp,
     Udp,
 }
@@ -57,7 +57,7 @@ impl std::fmt::Display for Protocol {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum StartupError {
+pub(crate) enum StartupError {
     #[error("{0}")]
     Config(#[from] ConfigError),
 
@@ -134,7 +134,7 @@ fn privileged_port_hint(addr: &SocketAddr) -> &'static str {
 }
 
 impl StartupError {
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         match self {
             StartupError::Config(e) if e.unreadable => exit_code::NO_INPUT,
             StartupError::Config(_) => exit_code::CONFIG,
@@ -156,7 +156,7 @@ impl StartupError {
     }
 
     /// Classifies a failed bind so that each common cause gets its own advice.
-    pub fn bind(protocol: Protocol, addr: SocketAddr, source: io::Error) -> StartupError {
+    pub(crate) fn bind(protocol: Protocol, addr: SocketAddr, source: io::Error) -> StartupError {
         match source.kind() {
             io::ErrorKind::AddrInUse => StartupError::AddressInUse { protocol, addr },
             io::ErrorKind::AddrNotAvailable => StartupError::AddressNotAvailable { protocol, addr },

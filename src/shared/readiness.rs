@@ -9,7 +9,7 @@
 //! (Windows), a socket is read until it would block.
 
 /// Whether a short read shows that the socket is empty.
-pub const SHORT_READ_DRAINS: bool = cfg!(any(
+pub(crate) const SHORT_READ_DRAINS: bool = cfg!(any(
     target_os = "linux",
     target_os = "android",
     target_os = "macos",
@@ -23,23 +23,23 @@ pub const SHORT_READ_DRAINS: bool = cfg!(any(
 
 /// What one event said about a socket.
 #[derive(Debug, Clone, Copy)]
-pub struct Readiness {
-    pub readable: bool,
-    pub writable: bool,
+pub(crate) struct Readiness {
+    pub(crate) readable: bool,
+    pub(crate) writable: bool,
     /// The peer has closed its end, or the socket has an error to report:
     /// read on until a read says so, whatever a short read suggests.
-    pub closing: bool,
+    pub(crate) closing: bool,
 }
 
 impl Readiness {
     /// No event: a turn taken again for what was reported before.
-    pub const NOTHING_NEW: Readiness = Readiness {
+    pub(crate) const NOTHING_NEW: Readiness = Readiness {
         readable: false,
         writable: false,
         closing: false,
     };
 
-    pub fn of(event: &mio::event::Event) -> Readiness {
+    pub(crate) fn of(event: &mio::event::Event) -> Readiness {
         Readiness {
             readable: event.is_readable(),
             writable: event.is_writable(),

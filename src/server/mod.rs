@@ -1,0 +1,45 @@
+//! The daemon, `echo-server`: everything only it needs.
+//!
+//! Why one directory: a contributor who works on the daemon should find all
+//! of it here, and see at a glance that nothing in the client depends on it.
+//! Only [`launch`] and the configuration types its command line fills in
+//! are public; the rest is `pub(crate)`.
+//!
+//! How the parts depend on one another (an arrow reads "uses"; there are no
+//! cycles):
+//!
+//! ```text
+//! launch ─┬─> config ──────────> (shared) address, duration
+//!         ├─> listeners ─> activation
+//!         ├─> workers ───> event_loop ─> mailbox, limits, shutdown, throttle
+//!         │        └─────> mailbox
+//!         ├─> udp ───────> limits, shutdown, throttle
+//!         ├─> logging, notify, signals, daemon (Unix)
+//!         └─> error (StartupError: every reason not to start, and its exit code)
+//! ```
+
+// The daemon's Unix-only parts (daemon mode, systemd, SIGHUP) leave some of
+// what they share with the rest unused elsewhere; Linux builds still catch
+// dead code.
+#![cfg_attr(not(unix), allow(dead_code))]
+
+pub(crate) mod activation;
+pub mod config;
+#[cfg(unix)]
+pub(crate) mod daemon;
+pub(crate) mod error;
+pub(crate) mod event_loop;
+mod launch;
+pub(crate) mod limits;
+pub(crate) mod listeners;
+pub(crate) mod logging;
+pub(crate) mod mailbox;
+pub(crate) mod notify;
+pub(crate) mod shutdown;
+pub(crate) mod signals;
+pub(crate) mod throttle;
+pub(crate) mod udp;
+pub(crate) mod workers;
+
+pub use error::exit_code;
+pub use launch::{Launch, launch};
