@@ -10,8 +10,8 @@ use echo_service::client::inventory;
 use echo_service::client::pipe::{self, PipeOptions};
 use echo_service::client::send::{self, SendOptions};
 use echo_service::client::{DEFAULT_PORT, MAX_UDP_PAYLOAD, exit_code};
-use echo_service::server::config::HumanDuration;
 use echo_service::shared::address::HostPort;
+use echo_service::shared::duration::HumanDuration;
 
 /// Talks to an RFC 862 echo server: send a message, check health for
 /// scripts, or measure throughput and latency.
