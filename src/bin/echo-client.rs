@@ -4,14 +4,16 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use echo_service::client::MAX_UDP_PAYLOAD;
 use echo_service::client::bench::{self, BenchOptions};
 use echo_service::client::check::{self, CheckOptions};
 use echo_service::client::inventory;
 use echo_service::client::pipe::{self, PipeOptions};
 use echo_service::client::send::{self, SendOptions};
-use echo_service::client::{DEFAULT_PORT, MAX_UDP_PAYLOAD, exit_code};
 use echo_service::shared::address::HostPort;
 use echo_service::shared::duration::HumanDuration;
+use echo_service::shared::exit_code;
+use echo_service::shared::protocol::{DEFAULT_HOST, DEFAULT_PORT};
 
 /// Talks to an RFC 862 echo server: send a message, check health for
 /// scripts, or measure throughput and latency.
@@ -41,7 +43,7 @@ enum Command {
 #[derive(Debug, Args)]
 struct SendArgs {
     /// The server.
-    #[arg(short, long, default_value = "127.0.0.1:65432", value_parser = parse_target)]
+    #[arg(short, long, default_value_t = default_target(), value_parser = parse_target)]
     target: HostPort,
     /// Send one UDP datagram instead.
     #[arg(long)]
@@ -93,7 +95,7 @@ struct CheckArgs {
 #[derive(Debug, Args)]
 struct BenchArgs {
     /// The server.
-    #[arg(default_value = "127.0.0.1:65432", value_parser = parse_target)]
+    #[arg(default_value_t = default_target(), value_parser = parse_target)]
     target: HostPort,
     /// Concurrent connections (UDP: sockets).
     #[arg(short, long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -130,11 +132,16 @@ struct BenchArgs {
 #[derive(Debug, Args)]
 struct PipeArgs {
     /// The server.
-    #[arg(default_value = "127.0.0.1:65432", value_parser = parse_target)]
+    #[arg(default_value_t = default_target(), value_parser = parse_target)]
     target: HostPort,
     /// Give up when connecting takes this long, or the echo stops for this long.
     #[arg(long, default_value = "5s", value_name = "DURATION")]
     timeout: HumanDuration,
+}
+
+/// The server's default address.
+fn default_target() -> HostPort {
+    parse_target(DEFAULT_HOST).expect("the default host is valid")
 }
 
 fn parse_target(text: &str) -> Result<HostPort, String> {
@@ -148,17 +155,7 @@ fn usage_error(message: impl std::fmt::Display) -> ! {
 }
 
 fn main() {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            std::process::exit(if e.use_stderr() {
-                exit_code::USAGE
-            } else {
-                exit_code::OK
-            });
-        }
-    };
+    let cli: Cli = exit_code::parse_args_or_exit();
     let job = match cli.command {
         Command::Send(args) => Job::Send(send_options(args)),
         Command::Check(args) => Job::Check(check_options(args)),
@@ -235,7 +232,7 @@ fn check_options(args: CheckArgs) -> CheckOptions {
         targets.extend(hosts.iter().map(|host| host.echo_target(args.port)));
     }
     if targets.is_empty() {
-        targets.push(parse_target("127.0.0.1").expect("the default target is valid"));
+        targets.push(default_target());
     }
     if args.udp && args.size as usize > MAX_UDP_PAYLOAD {
         usage_error(format!(

@@ -22,10 +22,9 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::{
-    Failure, MAX_UDP_PAYLOAD, Verdict, exit_code, judge_echo, print_result, tcp_echo, udp_echo,
-};
+use super::{Failure, MAX_UDP_PAYLOAD, Verdict, judge_echo, print_result, tcp_echo, udp_echo};
 use crate::shared::address::HostPort;
+use crate::shared::exit_code;
 use load::{Counters, Plan};
 
 /// Rows of the latency histogram drawn in the terminal.

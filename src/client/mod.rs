@@ -23,12 +23,8 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::Instant;
 
 use crate::shared::address::HostPort;
-
-/// The port the server listens on by default, and so the client's default.
-pub const DEFAULT_PORT: u16 = 65432;
-
-/// The largest datagram there is.
-pub(crate) const MAX_DATAGRAM: usize = 65_535;
+use crate::shared::exit_code;
+use crate::shared::protocol::MAX_DATAGRAM;
 
 /// The largest payload a UDP datagram carries over IPv4.
 pub const MAX_UDP_PAYLOAD: usize = 65_507;
@@ -37,24 +33,6 @@ pub const MAX_UDP_PAYLOAD: usize = 65_507;
 /// byte. A correct server closes right after the half-close, so this
 /// rarely costs anything.
 const TRAILING_BYTES_WAIT: Duration = Duration::from_millis(100);
-
-/// Exit codes of `echo-client`, as documented in the README.
-pub mod exit_code {
-    /// Every echo came back unchanged.
-    pub const OK: i32 = 0;
-    /// An echo came back different from what was sent.
-    pub const MISMATCH: i32 = 1;
-    /// Could not connect: refused, unreachable, name not resolved, reset.
-    pub const UNREACHABLE: i32 = 2;
-    /// No (complete) echo within the timeout.
-    pub const TIMED_OUT: i32 = 3;
-    /// The command line or the hosts file is wrong.
-    pub const USAGE: i32 = 64;
-    /// `bench` could not start its load threads (EX_OSERR).
-    pub const OS_ERROR: i32 = 71;
-    /// Reading standard input or writing standard output failed (EX_IOERR).
-    pub const LOCAL_IO: i32 = crate::shared::output::IO_ERROR;
-}
 
 /// Prints a subcommand's result; see [`crate::shared::output::print`].
 fn print_result(output: &[u8], code: i32) -> i32 {

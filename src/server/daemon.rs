@@ -27,8 +27,9 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Gid, Group, Uid, User, fork};
 
 pub(crate) use self::pid_file::PidFileGuard;
-use crate::server::error::{StartupError, exit_code};
+use crate::server::error::StartupError;
 use crate::server::notify::ParentReport;
+use crate::shared::exit_code;
 
 /// Where the daemon's standard output and error go, inside the log directory.
 const OUTPUT_FILE: &str = "echo-server.out";

@@ -18,7 +18,7 @@ use crate::server::config::DAEMON_LOG_DIRECTORY;
 use crate::server::config::{
     CONFIG_ENV_VAR, Config, ConfigSource, LogConfig, Overrides, SYSTEM_CONFIG_PATH, ServerConfig,
 };
-use crate::server::error::{StartupError, exit_code};
+use crate::server::error::StartupError;
 use crate::server::limits::Limits;
 use crate::server::listeners::{Listeners, Origin};
 use crate::server::logging::Logging;
@@ -28,6 +28,7 @@ use crate::server::shutdown::{RUNTIME_SHUTDOWN_TIMEOUT, ShutdownController};
 use crate::server::signals::{Request, Signals};
 use crate::server::udp;
 use crate::server::workers::Workers;
+use crate::shared::exit_code;
 use crate::shared::output;
 
 /// How often the status line shown by `systemctl status` is refreshed.

@@ -41,5 +41,4 @@ pub(crate) mod throttle;
 pub(crate) mod udp;
 pub(crate) mod workers;
 
-pub use error::exit_code;
 pub use launch::{Launch, launch};

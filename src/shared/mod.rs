@@ -29,6 +29,8 @@ use serde_via_str;
 
 pub mod address;
 pub mod duration;
+pub mod exit_code;
 pub mod output;
+pub mod protocol;
 pub(crate) mod readiness;
 pub(crate) mod socket_calls;

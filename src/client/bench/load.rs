@@ -29,7 +29,8 @@ use mio::net::{TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
 
 use super::batch::{Answer, Batch, Outbox};
-use crate::client::{Failure, MAX_DATAGRAM, MAX_UDP_PAYLOAD, Verdict, udp_local_for};
+use crate::client::{Failure, MAX_UDP_PAYLOAD, Verdict, udp_local_for};
+use crate::shared::protocol::MAX_DATAGRAM;
 use crate::shared::readiness::{Readiness, SHORT_READ_DRAINS};
 use crate::shared::socket_calls;
 

@@ -359,6 +359,14 @@ mod tests {
         defaults::check_all();
     }
 
+    /// The client's default target is the daemon's default address.
+    #[test]
+    fn shipped_address_is_the_shared_default() {
+        use crate::shared::protocol::{DEFAULT_HOST, DEFAULT_PORT};
+        assert_eq!(defaults::host().as_str(), DEFAULT_HOST);
+        assert_eq!(defaults::port(), DEFAULT_PORT);
+    }
+
     #[test]
     fn shipped_file_is_the_documented_default() {
         let config = Config::default();
