@@ -67,7 +67,7 @@ struct Args {
 }
 
 fn main() {
-    let args: Args = exit_code::parse_args_or_exit();
+    let (args, _) = exit_code::parse_args_or_exit::<Args>();
     if args.print_default_config {
         let default = echo_service::server::config::DEFAULT_CONFIG_TOML.as_bytes();
         std::process::exit(echo_service::shared::output::print(

@@ -132,12 +132,19 @@ pub fn of_clap_error(error: &clap::Error) -> i32 {
 }
 
 /// Parses the command line; on an error (or `--help`, `--version`) prints
-/// clap's message and ends the process with [`of_clap_error`]'s code.
-pub fn parse_args_or_exit<P: clap::Parser>() -> P {
-    P::try_parse().unwrap_or_else(|error| {
+/// clap's message and ends the process with [`of_clap_error`]'s code. The
+/// matches come along, for what the parsed type does not keep (where a
+/// value came from).
+pub fn parse_args_or_exit<P: clap::Parser>() -> (P, clap::ArgMatches) {
+    let exit = |error: clap::Error| -> ! {
         let _ = error.print();
         std::process::exit(of_clap_error(&error))
-    })
+    };
+    let matches = P::command().try_get_matches().unwrap_or_else(|e| exit(e));
+    let parsed = P::from_arg_matches(&matches)
+        .map_err(|e| e.format(&mut P::command()))
+        .unwrap_or_else(|e| exit(e));
+    (parsed, matches)
 }
 
 #[cfg(test)]
