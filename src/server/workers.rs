@@ -1,4 +1,4 @@
-//! The threads that serve TCP: each runs its own event loop (`tcp`), and
+//! The threads that serve TCP: each runs its own event loop (`event_loop`), and
 //! every one of them accepts from every listening socket.
 //!
 //! Why threads with loops of their own rather than tokio's multi-threaded

@@ -1,5 +1,6 @@
-//! What the event loops of the server (`tcp`) and of `echo-client bench`
-//! may conclude from mio's readiness events, on every platform.
+//! What the event loops of the server (`server::event_loop`) and of
+//! `echo-client bench` may conclude from mio's readiness events, on every
+//! platform.
 //!
 //! mio reports readiness once per change (edge-triggered), so a loop must
 //! remember it until a read or write shows it is used up. Where the

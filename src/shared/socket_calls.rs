@@ -1,5 +1,6 @@
 //! `recv` and `send` on a TCP stream, for the event loops' hot paths: the
-//! server's workers (`tcp`) and the load threads of `echo-client bench`.
+//! server's workers (`server::event_loop`) and the load threads of
+//! `echo-client bench`.
 //!
 //! Why not std's calls: in a process with more than one thread, glibc makes
 //! `recv` and `send` cancellation points, and switches the thread's

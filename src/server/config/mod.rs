@@ -239,32 +239,23 @@ impl Config {
     /// The names of settings that differ from `other` and only take effect
     /// after a restart.
     pub(crate) fn restart_only_changes(&self, other: &Config) -> Vec<&'static str> {
-        let mut changed = Vec::new();
-        if self.server.listen_addrs() != other.server.listen_addrs() {
-            changed.push("server.listen");
-        }
-        if self.server.udp != other.server.udp {
-            changed.push("server.udp");
-        }
-        if self.server.workers != other.server.workers {
-            changed.push("server.workers");
-        }
-        if self.log.format != other.log.format {
-            changed.push("log.format");
-        }
-        if self.log.directory != other.log.directory {
-            changed.push("log.directory");
-        }
-        if self.log.rotation != other.log.rotation {
-            changed.push("log.rotation");
-        }
-        if self.log.max_files != other.log.max_files {
-            changed.push("log.max_files");
-        }
-        if self.daemon != other.daemon {
-            changed.push("daemon");
-        }
-        changed
+        let (new, old) = (self, other);
+        [
+            (
+                "server.listen",
+                new.server.listen_addrs() != old.server.listen_addrs(),
+            ),
+            ("server.udp", new.server.udp != old.server.udp),
+            ("server.workers", new.server.workers != old.server.workers),
+            ("log.format", new.log.format != old.log.format),
+            ("log.directory", new.log.directory != old.log.directory),
+            ("log.rotation", new.log.rotation != old.log.rotation),
+            ("log.max_files", new.log.max_files != old.log.max_files),
+            ("daemon", new.daemon != old.daemon),
+        ]
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
     }
 }
 
