@@ -9,14 +9,22 @@
 //! cycles):
 //!
 //! ```text
-//! launch ─┬─> config ──────────> (shared) address, duration
+//! launch ─┬─> config ─> (shared) address, duration
 //!         ├─> listeners ─> activation
-//!         ├─> workers ───> event_loop ─> mailbox, limits, shutdown, throttle
-//!         │        └─────> mailbox
-//!         ├─> udp ───────> limits, shutdown, throttle
-//!         ├─> logging, notify, signals, daemon (Unix)
+//!         ├─> workers ─┬─> event_loop ─> mailbox, limits, shutdown, throttle
+//!         │            └─> mailbox
+//!         ├─> udp ─> limits, shutdown, throttle
+//!         ├─> limits ─> config
+//!         ├─> logging, notify, signals, shutdown, daemon (Unix only)
 //!         └─> error (StartupError: every reason not to start, and its exit code)
 //! ```
+//!
+//! `listeners`, `logging` and `error` also use `config`; `activation`,
+//! `listeners`, `logging` and `daemon` report through `error`.
+//!
+//! Inside `config`: `source` uses `defaults` and `diagnostics`,
+//! `diagnostics` uses neither, and the schema (`config/mod.rs`) uses all
+//! three (`defaults` borrows only the schema's enums back).
 
 // The daemon's Unix-only parts (daemon mode, systemd, SIGHUP) leave some of
 // what they share with the rest unused elsewhere; Linux builds still catch

@@ -10,8 +10,6 @@
 use std::fmt;
 use std::ops::Range;
 
-use super::source::ConfigSource;
-
 /// A configuration that cannot be used, with the position of the mistake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ConfigError {
@@ -28,12 +26,11 @@ pub(crate) struct ConfigError {
 
 impl ConfigError {
     pub(super) fn at(
-        source: &ConfigSource,
+        origin: String,
         text: &str,
         span: Option<Range<usize>>,
         message: &str,
     ) -> ConfigError {
-        let origin = origin_of(source);
         let message = message.trim().to_string();
         let Some(span) = span.filter(|s| s.end > 0 || s.start > 0 || !text.is_empty()) else {
             return ConfigError {
@@ -75,22 +72,19 @@ impl ConfigError {
     }
 
     /// Points at the first byte that is not UTF-8, as TOML requires.
-    pub(super) fn not_utf8(
-        source: &ConfigSource,
-        error: &std::string::FromUtf8Error,
-    ) -> ConfigError {
+    pub(super) fn not_utf8(origin: String, error: &std::string::FromUtf8Error) -> ConfigError {
         // Everything before the bad byte is unchanged in the lossy copy.
         let valid = error.utf8_error().valid_up_to();
         let text = String::from_utf8_lossy(error.as_bytes());
         ConfigError::at(
-            source,
+            origin,
             &text,
             Some(valid..valid + 1),
             "the file is not valid UTF-8 here (save it as UTF-8)",
         )
     }
 
-    pub(super) fn unreadable(source: &ConfigSource, error: std::io::Error) -> ConfigError {
+    pub(super) fn unreadable(origin: String, error: std::io::Error) -> ConfigError {
         let hint = match error.kind() {
             std::io::ErrorKind::NotFound => {
                 " (check the path, or run without --config and $ECHO_SERVER_CONFIG to use the built-in default)"
@@ -99,19 +93,12 @@ impl ConfigError {
             _ => "",
         };
         ConfigError {
-            origin: origin_of(source),
+            origin,
             position: None,
             message: format!("cannot read the config file: {error}{hint}"),
             excerpt: None,
             unreadable: true,
         }
-    }
-}
-
-fn origin_of(source: &ConfigSource) -> String {
-    match source.path() {
-        Some(path) => path.display().to_string(),
-        None => source.to_string(),
     }
 }
 

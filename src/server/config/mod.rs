@@ -181,11 +181,11 @@ impl Config {
     /// Parses and validates a config file's text.
     pub(crate) fn parse(text: &str, source: &ConfigSource) -> Result<Config, ConfigError> {
         let mut config: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::at(source, text, e.span(), e.message()))?;
+            .map_err(|e| ConfigError::at(source.origin(), text, e.span(), e.message()))?;
         config
             .server
             .validate()
-            .map_err(|(span, message)| ConfigError::at(source, text, span, &message))?;
+            .map_err(|(span, message)| ConfigError::at(source.origin(), text, span, &message))?;
         config.server.normalize();
         Ok(config)
     }

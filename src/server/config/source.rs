@@ -77,12 +77,21 @@ impl fmt::Display for ConfigSource {
 }
 
 impl ConfigSource {
+    /// How error messages name it: the file, or "built-in default".
+    pub(crate) fn origin(&self) -> String {
+        match self.path() {
+            Some(path) => path.display().to_string(),
+            None => self.to_string(),
+        }
+    }
+
     /// The configuration's text: the file's, or the built-in default's.
     pub(crate) fn text(&self) -> Result<String, ConfigError> {
         match self.path() {
             Some(path) => {
-                let bytes = std::fs::read(path).map_err(|e| ConfigError::unreadable(self, e))?;
-                String::from_utf8(bytes).map_err(|e| ConfigError::not_utf8(self, &e))
+                let bytes =
+                    std::fs::read(path).map_err(|e| ConfigError::unreadable(self.origin(), e))?;
+                String::from_utf8(bytes).map_err(|e| ConfigError::not_utf8(self.origin(), &e))
             }
             None => Ok(DEFAULT_CONFIG_TOML.to_string()),
         }
