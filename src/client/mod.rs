@@ -5,6 +5,11 @@
 //! outcomes to exit codes for all of them, and monitoring scripts can treat
 //! `send`, `check` and `bench` alike. Nothing here is Unix-specific: the
 //! client builds and behaves the same on Windows.
+//!
+//! The client uses `shared` and never `server`. The hosts file parser
+//! (`inventory`) lives here because the client is its only reader in Rust;
+//! `deploy/echo-deploy` reads the same grammar, which
+//! `tests/data/inventory-lines.json` pins for both.
 
 pub mod bench;
 pub mod check;
