@@ -23,7 +23,8 @@ use echo_service::shared::protocol::{DEFAULT_HOST, DEFAULT_PORT};
 /// command takes it as --target TARGET (-t too, except for check, where -t is
 /// --timeout); check, bench and pipe also take it as their argument. send
 /// takes it only with -t: its arguments are the message, and one whose first
-/// or last word looks like a target is refused unless -t or -- is given.
+/// or last word looks like a target is refused unless -t is given or the
+/// message follows --.
 ///
 /// Exit codes: 0 healthy, 1 an echo came back wrong, 2 could not connect,
 /// 3 timed out, 64 usage error.
