@@ -1,28 +1,36 @@
 //! echo-service: an RFC 862 echo daemon and the client that checks it.
 //!
-//! The binaries are thin: `echo-server` parses its arguments and calls
-//! [`server::launch`]; `echo-client` calls [`client`]. Each module owns one
-//! concern, in the manner of tokio's mini-redis.
+//! # Map of the crate
+//!
+//! | module | owns | used by |
+//! |---|---|---|
+//! | [`server`] | the daemon: configuration, binding, the TCP worker threads and their event loops, UDP, limits, signals, logging, systemd and `--daemon` | `echo-server` |
+//! | [`client`] | `send`, `check`, `bench` and `pipe`, how an exchange is judged, and the hosts file (`client::inventory`) | `echo-client` |
+//! | [`shared`] | the facts both sides agree on: the spelling of `HOST:PORT` (`address`) and of durations (`duration`), writing results (`output`), and the event-loop helpers of the server and `bench` (`readiness`, `socket_calls`) | both |
+//!
+//! The binaries in `src/bin/` are thin: they parse the command line with
+//! clap and call [`server::launch`] or a `client` verb's `run`, then exit
+//! with the code it returns. Everything below them is `pub(crate)` unless a
+//! binary needs it.
+//!
+//! # How a byte flows through the daemon
+//!
+//! 1. `server::launch` loads the configuration (`server::config`), binds the
+//!    sockets or takes the ones systemd passed (`server::listeners`,
+//!    `server::activation`), and starts one worker thread per CPU
+//!    (`server::workers`).
+//! 2. Every worker thread runs a `server::event_loop::EventLoop` on its own
+//!    epoll set, which holds every listening socket: the kernel wakes an idle
+//!    worker, whose `accept` takes the connection, and `server::limits`
+//!    grants it a permit (or refuses it past `max_connections`).
+//! 3. When the connection is readable, the loop `recv`s into its scratch
+//!    buffer (`shared::socket_calls`) and `send`s the same bytes straight
+//!    back; only what the peer does not take at once is kept, and nothing
+//!    more is read until it is sent.
+//! 4. The control thread (signals, reloads, the watchdog) reaches a worker
+//!    only through its `server::mailbox`; UDP datagrams are answered by a
+//!    tokio task (`server::udp`) on that thread's runtime.
 
-pub mod activation;
-pub mod address;
 pub mod client;
-pub mod config;
-#[cfg(unix)]
-pub mod daemon;
-pub mod error;
-pub mod inventory;
-pub mod limits;
-pub mod listeners;
-pub mod logging;
-pub mod notify;
-pub mod output;
-pub mod readiness;
 pub mod server;
-pub mod shutdown;
-pub mod signals;
-pub mod socket_calls;
-pub mod tcp;
-pub mod throttle;
-pub mod udp;
-pub mod workers;
+pub mod shared;

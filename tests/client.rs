@@ -1036,3 +1036,129 @@ fn pipe_does_not_time_out_while_its_input_is_quiet() {
     assert_eq!(status.code(), Some(0), "{errors}");
     assert_eq!(echo, "typed, and later more");
 }
+
+/// `send`'s arguments are the message, so its target comes only with -t:
+/// a message whose first or last word is a HOST:PORT was most likely meant
+/// as the target (as nc and curl take it), and is refused instead of being
+/// sent to the default target. The message after `--` is taken as it is.
+#[test]
+fn send_refuses_a_target_in_its_message_unless_told_otherwise() {
+    let server = Server::start("");
+    let target = server.addr().to_string();
+    for args in [
+        &["send", "hello", &target][..],
+        &["send", &target, "hello"],
+        &["send", &target],
+        &["send", "--udp", "hello", "[::1]:7"],
+    ] {
+        let run = client(args);
+        assert_eq!(run.code, 64, "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("looks like a target")
+                && run.stderr.contains("-t")
+                && run.stderr.contains("--"),
+            "{args:?}: {}",
+            run.stderr
+        );
+        assert!(run.stdout.is_empty(), "{args:?}: {}", run.stdout());
+    }
+    // The old spelling, and the two ways to send such words.
+    for (args, echo) in [
+        (
+            &["send", "-t", &target, "hello", &target][..],
+            format!("hello {target}"),
+        ),
+        (
+            &["send", &format!("--target={target}"), "meet", "at", "12:30"],
+            "meet at 12:30".to_string(),
+        ),
+        (
+            &["send", "-t", &target, "--", "at", "12:30"],
+            "at 12:30".to_string(),
+        ),
+        (
+            &["send", "-t", &target, "Hello,", "world"],
+            "Hello, world".to_string(),
+        ),
+    ] {
+        let run = client(args);
+        assert_eq!(
+            (run.code, run.stdout()),
+            (0, echo),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+}
+
+/// Every verb takes its target with --target (and -t, but for check, where
+/// -t is --timeout); check, bench and pipe also take it as their argument,
+/// as before.
+#[test]
+fn every_verb_takes_its_target_with_the_same_option() {
+    let server = Server::start("");
+    let socat = Socat::start();
+    let target = server.addr().to_string();
+    let foreign = socat.addr.to_string();
+
+    for args in [
+        &["pipe", "-t", &target][..],
+        &["pipe", "--target", &target],
+        &["pipe", &target],
+    ] {
+        let run = client_with_input(args, b"through the pipe");
+        assert_eq!(
+            (run.code, run.stdout()),
+            (0, "through the pipe".to_string()),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+
+    let run = client(&[
+        "check", "--target", &target, &foreign, "--target", &target, "-t", "2s",
+    ]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout(), run.stderr);
+    let lines: Vec<String> = run.stdout().lines().map(String::from).collect();
+    assert_eq!(lines.len(), 3, "{}", run.stdout());
+    assert!(
+        lines[0].starts_with(&format!("{foreign}: healthy")),
+        "{}",
+        run.stdout()
+    );
+    assert!(
+        lines[1].starts_with(&format!("{target}: healthy")),
+        "{}",
+        run.stdout()
+    );
+
+    for args in [
+        &["bench", "-t", &target, "-c", "2", "-d", "300ms", "--json"][..],
+        &[
+            "bench", "--target", &foreign, "-c", "2", "-d", "300ms", "--json",
+        ],
+        &["bench", &target, "-c", "2", "-d", "300ms", "--json"],
+    ] {
+        let run = client(args);
+        assert_eq!(run.code, 0, "{args:?}: {}{}", run.stdout(), run.stderr);
+        let report = json(&run);
+        assert!(
+            report["requests"].as_u64().unwrap() > 0,
+            "{args:?}: {report}"
+        );
+    }
+
+    // Given both ways, the target is ambiguous.
+    for args in [
+        &["bench", "-t", &target, &foreign][..],
+        &["pipe", "--target", &target, &foreign],
+    ] {
+        let run = client(args);
+        assert_eq!(run.code, 64, "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("cannot be used with"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+}

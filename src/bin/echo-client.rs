@@ -3,20 +3,29 @@
 use std::io::Read;
 use std::path::PathBuf;
 
+use clap::parser::ValueSource;
 use clap::{Args, Parser, Subcommand};
-use echo_service::address::HostPort;
+use echo_service::client::MAX_UDP_PAYLOAD;
 use echo_service::client::bench::{self, BenchOptions};
 use echo_service::client::check::{self, CheckOptions};
+use echo_service::client::inventory;
 use echo_service::client::pipe::{self, PipeOptions};
 use echo_service::client::send::{self, SendOptions};
-use echo_service::client::{DEFAULT_PORT, MAX_UDP_PAYLOAD, exit_code};
-use echo_service::config::HumanDuration;
-use echo_service::inventory;
+use echo_service::shared::address::HostPort;
+use echo_service::shared::duration::HumanDuration;
+use echo_service::shared::exit_code;
+use echo_service::shared::protocol::{DEFAULT_HOST, DEFAULT_PORT};
 
 /// Talks to an RFC 862 echo server: send a message, check health for
 /// scripts, or measure throughput and latency.
 ///
-/// A target is HOST:PORT, [IPV6]:PORT, or a bare host (port 65432).
+/// A target is HOST:PORT, [IPV6]:PORT, or a bare host (port 65432). Every
+/// command takes it as --target TARGET (-t too, except for check, where -t is
+/// --timeout); check, bench and pipe also take it as their argument. send
+/// takes it only with -t: its arguments are the message, and one whose first
+/// or last word looks like a target is refused unless -t is given or the
+/// message follows --.
+///
 /// Exit codes: 0 healthy, 1 an echo came back wrong, 2 could not connect,
 /// 3 timed out, 64 usage error.
 #[derive(Debug, Parser)]
@@ -41,8 +50,11 @@ enum Command {
 #[derive(Debug, Args)]
 struct SendArgs {
     /// The server.
-    #[arg(short, long, default_value = "127.0.0.1:65432", value_parser = parse_target)]
+    #[arg(short, long, default_value_t = default_target(), value_parser = parse_target)]
     target: HostPort,
+    /// Whether -t/--target was on the command line (clap's default is not).
+    #[arg(skip)]
+    target_given: bool,
     /// Send one UDP datagram instead.
     #[arg(long)]
     udp: bool,
@@ -53,7 +65,11 @@ struct SendArgs {
     #[arg(long, default_value = "5s", value_name = "DURATION")]
     timeout: HumanDuration,
     /// The message, words joined by spaces. Without one, or with "-", standard input is sent.
+    /// Without -t, a first or last word like HOST:PORT is an error (a target, meant for -t?).
     message: Vec<String>,
+    /// The message (or its rest) after --, taken as it is, HOST:PORT words too.
+    #[arg(last = true, value_name = "MESSAGE")]
+    literal: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +77,9 @@ struct CheckArgs {
     /// Servers to check (default: 127.0.0.1:65432 unless --hosts is given).
     #[arg(value_parser = parse_target)]
     targets: Vec<HostPort>,
+    /// Also check this server, as an argument does (repeatable; here -t is --timeout).
+    #[arg(long = "target", id = "target_option", value_name = "TARGET", value_parser = parse_target)]
+    target_options: Vec<HostPort>,
     /// Also check every host of this inventory file, at its echo_port (or --port).
     #[arg(long, value_name = "FILE")]
     hosts: Option<PathBuf>,
@@ -93,8 +112,12 @@ struct CheckArgs {
 #[derive(Debug, Args)]
 struct BenchArgs {
     /// The server.
-    #[arg(default_value = "127.0.0.1:65432", value_parser = parse_target)]
+    #[arg(default_value_t = default_target(), value_parser = parse_target)]
     target: HostPort,
+    /// The server, instead of the argument.
+    #[arg(short = 't', long = "target", id = "target_option", value_name = "TARGET",
+          value_parser = parse_target, conflicts_with = "target")]
+    target_option: Option<HostPort>,
     /// Concurrent connections (UDP: sockets).
     #[arg(short, long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     connections: u32,
@@ -130,11 +153,20 @@ struct BenchArgs {
 #[derive(Debug, Args)]
 struct PipeArgs {
     /// The server.
-    #[arg(default_value = "127.0.0.1:65432", value_parser = parse_target)]
+    #[arg(default_value_t = default_target(), value_parser = parse_target)]
     target: HostPort,
+    /// The server, instead of the argument.
+    #[arg(short = 't', long = "target", id = "target_option", value_name = "TARGET",
+          value_parser = parse_target, conflicts_with = "target")]
+    target_option: Option<HostPort>,
     /// Give up when connecting takes this long, or the echo stops for this long.
     #[arg(long, default_value = "5s", value_name = "DURATION")]
     timeout: HumanDuration,
+}
+
+/// The server's default address.
+fn default_target() -> HostPort {
+    parse_target(DEFAULT_HOST).expect("the default host is valid")
 }
 
 fn parse_target(text: &str) -> Result<HostPort, String> {
@@ -148,23 +180,19 @@ fn usage_error(message: impl std::fmt::Display) -> ! {
 }
 
 fn main() {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            std::process::exit(if e.use_stderr() {
-                exit_code::USAGE
-            } else {
-                exit_code::OK
-            });
-        }
-    };
+    let (mut cli, matches) = exit_code::parse_args_or_exit::<Cli>();
+    if let Command::Send(args) = &mut cli.command {
+        args.target_given = matches
+            .subcommand_matches("send")
+            .and_then(|send| send.value_source("target"))
+            == Some(ValueSource::CommandLine);
+    }
     let job = match cli.command {
         Command::Send(args) => Job::Send(send_options(args)),
         Command::Check(args) => Job::Check(check_options(args)),
         Command::Bench(args) => Job::Bench(bench_options(args)),
         Command::Pipe(args) => Job::Pipe(PipeOptions {
-            target: args.target,
+            target: args.target_option.unwrap_or(args.target),
             timeout: positive(args.timeout, "--timeout"),
         }),
     };
@@ -200,15 +228,51 @@ fn available_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
+/// `echo-client send hello 10.0.0.5:7` would send "hello 10.0.0.5:7" to the
+/// default target, not "hello" to 10.0.0.5:7 as a user of nc or curl might
+/// expect. So without -t, a message whose first or last word before `--`
+/// is a HOST:PORT is refused, with the two ways to say what was meant.
+fn refuse_a_target_in_the_message(args: &SendArgs) {
+    if args.target_given {
+        return;
+    }
+    let looks_like_a_target = |word: &&String| word.parse::<HostPort>().is_ok();
+    let suspect = args
+        .message
+        .first()
+        .filter(looks_like_a_target)
+        .or(args.message.last().filter(looks_like_a_target));
+    if let Some(word) = suspect {
+        let rest: Vec<&str> = args
+            .message
+            .iter()
+            .filter(|w| *w != word)
+            .map(String::as_str)
+            .collect();
+        usage_error(format!(
+            "`{word}` looks like a target, but send takes its target only with -t: \
+             write `echo-client send -t {word} {}`, or put the message after -- to send \
+             `{word}` as part of it",
+            if rest.is_empty() {
+                "MESSAGE".to_string()
+            } else {
+                rest.join(" ")
+            }
+        ));
+    }
+}
+
 fn send_options(args: SendArgs) -> SendOptions {
-    let message = if args.message.is_empty() || args.message == ["-"] {
+    refuse_a_target_in_the_message(&args);
+    let words: Vec<String> = args.message.into_iter().chain(args.literal).collect();
+    let message = if words.is_empty() || words == ["-"] {
         let mut input = Vec::new();
         if let Err(e) = std::io::stdin().read_to_end(&mut input) {
             usage_error(format!("cannot read standard input: {e}"));
         }
         input
     } else {
-        args.message.join(" ").into_bytes()
+        words.join(" ").into_bytes()
     };
     if args.udp && message.len() > MAX_UDP_PAYLOAD {
         usage_error(format!(
@@ -227,6 +291,7 @@ fn send_options(args: SendArgs) -> SendOptions {
 
 fn check_options(args: CheckArgs) -> CheckOptions {
     let mut targets = args.targets;
+    targets.extend(args.target_options);
     if let Some(path) = &args.hosts {
         let hosts = inventory::load(path).unwrap_or_else(|e| usage_error(e));
         if hosts.is_empty() {
@@ -235,7 +300,7 @@ fn check_options(args: CheckArgs) -> CheckOptions {
         targets.extend(hosts.iter().map(|host| host.echo_target(args.port)));
     }
     if targets.is_empty() {
-        targets.push(parse_target("127.0.0.1").expect("the default target is valid"));
+        targets.push(default_target());
     }
     if args.udp && args.size as usize > MAX_UDP_PAYLOAD {
         usage_error(format!(
@@ -256,7 +321,7 @@ fn check_options(args: CheckArgs) -> CheckOptions {
 
 fn bench_options(args: BenchArgs) -> BenchOptions {
     let options = BenchOptions {
-        target: args.target,
+        target: args.target_option.unwrap_or(args.target),
         udp: args.udp,
         connections: args.connections as usize,
         duration: positive(args.duration, "--duration"),

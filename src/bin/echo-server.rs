@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use echo_service::config::{Host, LogLevel, Overrides};
-use echo_service::error::exit_code;
+use echo_service::server::config::{Host, LogLevel, Overrides};
 use echo_service::server::{Launch, launch};
+use echo_service::shared::exit_code;
 
 /// An RFC 862 echo daemon: every byte received over TCP (and UDP, if enabled)
 /// is sent back unchanged.
@@ -67,20 +67,10 @@ struct Args {
 }
 
 fn main() {
-    let args = match Args::try_parse() {
-        Ok(args) => args,
-        Err(e) => {
-            let _ = e.print();
-            std::process::exit(if e.use_stderr() {
-                exit_code::USAGE
-            } else {
-                exit_code::OK
-            });
-        }
-    };
+    let (args, _) = exit_code::parse_args_or_exit::<Args>();
     if args.print_default_config {
-        let default = echo_service::config::DEFAULT_CONFIG_TOML.as_bytes();
-        std::process::exit(echo_service::output::print(
+        let default = echo_service::server::config::DEFAULT_CONFIG_TOML.as_bytes();
+        std::process::exit(echo_service::shared::output::print(
             "echo-server",
             default,
             exit_code::OK,

@@ -22,10 +22,9 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::{
-    Failure, MAX_UDP_PAYLOAD, Verdict, exit_code, judge_echo, print_result, tcp_echo, udp_echo,
-};
-use crate::address::HostPort;
+use super::{Failure, MAX_UDP_PAYLOAD, Verdict, judge_echo, print_result, tcp_echo, udp_echo};
+use crate::shared::address::HostPort;
+use crate::shared::exit_code;
 use load::{Counters, Plan};
 
 /// Rows of the latency histogram drawn in the terminal.
@@ -56,43 +55,43 @@ pub struct BenchOptions {
 
 /// What `--json` prints.
 #[derive(Debug, Serialize)]
-pub struct BenchReport {
-    pub target: String,
-    pub protocol: &'static str,
-    pub connections: usize,
-    pub size: usize,
-    pub pipeline: usize,
-    pub rate: Option<f64>,
-    pub warmup_s: f64,
-    pub duration_s: f64,
-    pub requests: u64,
-    pub requests_per_s: f64,
+pub(crate) struct BenchReport {
+    pub(crate) target: String,
+    pub(crate) protocol: &'static str,
+    pub(crate) connections: usize,
+    pub(crate) size: usize,
+    pub(crate) pipeline: usize,
+    pub(crate) rate: Option<f64>,
+    pub(crate) warmup_s: f64,
+    pub(crate) duration_s: f64,
+    pub(crate) requests: u64,
+    pub(crate) requests_per_s: f64,
     /// Echoed payload per second, in one direction, in 10^6 bytes.
-    pub megabytes_per_s: f64,
-    pub latency_ms: LatencySummary,
-    pub errors: ErrorSummary,
-    pub exit_code: i32,
+    pub(crate) megabytes_per_s: f64,
+    pub(crate) latency_ms: LatencySummary,
+    pub(crate) errors: ErrorSummary,
+    pub(crate) exit_code: i32,
 }
 
 #[derive(Debug, Serialize)]
-pub struct LatencySummary {
-    pub min: f64,
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub p99_9: f64,
-    pub max: f64,
-    pub mean: f64,
+pub(crate) struct LatencySummary {
+    pub(crate) min: f64,
+    pub(crate) p50: f64,
+    pub(crate) p90: f64,
+    pub(crate) p99: f64,
+    pub(crate) p99_9: f64,
+    pub(crate) max: f64,
+    pub(crate) mean: f64,
 }
 
 #[derive(Debug, Serialize)]
-pub struct ErrorSummary {
-    pub connect: u64,
-    pub io: u64,
+pub(crate) struct ErrorSummary {
+    pub(crate) connect: u64,
+    pub(crate) io: u64,
     /// Connections the server closed or reset before their echo was whole.
-    pub closed: u64,
-    pub timeout: u64,
-    pub mismatch: u64,
+    pub(crate) closed: u64,
+    pub(crate) timeout: u64,
+    pub(crate) mismatch: u64,
 }
 
 /// What one connection may hold in flight, at most.
@@ -372,7 +371,7 @@ fn build_report(
 }
 
 /// Milliseconds with three decimals: finer digits are noise on any real path.
-pub fn round_to_microseconds(ms: f64) -> f64 {
+pub(crate) fn round_to_microseconds(ms: f64) -> f64 {
     (ms * 1000.0).round() / 1000.0
 }
 

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::bench::round_to_microseconds;
 use super::{Failure, Verdict, judge_echo, print_result, tcp_echo, udp_echo};
-use crate::address::HostPort;
+use crate::shared::address::HostPort;
 
 #[derive(Debug, Clone)]
 pub struct CheckOptions {
@@ -35,26 +35,26 @@ pub struct CheckOptions {
 
 /// The result for one target, as `--json` prints it.
 #[derive(Debug, Clone, Serialize)]
-pub struct TargetReport {
-    pub target: String,
-    pub protocol: &'static str,
-    pub verdict: Verdict,
-    pub exit_code: i32,
+pub(crate) struct TargetReport {
+    pub(crate) target: String,
+    pub(crate) protocol: &'static str,
+    pub(crate) verdict: Verdict,
+    pub(crate) exit_code: i32,
     /// The address that answered last, once one did.
-    pub address: Option<SocketAddr>,
-    pub probes: u32,
-    pub healthy: u32,
-    pub size: usize,
-    pub rtt_ms: Option<RttSummary>,
+    pub(crate) address: Option<SocketAddr>,
+    pub(crate) probes: u32,
+    pub(crate) healthy: u32,
+    pub(crate) size: usize,
+    pub(crate) rtt_ms: Option<RttSummary>,
     /// Why the worst probe failed.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct RttSummary {
-    pub min: f64,
-    pub avg: f64,
-    pub max: f64,
+pub(crate) struct RttSummary {
+    pub(crate) min: f64,
+    pub(crate) avg: f64,
+    pub(crate) max: f64,
 }
 
 #[derive(Debug, Serialize)]

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-pub fn hexdump(bytes: &[u8]) -> String {
+pub(crate) fn hexdump(bytes: &[u8]) -> String {
     let mut out = String::new();
     for (row, chunk) in bytes.chunks(16).enumerate() {
         let _ = write!(out, "{:08x} ", row * 16);

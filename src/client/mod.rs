@@ -5,10 +5,16 @@
 //! outcomes to exit codes for all of them, and monitoring scripts can treat
 //! `send`, `check` and `bench` alike. Nothing here is Unix-specific: the
 //! client builds and behaves the same on Windows.
+//!
+//! The client uses `shared` and never `server`. The hosts file parser
+//! (`inventory`) lives here because the client is its only reader in Rust;
+//! `deploy/echo-deploy` reads the same grammar, which
+//! `tests/data/inventory-lines.json` pins for both.
 
 pub mod bench;
 pub mod check;
-pub mod hexdump;
+pub(crate) mod hexdump;
+pub mod inventory;
 pub mod pipe;
 pub mod send;
 
@@ -21,13 +27,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::Instant;
 
-use crate::address::HostPort;
-
-/// The port the server listens on by default, and so the client's default.
-pub const DEFAULT_PORT: u16 = 65432;
-
-/// The largest datagram there is.
-pub const MAX_DATAGRAM: usize = 65_535;
+use crate::shared::address::HostPort;
+use crate::shared::exit_code;
+use crate::shared::protocol::MAX_DATAGRAM;
 
 /// The largest payload a UDP datagram carries over IPv4.
 pub const MAX_UDP_PAYLOAD: usize = 65_507;
@@ -37,27 +39,9 @@ pub const MAX_UDP_PAYLOAD: usize = 65_507;
 /// rarely costs anything.
 const TRAILING_BYTES_WAIT: Duration = Duration::from_millis(100);
 
-/// Exit codes of `echo-client`, as documented in the README.
-pub mod exit_code {
-    /// Every echo came back unchanged.
-    pub const OK: i32 = 0;
-    /// An echo came back different from what was sent.
-    pub const MISMATCH: i32 = 1;
-    /// Could not connect: refused, unreachable, name not resolved, reset.
-    pub const UNREACHABLE: i32 = 2;
-    /// No (complete) echo within the timeout.
-    pub const TIMED_OUT: i32 = 3;
-    /// The command line or the hosts file is wrong.
-    pub const USAGE: i32 = 64;
-    /// `bench` could not start its load threads (EX_OSERR).
-    pub const OS_ERROR: i32 = 71;
-    /// Reading standard input or writing standard output failed (EX_IOERR).
-    pub const LOCAL_IO: i32 = crate::output::IO_ERROR;
-}
-
-/// Prints a subcommand's result; see [`crate::output::print`].
+/// Prints a subcommand's result; see [`crate::shared::output::print`].
 fn print_result(output: &[u8], code: i32) -> i32 {
-    crate::output::print("echo-client", output, code)
+    crate::shared::output::print("echo-client", output, code)
 }
 
 /// How an exchange ended. With several, the worst one decides the exit
@@ -65,7 +49,7 @@ fn print_result(output: &[u8], code: i32) -> i32 {
 /// which is worse than a refused connection (the service is plainly down).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Healthy,
     Unreachable,
     #[serde(rename = "timeout")]
@@ -92,7 +76,7 @@ impl Verdict {
         }
     }
 
-    pub fn worst(self, other: Verdict) -> Verdict {
+    pub(crate) fn worst(self, other: Verdict) -> Verdict {
         if other.severity() > self.severity() {
             other
         } else {
@@ -101,7 +85,7 @@ impl Verdict {
     }
 
     /// The verdict's name, the same in human output and in JSON.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Verdict::Healthy => "healthy",
             Verdict::Unreachable => "unreachable",
@@ -113,17 +97,17 @@ impl Verdict {
 
 /// An exchange that did not succeed, and why, in words for the operator.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    pub verdict: Verdict,
+pub(crate) struct Failure {
+    pub(crate) verdict: Verdict,
     /// The server ended the connection (closed or reset it) before the
     /// whole echo came back: unreachable, not corrupt, and counted apart by
     /// `bench`.
-    pub closed: bool,
-    pub message: String,
+    pub(crate) closed: bool,
+    pub(crate) message: String,
 }
 
 impl Failure {
-    pub fn mismatch(message: impl Into<String>) -> Failure {
+    pub(crate) fn mismatch(message: impl Into<String>) -> Failure {
         Failure {
             verdict: Verdict::Mismatch,
             closed: false,
@@ -131,7 +115,7 @@ impl Failure {
         }
     }
 
-    pub fn timed_out(limit: Duration) -> Failure {
+    pub(crate) fn timed_out(limit: Duration) -> Failure {
         Failure {
             verdict: Verdict::TimedOut,
             closed: false,
@@ -142,7 +126,7 @@ impl Failure {
         }
     }
 
-    pub fn unreachable(message: impl Into<String>) -> Failure {
+    pub(crate) fn unreachable(message: impl Into<String>) -> Failure {
         Failure {
             verdict: Verdict::Unreachable,
             closed: false,
@@ -150,7 +134,7 @@ impl Failure {
         }
     }
 
-    pub fn closed(message: impl Into<String>) -> Failure {
+    pub(crate) fn closed(message: impl Into<String>) -> Failure {
         Failure {
             closed: true,
             ..Failure::unreachable(message)
@@ -158,7 +142,7 @@ impl Failure {
     }
 
     /// Classifies an I/O error on a connection.
-    pub fn io(error: &io::Error) -> Failure {
+    pub(crate) fn io(error: &io::Error) -> Failure {
         let hint = match error.kind() {
             io::ErrorKind::ConnectionRefused => " (is the echo server running on that port?)",
             io::ErrorKind::TimedOut => {
@@ -174,7 +158,7 @@ impl Failure {
 
     /// Classifies an I/O error on an established TCP connection, where a
     /// reset or a broken pipe is the server ending it.
-    pub fn stream(error: &io::Error) -> Failure {
+    pub(crate) fn stream(error: &io::Error) -> Failure {
         match error.kind() {
             io::ErrorKind::ConnectionReset
             | io::ErrorKind::ConnectionAborted
@@ -200,7 +184,7 @@ pub fn runtime() -> io::Result<tokio::runtime::Runtime> {
 }
 
 /// Runs `exchange`, turning an overrun of `limit` into a timeout failure.
-pub async fn within<T>(
+pub(crate) async fn within<T>(
     limit: Duration,
     exchange: impl Future<Output = Result<T, Failure>>,
 ) -> Result<T, Failure> {
@@ -210,7 +194,7 @@ pub async fn within<T>(
 }
 
 /// Resolves a target; a name that does not resolve makes it unreachable.
-pub async fn resolve(target: &HostPort) -> Result<Vec<SocketAddr>, Failure> {
+pub(crate) async fn resolve(target: &HostPort) -> Result<Vec<SocketAddr>, Failure> {
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((target.host.as_str(), target.port))
         .await
         .map_err(|e| Failure::unreachable(format!("cannot resolve `{}`: {e}", target.host)))?
@@ -225,7 +209,7 @@ pub async fn resolve(target: &HostPort) -> Result<Vec<SocketAddr>, Failure> {
 }
 
 /// Connects to the first address of `target` that accepts.
-pub async fn connect_tcp(target: &HostPort) -> Result<TcpStream, Failure> {
+pub(crate) async fn connect_tcp(target: &HostPort) -> Result<TcpStream, Failure> {
     let mut last_failure = None;
     for addr in resolve(target).await? {
         match TcpStream::connect(addr).await {
@@ -241,7 +225,7 @@ pub async fn connect_tcp(target: &HostPort) -> Result<TcpStream, Failure> {
 
 /// The address a UDP socket binds to before it connects to `peer`: any
 /// local address of the peer's family, any port.
-pub fn udp_local_for(peer: SocketAddr) -> SocketAddr {
+pub(crate) fn udp_local_for(peer: SocketAddr) -> SocketAddr {
     if peer.is_ipv6() {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     } else {
@@ -261,11 +245,11 @@ async fn udp_socket_to(addr: SocketAddr) -> Result<UdpSocket, Failure> {
 
 /// What came back for one payload, from where, and how fast.
 #[derive(Debug)]
-pub struct Echo {
-    pub address: SocketAddr,
-    pub bytes: Vec<u8>,
+pub(crate) struct Echo {
+    pub(crate) address: SocketAddr,
+    pub(crate) bytes: Vec<u8>,
     /// From the first byte sent to the last expected byte received.
-    pub rtt: Duration,
+    pub(crate) rtt: Duration,
 }
 
 /// One TCP exchange within `timeout`: connect, send `payload` and
@@ -273,7 +257,7 @@ pub struct Echo {
 /// is awaited (briefly: a correct server closes at once), so an echo with
 /// extra bytes is caught; one is proof enough, and reading on would let a
 /// server that streams without end fill the memory.
-pub async fn tcp_echo(
+pub(crate) async fn tcp_echo(
     target: &HostPort,
     payload: &[u8],
     timeout: Duration,
@@ -322,7 +306,7 @@ pub async fn tcp_echo(
 
 /// One UDP datagram and its answer within `timeout`, trying the target's
 /// addresses in turn while they refuse (ICMP port unreachable).
-pub async fn udp_echo(
+pub(crate) async fn udp_echo(
     target: &HostPort,
     payload: &[u8],
     timeout: Duration,
@@ -363,7 +347,7 @@ async fn udp_exchange(address: SocketAddr, payload: &[u8]) -> Result<Echo, Failu
 /// correct but incomplete prefix means the connection ended early, which is
 /// the server going away (or refusing at its connection limit), not a
 /// corruption.
-pub fn judge_echo(sent: &[u8], echo: &[u8]) -> Result<(), Failure> {
+pub(crate) fn judge_echo(sent: &[u8], echo: &[u8]) -> Result<(), Failure> {
     if let Some(at) = sent.iter().zip(echo).position(|(a, b)| a != b) {
         return Err(Failure::mismatch(format!(
             "the echo differs from what was sent at byte {at} of {}",

@@ -25,8 +25,9 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::{Failure, Verdict, connect_tcp, exit_code, within};
-use crate::address::HostPort;
+use super::{Failure, Verdict, connect_tcp, within};
+use crate::shared::address::HostPort;
+use crate::shared::exit_code;
 
 /// Bytes sent and not yet echoed, at most.
 const MAX_UNECHOED: usize = 4 << 20;
@@ -56,7 +57,7 @@ pub async fn run(options: PipeOptions) -> i32 {
         }
         Err(PipeError::Local(message)) => {
             eprintln!("echo-client: {message}");
-            exit_code::LOCAL_IO
+            exit_code::IO_ERROR
         }
     }
 }

@@ -4,8 +4,9 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use super::{exit_code, hexdump::hexdump, judge_echo, print_result, tcp_echo, udp_echo};
-use crate::address::HostPort;
+use super::{hexdump::hexdump, judge_echo, print_result, tcp_echo, udp_echo};
+use crate::shared::address::HostPort;
+use crate::shared::exit_code;
 
 #[derive(Debug, Clone)]
 pub struct SendOptions {

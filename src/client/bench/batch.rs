@@ -26,7 +26,7 @@ const MAX_LOST_REMEMBERED: usize = 4096;
 const STAMP_LEN: usize = 16;
 
 /// The message body every connection sends, after its stamps.
-pub fn shared_block(size: usize) -> Arc<[u8]> {
+pub(crate) fn shared_block(size: usize) -> Arc<[u8]> {
     let mut rng = fastrand::Rng::with_seed(0x0ec4_0b10c);
     std::iter::repeat_with(|| rng.u8(..)).take(size).collect()
 }
@@ -45,13 +45,13 @@ fn stamp_of(sequence: u64) -> [u8; STAMP_LEN] {
 /// in every batch, whatever its stamps. Of a larger message only the first
 /// window is here, for its stamp: the rest goes out from the block itself,
 /// so the outbox stays small whatever the message size.
-pub struct Outbox {
+pub(crate) struct Outbox {
     bytes: Box<[u8]>,
     window: usize,
 }
 
 impl Outbox {
-    pub fn new(block: &[u8], window: usize) -> Outbox {
+    pub(crate) fn new(block: &[u8], window: usize) -> Outbox {
         assert!(window >= STAMP_LEN, "a stamp fits in one write");
         let len = if block.len() <= window {
             // A stretch starts within its first message: at most one
@@ -67,14 +67,14 @@ impl Outbox {
 
 /// What a UDP answer turned out to be.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Answer {
+pub(crate) enum Answer {
     Expected,
     Late,
     Wrong,
 }
 
 /// `pipeline` messages back to back: a stamp each, then the shared block.
-pub struct Batch {
+pub(crate) struct Batch {
     block: Arc<[u8]>,
     stamps: Vec<[u8; STAMP_LEN]>,
     /// Bytes of each stamp that fit in a message.
@@ -90,7 +90,7 @@ pub struct Batch {
 impl Batch {
     /// A batch of `pipeline` messages of the block's size; `connection`
     /// keeps every connection's sequence numbers apart.
-    pub fn new(block: Arc<[u8]>, pipeline: usize, connection: u64) -> Batch {
+    pub(crate) fn new(block: Arc<[u8]>, pipeline: usize, connection: u64) -> Batch {
         Batch {
             stamp_len: block.len().min(STAMP_LEN),
             block,
@@ -102,21 +102,21 @@ impl Batch {
     }
 
     /// Bytes per message.
-    pub fn size(&self) -> usize {
+    pub(crate) fn size(&self) -> usize {
         self.block.len()
     }
 
-    pub fn messages(&self) -> usize {
+    pub(crate) fn messages(&self) -> usize {
         self.stamps.len()
     }
 
     /// Bytes in the whole batch.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.size() * self.messages()
     }
 
     /// Gives the batch's messages new sequence numbers, for its next trip.
-    pub fn stamp(&mut self) {
+    pub(crate) fn stamp(&mut self) {
         self.unanswered.clear();
         for stamp in &mut self.stamps {
             *stamp = stamp_of(self.next_sequence);
@@ -127,13 +127,13 @@ impl Batch {
 
     /// The batch's bytes from `offset` on, as many as one write takes,
     /// ready to be written.
-    pub fn outgoing<'a>(&'a self, offset: usize, outbox: &'a mut Outbox) -> &'a [u8] {
+    pub(crate) fn outgoing<'a>(&'a self, offset: usize, outbox: &'a mut Outbox) -> &'a [u8] {
         self.stretch(offset, self.len() - offset, outbox)
     }
 
     /// Message `index` of the batch, whole, ready to be sent as one
     /// datagram; a datagram is never larger than the outbox's window.
-    pub fn message<'a>(&'a self, index: usize, outbox: &'a mut Outbox) -> &'a [u8] {
+    pub(crate) fn message<'a>(&'a self, index: usize, outbox: &'a mut Outbox) -> &'a [u8] {
         let size = self.size();
         let message = self.stretch(index * size, size, outbox);
         assert_eq!(message.len(), size, "a datagram fits in one write");
@@ -171,7 +171,7 @@ impl Batch {
     }
 
     /// Whether `echo` is exactly the batch's bytes from `offset` on.
-    pub fn matches(&self, offset: usize, echo: &[u8]) -> bool {
+    pub(crate) fn matches(&self, offset: usize, echo: &[u8]) -> bool {
         if echo.len() > self.len() - offset {
             return false;
         }
@@ -199,7 +199,7 @@ impl Batch {
 
     /// Judges a UDP answer: one of this batch's messages, exactly; or a late
     /// answer to a message that was given up on; or wrong.
-    pub fn answer(&mut self, echo: &[u8]) -> Answer {
+    pub(crate) fn answer(&mut self, echo: &[u8]) -> Answer {
         if echo.len() != self.size() || self.stamp_len < 8 {
             return Answer::Wrong;
         }
@@ -222,7 +222,7 @@ impl Batch {
 
     /// After a failure: this batch's unanswered messages may still be
     /// answered later, and that is not an error.
-    pub fn forget_unanswered(&mut self) {
+    pub(crate) fn forget_unanswered(&mut self) {
         self.lost.extend(self.unanswered.drain(..));
         while self.lost.len() > MAX_LOST_REMEMBERED {
             self.lost.pop_front();

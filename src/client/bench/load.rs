@@ -29,9 +29,10 @@ use mio::net::{TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
 
 use super::batch::{Answer, Batch, Outbox};
-use crate::client::{Failure, MAX_DATAGRAM, MAX_UDP_PAYLOAD, Verdict, udp_local_for};
-use crate::readiness::{Readiness, SHORT_READ_DRAINS};
-use crate::socket_calls;
+use crate::client::{Failure, MAX_UDP_PAYLOAD, Verdict, udp_local_for};
+use crate::shared::protocol::MAX_DATAGRAM;
+use crate::shared::readiness::{Readiness, SHORT_READ_DRAINS};
+use crate::shared::socket_calls;
 
 /// Pause before reconnecting after a failure, so a dead server is not hammered.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
@@ -44,31 +45,31 @@ const _: () = assert!(WRITE_WINDOW >= MAX_UDP_PAYLOAD);
 const EVENTS_PER_POLL: usize = 1024;
 
 /// What every load thread runs to.
-pub struct Plan {
-    pub addr: SocketAddr,
-    pub udp: bool,
+pub(crate) struct Plan {
+    pub(crate) addr: SocketAddr,
+    pub(crate) udp: bool,
     /// Every message's body (see `batch`).
-    pub block: Arc<[u8]>,
-    pub pipeline: usize,
-    pub timeout: Duration,
+    pub(crate) block: Arc<[u8]>,
+    pub(crate) pipeline: usize,
+    pub(crate) timeout: Duration,
     /// Time between one connection's batches under `--rate`.
-    pub interval: Option<Duration>,
+    pub(crate) interval: Option<Duration>,
     /// Round trips that end before this are warm-up: they run, but are
     /// neither counted nor timed.
-    pub measured_from: Instant,
-    pub deadline: Instant,
+    pub(crate) measured_from: Instant,
+    pub(crate) deadline: Instant,
 }
 
 /// Counts shared by all load threads, read by the progress bar and the report.
 #[derive(Debug, Default)]
-pub struct Counters {
-    pub requests: AtomicU64,
-    pub connect_errors: AtomicU64,
-    pub io_errors: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) requests: AtomicU64,
+    pub(crate) connect_errors: AtomicU64,
+    pub(crate) io_errors: AtomicU64,
     /// Connections the server ended before their echo was whole.
-    pub closed: AtomicU64,
-    pub timeouts: AtomicU64,
-    pub mismatches: AtomicU64,
+    pub(crate) closed: AtomicU64,
+    pub(crate) timeouts: AtomicU64,
+    pub(crate) mismatches: AtomicU64,
 }
 
 impl Counters {
@@ -86,7 +87,7 @@ impl Counters {
 
 /// Runs the connections numbered `ids` on `poll` until the plan's deadline,
 /// and returns the latencies of their round trips, in nanoseconds.
-pub fn run(
+pub(crate) fn run(
     plan: &Plan,
     poll: Poll,
     ids: Vec<u64>,
@@ -117,7 +118,7 @@ pub fn run(
 
 /// Round-trip times in nanoseconds, from 1 ns to a minute; slower ones are
 /// recorded as a minute.
-pub fn latency_histogram() -> Histogram<u64> {
+pub(crate) fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
 }
 

@@ -27,26 +27,23 @@
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
-use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
 
-use crate::limits::{ConnectionPermit, Limits};
-use crate::readiness::{Readiness, SHORT_READ_DRAINS};
-use crate::shutdown::TaskGuard;
-use crate::socket_calls;
-use crate::throttle::Throttle;
+use crate::server::limits::{ConnectionPermit, Limits};
+use crate::server::mailbox::{Command, Inbox, WAKE_TOKEN};
+use crate::server::shutdown::TaskGuard;
+use crate::server::throttle::Throttle;
+use crate::shared::readiness::{Readiness, SHORT_READ_DRAINS};
+use crate::shared::socket_calls;
 
 /// The most a connection reads at once, and so the most it ever buffers.
-pub const SCRATCH_SIZE: usize = 16 * 1024;
+pub(crate) const SCRATCH_SIZE: usize = 16 * 1024;
 
-/// The token of the worker's waker, which says commands are waiting.
-pub const COMMANDS: Token = Token(usize::MAX);
 /// Readiness events taken from the kernel per wake-up.
 const EVENTS_PER_POLL: usize = 1024;
 /// Reads one connection may do before the others get their turn: a peer
@@ -62,25 +59,14 @@ const FIRST_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 const WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
-/// What the control thread tells a worker (see `workers`).
-pub enum Command {
-    /// Close the listeners and report it; serve the open connections on.
-    StopAccepting(oneshot::Sender<()>),
-    /// The limits were reloaded: a changed idle timeout applies at once.
-    Reload,
-    /// Answer, to show the loop still turns (the watchdog).
-    Ping(oneshot::Sender<()>),
-    /// Close every connection and end.
-    Close,
-}
-
-/// The token of listener `index`, counted down from below `COMMANDS`.
+/// The token of listener `index`, counted down from below `WAKE_TOKEN`.
 fn listener_token(index: usize) -> Token {
     Token(usize::MAX - 1 - index)
 }
 
-/// One worker: its listeners, its connections and the loop that serves them.
-pub struct Worker {
+/// One worker thread's event loop: its listeners, its connections and the
+/// loop that serves them.
+pub(crate) struct EventLoop {
     poll: Poll,
     /// Closed (`None`) once the worker stops accepting.
     listeners: Vec<Option<Listening>>,
@@ -89,7 +75,7 @@ pub struct Worker {
     /// Cloned into every connection, so that shutdown knows when the last
     /// one has ended; dropped when the worker stops accepting.
     guard: Option<TaskGuard>,
-    commands: mpsc::Receiver<Command>,
+    commands: Inbox,
     scratch: Box<[u8]>,
     accepting: Accepting,
     /// When the connection idle the longest can time out, if any is open
@@ -116,16 +102,16 @@ struct Accepting {
     errors: Throttle,
 }
 
-impl Worker {
-    /// A worker serving `listeners` on `poll`, taking its commands from
-    /// `commands` (announced by a waker registered as `COMMANDS`).
-    pub fn new(
+impl EventLoop {
+    /// A loop serving `listeners` on `poll`, taking its commands from
+    /// `commands` (announced by a waker registered as `WAKE_TOKEN`).
+    pub(crate) fn new(
         poll: Poll,
         listeners: Vec<std::net::TcpListener>,
         limits: Arc<Limits>,
         guard: TaskGuard,
-        commands: mpsc::Receiver<Command>,
-    ) -> io::Result<Worker> {
+        commands: Inbox,
+    ) -> io::Result<EventLoop> {
         let mut registered = Vec::with_capacity(listeners.len());
         for (index, listener) in listeners.into_iter().enumerate() {
             listener.set_nonblocking(true)?;
@@ -135,7 +121,7 @@ impl Worker {
                 .register(&mut listener, listener_token(index), Interest::READABLE)?;
             registered.push(Some(Listening { listener, address }));
         }
-        Ok(Worker {
+        Ok(EventLoop {
             poll,
             listeners: registered,
             connections: Slab::new(),
@@ -156,7 +142,7 @@ impl Worker {
     }
 
     /// Serves until told to close.
-    pub fn run(mut self) {
+    pub(crate) fn run(mut self) {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         loop {
             let wake_at = [self.accepting.retry_at, self.next_sweep]
@@ -181,7 +167,7 @@ impl Worker {
             let unfinished = std::mem::take(&mut self.unfinished);
             for event in &events {
                 let token = event.token();
-                if token == COMMANDS {
+                if token == WAKE_TOKEN {
                     continue;
                 }
                 match self.listener_index(token) {
@@ -195,11 +181,11 @@ impl Worker {
                 self.on_ready(key, Readiness::NOTHING_NEW, now);
             }
             loop {
-                let command = match self.commands.try_recv() {
-                    Ok(command) => command,
-                    Err(mpsc::TryRecvError::Empty) => break,
+                let command = match self.commands.next() {
+                    Ok(Some(command)) => command,
+                    Ok(None) => break,
                     // The daemon is going away without a word.
-                    Err(mpsc::TryRecvError::Disconnected) => return,
+                    Err(()) => return,
                 };
                 match command {
                     Command::StopAccepting(done) => {

@@ -14,20 +14,22 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 #[cfg(unix)]
-use crate::config::DAEMON_LOG_DIRECTORY;
-use crate::config::{
+use crate::server::config::DAEMON_LOG_DIRECTORY;
+use crate::server::config::{
     CONFIG_ENV_VAR, Config, ConfigSource, LogConfig, Overrides, SYSTEM_CONFIG_PATH, ServerConfig,
 };
-use crate::error::{StartupError, exit_code};
-use crate::limits::Limits;
-use crate::listeners::{Listeners, Origin};
-use crate::logging::Logging;
-use crate::notify::Notifier;
-use crate::output;
-use crate::shutdown::{RUNTIME_SHUTDOWN_TIMEOUT, ShutdownController};
-use crate::signals::{Request, Signals};
-use crate::udp;
-use crate::workers::{Mailbox, Workers};
+use crate::server::error::StartupError;
+use crate::server::limits::Limits;
+use crate::server::listeners::{Listeners, Origin};
+use crate::server::logging::Logging;
+use crate::server::mailbox::Mailbox;
+use crate::server::notify::Notifier;
+use crate::server::shutdown::{RUNTIME_SHUTDOWN_TIMEOUT, ShutdownController};
+use crate::server::signals::{Request, Signals};
+use crate::server::udp;
+use crate::server::workers::Workers;
+use crate::shared::exit_code;
+use crate::shared::output;
 
 /// How often the status line shown by `systemctl status` is refreshed.
 const STATUS_INTERVAL: Duration = Duration::from_secs(10);
@@ -132,7 +134,7 @@ fn absolute(path: &Path) -> PathBuf {
 }
 
 #[cfg(unix)]
-type PidFileGuard = crate::daemon::PidFileGuard;
+type PidFileGuard = crate::server::daemon::PidFileGuard;
 /// Without daemon mode there is never a pid file to remove.
 #[cfg(not(unix))]
 enum PidFileGuard {}
@@ -145,7 +147,7 @@ fn open_and_detach(
 ) -> Result<(Listeners, Option<PipeWriter>, Option<PidFileGuard>), StartupError> {
     #[cfg(unix)]
     if launch.daemon {
-        use crate::daemon::{DaemonOptions, detach, prepare};
+        use crate::server::daemon::{DaemonOptions, detach, prepare};
 
         // The daemon works from `/`: relative paths are resolved now.
         let log_directory = config

@@ -20,7 +20,7 @@ use std::path::Path;
 
 use std::net::Ipv6Addr;
 
-use crate::address::{Host, HostPort};
+use crate::shared::address::{Host, HostPort};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InventoryHost {
@@ -267,7 +267,7 @@ mod tests {
     #[test]
     fn the_shared_grammar_table() {
         let table: serde_json::Value =
-            serde_json::from_str(include_str!("../tests/data/inventory-lines.json")).unwrap();
+            serde_json::from_str(include_str!("../../tests/data/inventory-lines.json")).unwrap();
         for row in table["accepted"].as_array().unwrap() {
             let line = row[0].as_str().unwrap();
             let hosts = parse(line, "hosts").unwrap_or_else(|e| panic!("{line:?}: {e}"));

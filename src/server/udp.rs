@@ -16,17 +16,15 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tracing::{debug, warn};
 
-use crate::limits::Limits;
-use crate::shutdown::{Shutdown, TaskGuard};
-use crate::throttle::Throttle;
+use crate::server::limits::Limits;
+use crate::server::shutdown::{Shutdown, TaskGuard};
+use crate::server::throttle::Throttle;
+use crate::shared::protocol::MAX_DATAGRAM;
 
 /// Source ports of services that answer whatever they receive (tcpmux/0,
 /// echo/7, daytime/13, qotd/17, chargen/19, time/37): answering them could
 /// start an endless ping-pong between two servers.
-pub const REFLECTING_PORTS: [u16; 6] = [0, 7, 13, 17, 19, 37];
-
-/// The largest possible UDP payload.
-const MAX_DATAGRAM: usize = 65_535;
+pub(crate) const REFLECTING_PORTS: [u16; 6] = [0, 7, 13, 17, 19, 37];
 
 /// How many source addresses the rate limiter tracks at once. Beyond it, new
 /// sources are dropped: that only happens under a flood of spoofed sources.
@@ -35,7 +33,7 @@ const MAX_TRACKED_SOURCES: usize = 65_536;
 const WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Answers datagrams on one socket until shutdown.
-pub async fn serve(
+pub(crate) async fn serve(
     socket: UdpSocket,
     limits: Arc<Limits>,
     mut shutdown: Shutdown,

@@ -9,8 +9,7 @@
 
 use std::io::{self, Write};
 
-/// Standard output could not be written (EX_IOERR), in both binaries.
-pub const IO_ERROR: i32 = 74;
+use crate::shared::exit_code::IO_ERROR;
 
 /// Writes `output` and returns `code`, the command's own result. A reader
 /// that went away early (`| head`) is no failure: the exit code still tells

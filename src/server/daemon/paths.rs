@@ -28,7 +28,11 @@ const MAX_LINKS: usize = 40;
 /// Opens the directory `path`, creating with `mode` whatever is missing of
 /// it. The last directory goes to `owner` if it was created here; one that
 /// exists is the operator's and stays as it is (never chown /var/log).
-pub fn prepare_directory(path: &Path, mode: u32, owner: Option<(Uid, Gid)>) -> io::Result<OwnedFd> {
+pub(crate) fn prepare_directory(
+    path: &Path,
+    mode: u32,
+    owner: Option<(Uid, Gid)>,
+) -> io::Result<OwnedFd> {
     let mut walked = PathBuf::from(if path.has_root() { "/" } else { "." });
     let mut dir = open_directory(&walked)?;
     // A stack: the next component last, so that a link's target can be
@@ -72,7 +76,7 @@ pub fn prepare_directory(path: &Path, mode: u32, owner: Option<(Uid, Gid)>) -> i
 /// `prepare_directory`) with `flags`, creating it with `mode` if `flags`
 /// say so. Only a regular file will do: not a link, and not a FIFO that
 /// would hang the daemon.
-pub fn open_file(dir: &OwnedFd, path: &Path, flags: OFlag, mode: u32) -> io::Result<File> {
+pub(crate) fn open_file(dir: &OwnedFd, path: &Path, flags: OFlag, mode: u32) -> io::Result<File> {
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,

@@ -9,40 +9,12 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::config::ConfigError;
-
-/// Exit codes of `echo-server`, as documented in the README.
-pub mod exit_code {
-    /// Stopped cleanly, or `--check-config` found the file valid.
-    pub const OK: i32 = 0;
-    /// The command line is wrong (EX_USAGE).
-    pub const USAGE: i32 = 64;
-    /// The config file cannot be read (EX_NOINPUT).
-    pub const NO_INPUT: i32 = 66;
-    /// A host name in the config does not resolve (EX_NOHOST).
-    pub const NO_HOST: i32 = 68;
-    /// The address is in use or not on this machine, or the daemon is
-    /// already running (EX_UNAVAILABLE).
-    pub const UNAVAILABLE: i32 = 69;
-    /// An unexpected internal error (EX_SOFTWARE).
-    pub const SOFTWARE: i32 = 70;
-    /// The `[daemon]` user or group does not exist (EX_NOUSER).
-    pub const NO_USER: i32 = 67;
-    /// Any other operating-system error (EX_OSERR).
-    pub const OS_ERROR: i32 = 71;
-    /// The log directory or file cannot be created (EX_CANTCREAT).
-    pub const CANT_CREATE: i32 = 73;
-    /// What was asked for could not be written to standard output (EX_IOERR).
-    pub const IO_ERROR: i32 = crate::output::IO_ERROR;
-    /// Not allowed to bind the port (EX_NOPERM).
-    pub const NO_PERMISSION: i32 = 77;
-    /// The config file is invalid (EX_CONFIG).
-    pub const CONFIG: i32 = 78;
-}
+use crate::server::config::ConfigError;
+use crate::shared::exit_code;
 
 /// Which socket kind an address failure concerns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
+pub(crate) enum Protocol {
     Tcp,
     Udp,
 }
@@ -57,7 +29,7 @@ impl std::fmt::Display for Protocol {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum StartupError {
+pub(crate) enum StartupError {
     #[error("{0}")]
     Config(#[from] ConfigError),
 
@@ -134,7 +106,7 @@ fn privileged_port_hint(addr: &SocketAddr) -> &'static str {
 }
 
 impl StartupError {
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         match self {
             StartupError::Config(e) if e.unreadable => exit_code::NO_INPUT,
             StartupError::Config(_) => exit_code::CONFIG,
@@ -156,7 +128,7 @@ impl StartupError {
     }
 
     /// Classifies a failed bind so that each common cause gets its own advice.
-    pub fn bind(protocol: Protocol, addr: SocketAddr, source: io::Error) -> StartupError {
+    pub(crate) fn bind(protocol: Protocol, addr: SocketAddr, source: io::Error) -> StartupError {
         match source.kind() {
             io::ErrorKind::AddrInUse => StartupError::AddressInUse { protocol, addr },
             io::ErrorKind::AddrNotAvailable => StartupError::AddressNotAvailable { protocol, addr },

@@ -26,9 +26,10 @@ use nix::sys::stat::{Mode, umask};
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Gid, Group, Uid, User, fork};
 
-pub use self::pid_file::PidFileGuard;
-use crate::error::{StartupError, exit_code};
-use crate::notify::ParentReport;
+pub(crate) use self::pid_file::PidFileGuard;
+use crate::server::error::StartupError;
+use crate::server::notify::ParentReport;
+use crate::shared::exit_code;
 
 /// Where the daemon's standard output and error go, inside the log directory.
 const OUTPUT_FILE: &str = "echo-server.out";
@@ -36,17 +37,17 @@ const OUTPUT_FILE: &str = "echo-server.out";
 /// The daemon settings that apply, after the command line had its say. The
 /// paths are absolute: the daemon works from `/`.
 #[derive(Debug, Clone)]
-pub struct DaemonOptions {
-    pub pid_file: PathBuf,
-    pub user: Option<String>,
-    pub group: Option<String>,
-    pub log_directory: PathBuf,
+pub(crate) struct DaemonOptions {
+    pub(crate) pid_file: PathBuf,
+    pub(crate) user: Option<String>,
+    pub(crate) group: Option<String>,
+    pub(crate) log_directory: PathBuf,
 }
 
 /// Everything checked and made ready in the foreground, before binding:
 /// the user to become, and the directories the daemon writes to, opened
 /// once by root so that the daemon finds exactly those.
-pub struct Prepared {
+pub(crate) struct Prepared {
     owner: Option<(Uid, Gid)>,
     pid_directory: OwnedFd,
     log_directory: OwnedFd,
@@ -54,7 +55,7 @@ pub struct Prepared {
 
 /// Looks up the user and makes the directories the daemon writes to.
 /// Refuses to start when a live daemon holds the pid file.
-pub fn prepare(options: &DaemonOptions) -> Result<Prepared, StartupError> {
+pub(crate) fn prepare(options: &DaemonOptions) -> Result<Prepared, StartupError> {
     let owner = resolve_owner(options)?;
     let pid_directory = options.pid_file.parent().unwrap_or(Path::new("/"));
     let pid_directory =
@@ -77,7 +78,7 @@ pub fn prepare(options: &DaemonOptions) -> Result<Prepared, StartupError> {
 /// Forks into the background. Returns only in the daemon, with the pipe on
 /// which to report readiness; the original process waits for that report
 /// and exits with its code.
-pub fn detach(
+pub(crate) fn detach(
     options: &DaemonOptions,
     prepared: Prepared,
 ) -> Result<(PipeWriter, PidFileGuard), StartupError> {

@@ -13,17 +13,17 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 
 /// How long a runtime may take to drop the tasks left after the grace period.
-pub const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Listens for the stop signal. Each task gets its own.
 #[derive(Debug)]
-pub struct Shutdown {
+pub(crate) struct Shutdown {
     stopping: bool,
     notify: broadcast::Receiver<()>,
 }
 
 impl Shutdown {
-    pub fn new(notify: broadcast::Receiver<()>) -> Shutdown {
+    pub(crate) fn new(notify: broadcast::Receiver<()>) -> Shutdown {
         Shutdown {
             stopping: false,
             notify,
@@ -31,7 +31,7 @@ impl Shutdown {
     }
 
     /// Waits for the stop signal; returns at once if it was already seen.
-    pub async fn recv(&mut self) {
+    pub(crate) async fn recv(&mut self) {
         if self.stopping {
             return;
         }
@@ -42,7 +42,7 @@ impl Shutdown {
 }
 
 /// The coordinator's side: sends the stop signal and waits for tasks to end.
-pub struct ShutdownController {
+pub(crate) struct ShutdownController {
     notify: broadcast::Sender<()>,
     done_tx: mpsc::Sender<()>,
     done_rx: mpsc::Receiver<()>,
@@ -50,7 +50,7 @@ pub struct ShutdownController {
 
 /// Held by a task for as long as it runs.
 #[derive(Clone)]
-pub struct TaskGuard {
+pub(crate) struct TaskGuard {
     _done: mpsc::Sender<()>,
 }
 
@@ -67,24 +67,24 @@ impl Default for ShutdownController {
 }
 
 impl ShutdownController {
-    pub fn subscribe(&self) -> Shutdown {
+    pub(crate) fn subscribe(&self) -> Shutdown {
         Shutdown::new(self.notify.subscribe())
     }
 
-    pub fn guard(&self) -> TaskGuard {
+    pub(crate) fn guard(&self) -> TaskGuard {
         TaskGuard {
             _done: self.done_tx.clone(),
         }
     }
 
     /// Sends the stop signal to every subscriber.
-    pub fn notify(&self) {
+    pub(crate) fn notify(&self) {
         let _ = self.notify.send(());
     }
 
     /// Waits up to `grace` for every guarded task to end. Returns false if
     /// some were still running when time ran out.
-    pub async fn wait(self, grace: Duration) -> bool {
+    pub(crate) async fn wait(self, grace: Duration) -> bool {
         let ShutdownController {
             done_tx,
             mut done_rx,

@@ -16,13 +16,13 @@ use tracing::debug;
 /// What the daemon's child tells the waiting parent: one line, either
 /// `ready PID` or `failed EXIT_CODE MESSAGE`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ParentReport {
+pub(crate) enum ParentReport {
     Ready { pid: u32 },
     Failed { exit_code: i32, message: String },
 }
 
 impl ParentReport {
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         match self {
             ParentReport::Ready { pid } => format!("ready {pid}\n"),
             ParentReport::Failed { exit_code, message } => {
@@ -32,7 +32,7 @@ impl ParentReport {
     }
 
     /// `None` for anything else, including nothing at all (the child died).
-    pub fn decode(line: &str) -> Option<ParentReport> {
+    pub(crate) fn decode(line: &str) -> Option<ParentReport> {
         let mut words = line.trim_end().splitn(3, ' ');
         match (words.next()?, words.next()?, words.next()) {
             ("ready", pid, None) => Some(ParentReport::Ready {
@@ -47,7 +47,7 @@ impl ParentReport {
     }
 }
 
-pub struct Notifier {
+pub(crate) struct Notifier {
     /// `NOTIFY_SOCKET` is set: a service manager listens.
     systemd: bool,
     /// The `--daemon` parent, until it has been told the outcome.
@@ -55,7 +55,7 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    pub fn new(parent: Option<PipeWriter>) -> Notifier {
+    pub(crate) fn new(parent: Option<PipeWriter>) -> Notifier {
         Notifier {
             systemd: std::env::var_os("NOTIFY_SOCKET").is_some(),
             parent,
@@ -63,7 +63,7 @@ impl Notifier {
     }
 
     /// A copy for background tasks, which only talk to systemd.
-    pub fn without_parent(&self) -> Notifier {
+    pub(crate) fn without_parent(&self) -> Notifier {
         Notifier {
             systemd: self.systemd,
             parent: None,
@@ -71,7 +71,7 @@ impl Notifier {
     }
 
     /// Every listener is bound and served.
-    pub fn ready(&mut self, status: &str) {
+    pub(crate) fn ready(&mut self, status: &str) {
         self.tell_parent(&ParentReport::Ready {
             pid: std::process::id(),
         });
@@ -79,7 +79,7 @@ impl Notifier {
     }
 
     /// The daemon gives up before it was ready.
-    pub fn failed(&mut self, exit_code: i32, message: &str) {
+    pub(crate) fn failed(&mut self, exit_code: i32, message: &str) {
         self.tell_parent(&ParentReport::Failed {
             exit_code,
             message: message.to_string(),
@@ -87,29 +87,29 @@ impl Notifier {
         self.systemd(&[State::Status(&format!("failed: {message}"))]);
     }
 
-    pub fn status(&self, status: &str) {
+    pub(crate) fn status(&self, status: &str) {
         self.systemd(&[State::Status(status)]);
     }
 
-    pub fn reloading(&self) {
+    pub(crate) fn reloading(&self) {
         self.systemd(&[State::Reloading]);
     }
 
-    pub fn reloaded(&self, status: &str) {
+    pub(crate) fn reloaded(&self, status: &str) {
         self.systemd(&[State::Ready, State::Status(status)]);
     }
 
-    pub fn stopping(&self) {
+    pub(crate) fn stopping(&self) {
         self.systemd(&[State::Stopping, State::Status("stopping")]);
     }
 
     /// How often to ping the watchdog (`WatchdogSec=`): twice per period,
     /// as systemd recommends.
-    pub fn watchdog_interval(&self) -> Option<Duration> {
+    pub(crate) fn watchdog_interval(&self) -> Option<Duration> {
         watchdog_period().map(|period| period / 2)
     }
 
-    pub fn watchdog(&self) {
+    pub(crate) fn watchdog(&self) {
         self.systemd(&[State::Watchdog]);
     }
 

@@ -120,6 +120,9 @@ impl fmt::Display for HostPort {
     }
 }
 
+super::serde_via_str!(Host);
+super::serde_via_str!(HostPort);
+
 #[cfg(test)]
 mod tests {
     use super::*;

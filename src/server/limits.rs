@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::config::ServerConfig;
+use crate::server::config::ServerConfig;
 
 #[derive(Debug)]
-pub struct Limits {
+pub(crate) struct Limits {
     max_connections: AtomicUsize,
     /// Nanoseconds; 0 means never.
     idle_timeout_ns: AtomicU64,
@@ -25,7 +25,7 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub fn new(config: &ServerConfig) -> Arc<Limits> {
+    pub(crate) fn new(config: &ServerConfig) -> Arc<Limits> {
         let limits = Limits {
             max_connections: AtomicUsize::new(0),
             idle_timeout_ns: AtomicU64::new(0),
@@ -38,7 +38,7 @@ impl Limits {
     }
 
     /// Applies a reloaded configuration.
-    pub fn update(&self, config: &ServerConfig) {
+    pub(crate) fn update(&self, config: &ServerConfig) {
         let idle_ns = u64::try_from(config.idle_timeout.0.as_nanos()).unwrap_or(u64::MAX);
         self.max_connections
             .store(config.max_connections, Ordering::Relaxed);
@@ -49,16 +49,16 @@ impl Limits {
     }
 
     /// Changes whenever the limits are updated.
-    pub fn watch_reloads(&self) -> watch::Receiver<()> {
+    pub(crate) fn watch_reloads(&self) -> watch::Receiver<()> {
         self.reloaded.subscribe()
     }
 
-    pub fn max_connections(&self) -> usize {
+    pub(crate) fn max_connections(&self) -> usize {
         self.max_connections.load(Ordering::Relaxed)
     }
 
     /// `None` when idle connections are never closed.
-    pub fn idle_timeout(&self) -> Option<Duration> {
+    pub(crate) fn idle_timeout(&self) -> Option<Duration> {
         match self.idle_timeout_ns.load(Ordering::Relaxed) {
             0 => None,
             ns => Some(Duration::from_nanos(ns)),
@@ -66,16 +66,16 @@ impl Limits {
     }
 
     /// Datagrams per second per source address; 0 means unlimited.
-    pub fn udp_rate_limit(&self) -> u32 {
+    pub(crate) fn udp_rate_limit(&self) -> u32 {
         self.udp_rate_limit.load(Ordering::Relaxed)
     }
 
-    pub fn open_connections(&self) -> usize {
+    pub(crate) fn open_connections(&self) -> usize {
         self.open_connections.load(Ordering::Relaxed)
     }
 
     /// Counts a new connection in, unless `max_connections` are already open.
-    pub fn try_admit(self: &Arc<Self>) -> Option<ConnectionPermit> {
+    pub(crate) fn try_admit(self: &Arc<Self>) -> Option<ConnectionPermit> {
         let max = self.max_connections();
         self.open_connections
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |open| {
@@ -90,7 +90,7 @@ impl Limits {
 
 /// One open connection; counted out again when dropped.
 #[derive(Debug)]
-pub struct ConnectionPermit {
+pub(crate) struct ConnectionPermit {
     limits: Arc<Limits>,
 }
 
@@ -103,7 +103,7 @@ impl Drop for ConnectionPermit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::server::config::Config;
 
     #[test]
     fn admits_up_to_the_limit_and_again_after_a_close() {

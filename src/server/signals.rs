@@ -9,13 +9,13 @@ use std::io;
 
 /// What a signal asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Request {
+pub(crate) enum Request {
     Stop(&'static str),
     Reload,
 }
 
 #[cfg(unix)]
-pub struct Signals {
+pub(crate) struct Signals {
     terminate: tokio::signal::unix::Signal,
     interrupt: tokio::signal::unix::Signal,
     hangup: tokio::signal::unix::Signal,
@@ -23,7 +23,7 @@ pub struct Signals {
 
 #[cfg(unix)]
 impl Signals {
-    pub fn install() -> io::Result<Signals> {
+    pub(crate) fn install() -> io::Result<Signals> {
         use tokio::signal::unix::{SignalKind, signal};
         Ok(Signals {
             terminate: signal(SignalKind::terminate())?,
@@ -32,7 +32,7 @@ impl Signals {
         })
     }
 
-    pub async fn recv(&mut self) -> Request {
+    pub(crate) async fn recv(&mut self) -> Request {
         tokio::select! {
             _ = self.terminate.recv() => Request::Stop("SIGTERM"),
             _ = self.interrupt.recv() => Request::Stop("SIGINT"),
@@ -43,15 +43,15 @@ impl Signals {
 
 /// Elsewhere only Ctrl-C exists.
 #[cfg(not(unix))]
-pub struct Signals;
+pub(crate) struct Signals;
 
 #[cfg(not(unix))]
 impl Signals {
-    pub fn install() -> io::Result<Signals> {
+    pub(crate) fn install() -> io::Result<Signals> {
         Ok(Signals)
     }
 
-    pub async fn recv(&mut self) -> Request {
+    pub(crate) async fn recv(&mut self) -> Request {
         match tokio::signal::ctrl_c().await {
             Ok(()) => Request::Stop("Ctrl-C"),
             Err(_) => std::future::pending().await,

@@ -1,5 +1,6 @@
 //! `recv` and `send` on a TCP stream, for the event loops' hot paths: the
-//! server's workers (`tcp`) and the load threads of `echo-client bench`.
+//! server's workers (`server::event_loop`) and the load threads of
+//! `echo-client bench`.
 //!
 //! Why not std's calls: in a process with more than one thread, glibc makes
 //! `recv` and `send` cancellation points, and switches the thread's
@@ -17,7 +18,7 @@ use std::io;
 use mio::net::TcpStream;
 
 /// Reads what has arrived, at most `buf.len()` bytes, as `Read::read`.
-pub fn recv(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn recv(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     #[cfg(target_os = "linux")]
     {
         stream.try_io(|| {
@@ -33,7 +34,7 @@ pub fn recv(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
 
 /// Writes what the socket takes of `buf`, as `Write::write`; a peer that has
 /// gone is an error, never a SIGPIPE.
-pub fn send(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+pub(crate) fn send(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
     #[cfg(target_os = "linux")]
     {
         stream.try_io(|| {

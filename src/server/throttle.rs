@@ -7,14 +7,14 @@
 use std::time::{Duration, Instant};
 
 #[derive(Debug)]
-pub struct Throttle {
+pub(crate) struct Throttle {
     interval: Duration,
     last_logged: Option<Instant>,
     suppressed: u64,
 }
 
 impl Throttle {
-    pub fn new(interval: Duration) -> Throttle {
+    pub(crate) fn new(interval: Duration) -> Throttle {
         Throttle {
             interval,
             last_logged: None,
@@ -24,7 +24,7 @@ impl Throttle {
 
     /// Records one event. Returns `Some(n)` when it should be logged now,
     /// where `n` is how many earlier events went unlogged since the last line.
-    pub fn event(&mut self) -> Option<u64> {
+    pub(crate) fn event(&mut self) -> Option<u64> {
         let now = Instant::now();
         match self.last_logged {
             Some(last) if now.duration_since(last) < self.interval => {

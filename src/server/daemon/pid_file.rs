@@ -14,13 +14,13 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::OFlag;
 
 use super::paths::open_file;
-use crate::error::StartupError;
+use crate::server::error::StartupError;
 
 /// The running daemon's side: removes the pid file when dropped, which is
 /// when the daemon stops (drop it while logging still works: a failure to
 /// remove it is worth a warning), and holds the lock until then.
 #[derive(Debug)]
-pub struct PidFileGuard {
+pub(crate) struct PidFileGuard {
     path: PathBuf,
     _locked: File,
 }
@@ -35,7 +35,7 @@ impl Drop for PidFileGuard {
 }
 
 /// Refuses to go on if a live daemon holds the pid file `path` in `dir`.
-pub fn check_not_running(dir: &OwnedFd, path: &Path) -> Result<(), StartupError> {
+pub(crate) fn check_not_running(dir: &OwnedFd, path: &Path) -> Result<(), StartupError> {
     let file = match open_file(dir, path, OFlag::O_RDONLY, 0) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -47,7 +47,7 @@ pub fn check_not_running(dir: &OwnedFd, path: &Path) -> Result<(), StartupError>
 /// Creates (or takes over) the pid file `path` in `dir`, locks it and
 /// writes this process's id. `cannot_open` says why the file cannot be
 /// opened.
-pub fn lock(
+pub(crate) fn lock(
     dir: &OwnedFd,
     path: &Path,
     cannot_open: impl FnOnce(std::io::Error) -> StartupError,

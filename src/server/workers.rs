@@ -1,4 +1,4 @@
-//! The threads that serve TCP: each runs its own event loop (`tcp`), and
+//! The threads that serve TCP: each runs its own event loop (`event_loop`), and
 //! every one of them accepts from every listening socket.
 //!
 //! Why threads with loops of their own rather than tokio's multi-threaded
@@ -26,56 +26,33 @@
 use std::io;
 use std::net::TcpListener;
 use std::num::NonZeroUsize;
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
-use crate::limits::Limits;
-use crate::shutdown::{Shutdown, ShutdownController};
-use crate::tcp::{self, Command};
+use crate::server::event_loop::EventLoop;
+use crate::server::limits::Limits;
+use crate::server::mailbox::{self, Command, Mailbox};
+use crate::server::shutdown::{Shutdown, ShutdownController};
 
 /// The TCP worker threads.
-pub struct Workers {
-    workers: Vec<Worker>,
+pub(crate) struct Workers {
+    threads: Vec<WorkerThread>,
 }
 
-struct Worker {
+/// One worker thread, as the control thread holds it.
+struct WorkerThread {
     thread: JoinHandle<()>,
     mailbox: Mailbox,
     /// Resolves once the worker has closed its listeners after the stop signal.
     stopped_accepting: oneshot::Receiver<()>,
 }
 
-/// Where the control thread leaves commands for a worker.
-#[derive(Clone)]
-pub struct Mailbox {
-    commands: mpsc::Sender<Command>,
-    waker: Arc<mio::Waker>,
-}
-
-impl Mailbox {
-    fn send(&self, command: Command) {
-        // A worker that has ended needs no telling.
-        if self.commands.send(command).is_ok() {
-            let _ = self.waker.wake();
-        }
-    }
-
-    /// Resolves once the worker's loop has come round to the mailbox, with
-    /// true; false if the worker has ended. The watchdog's proof that the
-    /// worker still turns.
-    pub async fn ping(&self) -> bool {
-        let (answer, answered) = oneshot::channel();
-        self.send(Command::Ping(answer));
-        answered.await.is_ok()
-    }
-}
-
 impl Workers {
     /// How many workers `[server] workers = 0` means: one per CPU this
     /// process may run on.
-    pub fn count_for(configured: usize) -> usize {
+    pub(crate) fn count_for(configured: usize) -> usize {
         match configured {
             0 => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
             n => n,
@@ -85,18 +62,17 @@ impl Workers {
     /// Starts `count` workers serving `listeners` until `controller` sends
     /// the stop signal. Must be called on the control runtime, which
     /// carries the stop signal and reloads to the workers.
-    pub fn start(
+    pub(crate) fn start(
         count: usize,
         listeners: Vec<TcpListener>,
         limits: &Arc<Limits>,
         controller: &ShutdownController,
     ) -> io::Result<Workers> {
-        let mut workers = Vec::with_capacity(count);
+        let mut threads = Vec::with_capacity(count);
         for index in 1..=count {
             let poll = mio::Poll::new()?;
-            let waker = Arc::new(mio::Waker::new(poll.registry(), tcp::COMMANDS)?);
-            let (commands, inbox) = mpsc::channel();
-            let worker = tcp::Worker::new(
+            let (mailbox, inbox) = mailbox::open(&poll)?;
+            let event_loop = EventLoop::new(
                 poll,
                 listeners
                     .iter()
@@ -108,8 +84,7 @@ impl Workers {
             )?;
             let thread = std::thread::Builder::new()
                 .name(format!("echo-worker-{index}"))
-                .spawn(move || worker.run())?;
-            let mailbox = Mailbox { commands, waker };
+                .spawn(move || event_loop.run())?;
             let (stopped, stopped_accepting) = oneshot::channel();
             tokio::spawn(forward(
                 controller.subscribe(),
@@ -117,18 +92,18 @@ impl Workers {
                 mailbox.clone(),
                 stopped,
             ));
-            workers.push(Worker {
+            threads.push(WorkerThread {
                 thread,
                 mailbox,
                 stopped_accepting,
             });
         }
-        Ok(Workers { workers })
+        Ok(Workers { threads })
     }
 
     /// The workers' mailboxes, to check that they still turn.
-    pub fn mailboxes(&self) -> Vec<Mailbox> {
-        self.workers
+    pub(crate) fn mailboxes(&self) -> Vec<Mailbox> {
+        self.threads
             .iter()
             .map(|worker| worker.mailbox.clone())
             .collect()
@@ -136,22 +111,22 @@ impl Workers {
 
     /// Waits until every worker has closed its listeners, which they do on
     /// the stop signal.
-    pub async fn stopped_accepting(&mut self) {
-        for worker in &mut self.workers {
+    pub(crate) async fn stopped_accepting(&mut self) {
+        for worker in &mut self.threads {
             let _ = (&mut worker.stopped_accepting).await;
         }
     }
 
     /// Closes the connections still open and waits for the workers to end.
-    pub async fn close(self) {
-        for worker in &self.workers {
+    pub(crate) async fn close(self) {
+        for worker in &self.threads {
             worker.mailbox.send(Command::Close);
         }
         // Closing drops sockets, which does not block: a short wait. The
         // mailboxes stay until the threads are gone: closing a waker's
         // descriptor takes it out of the worker's epoll set, wake-up and all.
         let _ = tokio::task::spawn_blocking(move || {
-            for worker in self.workers {
+            for worker in self.threads {
                 let _ = worker.thread.join();
             }
         })

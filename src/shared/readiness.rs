@@ -1,5 +1,6 @@
-//! What the event loops of the server (`tcp`) and of `echo-client bench`
-//! may conclude from mio's readiness events, on every platform.
+//! What the event loops of the server (`server::event_loop`) and of
+//! `echo-client bench` may conclude from mio's readiness events, on every
+//! platform.
 //!
 //! mio reports readiness once per change (edge-triggered), so a loop must
 //! remember it until a read or write shows it is used up. Where the
@@ -9,7 +10,7 @@
 //! (Windows), a socket is read until it would block.
 
 /// Whether a short read shows that the socket is empty.
-pub const SHORT_READ_DRAINS: bool = cfg!(any(
+pub(crate) const SHORT_READ_DRAINS: bool = cfg!(any(
     target_os = "linux",
     target_os = "android",
     target_os = "macos",
@@ -23,23 +24,23 @@ pub const SHORT_READ_DRAINS: bool = cfg!(any(
 
 /// What one event said about a socket.
 #[derive(Debug, Clone, Copy)]
-pub struct Readiness {
-    pub readable: bool,
-    pub writable: bool,
+pub(crate) struct Readiness {
+    pub(crate) readable: bool,
+    pub(crate) writable: bool,
     /// The peer has closed its end, or the socket has an error to report:
     /// read on until a read says so, whatever a short read suggests.
-    pub closing: bool,
+    pub(crate) closing: bool,
 }
 
 impl Readiness {
     /// No event: a turn taken again for what was reported before.
-    pub const NOTHING_NEW: Readiness = Readiness {
+    pub(crate) const NOTHING_NEW: Readiness = Readiness {
         readable: false,
         writable: false,
         closing: false,
     };
 
-    pub fn of(event: &mio::event::Event) -> Readiness {
+    pub(crate) fn of(event: &mio::event::Event) -> Readiness {
         Readiness {
             readable: event.is_readable(),
             writable: event.is_writable(),

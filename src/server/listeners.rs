@@ -16,9 +16,10 @@ use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
 
 use socket2::{Domain, Socket, Type};
 
-use crate::address::HostPort;
-use crate::config::ServerConfig;
-use crate::error::{Protocol, StartupError};
+use crate::server::activation::{self, Inherited};
+use crate::server::config::ServerConfig;
+use crate::server::error::{Protocol, StartupError};
+use crate::shared::address::HostPort;
 
 /// How many connections the kernel may queue before `accept`.
 const BACKLOG: i32 = 1024;
@@ -28,15 +29,15 @@ const PORT_PAIR_ATTEMPTS: usize = 10;
 
 /// Every socket the daemon serves.
 #[derive(Debug)]
-pub struct Listeners {
-    pub tcp: Vec<TcpListener>,
-    pub udp: Vec<UdpSocket>,
+pub(crate) struct Listeners {
+    pub(crate) tcp: Vec<TcpListener>,
+    pub(crate) udp: Vec<UdpSocket>,
     /// Where they came from, for the start-up line.
-    pub origin: Origin,
+    pub(crate) origin: Origin,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// Bound by the daemon from the configuration.
     Configured,
     /// Passed in by the service manager (`LISTEN_FDS`).
@@ -46,16 +47,20 @@ pub enum Origin {
 impl Listeners {
     /// The sockets to serve: those passed by a service manager if any, else
     /// every configured address, resolved and bound.
-    pub fn open(config: &ServerConfig) -> Result<Listeners, StartupError> {
-        match crate::activation::inherited_sockets()? {
-            Some(listeners) => Ok(listeners),
+    pub(crate) fn open(config: &ServerConfig) -> Result<Listeners, StartupError> {
+        match activation::inherited_sockets()? {
+            Some(Inherited { tcp, udp }) => Ok(Listeners {
+                tcp,
+                udp,
+                origin: Origin::Activated,
+            }),
             None => Listeners::bind(config),
         }
     }
 
     /// Resolves and binds every configured address: TCP always, UDP too when
     /// enabled, on the same port as TCP (which matters when the port is 0).
-    pub fn bind(config: &ServerConfig) -> Result<Listeners, StartupError> {
+    pub(crate) fn bind(config: &ServerConfig) -> Result<Listeners, StartupError> {
         let mut listeners = Listeners {
             tcp: Vec::new(),
             udp: Vec::new(),
@@ -74,7 +79,7 @@ impl Listeners {
     }
 
     /// The bound addresses, as the start-up line reports them.
-    pub fn describe(&self) -> BoundAddresses {
+    pub(crate) fn describe(&self) -> BoundAddresses {
         let tcp = self.tcp.iter().filter_map(|l| l.local_addr().ok());
         let udp = self.udp.iter().filter_map(|s| s.local_addr().ok());
         BoundAddresses(
@@ -86,7 +91,7 @@ impl Listeners {
 }
 
 /// A list like `tcp://127.0.0.1:7 udp://127.0.0.1:7`.
-pub struct BoundAddresses(Vec<(Protocol, SocketAddr)>);
+pub(crate) struct BoundAddresses(Vec<(Protocol, SocketAddr)>);
 
 impl fmt::Display for BoundAddresses {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -8,16 +8,23 @@
 //! sockets are served as TCP and datagram sockets as UDP; the configured
 //! `listen` addresses and `udp` setting do not apply then.
 
-use crate::error::StartupError;
-use crate::listeners::Listeners;
+use std::net::{TcpListener, UdpSocket};
+
+use crate::server::error::StartupError;
+
+/// The sockets a service manager passed in, by kind. (`listeners` makes
+/// them the daemon's `Listeners`; this module knows nothing of binding.)
+#[derive(Debug, Default)]
+pub(crate) struct Inherited {
+    pub(crate) tcp: Vec<TcpListener>,
+    pub(crate) udp: Vec<UdpSocket>,
+}
 
 /// The sockets passed by the service manager, or `None` if there are none
 /// (or they were meant for another process).
 #[cfg(unix)]
-pub fn inherited_sockets() -> Result<Option<Listeners>, StartupError> {
+pub(crate) fn inherited_sockets() -> Result<Option<Inherited>, StartupError> {
     use std::os::fd::FromRawFd;
-
-    use crate::listeners::Origin;
 
     let invalid = |message: String| StartupError::Activation(message);
     let fds =
@@ -25,11 +32,7 @@ pub fn inherited_sockets() -> Result<Option<Listeners>, StartupError> {
     if fds.len() == 0 {
         return Ok(None);
     }
-    let mut listeners = Listeners {
-        tcp: Vec::new(),
-        udp: Vec::new(),
-        origin: Origin::Activated,
-    };
+    let mut listeners = Inherited::default();
     for fd in fds {
         // SAFETY: the service manager passes these descriptors to this
         // process (LISTEN_PID was checked) for it to own; nothing else in
@@ -68,6 +71,6 @@ pub fn inherited_sockets() -> Result<Option<Listeners>, StartupError> {
 }
 
 #[cfg(not(unix))]
-pub fn inherited_sockets() -> Result<Option<Listeners>, StartupError> {
+pub(crate) fn inherited_sockets() -> Result<Option<Inherited>, StartupError> {
     Ok(None)
 }

@@ -18,12 +18,12 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry, reload};
 
-use crate::config::{LogConfig, LogFormat, LogLevel, Rotation};
-use crate::error::StartupError;
+use crate::server::config::{LogConfig, LogFormat, LogLevel, Rotation};
+use crate::server::error::StartupError;
 
 /// The installed logger. Dropping it flushes every buffered line, so it must
 /// live until the process is about to exit, on every path.
-pub struct Logging {
+pub(crate) struct Logging {
     level: reload::Handle<LevelFilter, Registry>,
     to_file: bool,
     dropped: ErrorCounter,
@@ -32,7 +32,7 @@ pub struct Logging {
 
 impl Logging {
     /// Installs the global logger described by `config`.
-    pub fn init(config: &LogConfig) -> Result<Logging, StartupError> {
+    pub(crate) fn init(config: &LogConfig) -> Result<Logging, StartupError> {
         let (writer, flush_on_drop) = match &config.directory {
             Some(directory) => {
                 let cannot_open = |message: String| StartupError::LogDirectory {
@@ -94,18 +94,18 @@ impl Logging {
     }
 
     /// Changes the level of the running logger.
-    pub fn set_level(&self, level: LogLevel) {
+    pub(crate) fn set_level(&self, level: LogLevel) {
         // Fails only if the subscriber is gone, when nothing is logged anyway.
         let _ = self.level.modify(|filter| *filter = level_filter(level));
     }
 
     /// How many lines were dropped because the writer could not keep up.
-    pub fn dropped_lines(&self) -> usize {
+    pub(crate) fn dropped_lines(&self) -> usize {
         self.dropped.dropped_lines()
     }
 
     /// True when lines go to files rather than to standard error.
-    pub fn to_file(&self) -> bool {
+    pub(crate) fn to_file(&self) -> bool {
         self.to_file
     }
 }

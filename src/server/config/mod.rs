@@ -1,5 +1,6 @@
-//! The daemon's configuration: where it comes from, what it may contain, and
-//! how a mistake in it is reported.
+//! The daemon's configuration: what it may contain (the schema, here), where
+//! it comes from (`source`), its defaults (`defaults`: the shipped file) and
+//! how a mistake in it is reported (`diagnostics`).
 //!
 //! Operators edit one TOML file, so every error has to point at the line that
 //! is wrong and say what would be right. Values are checked while they are
@@ -9,166 +10,100 @@
 //! The shipped, commented `config/echo-server.toml` is compiled in and *is*
 //! the built-in default, so the documentation and the behaviour cannot drift.
 
+mod defaults;
+mod diagnostics;
+mod source;
+
 use std::fmt;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
-use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use toml::Spanned;
 
-pub use crate::address::{Host, HostPort};
-
-/// The shipped configuration file, which doubles as the built-in default.
-pub const DEFAULT_CONFIG_TOML: &str = include_str!("../config/echo-server.toml");
-
-/// Where the daemon looks for its configuration when no path is given.
-pub const SYSTEM_CONFIG_PATH: &str = "/etc/echo-server/config.toml";
-
-/// The environment variable that names a config file.
-pub const CONFIG_ENV_VAR: &str = "ECHO_SERVER_CONFIG";
+pub use crate::shared::address::Host;
+use crate::shared::address::HostPort;
+use crate::shared::duration::HumanDuration;
+pub use defaults::DEFAULT_CONFIG_TOML;
+pub(crate) use diagnostics::ConfigError;
+pub(crate) use source::{CONFIG_ENV_VAR, ConfigSource, SYSTEM_CONFIG_PATH};
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
-    #[serde(default)]
-    pub server: ServerConfig,
-    #[serde(default)]
-    pub log: LogConfig,
-    #[serde(default)]
-    pub daemon: DaemonConfig,
+pub(crate) struct Config {
+    #[serde(default = "defaults::section")]
+    pub(crate) server: ServerConfig,
+    #[serde(default = "defaults::section")]
+    pub(crate) log: LogConfig,
+    #[serde(default = "defaults::section")]
+    pub(crate) daemon: DaemonConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct ServerConfig {
+pub(crate) struct ServerConfig {
     /// The simple form: one host (address or name)...
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<Spanned<Host>>,
+    pub(crate) host: Option<Spanned<Host>>,
     /// ...and one port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
+    pub(crate) port: Option<u16>,
     /// The general form: any number of `HOST:PORT` entries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub listen: Option<Spanned<Vec<HostPort>>>,
-    #[serde(default)]
-    pub udp: bool,
+    pub(crate) listen: Option<Spanned<Vec<HostPort>>>,
+    #[serde(default = "defaults::udp")]
+    pub(crate) udp: bool,
     #[serde(default = "defaults::udp_rate_limit")]
-    pub udp_rate_limit: u32,
+    pub(crate) udp_rate_limit: u32,
     #[serde(
         default = "defaults::max_connections",
         deserialize_with = "at_least_one"
     )]
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     #[serde(default = "defaults::idle_timeout")]
-    pub idle_timeout: HumanDuration,
+    pub(crate) idle_timeout: HumanDuration,
     #[serde(default = "defaults::shutdown_grace")]
-    pub shutdown_grace: HumanDuration,
+    pub(crate) shutdown_grace: HumanDuration,
     /// Threads serving TCP; 0 means one per CPU the daemon may run on.
-    #[serde(default, deserialize_with = "worker_count")]
-    pub workers: usize,
+    #[serde(default = "defaults::workers", deserialize_with = "worker_count")]
+    pub(crate) workers: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct LogConfig {
-    #[serde(default)]
-    pub level: LogLevel,
-    #[serde(default)]
-    pub format: LogFormat,
+pub(crate) struct LogConfig {
+    #[serde(default = "defaults::level")]
+    pub(crate) level: LogLevel,
+    #[serde(default = "defaults::format")]
+    pub(crate) format: LogFormat,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         deserialize_with = "non_empty_directory"
     )]
-    pub directory: Option<PathBuf>,
-    #[serde(default)]
-    pub rotation: Rotation,
+    pub(crate) directory: Option<PathBuf>,
+    #[serde(default = "defaults::rotation")]
+    pub(crate) rotation: Rotation,
     #[serde(default = "defaults::max_files")]
-    pub max_files: usize,
+    pub(crate) max_files: usize,
 }
 
 /// Settings for `--daemon` (classic daemon mode); ignored otherwise.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct DaemonConfig {
+pub(crate) struct DaemonConfig {
     #[serde(default = "defaults::pid_file")]
-    pub pid_file: PathBuf,
+    pub(crate) pid_file: PathBuf,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
+    pub(crate) user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
+    pub(crate) group: Option<String>,
 }
 
 /// Where a daemon (`--daemon`) logs when `[log] directory` is not set:
 /// standard error is detached from any terminal there.
-pub const DAEMON_LOG_DIRECTORY: &str = "/var/log/echo-server";
-
-mod defaults {
-    use super::HumanDuration;
-    use std::time::Duration;
-
-    pub const HOST: &str = "127.0.0.1";
-    pub const PORT: u16 = 65432;
-
-    pub fn udp_rate_limit() -> u32 {
-        100
-    }
-    pub fn max_connections() -> usize {
-        10_000
-    }
-    pub fn idle_timeout() -> HumanDuration {
-        HumanDuration(Duration::from_secs(300))
-    }
-    pub fn shutdown_grace() -> HumanDuration {
-        HumanDuration(Duration::from_secs(10))
-    }
-    pub fn max_files() -> usize {
-        7
-    }
-    pub fn pid_file() -> std::path::PathBuf {
-        "/run/echo-server/echo-server.pid".into()
-    }
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            host: None,
-            port: None,
-            listen: None,
-            udp: false,
-            udp_rate_limit: defaults::udp_rate_limit(),
-            max_connections: defaults::max_connections(),
-            idle_timeout: defaults::idle_timeout(),
-            shutdown_grace: defaults::shutdown_grace(),
-            workers: 0,
-        }
-    }
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            level: LogLevel::default(),
-            format: LogFormat::default(),
-            directory: None,
-            rotation: Rotation::default(),
-            max_files: defaults::max_files(),
-        }
-    }
-}
-
-impl Default for DaemonConfig {
-    fn default() -> Self {
-        DaemonConfig {
-            pid_file: defaults::pid_file(),
-            user: None,
-            group: None,
-        }
-    }
-}
+pub(crate) const DAEMON_LOG_DIRECTORY: &str = "/var/log/echo-server";
 
 impl Default for Config {
     /// The built-in default: the shipped config file.
@@ -180,7 +115,7 @@ impl Default for Config {
 
 impl ServerConfig {
     /// Every address to serve, whichever form the file used.
-    pub fn listen_addrs(&self) -> Vec<HostPort> {
+    pub(crate) fn listen_addrs(&self) -> Vec<HostPort> {
         match &self.listen {
             Some(list) => list.get_ref().clone(),
             None => vec![HostPort {
@@ -188,8 +123,8 @@ impl ServerConfig {
                     .host
                     .as_ref()
                     .map(|h| h.get_ref().clone())
-                    .unwrap_or_else(|| defaults::HOST.parse().expect("the default host is valid")),
-                port: self.port.unwrap_or(defaults::PORT),
+                    .unwrap_or_else(defaults::host),
+                port: self.port.unwrap_or_else(defaults::port),
             }],
         }
     }
@@ -244,26 +179,23 @@ pub struct Overrides {
 
 impl Config {
     /// Parses and validates a config file's text.
-    pub fn parse(text: &str, source: &ConfigSource) -> Result<Config, ConfigError> {
+    pub(crate) fn parse(text: &str, source: &ConfigSource) -> Result<Config, ConfigError> {
         let mut config: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::at(source, text, e.span(), e.message()))?;
+            .map_err(|e| ConfigError::at(source.origin(), text, e.span(), e.message()))?;
         config
             .server
             .validate()
-            .map_err(|(span, message)| ConfigError::at(source, text, span, &message))?;
+            .map_err(|(span, message)| ConfigError::at(source.origin(), text, span, &message))?;
         config.server.normalize();
         Ok(config)
     }
 
     /// Loads the configuration from `source` and applies the overrides.
-    pub fn load(source: &ConfigSource, overrides: &Overrides) -> Result<Config, ConfigError> {
-        let text = match source.path() {
-            Some(path) => {
-                let bytes = std::fs::read(path).map_err(|e| ConfigError::unreadable(source, e))?;
-                String::from_utf8(bytes).map_err(|e| ConfigError::not_utf8(source, &e))?
-            }
-            None => DEFAULT_CONFIG_TOML.to_string(),
-        };
+    pub(crate) fn load(
+        source: &ConfigSource,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let text = source.text()?;
         let mut config = Config::parse(&text, source)?;
         config.apply(overrides);
         Ok(config)
@@ -271,7 +203,7 @@ impl Config {
 
     /// `--host` replaces the host of every listen address and `--port` the
     /// port, so `--port 7007` moves a multi-address server as a whole.
-    pub fn apply(&mut self, overrides: &Overrides) {
+    pub(crate) fn apply(&mut self, overrides: &Overrides) {
         if overrides.host.is_some() || overrides.port.is_some() {
             let mut addrs: Vec<HostPort> = Vec::new();
             for addr in self.server.listen_addrs() {
@@ -300,271 +232,30 @@ impl Config {
     }
 
     /// The effective configuration as TOML, as `--check-config` prints it.
-    pub fn to_toml(&self) -> String {
+    pub(crate) fn to_toml(&self) -> String {
         toml::to_string(self).expect("a Config always serializes")
     }
 
     /// The names of settings that differ from `other` and only take effect
     /// after a restart.
-    pub fn restart_only_changes(&self, other: &Config) -> Vec<&'static str> {
-        let mut changed = Vec::new();
-        if self.server.listen_addrs() != other.server.listen_addrs() {
-            changed.push("server.listen");
-        }
-        if self.server.udp != other.server.udp {
-            changed.push("server.udp");
-        }
-        if self.server.workers != other.server.workers {
-            changed.push("server.workers");
-        }
-        if self.log.format != other.log.format {
-            changed.push("log.format");
-        }
-        if self.log.directory != other.log.directory {
-            changed.push("log.directory");
-        }
-        if self.log.rotation != other.log.rotation {
-            changed.push("log.rotation");
-        }
-        if self.log.max_files != other.log.max_files {
-            changed.push("log.max_files");
-        }
-        if self.daemon != other.daemon {
-            changed.push("daemon");
-        }
-        changed
-    }
-}
-
-/// Where the configuration was found, in order of precedence.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConfigSource {
-    /// `--config PATH`
-    CommandLine(PathBuf),
-    /// `$ECHO_SERVER_CONFIG`
-    Environment(PathBuf),
-    /// `/etc/echo-server/config.toml`, because it exists.
-    System(PathBuf),
-    /// Nothing found: the compiled-in default.
-    BuiltIn,
-}
-
-impl ConfigSource {
-    /// Picks the source: `--config`, then `$ECHO_SERVER_CONFIG`, then the
-    /// system file if it exists, then the built-in default. An explicitly
-    /// named file must exist; only the system path is optional.
-    pub fn locate(
-        command_line: Option<PathBuf>,
-        environment: Option<PathBuf>,
-        system: &Path,
-    ) -> ConfigSource {
-        // Absolute, so that a reload finds the file after the daemon has
-        // changed directory.
-        let absolute = |path: PathBuf| std::path::absolute(&path).unwrap_or(path);
-        if let Some(path) = command_line {
-            ConfigSource::CommandLine(absolute(path))
-        } else if let Some(path) = environment.filter(|p| !p.as_os_str().is_empty()) {
-            ConfigSource::Environment(absolute(path))
-        } else if system.exists() {
-            ConfigSource::System(system.to_path_buf())
-        } else {
-            ConfigSource::BuiltIn
-        }
-    }
-
-    pub fn path(&self) -> Option<&Path> {
-        match self {
-            ConfigSource::CommandLine(p)
-            | ConfigSource::Environment(p)
-            | ConfigSource::System(p) => Some(p),
-            ConfigSource::BuiltIn => None,
-        }
-    }
-}
-
-impl fmt::Display for ConfigSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigSource::CommandLine(p) => write!(f, "{} (--config)", p.display()),
-            ConfigSource::Environment(p) => write!(f, "{} (${CONFIG_ENV_VAR})", p.display()),
-            ConfigSource::System(p) => write!(f, "{}", p.display()),
-            ConfigSource::BuiltIn => write!(f, "built-in default"),
-        }
-    }
-}
-
-/// A configuration that cannot be used, with the position of the mistake.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The file, or "built-in default".
-    pub origin: String,
-    /// 1-based line and column, when the mistake has a position.
-    pub position: Option<(usize, usize)>,
-    pub message: String,
-    /// The offending line with a caret under the mistake.
-    excerpt: Option<String>,
-    /// True when the file could not be read at all (as opposed to being wrong).
-    pub unreadable: bool,
-}
-
-impl ConfigError {
-    fn at(
-        source: &ConfigSource,
-        text: &str,
-        span: Option<Range<usize>>,
-        message: &str,
-    ) -> ConfigError {
-        let origin = origin_of(source);
-        let message = message.trim().to_string();
-        let Some(span) = span.filter(|s| s.end > 0 || s.start > 0 || !text.is_empty()) else {
-            return ConfigError {
-                origin,
-                position: None,
-                message,
-                excerpt: None,
-                unreadable: false,
-            };
-        };
-        // Spans are byte offsets; keep them on character boundaries.
-        let mut start = span.start.min(text.len());
-        while !text.is_char_boundary(start) {
-            start -= 1;
-        }
-        let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
-        let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
-        let line_no = text[..start].matches('\n').count() + 1;
-        let column = text[line_start..start].chars().count() + 1;
-        let line = &text[line_start..line_end];
-        let mut end = span.end.clamp(start, line_end);
-        while !text.is_char_boundary(end) {
-            end += 1;
-        }
-        let width = text[start..end].chars().count().max(1);
-        let gutter = " ".repeat(line_no.to_string().len());
-        let excerpt = format!(
-            "{gutter} |\n{line_no} | {line}\n{gutter} | {}{}",
-            " ".repeat(column - 1),
-            "^".repeat(width)
-        );
-        ConfigError {
-            origin,
-            position: Some((line_no, column)),
-            message,
-            excerpt: Some(excerpt),
-            unreadable: false,
-        }
-    }
-
-    /// Points at the first byte that is not UTF-8, as TOML requires.
-    fn not_utf8(source: &ConfigSource, error: &std::string::FromUtf8Error) -> ConfigError {
-        // Everything before the bad byte is unchanged in the lossy copy.
-        let valid = error.utf8_error().valid_up_to();
-        let text = String::from_utf8_lossy(error.as_bytes());
-        ConfigError::at(
-            source,
-            &text,
-            Some(valid..valid + 1),
-            "the file is not valid UTF-8 here (save it as UTF-8)",
-        )
-    }
-
-    fn unreadable(source: &ConfigSource, error: std::io::Error) -> ConfigError {
-        let hint = match error.kind() {
-            std::io::ErrorKind::NotFound => {
-                " (check the path, or run without --config and $ECHO_SERVER_CONFIG to use the built-in default)"
-            }
-            std::io::ErrorKind::PermissionDenied => " (the daemon's user must be able to read it)",
-            _ => "",
-        };
-        ConfigError {
-            origin: origin_of(source),
-            position: None,
-            message: format!("cannot read the config file: {error}{hint}"),
-            excerpt: None,
-            unreadable: true,
-        }
-    }
-}
-
-fn origin_of(source: &ConfigSource) -> String {
-    match source.path() {
-        Some(path) => path.display().to_string(),
-        None => source.to_string(),
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.position {
-            Some((line, column)) => write!(
-                f,
-                "{}, line {line}, column {column}: {}",
-                self.origin, self.message
-            )?,
-            None => write!(f, "{}: {}", self.origin, self.message)?,
-        }
-        if let Some(excerpt) = &self.excerpt {
-            write!(f, "\n{excerpt}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-/// Deserializes any `FromStr` type from a TOML string, keeping its message.
-macro_rules! serde_via_str {
-    ($type:ty) => {
-        impl<'de> Deserialize<'de> for $type {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let text = String::deserialize(deserializer)?;
-                text.parse().map_err(serde::de::Error::custom)
-            }
-        }
-
-        impl Serialize for $type {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.collect_str(self)
-            }
-        }
-    };
-}
-
-serde_via_str!(Host);
-serde_via_str!(HostPort);
-serde_via_str!(HumanDuration);
-
-/// A duration written for people: "30s", "5m", "1h 30m", "250ms", or "0".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
-
-impl HumanDuration {
-    /// `None` for zero, which means "never" wherever a timeout is configured.
-    pub fn as_timeout(self) -> Option<Duration> {
-        (!self.0.is_zero()).then_some(self.0)
-    }
-}
-
-impl FromStr for HumanDuration {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<HumanDuration, String> {
-        if s.trim() == "0" {
-            return Ok(HumanDuration(Duration::ZERO));
-        }
-        humantime::parse_duration(s)
-            .map(HumanDuration)
-            .map_err(|e| format!("`{s}` is not a duration ({e}): write it like \"30s\", \"5m\", \"1h 30m\" or \"0\""))
-    }
-}
-
-impl fmt::Display for HumanDuration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_zero() {
-            f.write_str("0")
-        } else {
-            write!(f, "{}", humantime::format_duration(self.0))
-        }
+    pub(crate) fn restart_only_changes(&self, other: &Config) -> Vec<&'static str> {
+        let (new, old) = (self, other);
+        [
+            (
+                "server.listen",
+                new.server.listen_addrs() != old.server.listen_addrs(),
+            ),
+            ("server.udp", new.server.udp != old.server.udp),
+            ("server.workers", new.server.workers != old.server.workers),
+            ("log.format", new.log.format != old.log.format),
+            ("log.directory", new.log.directory != old.log.directory),
+            ("log.rotation", new.log.rotation != old.log.rotation),
+            ("log.max_files", new.log.max_files != old.log.max_files),
+            ("daemon", new.daemon != old.daemon),
+        ]
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
     }
 }
 
@@ -589,7 +280,7 @@ fn at_least_one<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::
 }
 
 /// More threads than this is a typo, not a machine.
-pub const MAX_WORKERS: usize = 1024;
+pub(crate) const MAX_WORKERS: usize = 1024;
 
 fn worker_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
     let value = usize::deserialize(deserializer)?;
@@ -601,12 +292,11 @@ fn worker_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::
     Ok(value)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     Error,
     Warn,
-    #[default]
     Info,
     Debug,
     Trace,
@@ -631,18 +321,16 @@ impl fmt::Display for LogLevel {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    #[default]
+pub(crate) enum LogFormat {
     Text,
     Json,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Rotation {
-    #[default]
+pub(crate) enum Rotation {
     Daily,
     Hourly,
     Never,
@@ -651,9 +339,23 @@ pub enum Rotation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, &ConfigSource::CommandLine(PathBuf::from("test.toml")))
+    }
+
+    #[test]
+    fn shipped_file_sets_every_key() {
+        defaults::check_all();
+    }
+
+    /// The client's default target is the daemon's default address.
+    #[test]
+    fn shipped_address_is_the_shared_default() {
+        use crate::shared::protocol::{DEFAULT_HOST, DEFAULT_PORT};
+        assert_eq!(defaults::host().as_str(), DEFAULT_HOST);
+        assert_eq!(defaults::port(), DEFAULT_PORT);
     }
 
     #[test]
@@ -825,7 +527,7 @@ mod tests {
     /// exactly the settings that a reload does not apply.
     #[test]
     fn the_ansible_role_restarts_for_exactly_the_restart_only_settings() {
-        let vars = include_str!("../deploy/ansible/roles/echo_server/vars/main.yml");
+        let vars = include_str!("../../../deploy/ansible/roles/echo_server/vars/main.yml");
         let alternatives = vars
             .split("^(?:")
             .nth(1)
