@@ -521,49 +521,4 @@ mod tests {
             ["server.listen", "server.workers"]
         );
     }
-
-    /// The Ansible role restarts the service when one of the config lines
-    /// it lists changes, and only reloads it otherwise: its list must name
-    /// exactly the settings that a reload does not apply.
-    #[test]
-    fn the_ansible_role_restarts_for_exactly_the_restart_only_settings() {
-        let vars = include_str!("../../../deploy/ansible/roles/echo_server/vars/main.yml");
-        let alternatives = vars
-            .split("^(?:")
-            .nth(1)
-            .and_then(|rest| rest.split(") = ").next())
-            .expect("vars/main.yml lists the restart-only keys as ^(?:a|b|...) = ");
-        let listed: Vec<&str> = alternatives.split('|').collect();
-        // Every key the role's template writes, with a value other than the default.
-        let every_key = [
-            ("server", "host", "\"127.0.0.2\""),
-            ("server", "port", "7"),
-            ("server", "listen", "[\"127.0.0.1:7\"]"),
-            ("server", "udp", "true"),
-            ("server", "udp_rate_limit", "5"),
-            ("server", "max_connections", "5"),
-            ("server", "idle_timeout", "\"1m\""),
-            ("server", "shutdown_grace", "\"1s\""),
-            ("server", "workers", "3"),
-            ("log", "level", "\"debug\""),
-            ("log", "format", "\"json\""),
-            ("log", "directory", "\"/var/log/elsewhere\""),
-            ("log", "rotation", "\"hourly\""),
-            ("log", "max_files", "3"),
-            ("daemon", "pid_file", "\"/run/elsewhere.pid\""),
-            ("daemon", "user", "\"nobody\""),
-            ("daemon", "group", "\"nogroup\""),
-        ];
-        for (section, key, value) in every_key {
-            let changed = parse(&format!("[{section}]\n{key} = {value}\n")).unwrap();
-            let restarts = !Config::default().restart_only_changes(&changed).is_empty();
-            assert_eq!(listed.contains(&key), restarts, "{section}.{key}");
-        }
-        for key in listed {
-            assert!(
-                every_key.iter().any(|&(_, k, _)| k == key),
-                "{key} is not a config key"
-            );
-        }
-    }
 }
