@@ -12,10 +12,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::systemd_host::SystemdHost;
-use common::{Finished, TestDir, finish_within, free_port};
+use common::{CLIENT, Finished, TestDir, finish_within, free_port};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-const CLIENT: &str = env!("CARGO_BIN_EXE_echo-client");
 
 /// Three hosts, each with its own echo port.
 struct Fleet {

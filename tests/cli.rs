@@ -8,17 +8,6 @@ mod common;
 use common::{Launcher, SERVER, round_trip, run_server, with_lost_stdout};
 
 const SHIPPED_CONFIG: &str = include_str!("../config/echo-server.toml");
-const README: &str = include_str!("../README.md");
-
-#[test]
-fn help_is_what_the_readme_shows() {
-    let (code, help, _) = run_server(&["--help"], &[]);
-    assert_eq!(code, 0);
-    assert!(
-        README.contains(help.trim_end()),
-        "README.md does not show the current `echo-server --help`:\n{help}"
-    );
-}
 
 #[test]
 fn check_config_names_the_changes_only_a_restart_applies() {
