@@ -226,29 +226,6 @@ fn an_unresolvable_host_exits_68() {
 }
 
 #[test]
-fn a_privileged_port_without_the_capability_exits_77_with_a_hint() {
-    // An unprivileged user in a network namespace of its own, where the
-    // kernel's default (ports below 1024 are privileged) holds whatever
-    // this machine's sysctl says.
-    let script = format!(
-        "ip link set lo up && exec setpriv --reuid=65534 --regid=65534 --clear-groups {} --port 7",
-        common::SERVER
-    );
-    let mut command = std::process::Command::new("unshare");
-    command
-        .args(["--net", "sh", "-c", &script])
-        .env_remove("ECHO_SERVER_CONFIG");
-    let finished = common::finish_with_patience(command, b"");
-    let err = finished.stderr;
-    assert_eq!(finished.code, 77, "{err}");
-    assert!(
-        err.contains("cannot listen on TCP 127.0.0.1:7: permission denied"),
-        "{err}"
-    );
-    assert!(err.contains("CAP_NET_BIND_SERVICE"), "{err}");
-}
-
-#[test]
 fn a_log_directory_that_cannot_be_created_exits_73() {
     let dir = common::TestDir::new();
     let path = dir.write(

@@ -305,6 +305,13 @@ pub fn round_trip(addr: SocketAddr, payload: &[u8]) -> Vec<u8> {
     echo
 }
 
+/// A UDP socket on loopback that waits for an answer with patience.
+pub fn udp_client() -> std::net::UdpSocket {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(PATIENCE)).unwrap();
+    socket
+}
+
 /// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed | 1;
