@@ -1,6 +1,7 @@
 //! What needs root on this machine: a network namespace of its own,
-//! switching to another user, and a privileged port to send from. Behind the `host-tests` feature (see
-//! Cargo.toml), which ./scripts/test.sh turns on and runs as root.
+//! switching to another user, and a privileged port to send from. Behind
+//! the `host-tests` feature (see Cargo.toml), which ./scripts/test.sh turns
+//! on and runs as root.
 
 #![cfg(target_os = "linux")]
 
