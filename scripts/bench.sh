@@ -32,7 +32,8 @@ Options:
   --sizes LIST          message sizes in bytes (default 64,4096)
   --idle-connections N  connections for the idle measurement (default 10000)
   --json                print the report as JSON
-  --readme              also write the report into README.md (Performance)
+  --readme              also write the report into docs/PERFORMANCE.md (The
+                        latest run)
 
 Exit codes: 0 the benchmark ran (whether or not the targets were met),
 64 bad usage, 1 it could not run (a build failed, a server did not start,
@@ -84,7 +85,7 @@ main() {
                 shift
                 ;;
             --readme)
-                options+=(--readme README.md)
+                options+=(--readme docs/PERFORMANCE.md)
                 shift
                 ;;
             *)

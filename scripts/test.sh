@@ -13,7 +13,7 @@ iproute2, socat, systemd's tools, OpenSSH client and server, PuTTY's tools,
 sudo, rustfmt, clippy, the Rust standard library for Windows), then runs,
 in order:
   cargo fmt --check
-  cargo clippy --all-targets -- -D warnings
+  cargo clippy --all-targets --features host-tests -- -D warnings
   cargo clippy --all-targets for Windows (x86_64-pc-windows-gnu)
   shellcheck on every shell script in the repository
   systemd-analyze verify on every unit in systemd/, and
@@ -24,10 +24,12 @@ in order:
     filesystem with debootstrap on the first run; cached in target/e2e/)
   scripts/build.sh --deb, twice (the .deb, revisions 1 and 2, for the
     end-to-end package tests; installs cargo-deb if missing)
-  cargo test (unit and integration tests on real loopback sockets, a real
-    sshd, and real systemd hosts booted with systemd-nspawn)
-Run it as root (or with passwordless sudo): some tests use network and user
-namespaces and bind privileged ports.
+  cargo test --features host-tests (what plain `cargo test` runs: unit and
+    integration tests on real loopback sockets; and the host tests: root,
+    namespaces, a real sshd, real systemd hosts booted with systemd-nspawn,
+    Ansible and the .deb packages)
+Run it as root (or with passwordless sudo): the host tests use network and
+user namespaces, switch users and bind privileged ports.
 USAGE
 }
 
@@ -163,10 +165,10 @@ run_checks() {
     cargo fmt --all -- --check
 
     log "cargo clippy"
-    cargo clippy --locked --all-targets -- -D warnings
+    cargo clippy --locked --all-targets --features host-tests -- -D warnings
 
     log "cargo clippy for Windows"
-    cargo clippy --locked --target "$WINDOWS_TARGET" --all-targets -- -D warnings
+    cargo clippy --locked --target "$WINDOWS_TARGET" --all-targets --features host-tests -- -D warnings
 
     log "shellcheck"
     local scripts
@@ -187,8 +189,8 @@ run_checks() {
     ./scripts/build.sh --deb --deb-revision 1 >/dev/null
     ./scripts/build.sh --deb --deb-revision 2 >/dev/null
 
-    log "cargo test"
-    cargo test --locked --all-targets
+    log "cargo test, with the host tests"
+    cargo test --locked --all-targets --features host-tests
 }
 
 main() {

@@ -13,10 +13,9 @@ use std::time::Duration;
 
 use common::ssh_host::SshHost;
 use common::systemd_host::SystemdHost;
-use common::{Finished, TestDir, finish_within, free_port};
+use common::{CLIENT, DEPLOY, Finished, SERVER, TestDir, finish_within, free_port};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-const CLIENT: &str = env!("CARGO_BIN_EXE_echo-client");
 
 /// Three hosts, each with its own echo port.
 struct Fleet {
@@ -125,10 +124,7 @@ fn ansible_playbook(work: &TestDir, args: &[&str], env: &[(&str, &str)]) -> Fini
 
 /// Host variables that install the release binaries rather than the package.
 fn release_binaries(_host: usize) -> String {
-    format!(
-        "echo_server_deb='' echo_server_binary={}",
-        env!("CARGO_BIN_EXE_echo-server")
-    )
+    format!("echo_server_deb='' echo_server_binary={SERVER}")
 }
 
 fn main_pid(host: &SystemdHost) -> String {
@@ -334,7 +330,7 @@ fn echo_deploy_runs_three_hosts_in_parallel_over_both_transports() {
         assert_eq!(added.code, 0, "{}", added.stderr);
     }
     let deploy = |transport: &str, args: &[&str]| {
-        let mut command = Command::new(format!("{ROOT}/deploy/echo-deploy"));
+        let mut command = Command::new(DEPLOY);
         command.args([
             "--hosts",
             hosts.to_str().unwrap(),

@@ -14,11 +14,11 @@ use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use common::{
-    Finished, PATIENCE, Server, TestDir, finish_with_patience, random_bytes, with_lost_stdout,
+    CLIENT, Finished, PATIENCE, Server, TestDir, finish_with_patience, random_bytes,
+    with_lost_stdout,
 };
 use serde_json::Value;
 
-const CLIENT: &str = env!("CARGO_BIN_EXE_echo-client");
 /// Far longer than a bench of half a second or so takes to end, far
 /// shorter than the harness's patience: a run that stops late is caught.
 const SHORT_RUN: Duration = Duration::from_secs(5);
@@ -596,27 +596,6 @@ fn ten_mebibytes_through_pipe_come_back_identical() {
     }
     let run = client_with_input(&["pipe", &closed_port().to_string()], b"x");
     assert_eq!(run.code, 2);
-}
-
-#[test]
-fn help_texts_are_what_the_readme_shows() {
-    let readme = include_str!("../README.md");
-    for args in [
-        &["--help"][..],
-        &["send", "--help"],
-        &["check", "--help"],
-        &["bench", "--help"],
-        &["pipe", "--help"],
-    ] {
-        let run = client(args);
-        assert_eq!(run.code, 0);
-        assert!(
-            readme.contains(run.stdout().trim_end()),
-            "README.md does not show `echo-client {}`:\n{}",
-            args.join(" "),
-            run.stdout()
-        );
-    }
 }
 
 #[test]

@@ -7,12 +7,13 @@
 
 mod common;
 
+use std::net::TcpListener;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::daemon::{DaemonDir, proc_status_ids};
-use common::run_server;
+use common::{Signal, round_trip, run_server};
 
 const AS_NOBODY: &str = "user = \"nobody\"\n";
 const NOBODY: &str = "65534";
@@ -194,4 +195,63 @@ fn a_daemon_as_nobody_owns_its_files_refuses_a_second_start_and_cleans_up() {
 
     dir.stop();
     assert!(!dir.pid_file().exists(), "the pid file was left behind");
+}
+
+#[test]
+fn a_daemon_drops_to_its_user_after_binding_a_privileged_port() {
+    let dir = DaemonDir::new();
+    let config = dir.config("user = \"nobody\"\n");
+    // Port 7 needs root to bind; the daemon binds first, then becomes nobody.
+    let config_text = std::fs::read_to_string(&config).unwrap();
+    let port_line = config_text
+        .lines()
+        .find(|l| l.starts_with("port = "))
+        .unwrap()
+        .to_string();
+    let free_low_port = (7u16..1024)
+        .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .unwrap();
+    std::fs::write(
+        &config,
+        config_text.replace(&port_line, &format!("port = {free_low_port}")),
+    )
+    .unwrap();
+    let started = dir.start(&config);
+    assert_eq!(started.code, 0, "{}", started.stderr);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", dir.pid())).unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    let groups = status.lines().find(|l| l.starts_with("Groups:")).unwrap();
+    assert_eq!(
+        groups.split_whitespace().skip(1).collect::<Vec<_>>(),
+        ["65534"],
+        "root's groups were kept: {groups}"
+    );
+    assert!(
+        uid.split_whitespace().skip(1).all(|id| id == "65534"),
+        "{uid}"
+    );
+    assert_eq!(
+        round_trip(
+            format!("127.0.0.1:{free_low_port}").parse().unwrap(),
+            b"low"
+        ),
+        b"low"
+    );
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(dir.pid()), Signal::SIGTERM).unwrap();
+}
+
+#[test]
+fn an_error_after_the_fork_reaches_the_terminal_with_its_exit_code() {
+    let dir = DaemonDir::new();
+    // The daemon, now nobody, cannot create its output file in a directory
+    // root owns. The parent still reports it.
+    std::fs::create_dir_all(dir.logs()).unwrap();
+    let config = dir.config("user = \"nobody\"\n");
+    let started = dir.start(&config);
+    assert_eq!(started.code, 73, "{}", started.stderr);
+    assert!(
+        started.stderr.contains("may not write the log directory"),
+        "{}",
+        started.stderr
+    );
 }

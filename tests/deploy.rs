@@ -13,15 +13,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
+use common::deploy::{assert_ok, broken_build, echo_check, new_build};
 use common::ssh_host::{HostOptions, SshHost};
 use common::{
-    Finished, LogLines, TestDir, broken_build, finish_with_patience, finish_within, free_port,
-    new_build, run,
+    CLIENT, DEPLOY, Finished, LogLines, SERVER, TestDir, finish_with_patience, finish_within,
+    free_port, run,
 };
-
-const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/echo-deploy");
-const SERVER: &str = env!("CARGO_BIN_EXE_echo-server");
-const CLIENT: &str = env!("CARGO_BIN_EXE_echo-client");
 
 /// A deployment step with a rollback takes several restarts and checks.
 const DEPLOY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(90);
@@ -153,22 +150,6 @@ fn config_on_port(dir: &Path, port: u16, extra: &str) -> PathBuf {
     let path = dir.join(format!("config-{port}.toml"));
     std::fs::write(&path, format!("[server]\nport = {port}\n{extra}")).unwrap();
     path
-}
-
-fn echo_check(port: u16) -> Finished {
-    let mut command = Command::new(CLIENT);
-    command.args(["check", &format!("127.0.0.1:{port}"), "--timeout", "2s"]);
-    finish_with_patience(command, b"")
-}
-
-fn assert_ok(step: &str, finished: &Finished) {
-    assert_eq!(
-        finished.code,
-        0,
-        "{step} failed:\n{}{}",
-        finished.stdout(),
-        finished.stderr
-    );
 }
 
 fn assert_failed(step: &str, finished: &Finished, reason: &str) {
@@ -941,19 +922,6 @@ fn the_daemon_runs_as_its_own_user_and_root_reads_nothing_it_plants() {
         logs.stdout().contains("echo-server started"),
         "{}",
         logs.stdout()
-    );
-}
-
-#[test]
-fn help_is_what_the_readme_shows() {
-    let mut command = Command::new(DEPLOY);
-    command.arg("--help");
-    let help = finish_with_patience(command, b"");
-    assert_eq!(help.code, 0);
-    assert!(
-        include_str!("../README.md").contains(help.stdout().trim_end()),
-        "README.md does not show the current `echo-deploy --help`:\n{}",
-        help.stdout()
     );
 }
 

@@ -14,15 +14,11 @@ mod common;
 use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 
+use common::deploy::{assert_ok, broken_build, echo_check, new_build};
 use common::systemd_host::SystemdHost;
-use common::{
-    Finished, PATIENCE, TestDir, broken_build, echo_once, finish_with_patience, free_port,
-    new_build,
-};
+use common::{Finished, PATIENCE, SERVER, TestDir, echo_once, finish_with_patience, free_port};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-const SERVER: &str = env!("CARGO_BIN_EXE_echo-server");
-const CLIENT: &str = env!("CARGO_BIN_EXE_echo-client");
 
 /// A release installed with `echo-deploy install`, on a port of its own:
 /// the hosts share this machine's network, and tests run in parallel.
@@ -61,26 +57,10 @@ fn install(host: &SystemdHost, transport: &str, release: [&str; 2], extra: &str)
     }
 }
 
-fn check(target: &str) -> Finished {
-    let mut command = Command::new(CLIENT);
-    command.args(["check", target, "--timeout", "3s", "--retries", "3"]);
-    finish_with_patience(command, b"")
-}
-
-fn assert_ok(step: &str, finished: &Finished) {
-    assert_eq!(
-        finished.code,
-        0,
-        "{step}:\n{}{}",
-        finished.stdout(),
-        finished.stderr
-    );
-}
-
 #[test]
 fn deployed_over_openssh_it_runs_as_a_real_systemd_service() {
     let host = SystemdHost::boot();
-    let Installed { target, .. } = install(
+    let Installed { port, target, .. } = install(
         &host,
         "openssh",
         ["--binary", SERVER],
@@ -89,7 +69,7 @@ fn deployed_over_openssh_it_runs_as_a_real_systemd_service() {
     host.ssh_ok("systemctl start echo-server");
     assert_eq!(host.ssh_ok("systemctl is-active echo-server"), "active");
     assert_eq!(host.ssh_ok("systemctl is-enabled echo-server"), "enabled");
-    assert_ok("echo-client check from this machine", &check(&target));
+    assert_ok("echo-client check from this machine", &echo_check(port));
     let status = host.ssh_ok("systemctl show -p StatusText --value echo-server");
     assert!(
         status.starts_with(&format!("serving tcp://{target}")),
@@ -121,7 +101,7 @@ fn deployed_over_openssh_it_runs_as_a_real_systemd_service() {
         &format!("pid=$(systemctl show -p MainPID --value echo-server); [ \"$pid\" != 0 ] && [ \"$pid\" != {first_pid} ] && systemctl is-active --quiet echo-server"),
         "restart after kill -9",
     );
-    assert_ok("check after the restart", &check(&target));
+    assert_ok("check after the restart", &echo_check(port));
     assert_eq!(
         host.ssh_ok("systemctl show -p NRestarts --value echo-server"),
         "1"
@@ -189,7 +169,7 @@ fn socket_activation_serves_port_7_without_any_capability() {
         "inactive"
     );
 
-    assert_ok("check on port 7", &check("127.0.0.1:7"));
+    assert_ok("check on port 7", &echo_check(7));
     assert_eq!(
         host.ssh_ok("systemctl is-active echo-server-activated"),
         "active"
@@ -245,9 +225,7 @@ fn deployed_over_putty_and_uninstalled_without_a_trace() {
 #[test]
 fn upgrades_and_rollbacks_under_systemd() {
     let host = SystemdHost::boot();
-    let Installed {
-        port, target, work, ..
-    } = install(&host, "openssh", ["--binary", SERVER], "");
+    let Installed { port, work, .. } = install(&host, "openssh", ["--binary", SERVER], "");
     let first = host.ssh_ok("readlink /opt/echo-server/current");
 
     let upgraded = host.deploy(
@@ -262,7 +240,7 @@ fn upgrades_and_rollbacks_under_systemd() {
     let second = host.ssh_ok("readlink /opt/echo-server/current");
     assert_ne!(second, first);
     assert_eq!(host.ssh_ok("readlink /opt/echo-server/previous"), first);
-    assert_ok("check after the upgrade", &check(&target));
+    assert_ok("check after the upgrade", &echo_check(port));
 
     let failed = host.deploy(
         "openssh",
@@ -282,7 +260,7 @@ fn upgrades_and_rollbacks_under_systemd() {
     );
     assert_eq!(host.ssh_ok("readlink /opt/echo-server/current"), second);
     assert_eq!(host.ssh_ok("systemctl is-active echo-server"), "active");
-    assert_ok("check after the rollback", &check(&target));
+    assert_ok("check after the rollback", &echo_check(port));
 
     // A broken config never reaches the live file, and the service runs on.
     let live = host
@@ -307,22 +285,22 @@ fn upgrades_and_rollbacks_under_systemd() {
     // rollback by hand goes back one release.
     assert_ok("rollback", &host.deploy("openssh", &["rollback"]));
     assert_eq!(host.ssh_ok("readlink /opt/echo-server/current"), first);
-    assert_ok("check after a manual rollback", &check(&target));
+    assert_ok("check after a manual rollback", &echo_check(port));
 }
 
 #[test]
 fn an_enabled_service_comes_back_after_a_reboot() {
     let host = SystemdHost::boot_persistent();
-    let Installed { target, .. } = install(&host, "openssh", ["--binary", SERVER], "");
+    let Installed { port, .. } = install(&host, "openssh", ["--binary", SERVER], "");
     host.power_off();
     assert_ne!(
-        check(&target).code,
+        echo_check(port).code,
         0,
         "still echoing with the host powered off"
     );
     host.power_on();
     assert_eq!(host.ssh_ok("systemctl is-active echo-server"), "active");
-    assert_ok("check after the reboot", &check(&target));
+    assert_ok("check after the reboot", &echo_check(port));
 }
 
 /// The package built by `scripts/build.sh --deb --deb-revision N` (which
@@ -342,7 +320,6 @@ fn the_debian_package_installs_upgrades_and_purges() {
     let host = SystemdHost::boot();
     let Installed {
         port,
-        target,
         output: installed,
         ..
     } = install(&host, "openssh", ["--deb", &package(1)], "");
@@ -369,7 +346,7 @@ fn the_debian_package_installs_upgrades_and_purges() {
         "active"
     );
     host.ssh_ok("test -f /usr/share/doc/echo-service/examples/echo-server.socket");
-    assert_ok("check from this machine", &check(&target));
+    assert_ok("check from this machine", &echo_check(port));
 
     let before = host.ssh_ok("systemctl show -p MainPID --value echo-server");
     let upgraded = host.deploy("putty", &["--deb", &package(2), "upgrade"]);
@@ -388,7 +365,7 @@ fn the_debian_package_installs_upgrades_and_purges() {
         host.ssh_ok("cat /etc/echo-server/config.toml")
             .contains(&format!("port = {port}"))
     );
-    assert_ok("check after the upgrade", &check(&target));
+    assert_ok("check after the upgrade", &echo_check(port));
 
     host.ssh_ok("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q echo-service >/dev/null");
     let left = host.ssh_ok(
@@ -396,5 +373,5 @@ fn the_debian_package_installs_upgrades_and_purges() {
          /usr/lib/systemd/system/echo-server.service 2>/dev/null; getent passwd echo-server; getent group echo-server; systemctl list-unit-files 'echo-server*' --no-legend; true",
     );
     assert_eq!(left, "", "left behind by the purge");
-    assert_ne!(check(&target).code, 0, "still echoing after the purge");
+    assert_ne!(echo_check(port).code, 0, "still echoing after the purge");
 }

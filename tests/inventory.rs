@@ -11,11 +11,8 @@ mod common;
 
 use std::process::Command;
 
-use common::{Finished, TestDir, finish_with_patience};
+use common::{CLIENT, DEPLOY, Finished, TestDir, finish_with_patience};
 use serde_json::Value;
-
-const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/echo-deploy");
-const CLIENT: &str = env!("CARGO_BIN_EXE_echo-client");
 
 fn table() -> Value {
     let text = include_str!("data/inventory-lines.json");

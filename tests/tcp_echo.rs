@@ -1,6 +1,7 @@
 //! The TCP echo over real loopback sockets: payloads of every kind, many
-//! clients at once, half-close, a peer that never reads, and a client written
-//! the way the classic Python tutorial writes it.
+//! clients at once, half-close and a peer that never reads. (The classic
+//! Python tutorial's client is in tests/privileged.rs: it needs the default
+//! port, so a network namespace of its own.)
 
 #![cfg(unix)]
 
@@ -8,7 +9,6 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Server, clients_at_once_get_their_own_bytes, random_bytes, round_trip};
@@ -145,44 +145,6 @@ fn ipv4_and_ipv6_wildcards_share_a_port() {
         let addr = addr.parse().unwrap();
         assert_eq!(round_trip(addr, b"both families"), b"both families");
     }
-}
-
-#[test]
-fn the_classic_python_tutorial_client_gets_its_bytes_back_from_the_built_in_default() {
-    assert!(
-        !std::path::Path::new("/etc/echo-server/config.toml").exists(),
-        "this test runs the server without a config file; move /etc/echo-server/config.toml away"
-    );
-    assert!(
-        std::net::TcpListener::bind("127.0.0.1:65432").is_ok(),
-        "this test runs the server on its default port 65432, which is taken: stop whatever listens there (an echo-server from `cargo run`?)"
-    );
-    let server = common::Launcher::built_in().start();
-    assert_eq!(server.addr().to_string(), "127.0.0.1:65432");
-    let client = r#"
-import socket
-HOST = "127.0.0.1"
-PORT = 65432
-with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-    s.connect((HOST, PORT))
-    s.sendall(b"Hello, world")
-    data = s.recv(1024)
-print(f"Received {data!r}")
-"#;
-    let output = Command::new("python3")
-        .arg("-c")
-        .arg(client)
-        .output()
-        .expect("python3 is installed by scripts/test.sh");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&output.stdout),
-        "Received b'Hello, world'\n"
-    );
 }
 
 /// A client socket whose receive buffer stays small, so the echo backs up

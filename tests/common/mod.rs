@@ -7,6 +7,7 @@
 #![allow(dead_code)] // each test file uses a different part of this harness
 
 pub mod daemon;
+pub mod deploy;
 pub mod ssh_host;
 pub mod systemd_host;
 
@@ -26,6 +27,8 @@ use nix::unistd::Pid;
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
 pub const SERVER: &str = env!("CARGO_BIN_EXE_echo-server");
+pub const CLIENT: &str = env!("CARGO_BIN_EXE_echo-client");
+pub const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/echo-deploy");
 
 /// Standard error of a child, collected line by line as it arrives.
 #[derive(Clone, Default)]
@@ -303,6 +306,13 @@ pub fn round_trip(addr: SocketAddr, payload: &[u8]) -> Vec<u8> {
     echo
 }
 
+/// A UDP socket on loopback that waits for an answer with patience.
+pub fn udp_client() -> std::net::UdpSocket {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(PATIENCE)).unwrap();
+    socket
+}
+
 /// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed | 1;
@@ -504,38 +514,6 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// A stand-in for a broken build: it reports a version and a valid config
-/// (so it passes the pre-switch checks), and fails to start, with the
-/// message a daemon gives when its log directory is not its own: an error
-/// of the host's, which a deployment must never blame on SSH.
-pub fn broken_build(dir: &Path, port: u16) -> PathBuf {
-    let path = dir.join("broken/echo-server");
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let script = format!(
-        "#!/bin/sh\ncase \"$1\" in\n  --version) echo 'echo-server 0.1.0-broken' ;;\n  \
-         --check-config) echo 'listen = [\"127.0.0.1:{port}\"]' ;;\n  \
-         *) echo 'echo-server: error: cannot open the log directory /var/log/echo-server: \
-         Permission denied (os error 13)' >&2; exit 77 ;;\nesac\n"
-    );
-    std::fs::write(&path, script).unwrap();
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::fs::copy(CLIENT_BIN, path.with_file_name("echo-client")).unwrap();
-    path
-}
-
-/// The same program with different bytes: a new build, as far as the
-/// deployment can tell (an ELF file runs the same with bytes appended).
-pub fn new_build(dir: &Path) -> PathBuf {
-    let path = dir.join("new/echo-server");
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut bytes = std::fs::read(SERVER).unwrap();
-    bytes.extend_from_slice(b"\nbuild 2\n");
-    std::fs::write(&path, bytes).unwrap();
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::fs::copy(CLIENT_BIN, path.with_file_name("echo-client")).unwrap();
-    path
-}
-
 /// Runs `program`, which must succeed.
 pub fn run(program: &str, args: &[&str]) -> Finished {
     let mut command = Command::new(program);
@@ -544,8 +522,6 @@ pub fn run(program: &str, args: &[&str]) -> Finished {
     assert_eq!(finished.code, 0, "{program} {args:?}: {}", finished.stderr);
     finished
 }
-
-const CLIENT_BIN: &str = env!("CARGO_BIN_EXE_echo-client");
 
 /// How a test reaches one of its SSH hosts: as root, key only, with the
 /// host key verified against `known_hosts`.
@@ -575,4 +551,27 @@ impl SshLogin<'_> {
             .args(["-p", &self.port.to_string(), "root@127.0.0.1", script]);
         finish_with_patience(command, input)
     }
+}
+
+/// Asserts that a page of the documentation (README.md or docs/*.md) shows
+/// `text`, a program's output, verbatim: what a reader copies from the docs
+/// must be what the program says today, wherever the page that shows it is.
+pub fn assert_documented(what: &str, text: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let docs = std::fs::read_dir(root.join("docs"))
+        .into_iter()
+        .flatten()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "md"));
+    let shown = std::iter::once(root.join("README.md"))
+        .chain(docs)
+        .any(|page| {
+            std::fs::read_to_string(page)
+                .unwrap()
+                .contains(text.trim_end())
+        });
+    assert!(
+        shown,
+        "neither README.md nor docs/*.md shows the current `{what}`:\n{text}"
+    );
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::{Finished, PATIENCE, SshLogin, TestDir, finish_within, free_port};
+use super::{DEPLOY, Finished, PATIENCE, SshLogin, TestDir, finish_within, free_port};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const E2E_HOST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e-host.sh");
@@ -122,7 +122,7 @@ impl SystemdHost {
     }
 
     pub fn deploy(&self, transport: &str, args: &[&str]) -> Finished {
-        let mut command = Command::new(format!("{ROOT}/deploy/echo-deploy"));
+        let mut command = Command::new(DEPLOY);
         command
             .arg("--host")
             .arg(format!("root@127.0.0.1:{}", self.ssh_port))
