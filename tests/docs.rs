@@ -1,5 +1,6 @@
 //! Every `--help` the documentation shows is the program's current one,
-//! whichever page (README.md or docs/*.md) shows it.
+//! whichever page (README.md or docs/*.md) shows it, and the README's table
+//! of exit codes is the one the programs exit with.
 
 #![cfg(unix)]
 
@@ -41,4 +42,32 @@ fn echo_client_help_texts_are_what_the_docs_show() {
 #[test]
 fn echo_deploy_help_is_what_the_docs_show() {
     assert_documented("echo-deploy --help", &help(DEPLOY, &["--help"]));
+}
+
+/// The README's exit-code table, row by row, is `shared::exit_code::TABLE`:
+/// the code, then its meaning from echo-server and from echo-client (`–`
+/// where that program never exits with it).
+#[test]
+fn the_readme_exit_codes_are_the_programs() {
+    let readme = include_str!("../README.md");
+    let rows: Vec<String> = readme
+        .lines()
+        .skip_while(|line| !line.starts_with("| code | echo-server |"))
+        .skip(2)
+        .take_while(|line| line.starts_with('|'))
+        .map(str::to_string)
+        .collect();
+    let expected: Vec<String> = echo_service::shared::exit_code::TABLE
+        .iter()
+        .map(|code| {
+            let cell = |meaning: Option<&str>| meaning.unwrap_or("–").replace('|', "\\|");
+            format!(
+                "| {} | {} | {} |",
+                code.code,
+                cell(code.echo_server),
+                cell(code.echo_client)
+            )
+        })
+        .collect();
+    assert_eq!(rows, expected, "README.md's exit-code table");
 }

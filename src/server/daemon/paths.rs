@@ -196,7 +196,8 @@ fn at(path: &Path, errno: Errno) -> io::Error {
     io::Error::new(error.kind(), format!("{}: {error}", path.display()))
 }
 
-#[cfg(test)]
+/// They hand directories to `nobody`, which takes root: host tests.
+#[cfg(all(test, feature = "host-tests"))]
 mod tests {
     use super::*;
 
