@@ -183,15 +183,7 @@ fn a_daemon_as_nobody_owns_its_files_refuses_a_second_start_and_cleans_up() {
         assert_eq!(meta.uid(), 65534, "{} is not nobody's", file.display());
     }
 
-    let second = dir.start(&config);
-    assert_eq!(second.code, 69, "{}", second.stderr);
-    assert!(
-        second
-            .stderr
-            .contains(&format!("already running as pid {pid}")),
-        "{}",
-        second.stderr
-    );
+    dir.assert_second_start_refused(&config, pid);
 
     dir.stop();
     assert!(!dir.pid_file().exists(), "the pid file was left behind");

@@ -79,18 +79,15 @@ impl SshHost {
 
     /// Installs echo-server from this build on `port`, over OpenSSH.
     fn install(&self, work: &TestDir, port: u16) {
+        assert_ok("install", &self.install_as("root", work, port));
+    }
+
+    /// `install` of this build on `port`, as `user`, over OpenSSH.
+    fn install_as(&self, user: &str, work: &TestDir, port: u16) -> Finished {
         let config = config_on_port(work.path(), port, "");
-        let installed = self.deploy(
-            "openssh",
-            &[
-                "--binary",
-                SERVER,
-                "--config",
-                config.to_str().unwrap(),
-                "install",
-            ],
-        );
-        assert_ok("install", &installed);
+        let config = config.to_str().unwrap();
+        let args = ["--binary", SERVER, "--config", config, "install"];
+        self.deploy_as(user, "openssh", &args)
     }
 
     /// Waits until no deploy run holds the host's lock: a change that went
@@ -451,18 +448,7 @@ fn installs_through_sudo_and_a_putty_saved_session_with_spaces() {
     let host = SshHost::start();
     let port = free_port();
     let work = TestDir::new();
-    let config = config_on_port(work.path(), port, "");
-    let installed = host.deploy_as(
-        "deployer",
-        "openssh",
-        &[
-            "--binary",
-            SERVER,
-            "--config",
-            config.to_str().unwrap(),
-            "install",
-        ],
-    );
+    let installed = host.install_as("deployer", &work, port);
     assert_ok("install as a user with sudo", &installed);
     assert_eq!(echo_check(port).code, 0);
     // A PuTTY saved session, named with spaces (its file name encodes them).

@@ -270,15 +270,7 @@ fn a_daemon_detaches_serves_and_cleans_up_its_pid_file() {
     drop(stream);
 
     // A second start is refused while the first one runs.
-    let second = dir.start(&config);
-    assert_eq!(second.code, 69, "{}", second.stderr);
-    assert!(
-        second
-            .stderr
-            .contains(&format!("already running as pid {pid}")),
-        "{}",
-        second.stderr
-    );
+    dir.assert_second_start_refused(&config, pid);
 
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM).unwrap();
     wait_until_gone(pid);

@@ -92,6 +92,20 @@ impl DaemonDir {
         self.start_with(config, &[])
     }
 
+    /// Starts a second daemon with `config` while the one with `pid` runs:
+    /// it must be refused, naming that pid (exit 69).
+    pub fn assert_second_start_refused(&self, config: &str, pid: i32) {
+        let second = self.start(config);
+        assert_eq!(second.code, 69, "{}", second.stderr);
+        assert!(
+            second
+                .stderr
+                .contains(&format!("already running as pid {pid}")),
+            "{}",
+            second.stderr
+        );
+    }
+
     /// `start`, with more arguments after `--daemon --config CONFIG`.
     pub fn start_with(&self, config: &str, args: &[&str]) -> Finished {
         let mut command = Command::new(SERVER);
