@@ -19,7 +19,8 @@ in order:
   systemd-analyze verify on every unit in systemd/, and
   systemd-analyze security with the exposure limits the units promise
   ansible-lint on the Ansible role (ansible-core and ansible-lint are
-    installed into target/ansible-venv/)
+    installed into target/ansible-venv/, with cryptography for the
+    mRemoteNG test)
   tests/e2e-host.sh rootfs (builds the systemd test host's root
     filesystem with debootstrap on the first run; cached in target/e2e/)
   scripts/build.sh --deb, twice (the .deb, revisions 1 and 2, for the
@@ -68,6 +69,7 @@ install_packages() {
         [plink]=putty-tools
         [pscp]=putty-tools
         [puttygen]=putty-tools
+        [xmllint]=libxml2-utils
     )
     local command missing=()
     for command in "${!package_of[@]}"; do
@@ -109,19 +111,21 @@ install_rust_components() {
 }
 
 # ansible-core and ansible-lint, for the Ansible role's checks and tests,
-# in a virtualenv of the project's own.
+# in a virtualenv of the project's own; and cryptography (which ansible-core
+# needs anyway), for tests/mremoteng.rs to decrypt as mRemoteNG does.
 readonly ANSIBLE_VENV=target/ansible-venv
 
 install_ansible() {
-    if [[ -x $ANSIBLE_VENV/bin/ansible-playbook && -x $ANSIBLE_VENV/bin/ansible-lint ]]; then
+    if [[ -x $ANSIBLE_VENV/bin/ansible-playbook && -x $ANSIBLE_VENV/bin/ansible-lint ]] &&
+        "$ANSIBLE_VENV/bin/python3" -c 'import cryptography' 2>/dev/null; then
         return
     fi
     if ! python3 -c 'import ensurepip' 2>/dev/null; then
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv
     fi
-    log "installing ansible-core and ansible-lint into $ANSIBLE_VENV"
+    log "installing ansible-core, ansible-lint and cryptography into $ANSIBLE_VENV"
     python3 -m venv "$ANSIBLE_VENV"
-    "$ANSIBLE_VENV/bin/pip" install --quiet 'ansible-core>=2.17,<2.18' 'ansible-lint>=24,<26'
+    "$ANSIBLE_VENV/bin/pip" install --quiet 'ansible-core>=2.17,<2.18' 'ansible-lint>=24,<26' cryptography
 }
 
 # Every tracked or new file that starts with a bash or sh shebang.

@@ -17,7 +17,7 @@ use common::deploy::{assert_ok, broken_build, echo_check, new_build};
 use common::ssh_host::{HostOptions, SshHost};
 use common::{
     CLIENT, DEPLOY, Finished, LogLines, SERVER, TestDir, finish_with_patience, finish_within,
-    free_port, run,
+    free_port,
 };
 
 /// A deployment step with a rollback takes several restarts and checks.
@@ -407,22 +407,6 @@ fn usage_errors_exit_64() {
         let finished = finish_with_patience(command, b"");
         assert_eq!(finished.code, 64, "{args:?}: {}", finished.stderr);
     }
-}
-
-#[test]
-fn mremoteng_lists_every_host_of_the_inventory() {
-    let dir = TestDir::new();
-    let hosts = dir.write("hosts", "web1\nadmin@web2:2222 echo_port=7\n# gone\n");
-    let mut command = Command::new(DEPLOY);
-    command.args(["--hosts", hosts.to_str().unwrap(), "mremoteng"]);
-    let finished = finish_with_patience(command, b"");
-    assert_ok("mremoteng", &finished);
-    let xml = finished.stdout();
-    let check = "import sys, xml.etree.ElementTree as E\nroot = E.fromstring(sys.argv[1])\n\
-         nodes = [n for n in root.iter('Node') if n.get('Type') == 'Connection']\n\
-         print(';'.join(f\"{n.get('Hostname')}:{n.get('Port')}:{n.get('Username')}:{n.get('Protocol')}\" for n in nodes))";
-    let parsed = run("python3", &["-c", check, &xml]).stdout();
-    assert_eq!(parsed.trim(), "web1:22::SSH2;web2:2222:admin:SSH2", "{xml}");
 }
 
 #[test]
