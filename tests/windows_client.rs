@@ -48,7 +48,7 @@ const SHIM_SOURCE: &str = "tests/support/wine/bcryptprimitives.c";
 const WINE: &str = "/usr/lib/wine/wine64";
 
 /// What the test runs from: the exe and the stand-in DLL side by side
-/// (Windows loads a DLL from the exe's directory first), and the Wine
+/// (Wine loads a DLL from the exe's directory before its own), and the Wine
 /// prefix (Wine's `C:` drive and registry). Both are kept in `target/wine/`
 /// between runs: making a prefix takes seconds and copies some 700 MB of
 /// Wine's DLLs into it.
@@ -192,19 +192,24 @@ fn check_a_healthy_server_as_text_and_as_json() {
 }
 
 #[test]
-fn check_a_refused_port_exits_unreachable() {
+fn check_a_refused_port_or_an_unknown_name_exits_unreachable() {
     let closed = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .to_string();
-    let run = client(&["check", &closed]);
-    assert_eq!(run.code, UNREACHABLE, "{}{}", run.stdout(), run.stderr);
-    assert!(
-        run.stdout().starts_with(&format!("{closed}: unreachable")),
-        "{}",
-        run.stdout()
-    );
+    for (target, why) in [
+        (closed.as_str(), "refused"),
+        ("no-such-host.invalid:7", "cannot resolve"),
+    ] {
+        let run = client(&["check", target]);
+        assert_eq!(run.code, UNREACHABLE, "{}{}", run.stdout(), run.stderr);
+        let line = run.stdout();
+        assert!(
+            line.starts_with(&format!("{target}: unreachable")) && line.contains(why),
+            "{line}"
+        );
+    }
 }
 
 #[test]

@@ -6,8 +6,8 @@
  * HashMap's keys, from ProcessPrng in bcryptprimitives.dll, which every
  * supported Windows has but Debian 12's Wine 8.0 does not: there the exe
  * dies before main with "Library bcryptprimitives.dll ... not found".
- * Windows looks for a DLL beside the exe first, so this one, placed there,
- * supplies ProcessPrng on top of RtlGenRandom (SystemFunction036 in
+ * Wine looks for a DLL beside the exe before its own, so this one, placed
+ * there, supplies ProcessPrng on top of RtlGenRandom (SystemFunction036 in
  * advapi32), which Wine has. scripts/test.sh builds it with mingw-w64:
  *
  *   x86_64-w64-mingw32-gcc -shared -o bcryptprimitives.dll \
@@ -15,17 +15,19 @@
  */
 #include <windows.h>
 #include <ntsecapi.h>
+#include <stdlib.h>
 
-/* Fills the buffer with random bytes. Documented as always returning TRUE;
- * FALSE here makes Rust's standard library abort with a clear message
- * rather than go on with bytes that are not random. */
+/* Fills the buffer with random bytes. Like Windows' own, it returns TRUE
+ * or not at all: its callers (Rust's standard library among them) do not
+ * look at the result, so a failure ends the process rather than leave
+ * bytes that are not random. */
 __declspec(dllexport) BOOL WINAPI ProcessPrng(PBYTE data, SIZE_T len)
 {
     while (len > 0) {
         /* RtlGenRandom takes a ULONG: fill larger buffers in pieces. */
         ULONG chunk = len > 0x10000000 ? 0x10000000 : (ULONG)len;
         if (!RtlGenRandom(data, chunk))
-            return FALSE;
+            abort();
         data += chunk;
         len -= chunk;
     }
