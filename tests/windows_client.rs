@@ -48,8 +48,8 @@ const SHIM_SOURCE: &str = "tests/support/wine/bcryptprimitives.c";
 const WINE: &str = "/usr/lib/wine/wine64";
 
 /// What the test runs from: the exe and the stand-in DLL side by side
-/// (Wine loads a DLL from the exe's directory before its own), and the Wine
-/// prefix (Wine's `C:` drive and registry). Both are kept in `target/wine/`
+/// (Wine looks for a DLL in the exe's directory), and the Wine prefix
+/// (Wine's `C:` drive and registry). Both are kept in `target/wine/`
 /// between runs: making a prefix takes seconds and copies some 700 MB of
 /// Wine's DLLs into it.
 struct Wine {

@@ -4,11 +4,12 @@
  *
  * Why: Rust's standard library (since 1.78) takes its random numbers, for
  * HashMap's keys, from ProcessPrng in bcryptprimitives.dll, which every
- * supported Windows has but Debian 12's Wine 8.0 does not: there the exe
- * dies before main with "Library bcryptprimitives.dll ... not found".
- * Wine looks for a DLL beside the exe before its own, so this one, placed
- * there, supplies ProcessPrng on top of RtlGenRandom (SystemFunction036 in
- * advapi32), which Wine has. scripts/test.sh builds it with mingw-w64:
+ * supported Windows has and Debian 12's Wine 8.0 lacks altogether: there
+ * the exe dies before main with "Library bcryptprimitives.dll ... not
+ * found". Wine, as Windows does, looks for a DLL in the exe's directory,
+ * so this one, placed there, supplies ProcessPrng on top of RtlGenRandom
+ * (SystemFunction036 in advapi32), which Wine has. scripts/test.sh builds
+ * it with mingw-w64:
  *
  *   x86_64-w64-mingw32-gcc -shared -o bcryptprimitives.dll \
  *       bcryptprimitives.c -ladvapi32
