@@ -35,8 +35,8 @@ use serde_json::Value;
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// Built by `cargo build --target x86_64-pc-windows-gnu --bin echo-client`
-/// (a debug build: the release profile's link-time optimisation would
-/// take minutes longer, and the test measures nothing).
+/// (a debug build: the release profile's link-time optimisation takes
+/// longer, and the test measures nothing).
 const EXE: &str = "target/x86_64-pc-windows-gnu/debug/echo-client.exe";
 
 /// Built by scripts/test.sh from `SHIM_SOURCE` with mingw-w64.
