@@ -10,8 +10,8 @@ Usage: ./scripts/test.sh [--help]
 
 Installs missing test prerequisites (shellcheck, python3, util-linux,
 iproute2, socat, systemd's tools, OpenSSH client and server, PuTTY's tools,
-sudo, rustfmt, clippy, the Rust standard library for Windows), then runs,
-in order:
+sudo, mingw-w64, Wine, rustfmt, clippy, the Rust standard library for
+Windows), then runs, in order:
   cargo fmt --check
   cargo clippy --all-targets --features host-tests -- -D warnings
   cargo clippy --all-targets for Windows (x86_64-pc-windows-gnu)
@@ -25,10 +25,13 @@ in order:
     filesystem with debootstrap on the first run; cached in target/e2e/)
   scripts/build.sh --deb, twice (the .deb, revisions 1 and 2, for the
     end-to-end package tests; installs cargo-deb if missing)
+  cargo build --target x86_64-pc-windows-gnu --bin echo-client, and a
+    stand-in DLL for Wine with mingw-w64 (for tests/windows_client.rs;
+    into target/wine/)
   cargo test --features host-tests (what plain `cargo test` runs: unit and
     integration tests on real loopback sockets; and the host tests: root,
     namespaces, a real sshd, real systemd hosts booted with systemd-nspawn,
-    Ansible and the .deb packages)
+    Ansible, the .deb packages and the Windows client under Wine)
 Run it as root (or with passwordless sudo): the host tests use network and
 user namespaces, switch users and bind privileged ports.
 USAGE
@@ -70,6 +73,10 @@ install_packages() {
         [pscp]=putty-tools
         [puttygen]=putty-tools
         [xmllint]=libxml2-utils
+        [x86_64-w64-mingw32-gcc]=gcc-mingw-w64-x86-64
+        # Wine's 64-bit loader, which tests/windows_client.rs runs, is not
+        # on PATH.
+        [/usr/lib/wine/wine64]=wine
     )
     local command missing=()
     for command in "${!package_of[@]}"; do
@@ -85,8 +92,9 @@ install_packages() {
         $(printf '%s\n' "${missing[@]}" | sort -u)
 }
 
-# echo-client must build on Windows: the code is checked for this target
-# (no linker needed), as Windows users build it with MSVC or MinGW.
+# echo-client must build on Windows: the code is checked for this target, as
+# Windows users build it with MSVC or MinGW, and the client is built for it
+# with mingw-w64 and run under Wine (build_windows_client).
 readonly WINDOWS_TARGET=x86_64-pc-windows-gnu
 
 install_rust_components() {
@@ -108,6 +116,18 @@ install_rust_components() {
         log "installing the Rust standard library for $WINDOWS_TARGET"
         rustup target add "$WINDOWS_TARGET"
     fi
+}
+
+# echo-client.exe for tests/windows_client.rs, which runs it under Wine, and
+# the stand-in DLL that Debian 12's Wine needs to run it (see
+# tests/support/wine/bcryptprimitives.c): test support, kept apart from the
+# product's build output, in target/wine/. A debug build: the tests measure
+# nothing, and the release profile's link-time optimisation takes longer.
+build_windows_client() {
+    cargo build --locked --quiet --target "$WINDOWS_TARGET" --bin echo-client
+    mkdir -p target/wine
+    x86_64-w64-mingw32-gcc -shared -O2 -Wall -Wextra -Werror \
+        -o target/wine/bcryptprimitives.dll tests/support/wine/bcryptprimitives.c -ladvapi32
 }
 
 # ansible-core and ansible-lint, for the Ansible role's checks and tests,
@@ -192,6 +212,9 @@ run_checks() {
     log "Debian packages for the end-to-end tests (revisions 1 and 2)"
     ./scripts/build.sh --deb --deb-revision 1 >/dev/null
     ./scripts/build.sh --deb --deb-revision 2 >/dev/null
+
+    log "echo-client.exe for the tests under Wine"
+    build_windows_client
 
     log "cargo test, with the host tests"
     cargo test --locked --all-targets --features host-tests
