@@ -43,6 +43,7 @@ pub(crate) mod listeners;
 pub(crate) mod logging;
 pub(crate) mod mailbox;
 pub(crate) mod notify;
+pub(crate) mod proxy_header;
 pub(crate) mod shutdown;
 pub(crate) mod signals;
 pub(crate) mod throttle;
