@@ -57,6 +57,7 @@ install_packages() {
         [unshare]=util-linux
         [ip]=iproute2
         [socat]=socat
+        [haproxy]=haproxy
         [systemd-analyze]=systemd
         [systemd-socket-activate]=systemd
         [script]=bsdutils
