@@ -133,7 +133,8 @@ impl fmt::Display for BoundAddresses {
 
 /// Resolves every entry, with its `proxy_protocol`; a name may yield
 /// several addresses (`localhost` gives 127.0.0.1 and ::1), and each is
-/// served once. One address cannot both take the PROXY protocol and not.
+/// served once. One address cannot both take the PROXY protocol and not;
+/// port 0 is a port of its own for each entry.
 fn resolve_all(entries: &[ListenEntry]) -> Result<Vec<(SocketAddr, bool)>, StartupError> {
     let mut addrs: Vec<(SocketAddr, bool)> = Vec::new();
     for entry in entries {
@@ -146,7 +147,8 @@ fn resolve_all(entries: &[ListenEntry]) -> Result<Vec<(SocketAddr, bool)>, Start
                     source,
                 })?;
         for addr in resolved {
-            match addrs.iter().find(|(known, _)| *known == addr) {
+            let same = |(known, _): &&(SocketAddr, bool)| *known == addr && addr.port() != 0;
+            match addrs.iter().find(same) {
                 None => addrs.push((addr, entry.proxy_protocol)),
                 Some((_, proxied)) if *proxied == entry.proxy_protocol => {}
                 Some(_) => return Err(StartupError::ConflictingProxyProtocol { addr }),
