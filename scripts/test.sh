@@ -9,8 +9,9 @@ usage() {
 Usage: ./scripts/test.sh [--help]
 
 Installs missing test prerequisites (shellcheck, python3, util-linux,
-iproute2, socat, systemd's tools, OpenSSH client and server, PuTTY's tools,
-sudo, rustfmt, clippy, the Rust standard library for Windows), then runs,
+iproute2, socat, haproxy, systemd's tools, OpenSSH client and server,
+PuTTY's tools, sudo, rustfmt, clippy, the Rust standard library for
+Windows), then runs,
 in order:
   cargo fmt --check
   cargo clippy --all-targets --features host-tests -- -D warnings

@@ -11,7 +11,7 @@
 //! ```text
 //! launch ─┬─> config ─> (shared) address, duration
 //!         ├─> listeners ─> activation
-//!         ├─> workers ─┬─> event_loop ─> mailbox, limits, shutdown, throttle
+//!         ├─> workers ─┬─> event_loop ─> mailbox, limits, proxy_header, shutdown, throttle
 //!         │            └─> mailbox
 //!         ├─> udp ─> limits, shutdown, throttle
 //!         ├─> limits ─> config
