@@ -690,7 +690,7 @@ impl Connection {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux", target_pointer_width = "64"))]
 mod tests {
     use super::*;
 
@@ -698,7 +698,6 @@ mod tests {
     /// PROXY protocol's flag lives in what was padding, and a pending
     /// header's bytes live outside the connection.
     #[test]
-    #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
     fn a_connection_stays_within_120_bytes() {
         assert!(std::mem::size_of::<Connection>() <= 120);
     }
