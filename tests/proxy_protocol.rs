@@ -195,6 +195,26 @@ fn an_unfinished_header_is_closed_at_its_deadline() {
 }
 
 #[test]
+fn a_reload_shortens_the_deadline_of_headers_already_awaited() {
+    let config = |timeout: &str| {
+        format!(
+            "[server]\nlisten = [{{ address = \"127.0.0.1:0\", proxy_protocol = true }}]\nproxy_protocol_timeout = \"{timeout}\"\n"
+        )
+    };
+    let server = Launcher::new(&config("1h")).start();
+    let mut stream = connect(server.tcp[0]);
+    stream.write_all(b"\r\n\r\n\0\r\n").unwrap();
+    server.rewrite_config(&config("200ms"));
+    server.signal(Signal::SIGHUP);
+    server.log.wait_for("configuration reloaded");
+    assert!(closed_by_server(&mut stream));
+    let warning = server
+        .log
+        .wait_for("closed a connection without a valid PROXY protocol header");
+    assert!(warning.contains("within 200ms"), "{warning}");
+}
+
+#[test]
 fn a_peer_that_leaves_before_its_header_is_counted() {
     let server = start("");
     let stream = connect(server.tcp[0]);
