@@ -13,7 +13,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 
 use common::{Launcher, LogLines, PATIENCE, Server, Signal, closed_by_server, random_bytes};
 
@@ -322,25 +321,16 @@ fn check_config_running_names_a_proxy_protocol_change_as_a_restart() {
 #[test]
 fn an_activated_socket_named_proxy_protocol_takes_the_header() {
     let ports = [common::free_port(), common::free_port()];
-    let mut child = Command::new("systemd-socket-activate")
-        .args([
-            "-l",
-            &format!("127.0.0.1:{}", ports[0]),
-            "-l",
-            &format!("127.0.0.1:{}", ports[1]),
-            "--fdname=proxy-protocol:plain",
-            common::SERVER,
-            "--log-level",
-            "debug",
-        ])
-        .env("ECHO_SERVER_CONFIG", "")
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("systemd-socket-activate (package systemd) is installed by scripts/test.sh");
-    let log = LogLines::default();
-    log.clone().collect(child.stderr.take().unwrap());
-    log.wait_for("Listening on");
+    let (mut child, log) = common::socket_activate(&[
+        "-l",
+        &format!("127.0.0.1:{}", ports[0]),
+        "-l",
+        &format!("127.0.0.1:{}", ports[1]),
+        "--fdname=proxy-protocol:plain",
+        common::SERVER,
+        "--log-level",
+        "debug",
+    ]);
     // From 127.0.0.2, so that the client named in the header is the only
     // 127.0.0.3 the log can show.
     let mut stream = connect_from(Ipv4Addr::new(127, 0, 0, 2), ports[0]);

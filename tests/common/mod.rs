@@ -411,6 +411,24 @@ pub fn with_lost_stdout(command: impl Fn() -> Command) -> [(i32, String); 2] {
     })
 }
 
+/// Runs `systemd-socket-activate ARGS` (which names echo-server in ARGS)
+/// without a config file: the sockets it binds are passed to the server as
+/// a `.socket` unit would pass them, on the first connection. Returns once
+/// they are bound, with the standard error of both.
+pub fn socket_activate(args: &[&str]) -> (Child, LogLines) {
+    let mut child = Command::new("systemd-socket-activate")
+        .args(args)
+        .env("ECHO_SERVER_CONFIG", "")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("systemd-socket-activate (package systemd) is installed by scripts/test.sh");
+    let log = LogLines::default();
+    log.clone().collect(child.stderr.take().unwrap());
+    log.wait_for("Listening on");
+    (child, log)
+}
+
 /// Runs the server binary to completion with `args` and returns
 /// (exit code, stdout, stderr).
 pub fn run_server(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
