@@ -17,10 +17,10 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr};
 use std::process::{Child, Command, Stdio};
 
-use common::{CLIENT, Finished, Launcher, LogLines, PATIENCE, TestDir, random_bytes};
+use common::{CLIENT, Finished, Launcher, LogLines, TestDir, random_bytes};
 
 /// HAProxy's source address towards the server, per PROXY protocol version.
 const V1_SOURCE: &str = "127.0.0.4";
@@ -155,15 +155,7 @@ fn readme_python_client(port: u16) -> Finished {
 /// Connects from `CLIENT_SOURCE`, sends `data`, half-closes and returns
 /// the echo and the client's own address.
 fn raw_round_trip(port: u16, data: &[u8]) -> (Vec<u8>, SocketAddr) {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket
-        .bind(&SocketAddr::from((CLIENT_SOURCE, 0)).into())
-        .unwrap();
-    socket
-        .connect(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into())
-        .unwrap();
-    let mut stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut stream = common::connect_from(CLIENT_SOURCE, port);
     let own = stream.local_addr().unwrap();
     stream.write_all(data).unwrap();
     stream.shutdown(Shutdown::Write).unwrap();

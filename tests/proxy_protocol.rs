@@ -333,7 +333,7 @@ fn an_activated_socket_named_proxy_protocol_takes_the_header() {
     ]);
     // From 127.0.0.2, so that the client named in the header is the only
     // 127.0.0.3 the log can show.
-    let mut stream = connect_from(Ipv4Addr::new(127, 0, 0, 2), ports[0]);
+    let mut stream = common::connect_from(Ipv4Addr::new(127, 0, 0, 2), ports[0]);
     stream
         .write_all(b"PROXY TCP4 127.0.0.3 127.0.0.1 40003 7\r\nactivated")
         .unwrap();
@@ -344,22 +344,11 @@ fn an_activated_socket_named_proxy_protocol_takes_the_header() {
         "{started}"
     );
     opened_line(&log, "127.0.0.3:40003");
-    let mut stream = connect_from(Ipv4Addr::new(127, 0, 0, 2), ports[1]);
+    let mut stream = common::connect_from(Ipv4Addr::new(127, 0, 0, 2), ports[1]);
     stream.write_all(b"PROXY UNKNOWN\r\n").unwrap();
     assert_eq!(finish(stream), b"PROXY UNKNOWN\r\n");
     common::send_signal(&child, Signal::SIGTERM);
     assert_eq!(common::wait_with_patience(&mut child).code(), Some(0));
-}
-
-fn connect_from(source: Ipv4Addr, port: u16) -> TcpStream {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.bind(&SocketAddr::from((source, 0)).into()).unwrap();
-    socket
-        .connect(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into())
-        .unwrap();
-    let stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    stream
 }
 
 #[test]

@@ -484,6 +484,19 @@ pub fn clients_at_once_get_their_own_bytes(addr: SocketAddr, clients: u64, round
     }
 }
 
+/// A connection from `source` (another loopback address than 127.0.0.1,
+/// so that logs can tell this client from others) to 127.0.0.1:`port`.
+pub fn connect_from(source: std::net::Ipv4Addr, port: u16) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from((source, 0)).into()).unwrap();
+    socket
+        .connect(&SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)).into())
+        .unwrap();
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream
+}
+
 /// Sends `message` and reads exactly its echo back.
 pub fn echo_once(stream: &mut TcpStream, message: &[u8]) {
     stream.write_all(message).unwrap();
