@@ -10,8 +10,8 @@ Usage: ./scripts/test.sh [--help]
 
 Installs missing test prerequisites (shellcheck, python3, util-linux,
 iproute2, socat, systemd's tools, OpenSSH client and server, PuTTY's tools,
-sudo, mingw-w64, Wine, rustfmt, clippy, the Rust standard library for
-Windows), then runs, in order:
+sudo, xmllint, HAProxy, mingw-w64, Wine, rustfmt, clippy, the Rust standard
+library for Windows), then runs, in order:
   cargo fmt --check
   cargo clippy --all-targets --features host-tests -- -D warnings
   cargo clippy --all-targets for Windows (x86_64-pc-windows-gnu)
@@ -61,6 +61,7 @@ install_packages() {
         [unshare]=util-linux
         [ip]=iproute2
         [socat]=socat
+        [haproxy]=haproxy
         [systemd-analyze]=systemd
         [systemd-socket-activate]=systemd
         [script]=bsdutils

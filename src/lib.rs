@@ -26,7 +26,9 @@
 //! 3. When the connection is readable, the loop `recv`s into its scratch
 //!    buffer (`shared::socket_calls`) and `send`s the same bytes straight
 //!    back; only what the peer does not take at once is kept, and nothing
-//!    more is read until it is sent.
+//!    more is read until it is sent. On a listener with `proxy_protocol`,
+//!    the first bytes are the load balancer's header (`server::proxy_header`),
+//!    which names the client and is not echoed.
 //! 4. The control thread (signals, reloads, the watchdog) reaches a worker
 //!    only through its `server::mailbox`; UDP datagrams are answered by a
 //!    tokio task (`server::udp`) on that thread's runtime.

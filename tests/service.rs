@@ -201,23 +201,14 @@ fn systemd_socket_activate_passes_a_datagram_socket() {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = Command::new("systemd-socket-activate")
-        .args([
-            "--datagram",
-            "-l",
-            &format!("127.0.0.1:{port}"),
-            SERVER,
-            "--port",
-            "1",
-        ])
-        .env("ECHO_SERVER_CONFIG", "")
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("systemd-socket-activate (package systemd) is installed by scripts/test.sh");
-    let log = LogLines::default();
-    log.clone().collect(child.stderr.take().unwrap());
-    log.wait_for("Listening on");
+    let (mut child, log) = common::socket_activate(&[
+        "--datagram",
+        "-l",
+        &format!("127.0.0.1:{port}"),
+        SERVER,
+        "--port",
+        "1",
+    ]);
     // The daemon starts on the first datagram, as under a .socket unit.
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     client.set_read_timeout(Some(PATIENCE)).unwrap();

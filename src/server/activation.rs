@@ -7,16 +7,25 @@
 //! service unit is locked down further than the self-binding one. Stream
 //! sockets are served as TCP and datagram sockets as UDP; the configured
 //! `listen` addresses and `udp` setting do not apply then.
+//!
+//! The PROXY protocol is a property of the socket, so the unit that makes
+//! the socket says it: a stream socket named `proxy-protocol`
+//! (`FileDescriptorName=proxy-protocol` in the `.socket` unit, `--fdname`
+//! for `systemd-socket-activate`) takes the header; any other name does not.
 
-use std::net::{TcpListener, UdpSocket};
+use std::net::UdpSocket;
 
 use crate::server::error::StartupError;
+use crate::server::listeners::TcpEndpoint;
+
+/// The descriptor name that turns on the PROXY protocol for a socket.
+pub(crate) const PROXY_PROTOCOL_FD_NAME: &str = "proxy-protocol";
 
 /// The sockets a service manager passed in, by kind. (`listeners` makes
 /// them the daemon's `Listeners`; this module knows nothing of binding.)
 #[derive(Debug, Default)]
 pub(crate) struct Inherited {
-    pub(crate) tcp: Vec<TcpListener>,
+    pub(crate) tcp: Vec<TcpEndpoint>,
     pub(crate) udp: Vec<UdpSocket>,
 }
 
@@ -27,13 +36,13 @@ pub(crate) fn inherited_sockets() -> Result<Option<Inherited>, StartupError> {
     use std::os::fd::FromRawFd;
 
     let invalid = |message: String| StartupError::Activation(message);
-    let fds =
-        sd_notify::listen_fds().map_err(|e| invalid(format!("LISTEN_FDS/LISTEN_PID: {e}")))?;
+    let fds = sd_notify::listen_fds_with_names()
+        .map_err(|e| invalid(format!("LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES: {e}")))?;
     if fds.len() == 0 {
         return Ok(None);
     }
     let mut listeners = Inherited::default();
-    for fd in fds {
+    for (fd, name) in fds {
         // SAFETY: the service manager passes these descriptors to this
         // process (LISTEN_PID was checked) for it to own; nothing else in
         // the process uses them, and each is taken exactly once.
@@ -58,7 +67,10 @@ pub(crate) fn inherited_sockets() -> Result<Option<Inherited>, StartupError> {
                     "descriptor {fd} is a connection, not a listening socket (the .socket unit needs Accept=no)"
                 )));
             }
-            listeners.tcp.push(socket.into());
+            listeners.tcp.push(TcpEndpoint {
+                listener: socket.into(),
+                proxy_protocol: name == PROXY_PROTOCOL_FD_NAME,
+            });
         } else if kind == socket2::Type::DGRAM {
             listeners.udp.push(socket.into());
         } else {

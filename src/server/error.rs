@@ -63,6 +63,11 @@ pub(crate) enum StartupError {
         source: io::Error,
     },
 
+    #[error(
+        "{addr} is listed both with and without proxy_protocol in [server] listen: a listener either takes the PROXY protocol header or not"
+    )]
+    ConflictingProxyProtocol { addr: SocketAddr },
+
     #[error("cannot open the log directory {}: {message} (create it, or make it writable by the daemon's user)", directory.display())]
     LogDirectory { directory: PathBuf, message: String },
 
@@ -109,7 +114,9 @@ impl StartupError {
     pub(crate) fn exit_code(&self) -> i32 {
         match self {
             StartupError::Config(e) if e.unreadable => exit_code::NO_INPUT,
-            StartupError::Config(_) => exit_code::CONFIG,
+            StartupError::Config(_) | StartupError::ConflictingProxyProtocol { .. } => {
+                exit_code::CONFIG
+            }
             StartupError::Resolve { .. } => exit_code::NO_HOST,
             StartupError::AddressInUse { .. } | StartupError::AddressNotAvailable { .. } => {
                 exit_code::UNAVAILABLE

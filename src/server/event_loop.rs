@@ -23,7 +23,17 @@
 //! kernel's flow control does the rest. Robustness: accept errors such as
 //! EMFILE must neither stop nor spin the loop, so it backs off and logs
 //! without flooding.
+//!
+//! Listeners with `proxy_protocol` add one state in front of the echo: a
+//! connection first reads its PROXY protocol header (`proxy_header`), from
+//! the same scratch buffer, and echoes what follows it in the same read.
+//! Only a header that arrives in pieces is kept, in a side table that holds
+//! nothing for any other connection; the header's deadline is kept by the
+//! same sweep as idle timeouts. A connection on any other listener pays one
+//! branch on a flag that fits in its padding.
 
+use std::collections::HashMap;
+use std::fmt;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
@@ -35,7 +45,9 @@ use slab::Slab;
 use tracing::{debug, error, info, warn};
 
 use crate::server::limits::{ConnectionPermit, Limits};
+use crate::server::listeners::TcpEndpoint;
 use crate::server::mailbox::{Command, Inbox, WAKE_TOKEN};
+use crate::server::proxy_header::{HeaderError, PartialHeader};
 use crate::server::shutdown::TaskGuard;
 use crate::server::throttle::Throttle;
 use crate::shared::readiness::{Readiness, SHORT_READ_DRAINS};
@@ -84,12 +96,19 @@ pub(crate) struct EventLoop {
     /// Connections that used up their turn with more to read: readiness
     /// is reported once, so they are served again without an event.
     unfinished: Vec<usize>,
+    /// The PROXY protocol headers that came in pieces, by connection, until
+    /// they are complete.
+    partial_headers: HashMap<usize, PartialHeader>,
+    /// Warnings about connections without a valid PROXY protocol header.
+    header_failures: Throttle,
 }
 
 /// A listening socket and its address, for the log.
 struct Listening {
     listener: TcpListener,
     address: Option<SocketAddr>,
+    /// Its connections begin with a PROXY protocol header.
+    proxy_protocol: bool,
 }
 
 /// The accept side's state: a backoff after errors, and throttled warnings.
@@ -107,19 +126,27 @@ impl EventLoop {
     /// `commands` (announced by a waker registered as `WAKE_TOKEN`).
     pub(crate) fn new(
         poll: Poll,
-        listeners: Vec<std::net::TcpListener>,
+        listeners: Vec<TcpEndpoint>,
         limits: Arc<Limits>,
         guard: TaskGuard,
         commands: Inbox,
     ) -> io::Result<EventLoop> {
         let mut registered = Vec::with_capacity(listeners.len());
-        for (index, listener) in listeners.into_iter().enumerate() {
+        for (index, endpoint) in listeners.into_iter().enumerate() {
+            let TcpEndpoint {
+                listener,
+                proxy_protocol,
+            } = endpoint;
             listener.set_nonblocking(true)?;
             let address = listener.local_addr().ok();
             let mut listener = TcpListener::from_std(listener);
             poll.registry()
                 .register(&mut listener, listener_token(index), Interest::READABLE)?;
-            registered.push(Some(Listening { listener, address }));
+            registered.push(Some(Listening {
+                listener,
+                address,
+                proxy_protocol,
+            }));
         }
         Ok(EventLoop {
             poll,
@@ -138,6 +165,8 @@ impl EventLoop {
             },
             next_sweep: None,
             unfinished: Vec::new(),
+            partial_headers: HashMap::new(),
+            header_failures: Throttle::new(WARNING_INTERVAL),
         })
     }
 
@@ -224,10 +253,15 @@ impl EventLoop {
             return;
         }
         loop {
-            let Some(Listening { listener, address }) = &self.listeners[index] else {
+            let Some(Listening {
+                listener,
+                address,
+                proxy_protocol,
+            }) = &self.listeners[index]
+            else {
                 return;
             };
-            let local = *address;
+            let (local, proxy_protocol) = (*address, *proxy_protocol);
             let (stream, peer) = match listener.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -262,7 +296,7 @@ impl EventLoop {
                 }
                 continue;
             };
-            self.open(stream, peer, permit, now);
+            self.open(stream, peer, proxy_protocol, permit, now);
         }
     }
 
@@ -270,6 +304,7 @@ impl EventLoop {
         &mut self,
         mut stream: TcpStream,
         peer: SocketAddr,
+        awaiting_header: bool,
         permit: ConnectionPermit,
         now: Instant,
     ) {
@@ -289,7 +324,9 @@ impl EventLoop {
             debug!(%peer, error = %e, "connection failed");
             return;
         }
-        debug!(%peer, "connection opened");
+        if !awaiting_header {
+            debug!(%peer, "connection opened");
+        }
         entry.insert(Connection {
             stream,
             peer,
@@ -297,14 +334,22 @@ impl EventLoop {
             readable: false,
             closing: false,
             input_ended: false,
+            awaiting_header,
             last_active: now,
             echoed: 0,
             _permit: permit,
             _guard: guard,
         });
-        if self.next_sweep.is_none() {
-            self.next_sweep = self.limits.idle_timeout().map(|limit| now + limit);
-        }
+        let expires = if awaiting_header {
+            Some(now + self.limits.proxy_protocol_timeout())
+        } else {
+            self.limits.idle_timeout().map(|limit| now + limit)
+        };
+        self.next_sweep = match (self.next_sweep, expires) {
+            (Some(at), Some(expires)) if awaiting_header => Some(at.min(expires)),
+            (None, expires) => expires,
+            (at, _) => at,
+        };
     }
 
     fn on_ready(&mut self, key: usize, ready: Readiness, now: Instant) {
@@ -312,7 +357,24 @@ impl EventLoop {
             // Readiness for a connection closed earlier in this wake-up.
             return;
         };
-        match connection.echo(ready, &mut self.scratch, now) {
+        let turn = if connection.awaiting_header {
+            match connection.receive_header(
+                ready,
+                &mut self.scratch,
+                &mut self.partial_headers,
+                key,
+                now,
+            ) {
+                Ok(false) => Ok(Turn::Waiting),
+                // On with what is left to read, as if nothing new had come.
+                Ok(true) => connection.echo(Readiness::NOTHING_NEW, &mut self.scratch, now),
+                Err(HeaderFailure::Io(e)) => Err(e),
+                Err(failure) => return self.refuse(key, &failure),
+            }
+        } else {
+            connection.echo(ready, &mut self.scratch, now)
+        };
+        match turn {
             Ok(Turn::Waiting) => {}
             Ok(Turn::Unfinished) => self.unfinished.push(key),
             Ok(Turn::Ended(ending)) => self.close(key, Ok(ending)),
@@ -320,33 +382,61 @@ impl EventLoop {
         }
     }
 
-    /// Closes the connections idle for the idle timeout, and finds when
+    /// Closes the connections idle for the idle timeout and those still
+    /// without their PROXY protocol header at its deadline, and finds when
     /// the next one can be. Sweeps come at most `SWEEPS_PER_TIMEOUT` times
     /// per timeout, so a connection may stay open that much longer than
     /// the timeout, and many connections cost a sweep no more often.
     fn sweep(&mut self, now: Instant) {
-        self.next_sweep = None;
-        let Some(limit) = self.limits.idle_timeout() else {
-            return;
-        };
-        let earliest = now + limit / SWEEPS_PER_TIMEOUT;
-        let mut idle = Vec::new();
+        let idle_limit = self.limits.idle_timeout();
+        let header_limit = self.limits.proxy_protocol_timeout();
+        let (mut next_idle, mut next_header) = (None::<Instant>, None::<Instant>);
+        let (mut idle, mut late) = (Vec::new(), Vec::new());
         for (key, connection) in &self.connections {
+            let (limit, expired, next) = if connection.awaiting_header {
+                (header_limit, &mut late, &mut next_header)
+            } else if let Some(limit) = idle_limit {
+                (limit, &mut idle, &mut next_idle)
+            } else {
+                continue;
+            };
             let expires = connection.last_active + limit;
             if expires <= now {
-                idle.push(key);
-            } else if self.next_sweep.is_none_or(|at| expires < at) {
-                self.next_sweep = Some(expires);
+                expired.push(key);
+            } else if next.is_none_or(|at| expires < at) {
+                *next = Some(expires);
             }
         }
-        self.next_sweep = self.next_sweep.map(|at| at.max(earliest));
+        let next_idle = next_idle
+            .zip(idle_limit)
+            .map(|(at, limit)| at.max(now + limit / SWEEPS_PER_TIMEOUT));
+        let next_header = next_header.map(|at| at.max(now + header_limit / SWEEPS_PER_TIMEOUT));
+        self.next_sweep = next_idle.into_iter().chain(next_header).min();
         for key in idle {
             self.close(key, Ok(Ending::IdleTimeout));
         }
+        for key in late {
+            self.refuse(key, &HeaderFailure::Timeout(header_limit));
+        }
+    }
+
+    /// Closes a connection that did not send a valid PROXY protocol header,
+    /// counts it, and says so without flooding the log.
+    fn refuse(&mut self, key: usize, failure: &HeaderFailure) {
+        let total = self.limits.count_proxy_header_failure();
+        if let Some(suppressed) = self.header_failures.event() {
+            let peer = self.connections[key].peer;
+            warn!(%peer, reason = %failure, suppressed, total,
+                "closed a connection without a valid PROXY protocol header (is the load balancer sending it, and only it, to this address?)");
+        }
+        self.close(key, Ok(Ending::NoProxyHeader));
     }
 
     fn close(&mut self, key: usize, how: io::Result<Ending>) {
         let mut connection = self.connections.remove(key);
+        if connection.awaiting_header {
+            self.partial_headers.remove(&key);
+        }
         let _ = self.poll.registry().deregister(&mut connection.stream);
         let (peer, echoed) = (connection.peer, connection.echoed);
         match how {
@@ -395,6 +485,35 @@ enum Ending {
     PeerClosed,
     /// Nothing moved for `idle_timeout`.
     IdleTimeout,
+    /// No valid PROXY protocol header came in time.
+    NoProxyHeader,
+}
+
+/// Why a connection to a `proxy_protocol` listener got no further than its
+/// header.
+enum HeaderFailure {
+    /// The bytes are not a PROXY protocol header.
+    Invalid(HeaderError),
+    /// The peer closed before the header was complete.
+    Closed,
+    /// The header was not complete within `proxy_protocol_timeout`.
+    Timeout(Duration),
+    /// The socket failed: a connection error like any other.
+    Io(io::Error),
+}
+
+impl fmt::Display for HeaderFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeaderFailure::Invalid(e) => e.fmt(f),
+            HeaderFailure::Closed => f.write_str("the peer closed before its header was complete"),
+            HeaderFailure::Timeout(limit) => write!(
+                f,
+                "no complete header within {limit:?} (proxy_protocol_timeout)"
+            ),
+            HeaderFailure::Io(e) => e.fmt(f),
+        }
+    }
 }
 
 struct Connection {
@@ -413,7 +532,11 @@ struct Connection {
     /// The peer has sent all it will: once everything is written back,
     /// the connection closes.
     input_ended: bool,
-    /// When bytes last moved, for the idle timeout.
+    /// A PROXY protocol header must come first (its listener says so) and
+    /// is not complete yet; `peer` is the load balancer until it is.
+    awaiting_header: bool,
+    /// When bytes last moved, for the idle timeout; while the header is
+    /// awaited, when the connection was accepted, for its deadline.
     last_active: Instant,
     /// Bytes sent back.
     echoed: u64,
@@ -422,6 +545,57 @@ struct Connection {
 }
 
 impl Connection {
+    /// Reads until the PROXY protocol header is complete (then echoes the
+    /// data that came with it and returns `true`) or the socket is empty
+    /// (`false`). Pieces of a header wait in `partial_headers`.
+    fn receive_header(
+        &mut self,
+        ready: Readiness,
+        scratch: &mut [u8],
+        partial_headers: &mut HashMap<usize, PartialHeader>,
+        key: usize,
+        now: Instant,
+    ) -> Result<bool, HeaderFailure> {
+        self.readable |= ready.readable || ready.closing;
+        self.closing |= ready.closing;
+        while self.readable {
+            let read = match socket_calls::recv(&self.stream, scratch) {
+                Ok(0) => return Err(HeaderFailure::Closed),
+                Ok(read) => read,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.readable = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(HeaderFailure::Io(e)),
+            };
+            if read < scratch.len() && SHORT_READ_DRAINS && !self.closing {
+                self.readable = false;
+            }
+            // Usually the whole header comes in the first read, and nothing
+            // is ever kept.
+            let mut partial = partial_headers.remove(&key).unwrap_or_default();
+            let Some(header) = partial
+                .feed(&scratch[..read])
+                .map_err(HeaderFailure::Invalid)?
+            else {
+                partial_headers.insert(key, partial);
+                continue;
+            };
+            let proxy = self.peer;
+            self.peer = header.source.unwrap_or(proxy);
+            self.awaiting_header = false;
+            self.last_active = now;
+            debug!(peer = %self.peer, %proxy, "connection opened");
+            if header.data_from < read {
+                self.echo_bytes(&scratch[header.data_from..read], now)
+                    .map_err(HeaderFailure::Io)?;
+            }
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     /// Does what the readiness allows, within one turn: sends what waits,
     /// reads and echoes what came, and finishes a half-close.
     fn echo(&mut self, ready: Readiness, scratch: &mut [u8], now: Instant) -> io::Result<Turn> {
@@ -450,25 +624,7 @@ impl Connection {
                 Err(e) => return Err(e),
             };
             self.last_active = now;
-            let written = match socket_calls::send(&self.stream, &scratch[..read]) {
-                Ok(written) => written,
-                // What was not sent goes as unsent, below.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    0
-                }
-                Err(e) => return Err(e),
-            };
-            self.echoed += written as u64;
-            if written < read {
-                self.unsent = scratch[written..read].to_vec();
-                // Until a write would block, no event says when to go on.
-                self.send_unsent(now)?;
-            }
+            self.echo_bytes(&scratch[..read], now)?;
             // A read that did not fill the buffer found the socket empty:
             // no read that fails with WouldBlock after every message.
             if read < scratch.len() && SHORT_READ_DRAINS && !self.closing {
@@ -481,6 +637,31 @@ impl Connection {
             return Ok(Turn::Ended(Ending::PeerClosed));
         }
         Ok(Turn::Waiting)
+    }
+
+    /// Sends `bytes` back; what the kernel does not take waits in `unsent`.
+    #[inline]
+    fn echo_bytes(&mut self, bytes: &[u8], now: Instant) -> io::Result<()> {
+        let written = match socket_calls::send(&self.stream, bytes) {
+            Ok(written) => written,
+            // What was not sent goes as unsent, below.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                0
+            }
+            Err(e) => return Err(e),
+        };
+        self.echoed += written as u64;
+        if written < bytes.len() {
+            self.unsent = bytes[written..].to_vec();
+            // Until a write would block, no event says when to go on.
+            self.send_unsent(now)?;
+        }
+        Ok(())
     }
 
     /// Writes what the kernel did not take before, as far as it now goes.
@@ -506,5 +687,18 @@ impl Connection {
             self.unsent.drain(..sent);
         }
         Ok(())
+    }
+}
+
+#[cfg(all(test, target_os = "linux", target_pointer_width = "64"))]
+mod tests {
+    use super::*;
+
+    /// What an idle connection costs (the README's "about 120 bytes"): the
+    /// PROXY protocol's flag lives in what was padding, and a pending
+    /// header's bytes live outside the connection.
+    #[test]
+    fn a_connection_stays_within_120_bytes() {
+        assert!(std::mem::size_of::<Connection>() <= 120);
     }
 }

@@ -200,6 +200,7 @@ async fn run(
     let limits = Limits::new(&service.config.server);
     let controller = ShutdownController::default();
     let addresses = listeners.describe().to_string();
+    let proxied = listeners.describe_proxied();
     let mut serving = JoinSet::new();
     for socket in listeners.udp {
         let socket = tokio::net::UdpSocket::from_std(socket).map_err(StartupError::Runtime)?;
@@ -218,8 +219,10 @@ async fn run(
         Origin::Configured => "bound from the configuration",
         Origin::Activated => "passed by the service manager",
     };
+    // The field is left out when no listener takes the PROXY protocol.
+    let proxy_protocol = (!proxied.is_empty()).then_some(proxied.as_str());
     info!(version = env!("CARGO_PKG_VERSION"), config = %service.source, listening = %addresses, sockets,
-        workers = worker_count, "echo-server started");
+        workers = worker_count, proxy_protocol, "echo-server started");
     notifier.ready(&status_line(&addresses, &limits));
     let heartbeat = tokio::spawn(heartbeat(
         notifier.without_parent(),

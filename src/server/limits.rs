@@ -1,5 +1,7 @@
-//! The settings a SIGHUP can change while connections are open, and the
-//! count of open connections that `max_connections` is checked against.
+//! The settings a SIGHUP can change while connections are open, the count
+//! of open connections that `max_connections` is checked against, and the
+//! count of connections refused for a missing or broken PROXY protocol
+//! header (until the daemon has metrics, the log reports it).
 //!
 //! They are plain atomics, read on every accept and every idle sweep, so a
 //! reload reaches connections that are already open without any locking on
@@ -20,7 +22,12 @@ pub(crate) struct Limits {
     /// Nanoseconds; 0 means never.
     idle_timeout_ns: AtomicU64,
     udp_rate_limit: AtomicU32,
+    /// Nanoseconds; never 0 (the configuration refuses it).
+    proxy_protocol_timeout_ns: AtomicU64,
     open_connections: AtomicUsize,
+    /// Connections closed without a valid PROXY protocol header in time,
+    /// by all workers since the start.
+    proxy_header_failures: AtomicU64,
     reloaded: watch::Sender<()>,
 }
 
@@ -30,7 +37,9 @@ impl Limits {
             max_connections: AtomicUsize::new(0),
             idle_timeout_ns: AtomicU64::new(0),
             udp_rate_limit: AtomicU32::new(0),
+            proxy_protocol_timeout_ns: AtomicU64::new(0),
             open_connections: AtomicUsize::new(0),
+            proxy_header_failures: AtomicU64::new(0),
             reloaded: watch::Sender::new(()),
         };
         limits.update(config);
@@ -39,7 +48,10 @@ impl Limits {
 
     /// Applies a reloaded configuration.
     pub(crate) fn update(&self, config: &ServerConfig) {
-        let idle_ns = u64::try_from(config.idle_timeout.0.as_nanos()).unwrap_or(u64::MAX);
+        let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let idle_ns = nanos(config.idle_timeout.0);
+        self.proxy_protocol_timeout_ns
+            .store(nanos(config.proxy_protocol_timeout.0), Ordering::Relaxed);
         self.max_connections
             .store(config.max_connections, Ordering::Relaxed);
         self.idle_timeout_ns.store(idle_ns, Ordering::Relaxed);
@@ -63,6 +75,18 @@ impl Limits {
             0 => None,
             ns => Some(Duration::from_nanos(ns)),
         }
+    }
+
+    /// How long a connection to a `proxy_protocol` listener may take to
+    /// send its header.
+    pub(crate) fn proxy_protocol_timeout(&self) -> Duration {
+        Duration::from_nanos(self.proxy_protocol_timeout_ns.load(Ordering::Relaxed))
+    }
+
+    /// Counts a connection closed for its PROXY protocol header; returns
+    /// how many there have been.
+    pub(crate) fn count_proxy_header_failure(&self) -> u64 {
+        self.proxy_header_failures.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Datagrams per second per source address; 0 means unlimited.

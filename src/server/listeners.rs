@@ -17,7 +17,7 @@ use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
 use socket2::{Domain, Socket, Type};
 
 use crate::server::activation::{self, Inherited};
-use crate::server::config::ServerConfig;
+use crate::server::config::{ListenEntry, ServerConfig};
 use crate::server::error::{Protocol, StartupError};
 use crate::shared::address::HostPort;
 
@@ -30,10 +30,18 @@ const PORT_PAIR_ATTEMPTS: usize = 10;
 /// Every socket the daemon serves.
 #[derive(Debug)]
 pub(crate) struct Listeners {
-    pub(crate) tcp: Vec<TcpListener>,
+    pub(crate) tcp: Vec<TcpEndpoint>,
     pub(crate) udp: Vec<UdpSocket>,
     /// Where they came from, for the start-up line.
     pub(crate) origin: Origin,
+}
+
+/// A listening TCP socket, and whether its connections begin with a PROXY
+/// protocol header.
+#[derive(Debug)]
+pub(crate) struct TcpEndpoint {
+    pub(crate) listener: TcpListener,
+    pub(crate) proxy_protocol: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,27 +74,44 @@ impl Listeners {
             udp: Vec::new(),
             origin: Origin::Configured,
         };
-        for addr in resolve_all(&config.listen_addrs())? {
-            if config.udp {
+        for (addr, proxy_protocol) in resolve_all(&config.listen_entries())? {
+            let listener = if config.udp {
                 let (tcp, udp) = bind_pair(addr)?;
-                listeners.tcp.push(tcp);
                 listeners.udp.push(udp);
+                tcp
             } else {
-                listeners.tcp.push(bind_tcp(addr)?);
-            }
+                bind_tcp(addr)?
+            };
+            listeners.tcp.push(TcpEndpoint {
+                listener,
+                proxy_protocol,
+            });
         }
         Ok(listeners)
     }
 
     /// The bound addresses, as the start-up line reports them.
     pub(crate) fn describe(&self) -> BoundAddresses {
-        let tcp = self.tcp.iter().filter_map(|l| l.local_addr().ok());
+        let tcp = self.tcp.iter().filter_map(|t| t.listener.local_addr().ok());
         let udp = self.udp.iter().filter_map(|s| s.local_addr().ok());
         BoundAddresses(
             tcp.map(|a| (Protocol::Tcp, a))
                 .chain(udp.map(|a| (Protocol::Udp, a)))
                 .collect(),
         )
+    }
+
+    /// The addresses whose connections begin with a PROXY protocol
+    /// header, for the start-up line (empty if none).
+    pub(crate) fn describe_proxied(&self) -> String {
+        let proxied: Vec<String> = self
+            .tcp
+            .iter()
+            .filter(|t| t.proxy_protocol)
+            .filter_map(|t| t.listener.local_addr().ok())
+            .map(|addr| addr.to_string())
+            .collect();
+        proxied.join(" ")
     }
 }
 
@@ -106,20 +131,27 @@ impl fmt::Display for BoundAddresses {
     }
 }
 
-/// Resolves every entry; a name may yield several addresses (`localhost`
-/// gives 127.0.0.1 and ::1), and each is served once.
-fn resolve_all(entries: &[HostPort]) -> Result<Vec<SocketAddr>, StartupError> {
-    let mut addrs = Vec::new();
+/// Resolves every entry, with its `proxy_protocol`; a name may yield
+/// several addresses (`localhost` gives 127.0.0.1 and ::1), and each is
+/// served once. One address cannot both take the PROXY protocol and not;
+/// port 0 is a port of its own for each entry.
+fn resolve_all(entries: &[ListenEntry]) -> Result<Vec<(SocketAddr, bool)>, StartupError> {
+    let mut addrs: Vec<(SocketAddr, bool)> = Vec::new();
     for entry in entries {
-        let resolved = (entry.host.as_str(), entry.port)
-            .to_socket_addrs()
-            .map_err(|source| StartupError::Resolve {
-                host: entry.host.to_string(),
-                source,
-            })?;
+        let HostPort { host, port } = &entry.address;
+        let resolved =
+            (host.as_str(), *port)
+                .to_socket_addrs()
+                .map_err(|source| StartupError::Resolve {
+                    host: host.to_string(),
+                    source,
+                })?;
         for addr in resolved {
-            if !addrs.contains(&addr) {
-                addrs.push(addr);
+            let same = |(known, _): &&(SocketAddr, bool)| *known == addr && addr.port() != 0;
+            match addrs.iter().find(same) {
+                None => addrs.push((addr, entry.proxy_protocol)),
+                Some((_, proxied)) if *proxied == entry.proxy_protocol => {}
+                Some(_) => return Err(StartupError::ConflictingProxyProtocol { addr }),
             }
         }
     }

@@ -11,7 +11,7 @@
 //! ```text
 //! launch ─┬─> config ─> (shared) address, duration
 //!         ├─> listeners ─> activation
-//!         ├─> workers ─┬─> event_loop ─> mailbox, limits, shutdown, throttle
+//!         ├─> workers ─┬─> event_loop ─> mailbox, limits, proxy_header, shutdown, throttle
 //!         │            └─> mailbox
 //!         ├─> udp ─> limits, shutdown, throttle
 //!         ├─> limits ─> config
@@ -43,6 +43,7 @@ pub(crate) mod listeners;
 pub(crate) mod logging;
 pub(crate) mod mailbox;
 pub(crate) mod notify;
+pub(crate) mod proxy_header;
 pub(crate) mod shutdown;
 pub(crate) mod signals;
 pub(crate) mod throttle;

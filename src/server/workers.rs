@@ -24,7 +24,6 @@
 //! shutdown uses the same broadcast and guards as everything else.
 
 use std::io;
-use std::net::TcpListener;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -33,6 +32,7 @@ use tokio::sync::oneshot;
 
 use crate::server::event_loop::EventLoop;
 use crate::server::limits::Limits;
+use crate::server::listeners::TcpEndpoint;
 use crate::server::mailbox::{self, Command, Mailbox};
 use crate::server::shutdown::{Shutdown, ShutdownController};
 
@@ -64,7 +64,7 @@ impl Workers {
     /// carries the stop signal and reloads to the workers.
     pub(crate) fn start(
         count: usize,
-        listeners: Vec<TcpListener>,
+        listeners: Vec<TcpEndpoint>,
         limits: &Arc<Limits>,
         controller: &ShutdownController,
     ) -> io::Result<Workers> {
@@ -76,7 +76,12 @@ impl Workers {
                 poll,
                 listeners
                     .iter()
-                    .map(TcpListener::try_clone)
+                    .map(|endpoint| {
+                        Ok(TcpEndpoint {
+                            listener: endpoint.listener.try_clone()?,
+                            proxy_protocol: endpoint.proxy_protocol,
+                        })
+                    })
                     .collect::<io::Result<_>>()?,
                 Arc::clone(limits),
                 controller.guard(),

@@ -411,6 +411,24 @@ pub fn with_lost_stdout(command: impl Fn() -> Command) -> [(i32, String); 2] {
     })
 }
 
+/// Runs `systemd-socket-activate ARGS` (which names echo-server in ARGS)
+/// without a config file: the sockets it binds are passed to the server as
+/// a `.socket` unit would pass them, on the first connection. Returns once
+/// they are bound, with the standard error of both.
+pub fn socket_activate(args: &[&str]) -> (Child, LogLines) {
+    let mut child = Command::new("systemd-socket-activate")
+        .args(args)
+        .env("ECHO_SERVER_CONFIG", "")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("systemd-socket-activate (package systemd) is installed by scripts/test.sh");
+    let log = LogLines::default();
+    log.clone().collect(child.stderr.take().unwrap());
+    log.wait_for("Listening on");
+    (child, log)
+}
+
 /// Runs the server binary to completion with `args` and returns
 /// (exit code, stdout, stderr).
 pub fn run_server(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
@@ -464,6 +482,19 @@ pub fn clients_at_once_get_their_own_bytes(addr: SocketAddr, clients: u64, round
     for client in clients {
         client.join().unwrap();
     }
+}
+
+/// A connection from `source` (another loopback address than 127.0.0.1,
+/// so that logs can tell this client from others) to 127.0.0.1:`port`.
+pub fn connect_from(source: std::net::Ipv4Addr, port: u16) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from((source, 0)).into()).unwrap();
+    socket
+        .connect(&SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)).into())
+        .unwrap();
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream
 }
 
 /// Sends `message` and reads exactly its echo back.

@@ -68,6 +68,7 @@ shipped_defaults! {
     server.max_connections: usize,
     server.idle_timeout: HumanDuration,
     server.shutdown_grace: HumanDuration,
+    server.proxy_protocol_timeout: HumanDuration,
     server.workers: usize,
     log.level: LogLevel,
     log.format: LogFormat,

@@ -49,9 +49,10 @@ pub(crate) struct ServerConfig {
     /// ...and one port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) port: Option<u16>,
-    /// The general form: any number of `HOST:PORT` entries.
+    /// The general form: any number of `HOST:PORT` entries, each of which
+    /// may be a table that also turns on the PROXY protocol.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) listen: Option<Spanned<Vec<HostPort>>>,
+    pub(crate) listen: Option<Spanned<Vec<ListenEntry>>>,
     #[serde(default = "defaults::udp")]
     pub(crate) udp: bool,
     #[serde(default = "defaults::udp_rate_limit")]
@@ -65,6 +66,13 @@ pub(crate) struct ServerConfig {
     pub(crate) idle_timeout: HumanDuration,
     #[serde(default = "defaults::shutdown_grace")]
     pub(crate) shutdown_grace: HumanDuration,
+    /// How long a connection to a `proxy_protocol` listener may take to
+    /// send its header.
+    #[serde(
+        default = "defaults::proxy_protocol_timeout",
+        deserialize_with = "non_zero_duration"
+    )]
+    pub(crate) proxy_protocol_timeout: HumanDuration,
     /// Threads serving TCP; 0 means one per CPU the daemon may run on.
     #[serde(default = "defaults::workers", deserialize_with = "worker_count")]
     pub(crate) workers: usize,
@@ -87,6 +95,76 @@ pub(crate) struct LogConfig {
     pub(crate) rotation: Rotation,
     #[serde(default = "defaults::max_files")]
     pub(crate) max_files: usize,
+}
+
+/// One address to listen on: `"HOST:PORT"`, or the table
+/// `{ address = "HOST:PORT", proxy_protocol = true }` for a listener behind
+/// a load balancer that sends the PROXY protocol header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ListenEntry {
+    pub(crate) address: HostPort,
+    /// Every connection must start with a PROXY protocol header (v1 or v2),
+    /// which names the client; it is consumed, not echoed.
+    pub(crate) proxy_protocol: bool,
+}
+
+/// The table form of a `listen` entry, as written in the file.
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct ListenTable {
+    address: HostPort,
+    #[serde(default)]
+    proxy_protocol: bool,
+}
+
+impl<'de> Deserialize<'de> for ListenEntry {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntryVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for EntryVisitor {
+            type Value = ListenEntry;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"HOST:PORT\" or { address = \"HOST:PORT\", proxy_protocol = true }")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<ListenEntry, E> {
+                Ok(ListenEntry {
+                    address: text.parse().map_err(E::custom)?,
+                    proxy_protocol: false,
+                })
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<ListenEntry, A::Error> {
+                let table =
+                    ListenTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(ListenEntry {
+                    address: table.address,
+                    proxy_protocol: table.proxy_protocol,
+                })
+            }
+        }
+
+        deserializer.deserialize_any(EntryVisitor)
+    }
+}
+
+impl Serialize for ListenEntry {
+    /// The plain form unless the entry needs the table.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.proxy_protocol {
+            ListenTable {
+                address: self.address.clone(),
+                proxy_protocol: true,
+            }
+            .serialize(serializer)
+        } else {
+            self.address.serialize(serializer)
+        }
+    }
 }
 
 /// Settings for `--daemon` (classic daemon mode); ignored otherwise.
@@ -115,16 +193,19 @@ impl Default for Config {
 
 impl ServerConfig {
     /// Every address to serve, whichever form the file used.
-    pub(crate) fn listen_addrs(&self) -> Vec<HostPort> {
+    pub(crate) fn listen_entries(&self) -> Vec<ListenEntry> {
         match &self.listen {
             Some(list) => list.get_ref().clone(),
-            None => vec![HostPort {
-                host: self
-                    .host
-                    .as_ref()
-                    .map(|h| h.get_ref().clone())
-                    .unwrap_or_else(defaults::host),
-                port: self.port.unwrap_or_else(defaults::port),
+            None => vec![ListenEntry {
+                address: HostPort {
+                    host: self
+                        .host
+                        .as_ref()
+                        .map(|h| h.get_ref().clone())
+                        .unwrap_or_else(defaults::host),
+                    port: self.port.unwrap_or_else(defaults::port),
+                },
+                proxy_protocol: false,
             }],
         }
     }
@@ -133,7 +214,7 @@ impl ServerConfig {
     /// configuration always reads the same way and overrides have one place
     /// to act on.
     fn normalize(&mut self) {
-        let addrs = self.listen_addrs();
+        let addrs = self.listen_entries();
         self.host = None;
         self.port = None;
         self.listen = Some(Spanned::new(0..0, addrs));
@@ -205,14 +286,16 @@ impl Config {
     /// port, so `--port 7007` moves a multi-address server as a whole.
     pub(crate) fn apply(&mut self, overrides: &Overrides) {
         if overrides.host.is_some() || overrides.port.is_some() {
-            let mut addrs: Vec<HostPort> = Vec::new();
-            for addr in self.server.listen_addrs() {
-                let addr = HostPort {
-                    host: overrides.host.clone().unwrap_or(addr.host),
-                    port: overrides.port.unwrap_or(addr.port),
+            let mut addrs: Vec<ListenEntry> = Vec::new();
+            for entry in self.server.listen_entries() {
+                let address = HostPort {
+                    host: overrides.host.clone().unwrap_or(entry.address.host),
+                    port: overrides.port.unwrap_or(entry.address.port),
                 };
-                if !addrs.contains(&addr) {
-                    addrs.push(addr);
+                // Entries that become one address keep the first one's
+                // proxy_protocol.
+                if !addrs.iter().any(|known| known.address == address) {
+                    addrs.push(ListenEntry { address, ..entry });
                 }
             }
             self.server.listen = Some(Spanned::new(0..0, addrs));
@@ -243,7 +326,7 @@ impl Config {
         [
             (
                 "server.listen",
-                new.server.listen_addrs() != old.server.listen_addrs(),
+                new.server.listen_entries() != old.server.listen_entries(),
             ),
             ("server.udp", new.server.udp != old.server.udp),
             ("server.workers", new.server.workers != old.server.workers),
@@ -269,6 +352,18 @@ fn non_empty_directory<'de, D: Deserializer<'de>>(
         ));
     }
     Ok(Some(path))
+}
+
+fn non_zero_duration<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<HumanDuration, D::Error> {
+    let value = HumanDuration::deserialize(deserializer)?;
+    if value.0.is_zero() {
+        return Err(serde::de::Error::custom(
+            "must be longer than 0: a connection that never sends its header must not stay open",
+        ));
+    }
+    Ok(value)
 }
 
 fn at_least_one<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
@@ -345,6 +440,20 @@ mod tests {
         Config::parse(text, &ConfigSource::CommandLine(PathBuf::from("test.toml")))
     }
 
+    /// The listen addresses, as written, with ` (proxy)` after those that
+    /// take the PROXY protocol.
+    fn addresses(config: &Config) -> Vec<String> {
+        config
+            .server
+            .listen_entries()
+            .iter()
+            .map(|entry| {
+                let proxy = if entry.proxy_protocol { " (proxy)" } else { "" };
+                format!("{}{proxy}", entry.address)
+            })
+            .collect()
+    }
+
     #[test]
     fn shipped_file_sets_every_key() {
         defaults::check_all();
@@ -361,10 +470,7 @@ mod tests {
     #[test]
     fn shipped_file_is_the_documented_default() {
         let config = Config::default();
-        assert_eq!(
-            config.server.listen_addrs(),
-            vec!["127.0.0.1:65432".parse().unwrap()]
-        );
+        assert_eq!(addresses(&config), ["127.0.0.1:65432"]);
         assert!(!config.server.udp);
         assert_eq!(config.log.level, LogLevel::Info);
         assert_eq!(config.log.directory, None);
@@ -376,13 +482,61 @@ mod tests {
     fn listen_list_accepts_ipv4_ipv6_and_names() {
         let config =
             parse("[server]\nlisten = [\"0.0.0.0:7\", \"[::]:7\", \"localhost:8\"]\n").unwrap();
-        let addrs: Vec<String> = config
-            .server
-            .listen_addrs()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        assert_eq!(addrs, ["0.0.0.0:7", "[::]:7", "localhost:8"]);
+        assert_eq!(addresses(&config), ["0.0.0.0:7", "[::]:7", "localhost:8"]);
+    }
+
+    #[test]
+    fn listen_tables_turn_on_the_proxy_protocol_per_address() {
+        let config = parse(
+            "[server]\nlisten = [\"127.0.0.1:7\", { address = \"[::]:7007\", proxy_protocol = true }, { address = \"0.0.0.0:8\" }]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            addresses(&config),
+            ["127.0.0.1:7", "[::]:7007 (proxy)", "0.0.0.0:8"]
+        );
+        // Printed back in the plain form where it can be, and read back the same.
+        let printed = config.to_toml();
+        assert!(
+            printed.contains(
+                "\"127.0.0.1:7\", { address = \"[::]:7007\", proxy_protocol = true }, \"0.0.0.0:8\""
+            ),
+            "{printed}"
+        );
+        assert_eq!(parse(&printed).unwrap(), config);
+        // The same with [[server.listen]] tables.
+        let config =
+            parse("[[server.listen]]\naddress = \"[::1]:9\"\nproxy_protocol = true\n").unwrap();
+        assert_eq!(addresses(&config), ["[::1]:9 (proxy)"]);
+    }
+
+    #[test]
+    fn bad_listen_tables_say_what_is_wrong_where() {
+        for (input, needle, position) in [
+            (
+                "listen = [{ adress = \"1.2.3.4:7\" }]",
+                "unknown field `adress`",
+                (2, 13),
+            ),
+            (
+                "listen = [{ proxy_protocol = true }]",
+                "missing field `address`",
+                (2, 11),
+            ),
+            ("listen = [{ address = \"1.2.3.4\" }]", "HOST:PORT", (2, 23)),
+            (
+                "listen = [{ address = \"1.2.3.4:7\", proxy_protocol = \"yes\" }]",
+                "boolean",
+                (2, 53),
+            ),
+            ("listen = [7]", "\"HOST:PORT\" or { address", (2, 11)),
+        ] {
+            let err = parse(&format!("[server]\n{input}\n")).unwrap_err();
+            assert!(err.message.contains(needle), "{input}: {err}");
+            assert_eq!(err.position, Some(position), "{input}: {err}");
+        }
+        let err = parse("[server]\nproxy_protocol_timeout = \"0\"\n").unwrap_err();
+        assert!(err.message.contains("longer than 0"), "{err}");
     }
 
     #[test]
@@ -444,24 +598,22 @@ mod tests {
             port: Some(7007),
             ..Overrides::default()
         });
-        let addrs: Vec<String> = config
-            .server
-            .listen_addrs()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        assert_eq!(addrs, ["0.0.0.0:7007", "[::]:7007"]);
+        assert_eq!(addresses(&config), ["0.0.0.0:7007", "[::]:7007"]);
         config.apply(&Overrides {
             host: Some("::1".parse().unwrap()),
             ..Overrides::default()
         });
-        let addrs: Vec<String> = config
-            .server
-            .listen_addrs()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        assert_eq!(addrs, ["[::1]:7007"]);
+        assert_eq!(addresses(&config), ["[::1]:7007"]);
+        // An override keeps each entry's proxy_protocol.
+        let mut config = parse(
+            "[server]\nlisten = [\"0.0.0.0:7\", { address = \"0.0.0.0:8\", proxy_protocol = true }]\n",
+        )
+        .unwrap();
+        config.apply(&Overrides {
+            host: Some("127.0.0.2".parse().unwrap()),
+            ..Overrides::default()
+        });
+        assert_eq!(addresses(&config), ["127.0.0.2:7", "127.0.0.2:8 (proxy)"]);
     }
 
     #[test]
@@ -520,5 +672,13 @@ mod tests {
             old.restart_only_changes(&new),
             ["server.listen", "server.workers"]
         );
+        // Turning on the PROXY protocol changes the listener; its timeout
+        // is live.
+        let plain = parse("[server]\nlisten = [\"127.0.0.1:7\"]\n").unwrap();
+        let proxied = parse(
+            "[server]\nlisten = [{ address = \"127.0.0.1:7\", proxy_protocol = true }]\nproxy_protocol_timeout = \"1s\"\n",
+        )
+        .unwrap();
+        assert_eq!(plain.restart_only_changes(&proxied), ["server.listen"]);
     }
 }
