@@ -10,7 +10,7 @@ Usage: ./scripts/test.sh [--help]
 
 Installs missing test prerequisites (shellcheck, python3, util-linux,
 iproute2, socat, systemd's tools, OpenSSH client and server, PuTTY's tools,
-sudo, rustfmt, clippy, the Rust standard library for Windows), then runs,
+Prometheus, node_exporter, Nagios 4, sudo, rustfmt, clippy, the Rust standard library for Windows), then runs,
 in order:
   cargo fmt --check
   cargo clippy --all-targets --features host-tests -- -D warnings
@@ -68,6 +68,10 @@ install_packages() {
         [plink]=putty-tools
         [pscp]=putty-tools
         [puttygen]=putty-tools
+        [promtool]=prometheus
+        [prometheus]=prometheus
+        [prometheus-node-exporter]=prometheus-node-exporter
+        [nagios4]=nagios4-core
     )
     local command missing=()
     for command in "${!package_of[@]}"; do
