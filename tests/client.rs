@@ -612,6 +612,163 @@ fn extra_bytes_after_the_echo_are_a_mismatch() {
     assert_eq!(run.code, 1, "{}", run.stderr);
 }
 
+/// A server that echoes every other connection's bytes and closes the
+/// rest at once: half the probes of a check are lost, deterministically.
+fn answering_every_other_connection() -> SocketAddr {
+    let accepted = Arc::new(AtomicUsize::new(0));
+    serve_each(move |mut stream| {
+        if accepted.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
+            let mut bytes = Vec::new();
+            let _ = stream.read_to_end(&mut bytes);
+            let _ = stream.write_all(&bytes);
+        }
+    })
+}
+
+#[test]
+fn json_reports_loss_and_the_round_trip_spread() {
+    let target = answering_every_other_connection().to_string();
+    let run = client(&["check", &target, "-n", "4", "-i", "1ms", "--json"]);
+    assert_eq!(run.code, 2, "{}", run.stdout());
+    let report = &json(&run)["targets"][0];
+    assert_eq!(
+        (report["healthy"].as_u64(), report["lost"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(report["loss_percent"], 50.0);
+    let rtt = &report["rtt_ms"];
+    for field in ["min", "avg", "max", "stddev", "p50", "p90", "p99"] {
+        assert!(rtt[field].as_f64().is_some(), "no {field}: {report}");
+    }
+    let run = client(&["check", &target, "--json"]);
+    let report = &json(&run)["targets"][0];
+    assert!(report["rtt_ms"]["avg"].as_f64().is_some(), "{report}");
+    assert!(
+        report["rtt_ms"].get("p50").is_none(),
+        "one probe, no spread: {report}"
+    );
+}
+
+#[test]
+fn check_is_a_nagios_plugin_with_thresholds_and_performance_data() {
+    let server = Server::start("");
+    let healthy = server.addr().to_string();
+    let nagios = |extra: &[&str]| {
+        let mut args = vec!["check", "--format", "nagios", "-n", "4", "-i", "1ms"];
+        args.extend_from_slice(extra);
+        client(&args)
+    };
+    let run = nagios(&[&healthy, "-w", "10000,20%", "-c", "20000,60%"]);
+    assert_eq!(run.code, 0, "{}", run.stdout());
+    let line = run.stdout();
+    assert!(
+        line.starts_with(&format!(
+            "ECHO OK - {healthy} TCP: 4/4 echoes, 0% lost, rtt avg "
+        )),
+        "{line}"
+    );
+    let performance = line.trim_end().split_once('|').unwrap().1;
+    assert!(performance.starts_with("rtt="), "{line}");
+    assert!(
+        performance.ends_with("ms;10000;20000;0; loss=0%;20;60;0;100"),
+        "{line}"
+    );
+    // Ranges that every round trip falls inside, so the state is certain.
+    assert_eq!(nagios(&[&healthy, "-w", "@0:100000"]).code, 1);
+    assert_eq!(
+        nagios(&[&healthy, "-w", "@0:100000", "-c", "@0:100000"]).code,
+        2
+    );
+    assert_eq!(nagios(&[&healthy, "-c", "0.000001:"]).code, 0);
+
+    let lossy = answering_every_other_connection().to_string();
+    let run = nagios(&[&lossy, "-w", ",40%", "-c", ",60%"]);
+    assert_eq!(run.code, 1, "half lost is a warning here: {}", run.stdout());
+    assert!(
+        run.stdout().contains("loss=50%;40;60;0;100"),
+        "{}",
+        run.stdout()
+    );
+    let run = nagios(&[&lossy, "-w", "1000"]);
+    assert_eq!(
+        run.code,
+        2,
+        "loss without loss thresholds is critical: {}",
+        run.stdout()
+    );
+
+    let closed = closed_port().to_string();
+    let run = nagios(&[&closed]);
+    assert_eq!(run.code, 2);
+    assert!(run.stdout().contains("rtt=U;"), "{}", run.stdout());
+    let corrupt = corrupting_server().to_string();
+    assert_eq!(nagios(&[&corrupt]).code, 2);
+}
+
+#[test]
+fn a_nagios_plugins_bad_command_line_is_unknown() {
+    for args in [
+        &["check", "--format", "nagios", "-w", "10:5"][..],
+        &["check", "--format=nagios", "--no-such-option"],
+        &["check", "--format", "nagios", "-n", "0"],
+        &["check", "--format", "nagios", "--output", "x.prom"],
+    ] {
+        let run = client(args);
+        assert_eq!(run.code, 3, "{args:?}: {}", run.stdout());
+        let output = run.stdout();
+        assert!(
+            output.starts_with("ECHO UNKNOWN - echo-client: "),
+            "{args:?}: {output}"
+        );
+        assert_eq!(output.lines().count(), 1, "{output}");
+    }
+    let run = client(&["check", "-w", "100"]);
+    assert_eq!(run.code, 64, "outside nagios mode, a usage error is 64");
+    assert!(
+        run.stderr.contains("thresholds of --format nagios"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn the_textfile_replaces_its_file_whole_or_says_why_not() {
+    let server = Server::start("");
+    let healthy = server.addr().to_string();
+    let closed = closed_port().to_string();
+    let directory = TestDir::new();
+    let file = directory.path().join("echo.prom");
+    let path = file.to_str().unwrap();
+    let run = client(&[
+        "check", "--format", "textfile", "-o", path, &healthy, &closed,
+    ]);
+    assert_eq!(
+        run.code, 2,
+        "the exit code is still the check's: {}",
+        run.stderr
+    );
+    assert!(run.stdout.is_empty());
+    let text = std::fs::read_to_string(&file).unwrap();
+    for line in [
+        format!("echo_check_up{{target=\"{healthy}\",protocol=\"tcp\"}} 1.0"),
+        format!("echo_check_up{{target=\"{closed}\",protocol=\"tcp\"}} 0.0"),
+        format!("echo_check_loss_ratio{{target=\"{closed}\",protocol=\"tcp\"}} 1.0"),
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+    }
+    let unwritable = directory.path().join("missing").join("echo.prom");
+    let run = client(&[
+        "check",
+        "--format",
+        "textfile",
+        "-o",
+        unwritable.to_str().unwrap(),
+        &healthy,
+    ]);
+    assert_eq!(run.code, 74, "{}", run.stderr);
+    assert!(run.stderr.contains("cannot write"), "{}", run.stderr);
+}
+
 #[test]
 fn retries_repeat_an_attempt_that_timed_out() {
     let accepted = Arc::new(AtomicUsize::new(0));

@@ -7,7 +7,9 @@ use clap::parser::ValueSource;
 use clap::{Args, Parser, Subcommand};
 use echo_service::client::MAX_UDP_PAYLOAD;
 use echo_service::client::bench::{self, BenchOptions};
-use echo_service::client::check::{self, CheckOptions};
+use echo_service::client::check::{
+    self, CheckOptions, Format, NagiosState, NagiosThresholds, Thresholds,
+};
 use echo_service::client::inventory;
 use echo_service::client::pipe::{self, PipeOptions};
 use echo_service::client::send::{self, SendOptions};
@@ -40,7 +42,7 @@ enum Command {
     /// Send a message and print the echo; exit 0 only if it came back unchanged.
     Send(SendArgs),
     /// Check that targets echo correctly, and how fast (for monitoring).
-    Check(CheckArgs),
+    Check(Box<CheckArgs>),
     /// Load a target and report throughput and latency.
     Bench(BenchArgs),
     /// Copy standard input to the server and its echo to standard output.
@@ -104,9 +106,32 @@ struct CheckArgs {
     /// Bound on each attempt: connect, send and the whole echo.
     #[arg(short, long, default_value = "5s", value_name = "DURATION")]
     timeout: HumanDuration,
-    /// Print the results as JSON.
-    #[arg(long)]
+    /// How to write the results: human, json, nagios (a Nagios/Icinga plugin: exit 0 OK,
+    /// 1 WARNING, 2 CRITICAL, 3 UNKNOWN) or textfile (Prometheus text for node_exporter).
+    #[arg(long, value_enum, default_value_t = CheckFormat::Human, value_name = "FORMAT")]
+    format: CheckFormat,
+    /// Print the results as JSON (--format json).
+    #[arg(long, conflicts_with = "format")]
     json: bool,
+    /// With --format nagios: WARNING when the average round trip in ms, or the loss in
+    /// percent, is outside a range: RTT[,LOSS%], e.g. 100,20% (ranges as N, N:, ~:N, @N:M).
+    #[arg(short, long, value_name = "RTT[,LOSS%]")]
+    warning: Option<Thresholds>,
+    /// With --format nagios: CRITICAL when outside a range, as for --warning.
+    #[arg(short, long, value_name = "RTT[,LOSS%]")]
+    critical: Option<Thresholds>,
+    /// With --format textfile: replace FILE atomically instead of printing (for
+    /// node_exporter's textfile directory, FILE ends in .prom).
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CheckFormat {
+    Human,
+    Json,
+    Nagios,
+    Textfile,
 }
 
 #[derive(Debug, Args)]
@@ -173,14 +198,39 @@ fn parse_target(text: &str) -> Result<HostPort, String> {
     HostPort::parse_with_default_port(text, DEFAULT_PORT)
 }
 
-/// Ends the process with a usage error.
+/// Ends the process with a usage error; as a Nagios plugin, with the
+/// plugin's UNKNOWN.
 fn usage_error(message: impl std::fmt::Display) -> ! {
+    if nagios_requested() {
+        println!(
+            "{}",
+            NagiosState::Unknown.status_line(&format!("echo-client: {message}"))
+        );
+        std::process::exit(NagiosState::Unknown.exit_code());
+    }
     eprintln!("echo-client: error: {message}");
     std::process::exit(exit_code::USAGE);
 }
 
+/// Whether the command line asks for a Nagios plugin's output. Looked up
+/// before parsing, since a plugin must report even a command line that does
+/// not parse as a plugin does (UNKNOWN, exit 3), not with echo-client's 64.
+fn nagios_requested() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|arg| arg == "--format=nagios")
+        || args.windows(2).any(|pair| pair == ["--format", "nagios"])
+}
+
 fn main() {
-    let (mut cli, matches) = exit_code::parse_args_or_exit::<Cli>();
+    let (mut cli, matches) =
+        exit_code::parse_args_or_else::<Cli>(|error| -> std::convert::Infallible {
+            if error.use_stderr() && nagios_requested() {
+                let rendered = error.to_string();
+                let first_line = rendered.lines().next().unwrap_or_default();
+                usage_error(first_line.trim_start_matches("error: "));
+            }
+            exit_code::exit_with_clap_error(&error)
+        });
     if let Command::Send(args) = &mut cli.command {
         args.target_given = matches
             .subcommand_matches("send")
@@ -189,7 +239,7 @@ fn main() {
     }
     let job = match cli.command {
         Command::Send(args) => Job::Send(send_options(args)),
-        Command::Check(args) => Job::Check(check_options(args)),
+        Command::Check(args) => Job::Check(check_options(*args)),
         Command::Bench(args) => Job::Bench(bench_options(args)),
         Command::Pipe(args) => Job::Pipe(PipeOptions {
             target: args.target_option.unwrap_or(args.target),
@@ -307,6 +357,13 @@ fn check_options(args: CheckArgs) -> CheckOptions {
             "--size: a UDP probe holds at most {MAX_UDP_PAYLOAD} bytes"
         ));
     }
+    let nagios = args.format == CheckFormat::Nagios;
+    if !nagios && (args.warning.is_some() || args.critical.is_some()) {
+        usage_error("--warning and --critical are thresholds of --format nagios");
+    }
+    if args.output.is_some() && args.format != CheckFormat::Textfile {
+        usage_error("--output is where --format textfile writes");
+    }
     CheckOptions {
         targets,
         udp: args.udp,
@@ -315,7 +372,15 @@ fn check_options(args: CheckArgs) -> CheckOptions {
         interval: args.interval.0,
         retries: args.retries,
         timeout: positive(args.timeout, "--timeout"),
-        json: args.json,
+        format: match (args.format, args.json) {
+            (_, true) | (CheckFormat::Json, _) => Format::Json,
+            (CheckFormat::Human, false) => Format::Human,
+            (CheckFormat::Nagios, false) => Format::Nagios(NagiosThresholds {
+                warning: args.warning.unwrap_or_default(),
+                critical: args.critical.unwrap_or_default(),
+            }),
+            (CheckFormat::Textfile, false) => Format::Textfile(args.output),
+        },
     }
 }
 

@@ -6,12 +6,22 @@
 //! Each probe uses a fresh connection (or UDP socket), so the accept path is
 //! tested every time and a late answer to one probe cannot be taken for the
 //! answer to the next.
+//!
+//! What a run found is one list of [`TargetReport`]s; how it is written out
+//! is the `--format`'s business: a line per target for people, JSON for
+//! scripts, a Nagios plugin's status line (`nagios`) or a Prometheus
+//! textfile (`textfile`).
+
+mod nagios;
+mod textfile;
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+pub use self::nagios::{NagiosState, NagiosThresholds, Range, Thresholds};
 use super::bench::round_to_microseconds;
 use super::{Failure, Verdict, judge_echo, print_result, tcp_echo, udp_echo};
 use crate::shared::address::HostPort;
@@ -30,7 +40,22 @@ pub struct CheckOptions {
     pub retries: u32,
     /// Bound on one attempt: connecting, sending and receiving the echo.
     pub timeout: Duration,
-    pub json: bool,
+    pub format: Format,
+}
+
+/// How the results are written.
+#[derive(Debug, Clone)]
+pub enum Format {
+    /// One line per target, for people.
+    Human,
+    /// One JSON document, for scripts.
+    Json,
+    /// A Nagios/Icinga plugin: one status line with performance data, and
+    /// the plugin exit codes 0 to 3 instead of echo-client's own.
+    Nagios(NagiosThresholds),
+    /// Prometheus's text format for node_exporter's textfile collector, to
+    /// standard output or written atomically to a file.
+    Textfile(Option<PathBuf>),
 }
 
 /// The result for one target, as `--json` prints it.
@@ -44,17 +69,62 @@ pub(crate) struct TargetReport {
     pub(crate) address: Option<SocketAddr>,
     pub(crate) probes: u32,
     pub(crate) healthy: u32,
+    /// Probes that got no echo at all (refused, reset, timed out), as a
+    /// count and a share; a wrong echo is an answer, so it is not lost.
+    pub(crate) lost: u32,
+    pub(crate) loss_percent: f64,
     pub(crate) size: usize,
     pub(crate) rtt_ms: Option<RttSummary>,
     /// Why the worst probe failed.
     pub(crate) error: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize)]
+/// Round-trip times of the healthy probes, in milliseconds. The spread
+/// (standard deviation and percentiles) only where there are several.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub(crate) struct RttSummary {
     pub(crate) min: f64,
     pub(crate) avg: f64,
     pub(crate) max: f64,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub(crate) spread: Option<RttSpread>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub(crate) struct RttSpread {
+    pub(crate) stddev: f64,
+    pub(crate) p50: f64,
+    pub(crate) p90: f64,
+    pub(crate) p99: f64,
+}
+
+impl RttSummary {
+    /// Summarises round trips in milliseconds; `None` for none.
+    fn of(rtts: &[f64]) -> Option<RttSummary> {
+        if rtts.is_empty() {
+            return None;
+        }
+        let mut sorted = rtts.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let count = sorted.len() as f64;
+        let avg = sorted.iter().sum::<f64>() / count;
+        // The nearest-rank percentile: always a round trip that happened.
+        let percentile = |p: f64| sorted[((p * count).ceil() as usize).clamp(1, sorted.len()) - 1];
+        let spread = (sorted.len() > 1).then(|| RttSpread {
+            stddev: round_to_microseconds(
+                (sorted.iter().map(|rtt| (rtt - avg).powi(2)).sum::<f64>() / count).sqrt(),
+            ),
+            p50: round_to_microseconds(percentile(0.50)),
+            p90: round_to_microseconds(percentile(0.90)),
+            p99: round_to_microseconds(percentile(0.99)),
+        });
+        Some(RttSummary {
+            min: round_to_microseconds(sorted[0]),
+            avg: round_to_microseconds(avg),
+            max: round_to_microseconds(sorted[sorted.len() - 1]),
+            spread,
+        })
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -65,6 +135,7 @@ struct Report<'a> {
 
 /// Checks every target at once, prints the results and returns the exit code.
 pub async fn run(options: CheckOptions) -> i32 {
+    let started = SystemTime::now();
     let tasks: Vec<_> = options
         .targets
         .iter()
@@ -77,19 +148,34 @@ pub async fn run(options: CheckOptions) -> i32 {
     let worst = reports
         .iter()
         .fold(Verdict::Healthy, |worst, r| worst.worst(r.verdict));
-    let output = if options.json {
-        let report = Report {
-            exit_code: worst.exit_code(),
-            targets: &reports,
-        };
-        serde_json::to_string_pretty(&report).expect("a report serializes") + "\n"
-    } else {
-        reports
-            .iter()
-            .map(|report| human_line(report) + "\n")
-            .collect()
-    };
-    print_result(output.as_bytes(), worst.exit_code())
+    match &options.format {
+        Format::Human => {
+            let lines: String = reports
+                .iter()
+                .map(|report| human_line(report) + "\n")
+                .collect();
+            print_result(lines.as_bytes(), worst.exit_code())
+        }
+        Format::Json => {
+            let report = Report {
+                exit_code: worst.exit_code(),
+                targets: &reports,
+            };
+            let json = serde_json::to_string_pretty(&report).expect("a report serializes") + "\n";
+            print_result(json.as_bytes(), worst.exit_code())
+        }
+        Format::Nagios(thresholds) => {
+            let (output, state) = nagios::render(&reports, thresholds);
+            print_result(output.as_bytes(), state.exit_code())
+        }
+        Format::Textfile(path) => {
+            let text = textfile::render(&reports, started);
+            match path {
+                None => print_result(text.as_bytes(), worst.exit_code()),
+                Some(path) => textfile::write_atomically(path, &text, worst.exit_code()),
+            }
+        }
+    }
 }
 
 fn human_line(report: &TargetReport) -> String {
@@ -102,6 +188,12 @@ fn human_line(report: &TargetReport) -> String {
         report.size,
         report.protocol
     );
+    if report.lost > 0 {
+        line.push_str(&format!(
+            ", {} lost ({}%)",
+            report.lost, report.loss_percent
+        ));
+    }
     if let Some(rtt) = report.rtt_ms {
         line.push_str(&format!(
             ", rtt min/avg/max {:.3}/{:.3}/{:.3} ms",
@@ -123,6 +215,8 @@ async fn check_target(target: HostPort, options: CheckOptions) -> TargetReport {
         address: None,
         probes: options.count,
         healthy: 0,
+        lost: 0,
+        loss_percent: 0.0,
         size: options.size,
         rtt_ms: None,
         error: None,
@@ -139,6 +233,9 @@ async fn check_target(target: HostPort, options: CheckOptions) -> TargetReport {
                 rtts.push(rtt.as_secs_f64() * 1000.0);
             }
             Err(failure) => {
+                if failure.verdict != Verdict::Mismatch {
+                    report.lost += 1;
+                }
                 if failure.verdict.worst(report.verdict) != report.verdict || report.error.is_none()
                 {
                     report.error = Some(failure.message);
@@ -147,14 +244,10 @@ async fn check_target(target: HostPort, options: CheckOptions) -> TargetReport {
             }
         }
     }
-    if !rtts.is_empty() {
-        let sum: f64 = rtts.iter().sum();
-        report.rtt_ms = Some(RttSummary {
-            min: round_to_microseconds(rtts.iter().copied().fold(f64::INFINITY, f64::min)),
-            avg: round_to_microseconds(sum / rtts.len() as f64),
-            max: round_to_microseconds(rtts.iter().copied().fold(0.0, f64::max)),
-        });
-    }
+    report.rtt_ms = RttSummary::of(&rtts);
+    // Two decimals: a share of at most a few thousand probes.
+    report.loss_percent =
+        (f64::from(report.lost) * 10_000.0 / f64::from(report.probes)).round() / 100.0;
     report.exit_code = report.verdict.exit_code();
     report
 }
@@ -182,5 +275,28 @@ async fn probe_with_retries(
             }
             result => return result,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_round_trip_has_no_spread() {
+        let summary = RttSummary::of(&[1.5]).unwrap();
+        assert_eq!((summary.min, summary.avg, summary.max), (1.5, 1.5, 1.5));
+        assert_eq!(summary.spread, None);
+        assert_eq!(RttSummary::of(&[]), None);
+    }
+
+    #[test]
+    fn percentiles_are_round_trips_that_happened() {
+        let rtts: Vec<f64> = (1..=10).rev().map(f64::from).collect();
+        let summary = RttSummary::of(&rtts).unwrap();
+        assert_eq!((summary.min, summary.avg, summary.max), (1.0, 5.5, 10.0));
+        let spread = summary.spread.unwrap();
+        assert_eq!((spread.p50, spread.p90, spread.p99), (5.0, 9.0, 10.0));
+        assert_eq!(spread.stddev, 2.872);
     }
 }

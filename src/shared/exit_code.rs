@@ -110,7 +110,7 @@ exit_codes! {
     /// Standard input or output failed, so a result was lost (EX_IOERR).
     IO_ERROR = 74 {
         echo_server: Some("`--print-default-config`, `--check-config`: standard output cannot be written, e.g. a full disk; a reader that stops early is no error (EX_IOERR)"),
-        echo_client: Some("`pipe`: standard input or output failed; `send`, `check`, `bench`: a run that was otherwise clean could not write its result, e.g. to a full disk, where a reader that stops early (`| head`) is no error (EX_IOERR)"),
+        echo_client: Some("`pipe`: standard input or output failed; `send`, `check`, `bench`: a run that was otherwise clean could not write its result, e.g. to a full disk, where a reader that stops early (`| head`) is no error; `check --format textfile -o FILE`: FILE could not be replaced, whatever the check found (EX_IOERR)"),
     }
     /// Not allowed to bind the port (EX_NOPERM).
     NO_PERMISSION = 77 {
@@ -136,15 +136,28 @@ pub fn of_clap_error(error: &clap::Error) -> i32 {
 /// matches come along, for what the parsed type does not keep (where a
 /// value came from).
 pub fn parse_args_or_exit<P: clap::Parser>() -> (P, clap::ArgMatches) {
-    let exit = |error: clap::Error| -> ! {
-        let _ = error.print();
-        std::process::exit(of_clap_error(&error))
-    };
-    let matches = P::command().try_get_matches().unwrap_or_else(|e| exit(e));
+    parse_args_or_else(|error| exit_with_clap_error(&error))
+}
+
+/// Parses the command line, handing an error (or `--help`, `--version`) to
+/// `on_error`, which ends the process, for a program that must report some
+/// of them its own way.
+pub fn parse_args_or_else<P: clap::Parser>(
+    on_error: impl Fn(clap::Error) -> std::convert::Infallible,
+) -> (P, clap::ArgMatches) {
+    let matches = P::command()
+        .try_get_matches()
+        .unwrap_or_else(|e| match on_error(e) {});
     let parsed = P::from_arg_matches(&matches)
         .map_err(|e| e.format(&mut P::command()))
-        .unwrap_or_else(|e| exit(e));
+        .unwrap_or_else(|e| match on_error(e) {});
     (parsed, matches)
+}
+
+/// Prints clap's message and ends the process with [`of_clap_error`]'s code.
+pub fn exit_with_clap_error(error: &clap::Error) -> ! {
+    let _ = error.print();
+    std::process::exit(of_clap_error(error))
 }
 
 #[cfg(test)]

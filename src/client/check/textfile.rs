@@ -1,0 +1,259 @@
+//! `check --format textfile`: a run's results in Prometheus's text format,
+//! for node_exporter's textfile collector.
+//!
+//! Why: a cron job that runs `check` every minute is how many sites feed
+//! Prometheus from hosts it does not scrape directly. The collector reads
+//! every `*.prom` file in its directory at each scrape, so a file it reads
+//! must never be half-written: [`write_atomically`] writes a hidden file
+//! beside it and renames it over the old one. The text comes from the
+//! `prometheus-client` crate, which gets the escaping and the format's rules
+//! right; series of a target that never answered are left out rather than
+//! given a made-up value.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::TargetReport;
+use crate::shared::exit_code;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    target: String,
+    protocol: String,
+}
+
+type Gauges = Family<TargetLabels, Gauge<f64, AtomicU64>>;
+
+/// Every series `check` writes, by name (after the `echo_check_` prefix),
+/// unit and help text.
+struct Series {
+    up: Gauges,
+    exit_code: Gauges,
+    probes: Gauges,
+    answered: Gauges,
+    loss_ratio: Gauges,
+    rtt_min: Gauges,
+    rtt_avg: Gauges,
+    rtt_max: Gauges,
+}
+
+impl Series {
+    fn register(registry: &mut Registry) -> Series {
+        let series = Series {
+            up: Gauges::default(),
+            exit_code: Gauges::default(),
+            probes: Gauges::default(),
+            answered: Gauges::default(),
+            loss_ratio: Gauges::default(),
+            rtt_min: Gauges::default(),
+            rtt_avg: Gauges::default(),
+            rtt_max: Gauges::default(),
+        };
+        let plain = [
+            (
+                "up",
+                "1 if every probe of the target came back unchanged, else 0",
+                &series.up,
+            ),
+            (
+                "exit_code",
+                "echo-client's exit code for the target: 0 healthy, 1 mismatch, 2 unreachable, 3 timeout",
+                &series.exit_code,
+            ),
+            (
+                "probes",
+                "Probes sent to the target in the last run",
+                &series.probes,
+            ),
+            (
+                "answered",
+                "Probes whose echo came back unchanged in the last run",
+                &series.answered,
+            ),
+            (
+                "loss_ratio",
+                "Share of the probes that got no echo at all (0 to 1)",
+                &series.loss_ratio,
+            ),
+        ];
+        for (name, help, gauges) in plain {
+            registry.register(name, help, gauges.clone());
+        }
+        let timed = [
+            (
+                "rtt_min",
+                "Shortest round trip of the last run",
+                &series.rtt_min,
+            ),
+            (
+                "rtt_avg",
+                "Average round trip of the last run",
+                &series.rtt_avg,
+            ),
+            (
+                "rtt_max",
+                "Longest round trip of the last run",
+                &series.rtt_max,
+            ),
+        ];
+        for (name, help, gauges) in timed {
+            registry.register_with_unit(name, help, Unit::Seconds, gauges.clone());
+        }
+        series
+    }
+
+    fn record(&self, report: &TargetReport) {
+        let labels = TargetLabels {
+            target: report.target.clone(),
+            protocol: report.protocol.to_ascii_lowercase(),
+        };
+        let set = |gauges: &Gauges, value: f64| {
+            gauges.get_or_create(&labels).set(value);
+        };
+        set(&self.up, if report.exit_code == 0 { 1.0 } else { 0.0 });
+        set(&self.exit_code, f64::from(report.exit_code));
+        set(&self.probes, f64::from(report.probes));
+        set(&self.answered, f64::from(report.healthy));
+        set(&self.loss_ratio, report.loss_percent / 100.0);
+        if let Some(rtt) = report.rtt_ms {
+            set(&self.rtt_min, rtt.min / 1000.0);
+            set(&self.rtt_avg, rtt.avg / 1000.0);
+            set(&self.rtt_max, rtt.max / 1000.0);
+        }
+    }
+}
+
+/// The text of a run that started at `started`.
+pub(super) fn render(reports: &[TargetReport], started: SystemTime) -> String {
+    let mut registry = Registry::with_prefix("echo_check");
+    let series = Series::register(&mut registry);
+    for report in reports {
+        series.record(report);
+    }
+    let last_run = Gauge::<f64, AtomicU64>::default();
+    last_run.set(
+        started
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |since| since.as_secs_f64()),
+    );
+    registry.register_with_unit(
+        "last_run_timestamp",
+        "When the last run of echo-client check started, in seconds since the Unix epoch",
+        Unit::Seconds,
+        last_run,
+    );
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry)
+        .expect("writing to a String does not fail");
+    text
+}
+
+/// Replaces `path` with `text` in one step, so that a reader sees the old
+/// file or the new one, never a part; returns `code`, or
+/// [`exit_code::IO_ERROR`] when the file cannot be written, whatever the
+/// check found: a monitoring system would otherwise read stale results.
+pub(super) fn write_atomically(path: &Path, text: &str, code: i32) -> i32 {
+    match replace(path, text) {
+        Ok(()) => code,
+        Err(e) => {
+            let _ = writeln!(
+                io::stderr(),
+                "echo-client: cannot write {}: {e} (is its directory there and writable?)",
+                path.display()
+            );
+            exit_code::IO_ERROR
+        }
+    }
+}
+
+fn replace(path: &Path, text: &str) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"))?;
+    // Hidden and without the .prom ending, so the collector never reads it.
+    let mut temporary_name = std::ffi::OsString::from(".");
+    temporary_name.push(name);
+    temporary_name.push(format!(".{}.tmp", std::process::id()));
+    let temporary = path.with_file_name(temporary_name);
+    let written = fs::File::create(&temporary).and_then(|mut file| {
+        file.write_all(text.as_bytes())?;
+        file.sync_all()
+    });
+    let renamed = written.and_then(|()| fs::rename(&temporary, path));
+    if renamed.is_err() {
+        let _ = fs::remove_file(&temporary);
+    }
+    renamed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::RttSummary;
+    use super::*;
+    use crate::client::Verdict;
+
+    fn report(target: &str, healthy: u32, rtts: &[f64]) -> TargetReport {
+        TargetReport {
+            target: target.to_string(),
+            protocol: "TCP",
+            verdict: if healthy == 2 {
+                Verdict::Healthy
+            } else {
+                Verdict::Unreachable
+            },
+            exit_code: if healthy == 2 { 0 } else { 2 },
+            address: None,
+            probes: 2,
+            healthy,
+            lost: 2 - healthy,
+            loss_percent: f64::from(2 - healthy) * 50.0,
+            size: 64,
+            rtt_ms: RttSummary::of(rtts),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn every_target_has_its_series_and_a_dead_one_no_round_trips() {
+        let text = render(
+            &[report("a:1", 2, &[1.0, 3.0]), report("b\"\\:2", 0, &[])],
+            UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
+        );
+        for line in [
+            "echo_check_up{target=\"a:1\",protocol=\"tcp\"} 1.0",
+            "echo_check_loss_ratio{target=\"a:1\",protocol=\"tcp\"} 0.0",
+            "echo_check_rtt_avg_seconds{target=\"a:1\",protocol=\"tcp\"} 0.002",
+            "echo_check_up{target=\"b\\\"\\\\:2\",protocol=\"tcp\"} 0.0",
+            "echo_check_exit_code{target=\"b\\\"\\\\:2\",protocol=\"tcp\"} 2.0",
+            "echo_check_loss_ratio{target=\"b\\\"\\\\:2\",protocol=\"tcp\"} 1.0",
+            "echo_check_last_run_timestamp_seconds 1700000000.0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+        }
+        assert!(!text.contains("rtt_avg_seconds{target=\"b"), "{text}");
+    }
+
+    #[test]
+    fn a_file_is_replaced_whole_and_nothing_else_is_left() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("echo.prom");
+        fs::write(&path, "old").unwrap();
+        assert_eq!(write_atomically(&path, "new\n", 2), 2);
+        assert_eq!(fs::read_to_string(&path).unwrap(), "new\n");
+        let names: Vec<_> = fs::read_dir(directory.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["echo.prom"]);
+        let missing = directory.path().join("gone").join("echo.prom");
+        assert_eq!(write_atomically(&missing, "x", 0), exit_code::IO_ERROR);
+    }
+}
