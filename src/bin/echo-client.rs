@@ -14,6 +14,7 @@ use echo_service::client::send::{self, SendOptions};
 use echo_service::shared::address::HostPort;
 use echo_service::shared::duration::HumanDuration;
 use echo_service::shared::exit_code;
+use echo_service::shared::manual::Section;
 use echo_service::shared::protocol::{DEFAULT_HOST, DEFAULT_PORT};
 
 /// Talks to an RFC 862 echo server: send a message, check health for
@@ -180,7 +181,7 @@ fn usage_error(message: impl std::fmt::Display) -> ! {
 }
 
 fn main() {
-    let (mut cli, matches) = exit_code::parse_args_or_exit::<Cli>();
+    let (mut cli, matches) = exit_code::parse_args_or_exit::<Cli>(Section::UserCommands);
     if let Command::Send(args) = &mut cli.command {
         args.target_given = matches
             .subcommand_matches("send")

@@ -124,6 +124,8 @@ exit_codes! {
     }
 }
 
+use crate::shared::{manual, output};
+
 /// The exit code for a command line that clap did not accept: a usage
 /// error, except for `--help` and `--version`, which clap reports the same
 /// way but which succeeded.
@@ -132,15 +134,25 @@ pub fn of_clap_error(error: &clap::Error) -> i32 {
 }
 
 /// Parses the command line; on an error (or `--help`, `--version`) prints
-/// clap's message and ends the process with [`of_clap_error`]'s code. The
-/// matches come along, for what the parsed type does not keep (where a
-/// value came from).
-pub fn parse_args_or_exit<P: clap::Parser>() -> (P, clap::ArgMatches) {
+/// clap's message and ends the process with [`of_clap_error`]'s code. With
+/// the hidden `--generate KIND` it prints the program's man page (in
+/// `section`) or a completion script instead, and exits (see
+/// [`manual`](crate::shared::manual)). The matches come along, for what the
+/// parsed type does not keep (where a value came from).
+pub fn parse_args_or_exit<P: clap::Parser>(section: manual::Section) -> (P, clap::ArgMatches) {
     let exit = |error: clap::Error| -> ! {
         let _ = error.print();
         std::process::exit(of_clap_error(&error))
     };
-    let matches = P::command().try_get_matches().unwrap_or_else(|e| exit(e));
+    let matches = manual::with_generate_option(P::command())
+        .try_get_matches()
+        .unwrap_or_else(|e| exit(e));
+    if let Some(kind) = manual::requested(&matches) {
+        let command = P::command();
+        let program = command.get_name().to_string();
+        let text = manual::render(kind, command, section);
+        std::process::exit(output::print(&program, &text, OK));
+    }
     let parsed = P::from_arg_matches(&matches)
         .map_err(|e| e.format(&mut P::command()))
         .unwrap_or_else(|e| exit(e));
