@@ -204,7 +204,12 @@ fn lifecycle(transport: &str) {
         .split_whitespace()
         .map(|path| format!("/opt/echo-server/current/share/{path}"))
         .collect();
-    assert_eq!(manuals.stdout().lines().collect::<Vec<_>>(), expected, "{}", manuals.stderr);
+    assert_eq!(
+        manuals.stdout().lines().collect::<Vec<_>>(),
+        expected,
+        "{}",
+        manuals.stderr
+    );
     assert!(
         host.shell("cat /usr/local/share/man/man1/echo-client.1")
             .stdout()

@@ -336,12 +336,21 @@ printf '%s\n' "${{COMPREPLY[@]}}"
 /// and bash completes their words: what an operator gets after an install.
 fn assert_manuals_work(host: &SystemdHost) {
     let client_page = host.ssh_ok("man -P cat echo-client 2>&1");
-    for verb in ["ECHO-CLIENT SEND", "ECHO-CLIENT CHECK", "ECHO-CLIENT BENCH", "ECHO-CLIENT PIPE"] {
-        assert!(client_page.contains(verb), "man echo-client lacks {verb}:\n{client_page}");
+    for verb in [
+        "ECHO-CLIENT SEND",
+        "ECHO-CLIENT CHECK",
+        "ECHO-CLIENT BENCH",
+        "ECHO-CLIENT PIPE",
+    ] {
+        assert!(
+            client_page.contains(verb),
+            "man echo-client lacks {verb}:\n{client_page}"
+        );
     }
     let server_page = host.ssh_ok("man -P cat 8 echo-server 2>&1");
     assert!(server_page.contains("--check-config"), "{server_page}");
     assert_eq!(bash_completes(host, "echo-client ch"), ["check"]);
+    assert_eq!(bash_completes(host, "echo-client check --js"), ["--json"]);
     assert!(
         bash_completes(host, "echo-server --check-c").contains(&"--check-config".to_string()),
         "echo-server's completion"
@@ -378,7 +387,9 @@ fn the_debian_package_carries_the_man_pages_and_completions() {
         "./usr/share/fish/vendor_completions.d/echo-server.fish",
     ] {
         assert!(
-            listing.lines().any(|line| line.ends_with(&format!(" {path}"))),
+            listing
+                .lines()
+                .any(|line| line.ends_with(&format!(" {path}"))),
             "{path} is not in the package:\n{listing}"
         );
     }

@@ -95,8 +95,30 @@ pub fn render(kind: Generated, mut command: Command, section: Section) -> Vec<u8
         Generated::CompleteZsh => Shell::Zsh,
         Generated::CompleteFish => Shell::Fish,
     };
-    clap_complete::generate(shell, &mut command, name, &mut out);
+    clap_complete::generate(shell, &mut command, name.clone(), &mut out);
+    if shell == Shell::Bash {
+        out = mend_bash_state_names(out, &name);
+    }
     out
+}
+
+/// clap_complete's bash script (4.6.12) spells the state "in subcommand
+/// check of echo-client" two ways: the loop that reads the words writes
+/// `echo__client__subcmd__check`, the branches that complete look for
+/// `echo__subcmd__client__subcmd__check`, so for a program with a hyphen
+/// in its name no subcommand's options ever complete (clap-rs/clap#6421,
+/// open). The branches are respelled as the loop spells the state.
+fn mend_bash_state_names(script: Vec<u8>, name: &str) -> Vec<u8> {
+    const SEPARATOR: &str = "__subcmd__";
+    if !name.contains('-') {
+        return script;
+    }
+    let misspelled = format!("{}{SEPARATOR}", name.replace('-', SEPARATOR));
+    let spelled = format!("{}{SEPARATOR}", name.replace('-', "__"));
+    String::from_utf8(script)
+        .expect("clap_complete writes UTF-8")
+        .replace(&misspelled, &spelled)
+        .into_bytes()
 }
 
 /// One page for the whole program, so `man echo-client` shows every verb's
