@@ -68,6 +68,8 @@ install_packages() {
         [plink]=putty-tools
         [pscp]=putty-tools
         [puttygen]=putty-tools
+        [zsh]=zsh
+        [fish]=fish
     )
     local command missing=()
     for command in "${!package_of[@]}"; do

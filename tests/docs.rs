@@ -1,6 +1,8 @@
 //! Every `--help` the documentation shows is the program's current one,
 //! whichever page (README.md or docs/*.md) shows it, and the README's table
-//! of exit codes is the one the programs exit with.
+//! of exit codes is the one the programs exit with. The man pages and shell
+//! completions the programs print (`--generate`, docs/MANUALS.md) hold and
+//! complete what their `--help` names.
 
 #![cfg(unix)]
 
@@ -239,4 +241,48 @@ fn echo_deploy_completes_what_its_help_lists_and_it_accepts() {
         let stderr = refusal(&[option, "value", "--jobs", "0", "status"]);
         assert!(!stderr.contains("unknown option"), "{option}: {stderr}");
     }
+}
+
+/// Runs `shell` with `args`; a missing shell fails loudly (scripts/test.sh
+/// installs zsh and fish).
+fn run_shell(shell: &str, args: &[&str]) -> String {
+    let mut command = Command::new(shell);
+    command.args(args);
+    let run = finish_with_patience(command, b"");
+    assert_eq!(run.code, 0, "{shell} {args:?}: {}", run.stderr);
+    run.stdout()
+}
+
+/// The zsh completions of all three programs parse, and fish, given each
+/// program's completion, completes as bash does.
+#[test]
+fn the_zsh_and_fish_completions_work() {
+    for program in [SERVER, CLIENT, DEPLOY] {
+        let script = run_shell(program, &["--generate", "complete-zsh"]);
+        let file = common::TestDir::new();
+        let path = file.write("completion.zsh", &script);
+        run_shell("zsh", &["-n", path.to_str().unwrap()]);
+    }
+    let fish_completes = |program: &str, line: &str| -> Vec<String> {
+        let script =
+            format!("\"$argv[1]\" --generate complete-fish | source; complete -C '{line}'");
+        run_shell("fish", &["-c", &script, program])
+            .lines()
+            .map(|line| line.split('\t').next().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(fish_completes(CLIENT, "echo-client ch"), ["check"]);
+    assert_eq!(fish_completes(CLIENT, "echo-client check --js"), ["--json"]);
+    assert_eq!(
+        fish_completes(SERVER, "echo-server --check-c"),
+        ["--check-config"]
+    );
+    assert_eq!(
+        fish_completes(DEPLOY, "echo-deploy --host h1 st"),
+        ["start", "status", "stop"]
+    );
+    assert_eq!(
+        fish_completes(DEPLOY, "echo-deploy --transport "),
+        ["openssh", "putty"]
+    );
 }
