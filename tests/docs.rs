@@ -10,7 +10,10 @@ mod common;
 
 use std::process::Command;
 
-use common::{CLIENT, DEPLOY, SERVER, assert_documented, finish_with_patience};
+use common::{
+    CLIENT, DEPLOY, SERVER, TestDir, assert_documented, bash_completion_script,
+    finish_with_patience,
+};
 
 /// Runs `program args` and returns what it printed, which must be a
 /// success.
@@ -133,19 +136,7 @@ fn the_man_pages_hold_everything_help_names() {
 /// offers for the words of `line`, the last one being completed: its
 /// function is called as bash calls it on TAB.
 fn bash_completes(program: &str, line: &str) -> Vec<String> {
-    let script = format!(
-        r#"set -eu
-source <("$1" --generate complete-bash)
-COMP_LINE='{line}'
-read -r -a COMP_WORDS <<<"$COMP_LINE"
-[[ $COMP_LINE != *' ' ]] || COMP_WORDS+=('')
-COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1))
-COMP_POINT=${{#COMP_LINE}}
-function=$(complete -p "${{COMP_WORDS[0]}}" | sed -n 's/.* -F \([^ ]*\) .*/\1/p')
-"$function" "${{COMP_WORDS[0]}}" "${{COMP_WORDS[COMP_CWORD]}}" "${{COMP_WORDS[COMP_CWORD - 1]}}"
-printf '%s\n' "${{COMPREPLY[@]}}"
-"#
-    );
+    let script = bash_completion_script(r#"source <("$1" --generate complete-bash)"#, line);
     let mut bash = Command::new("bash");
     bash.args(["-c", &script, "bash", program]);
     let run = finish_with_patience(bash, b"");
@@ -259,7 +250,7 @@ fn run_shell(shell: &str, args: &[&str]) -> String {
 fn the_zsh_and_fish_completions_work() {
     for program in [SERVER, CLIENT, DEPLOY] {
         let script = run_shell(program, &["--generate", "complete-zsh"]);
-        let file = common::TestDir::new();
+        let file = TestDir::new();
         let path = file.write("completion.zsh", &script);
         run_shell("zsh", &["-n", path.to_str().unwrap()]);
     }

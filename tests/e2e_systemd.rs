@@ -16,7 +16,10 @@ use std::process::Command;
 
 use common::deploy::{assert_ok, broken_build, echo_check, new_build};
 use common::systemd_host::SystemdHost;
-use common::{Finished, PATIENCE, SERVER, TestDir, echo_once, finish_with_patience, free_port};
+use common::{
+    Finished, PATIENCE, SERVER, TestDir, bash_completion_script, echo_once, finish_with_patience,
+    free_port,
+};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -310,23 +313,10 @@ fn an_enabled_service_comes_back_after_a_reboot() {
 /// command's completion from where the installed files are looked for,
 /// and calls its function with the words of the line.
 fn bash_completes(host: &SystemdHost, line: &str) -> Vec<String> {
-    let script = format!(
-        r#"set -eu
-. /usr/share/bash-completion/bash_completion
-COMP_LINE='{line}'
-read -r -a COMP_WORDS <<<"$COMP_LINE"
-[[ $COMP_LINE != *' ' ]] || COMP_WORDS+=('')
-COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1))
-COMP_POINT=${{#COMP_LINE}}
-command=${{COMP_WORDS[0]}}
-# 124: loaded, try again (with _minimal if no completion file was found).
-_completion_loader "$command" || [[ $? == 124 ]]
-function=$(complete -p "$command" | sed -n 's/.* -F \([^ ]*\) .*/\1/p')
-[[ -n $function && $function != _minimal ]] || {{ echo "no completion for $command" >&2; exit 1; }}
-"$function" "$command" "${{COMP_WORDS[COMP_CWORD]}}" "${{COMP_WORDS[COMP_CWORD - 1]}}"
-printf '%s\n' "${{COMPREPLY[@]}}"
-"#
-    );
+    // 124 from the loader: loaded, try again.
+    let load = r#". /usr/share/bash-completion/bash_completion
+_completion_loader "$command" || [[ $? == 124 ]]"#;
+    let script = bash_completion_script(load, line);
     let finished = host.ssh_with_input("bash -s", script.as_bytes());
     assert_eq!(finished.code, 0, "completing `{line}`: {}", finished.stderr);
     finished.stdout().lines().map(str::to_string).collect()
