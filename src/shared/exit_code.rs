@@ -8,6 +8,8 @@
 //! holds the same codes as data, so a test can hold the README's table
 //! against it. Codes above 63 are the `sysexits.h` ones.
 
+use crate::shared::{manual, output};
+
 /// One exit code and what it means from each program (`None`: that program
 /// never exits with it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,8 +125,6 @@ exit_codes! {
         echo_client: None,
     }
 }
-
-use crate::shared::{manual, output};
 
 /// The exit code for a command line that clap did not accept: a usage
 /// error, except for `--help` and `--version`, which clap reports the same
