@@ -16,6 +16,7 @@ use echo_service::client::send::{self, SendOptions};
 use echo_service::shared::address::HostPort;
 use echo_service::shared::duration::HumanDuration;
 use echo_service::shared::exit_code;
+use echo_service::shared::manual::Section;
 use echo_service::shared::protocol::{DEFAULT_HOST, DEFAULT_PORT};
 
 /// Talks to an RFC 862 echo server: send a message, check health for
@@ -222,15 +223,17 @@ fn nagios_requested() -> bool {
 }
 
 fn main() {
-    let (mut cli, matches) =
-        exit_code::parse_args_or_else::<Cli>(|error| -> std::convert::Infallible {
+    let (mut cli, matches) = exit_code::parse_args_or_else::<Cli>(
+        Section::UserCommands,
+        |error| -> std::convert::Infallible {
             if error.use_stderr() && nagios_requested() {
                 let rendered = error.to_string();
                 let first_line = rendered.lines().next().unwrap_or_default();
                 usage_error(first_line.trim_start_matches("error: "));
             }
             exit_code::exit_with_clap_error(&error)
-        });
+        },
+    );
     if let Command::Send(args) = &mut cli.command {
         args.target_given = matches
             .subcommand_matches("send")
