@@ -732,6 +732,41 @@ fn a_nagios_plugins_bad_command_line_is_unknown() {
 }
 
 #[test]
+fn an_argument_that_is_not_utf8_is_a_usage_error_not_a_crash() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let not_utf8 = OsStr::from_bytes(b"h\xff:7");
+    let run = |args: &[&OsStr]| {
+        let mut command = Command::new(CLIENT);
+        command.args(args);
+        finish_with_patience(command, b"")
+    };
+    let os = |text: &'static str| OsStr::new(text);
+    let run_nagios = run(&[
+        os("check"),
+        os("--format"),
+        os("nagios"),
+        os("-w"),
+        os("10:5"),
+        not_utf8,
+    ]);
+    assert_eq!(
+        run_nagios.code,
+        3,
+        "{}{}",
+        run_nagios.stdout(),
+        run_nagios.stderr
+    );
+    assert!(
+        run_nagios.stdout().starts_with("ECHO UNKNOWN - "),
+        "{}",
+        run_nagios.stdout()
+    );
+    let run_send = run(&[os("send"), os("--no-such-option"), not_utf8]);
+    assert_eq!(run_send.code, 64, "{}", run_send.stderr);
+}
+
+#[test]
 fn the_textfile_replaces_its_file_whole_or_says_why_not() {
     let server = Server::start("");
     let healthy = server.addr().to_string();

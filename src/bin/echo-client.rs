@@ -216,10 +216,14 @@ fn usage_error(message: impl std::fmt::Display) -> ! {
 /// Whether the command line asks for a Nagios plugin's output. Looked up
 /// before parsing, since a plugin must report even a command line that does
 /// not parse as a plugin does (UNKNOWN, exit 3), not with echo-client's 64.
+/// (`args_os`: an argument that is not UTF-8 is a usage error to report,
+/// not a reason to panic.)
 fn nagios_requested() -> bool {
-    let args: Vec<String> = std::env::args().collect();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     args.iter().any(|arg| arg == "--format=nagios")
-        || args.windows(2).any(|pair| pair == ["--format", "nagios"])
+        || args
+            .windows(2)
+            .any(|pair| pair[0] == "--format" && pair[1] == "nagios")
 }
 
 fn main() {
