@@ -791,6 +791,26 @@ fn the_textfile_replaces_its_file_whole_or_says_why_not() {
     ] {
         assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
     }
+    // Readable by a collector running as another user, whatever the umask
+    // of the job that wrote it.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::remove_file(&file).unwrap();
+    let mut command = Command::new("sh");
+    command.args([
+        "-c",
+        "umask 077; exec \"$@\"",
+        "sh",
+        CLIENT,
+        "check",
+        "--format",
+        "textfile",
+        "-o",
+        path,
+        &healthy,
+    ]);
+    assert_eq!(finish_with_patience(command, b"").code, 0);
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "{mode:o}");
     let unwritable = directory.path().join("missing").join("echo.prom");
     let run = client(&[
         "check",
