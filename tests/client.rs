@@ -8,6 +8,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
@@ -47,7 +48,9 @@ fn closed_port() -> SocketAddr {
 }
 
 /// socat as an echo server (`PIPE` writes back what it reads), one process
-/// per connection. Killed when dropped.
+/// per connection. Killed when dropped, with the processes it forked: in a
+/// process group of its own, and without the test's standard output, which
+/// a survivor would hold open.
 struct Socat {
     child: Child,
     addr: SocketAddr,
@@ -61,7 +64,9 @@ impl Socat {
                 &format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"),
                 "PIPE",
             ])
+            .process_group(0)
             .stdin(Stdio::null())
+            .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("socat is installed by scripts/test.sh");
@@ -80,7 +85,8 @@ impl Socat {
 
 impl Drop for Socat {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(group, common::Signal::SIGKILL);
         let _ = self.child.wait();
     }
 }
