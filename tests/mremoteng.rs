@@ -15,6 +15,8 @@
 
 mod common;
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -380,6 +382,11 @@ fn a_saved_session_that_cannot_be_written_is_refused_before_any_output() {
             b"HostName=web9\nPortNumber=70000\n",
             "PortNumber '70000' is not a port",
         ),
+        // Latin-1, which no XML parser takes for UTF-8.
+        (
+            b"HostName=web9\nUserName=d\xe9ploy\n",
+            "its HostName or UserName is not UTF-8",
+        ),
     ] {
         let dir = TestDir::new();
         std::fs::create_dir_all(dir.path().join(".putty/sessions")).unwrap();
@@ -428,18 +435,36 @@ fn hostile_text_is_escaped_and_reads_back_unchanged() {
     );
 }
 
+/// What no mRemoteNG file can hold is refused before any output: text
+/// that would end the attribute's line, a port out of range (the schema's
+/// `xs:int` would take it), and bytes that are not UTF-8 (the file would
+/// not be well-formed XML).
 #[test]
-fn a_destination_with_a_line_break_is_refused() {
-    for host in ["web1\nweb2", "web1\r", "web\t1"] {
+fn a_destination_that_cannot_be_written_is_refused() {
+    for (host, problem) in [
+        (&b"web1\nweb2"[..], "control characters"),
+        (b"web1\r", "control characters"),
+        (b"web\t1", "control characters"),
+        (b"web1:99999", "the port must be a number from 1 to 65535"),
+        (b"admin@web1:0", "the port must be a number from 1 to 65535"),
+        (b"[::1]:70000", "the port must be a number from 1 to 65535"),
+        (b"web\xff", "not UTF-8"),
+        (b"d\xe9ploy@web1", "not UTF-8"),
+    ] {
         let mut command = Command::new(DEPLOY);
-        command.args(["--host", host, "mremoteng"]);
+        command
+            .arg("--host")
+            .arg(OsStr::from_bytes(host))
+            .arg("mremoteng");
         let finished = finish_with_patience(command, b"");
-        assert_eq!(finished.code, 64, "{host:?}: {}", finished.stdout());
+        let host = String::from_utf8_lossy(host);
+        assert_eq!(finished.code, 64, "{host:?}: {}", finished.stderr);
         assert!(
-            finished.stderr.contains("control characters"),
-            "{}",
+            finished.stderr.contains(problem),
+            "{host:?}: {}",
             finished.stderr
         );
+        assert_eq!(finished.stdout(), "", "{host:?}");
     }
 }
 
