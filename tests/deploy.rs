@@ -9,6 +9,8 @@
 
 mod common;
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
@@ -441,6 +443,40 @@ fn usage_errors_exit_64() {
         command.args(args);
         let finished = finish_with_patience(command, b"");
         assert_eq!(finished.code, 64, "{args:?}: {}", finished.stderr);
+    }
+}
+
+/// A `--host` that names a port no transport can reach, or that is not
+/// text, is the operator's mistake for every verb: ssh would fail host by
+/// host, and plink would even take port 70000 for 4464.
+#[test]
+fn a_host_with_a_port_out_of_range_or_not_utf8_is_a_usage_error_for_every_verb() {
+    for (host, problem) in [
+        (
+            &b"web1:99999"[..],
+            "the port must be a number from 1 to 65535",
+        ),
+        (b"admin@web1:0", "the port must be a number from 1 to 65535"),
+        (b"[::1]:70000", "the port must be a number from 1 to 65535"),
+        (b"web\xff", "not UTF-8"),
+    ] {
+        for verb in ["install", "upgrade", "status", "logs", "check", "uninstall"] {
+            for transport in ["openssh", "putty"] {
+                let mut command = Command::new(DEPLOY);
+                command
+                    .args(["--transport", transport, "--host"])
+                    .arg(OsStr::from_bytes(host))
+                    .arg(verb);
+                let finished = finish_with_patience(command, b"");
+                let host = String::from_utf8_lossy(host);
+                assert_eq!(finished.code, 64, "{host:?} {verb}: {}", finished.stderr);
+                assert!(
+                    finished.stderr.contains(problem),
+                    "{host:?} {verb}: {}",
+                    finished.stderr
+                );
+            }
+        }
     }
 }
 

@@ -15,6 +15,8 @@
 
 mod common;
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -50,11 +52,8 @@ const MREMOTENG_OWN_PROTECTED: [(&str, &str); 2] = [
 /// PuTTY keeps saved sessions); its output must be a success.
 fn mremoteng(dir: &TestDir, args: &[&str]) -> String {
     let mut command = Command::new(DEPLOY);
-    command
-        .current_dir(dir.path())
-        .env("HOME", dir.path())
-        .args(args)
-        .arg("mremoteng");
+    command.current_dir(dir.path()).args(args).arg("mremoteng");
+    in_home(&mut command, dir, &[]);
     let finished = finish_with_patience(command, b"");
     assert_eq!(finished.code, 0, "{args:?}: {}", finished.stderr);
     finished.stdout()
@@ -194,30 +193,144 @@ fn a_host_key_is_named_in_the_description_as_mremoteng_has_no_field_for_it() {
     );
 }
 
-/// The file where PuTTY on Unix keeps the session "Web 9 (prod)".
-const SESSION_FILE: &str = ".putty/sessions/Web%209%20%28prod%29";
+/// The session "Web 9 (prod)", and its file's name (PuTTY on Unix writes
+/// each byte but letters, digits and "+-.@_" as %XX).
+const SESSION_NAME: &str = "Web 9 (prod)";
+const SESSION_FILE_NAME: &str = "Web%209%20%28prod%29";
+
+/// The variables that move PuTTY's saved sessions (unix/storage.c's
+/// make_filename()): cleared for every test, so that only what a case sets
+/// counts.
+const PUTTY_LOCATION_VARIABLES: [&str; 3] = ["PUTTYSESSIONS", "PUTTYDIR", "XDG_CONFIG_HOME"];
+
+/// `command` with `dir` as its home, and `variables` (names, and paths
+/// under `dir`) as the only PuTTY location variables.
+fn in_home<'c>(
+    command: &'c mut Command,
+    dir: &TestDir,
+    variables: &[(&str, &str)],
+) -> &'c mut Command {
+    command.env("HOME", dir.path());
+    for name in PUTTY_LOCATION_VARIABLES {
+        command.env_remove(name);
+    }
+    for (name, relative) in variables {
+        command.env(name, dir.path().join(relative));
+    }
+    command
+}
+
+/// One way a home can hold PuTTY's files: the directories that exist, the
+/// variables set, the directory the saved session is written to, and
+/// whether PuTTY finds it there.
+struct SessionLayout {
+    what: &'static str,
+    directories: &'static [&'static str],
+    variables: &'static [(&'static str, &'static str)],
+    sessions: &'static str,
+    found: bool,
+}
+
+/// PuTTY's search order on Unix: $PUTTYSESSIONS, $PUTTYDIR/sessions, then
+/// the first existing one of $XDG_CONFIG_HOME/putty (~/.config/putty
+/// without it) and ~/.putty.
+const SESSION_LAYOUTS: [SessionLayout; 6] = [
+    SessionLayout {
+        what: "~/.putty alone",
+        directories: &[],
+        variables: &[],
+        sessions: ".putty/sessions",
+        found: true,
+    },
+    SessionLayout {
+        what: "~/.config/putty alone",
+        directories: &[],
+        variables: &[],
+        sessions: ".config/putty/sessions",
+        found: true,
+    },
+    SessionLayout {
+        what: "~/.putty, hidden by an existing ~/.config/putty",
+        directories: &[".config/putty"],
+        variables: &[],
+        sessions: ".putty/sessions",
+        found: false,
+    },
+    SessionLayout {
+        what: "$XDG_CONFIG_HOME/putty before ~/.putty",
+        directories: &[".putty/sessions"],
+        variables: &[("XDG_CONFIG_HOME", "xdg")],
+        sessions: "xdg/putty/sessions",
+        found: true,
+    },
+    SessionLayout {
+        what: "$PUTTYDIR/sessions before ~/.config/putty",
+        directories: &[".config/putty/sessions"],
+        variables: &[("PUTTYDIR", "puttydir")],
+        sessions: "puttydir/sessions",
+        found: true,
+    },
+    SessionLayout {
+        what: "$PUTTYSESSIONS before $PUTTYDIR",
+        directories: &["puttydir/sessions"],
+        variables: &[("PUTTYSESSIONS", "saved"), ("PUTTYDIR", "puttydir")],
+        sessions: "saved",
+        found: true,
+    },
+];
 
 #[test]
-fn plink_itself_finds_the_saved_session_where_echo_deploy_looks() {
-    let dir = TestDir::new();
-    std::fs::create_dir_all(dir.path().join(".putty/sessions")).unwrap();
-    let port = free_port();
-    dir.write(
-        SESSION_FILE,
-        &format!("HostName=127.0.0.1\nPortNumber={port}\nProtocol=ssh\n"),
-    );
-    let mut command = Command::new("plink");
-    command
-        .env("HOME", dir.path())
-        .args(["-batch", "Web 9 (prod)", "true"]);
-    let finished = finish_with_patience(command, b"");
-    // Refused by the session's closed loopback port, so the name was not
-    // taken for a host name.
-    assert!(
-        finished.stderr.contains("Connection refused"),
-        "{}",
-        finished.stderr
-    );
+fn echo_deploy_finds_a_saved_session_exactly_where_plink_itself_does() {
+    for layout in SESSION_LAYOUTS {
+        let dir = TestDir::new();
+        for directory in layout.directories.iter().chain([&layout.sessions]) {
+            std::fs::create_dir_all(dir.path().join(directory)).unwrap();
+        }
+        let port = free_port();
+        dir.write(
+            &format!("{}/{SESSION_FILE_NAME}", layout.sessions),
+            &format!("HostName=127.0.0.1\nPortNumber={port}\nProtocol=ssh\n"),
+        );
+        let mut plink = Command::new("plink");
+        in_home(&mut plink, &dir, layout.variables).args(["-batch", SESSION_NAME, "true"]);
+        let finished = finish_with_patience(plink, b"");
+        // Refused by the session's closed loopback port: the name was a
+        // session, not a host name (which does not resolve).
+        assert_eq!(
+            finished.stderr.contains("Connection refused"),
+            layout.found,
+            "plink, {}: {}",
+            layout.what,
+            finished.stderr
+        );
+        let mut deploy = Command::new(DEPLOY);
+        in_home(&mut deploy, &dir, layout.variables).args([
+            "--transport",
+            "putty",
+            "--host",
+            SESSION_NAME,
+            "mremoteng",
+        ]);
+        let finished = finish_with_patience(deploy, b"");
+        assert_eq!(finished.code, 0, "{}: {}", layout.what, finished.stderr);
+        let want = if layout.found {
+            (
+                SESSION_NAME.to_string(),
+                "127.0.0.1".to_string(),
+                u64::from(port),
+                String::new(),
+                SESSION_NAME.to_string(),
+            )
+        } else {
+            session(SESSION_NAME, SESSION_NAME, 22, "")
+        };
+        assert_eq!(
+            sessions(&loaded(&dir, &finished.stdout())),
+            [want],
+            "echo-deploy, {}",
+            layout.what
+        );
+    }
 }
 
 #[test]
@@ -225,14 +338,14 @@ fn a_putty_saved_session_carries_over_with_its_host_user_and_port() {
     let dir = TestDir::new();
     std::fs::create_dir_all(dir.path().join(".putty/sessions")).unwrap();
     dir.write(
-        SESSION_FILE,
+        &format!(".putty/sessions/{SESSION_FILE_NAME}"),
         "HostName=web9.example.com\nPortNumber=2022\nUserName=deployer\nProtocol=ssh\n",
     );
     let args = [
         "--transport",
         "putty",
         "--host",
-        "Web 9 (prod)",
+        SESSION_NAME,
         "--host",
         "web10",
     ];
@@ -241,20 +354,20 @@ fn a_putty_saved_session_carries_over_with_its_host_user_and_port() {
         sessions(&connections),
         [
             (
-                "Web 9 (prod)".to_string(),
+                SESSION_NAME.to_string(),
                 "web9.example.com".to_string(),
                 2022,
                 "deployer".to_string(),
-                "Web 9 (prod)".to_string()
+                SESSION_NAME.to_string()
             ),
             session("web10", "web10", 22, ""),
         ]
     );
     // Over OpenSSH the name is an ssh host (or ~/.ssh/config alias) instead.
-    let connections = loaded(&dir, &mremoteng(&dir, &["--host", "Web 9 (prod)"]));
+    let connections = loaded(&dir, &mremoteng(&dir, &["--host", SESSION_NAME]));
     assert_eq!(
         sessions(&connections),
-        [session("Web 9 (prod)", "Web 9 (prod)", 22, "")]
+        [session(SESSION_NAME, SESSION_NAME, 22, "")]
     );
 }
 
@@ -262,23 +375,31 @@ fn a_putty_saved_session_carries_over_with_its_host_user_and_port() {
 fn a_saved_session_that_cannot_be_written_is_refused_before_any_output() {
     for (session, problem) in [
         (
-            "HostName=web9\x01.example\n",
+            &b"HostName=web9\x01.example\n"[..],
             "a control character in its HostName",
         ),
         (
-            "HostName=web9\nPortNumber=70000\n",
+            b"HostName=web9\nPortNumber=70000\n",
             "PortNumber '70000' is not a port",
+        ),
+        // Latin-1, which no XML parser takes for UTF-8.
+        (
+            b"HostName=web9\nUserName=d\xe9ploy\n",
+            "its HostName or UserName is not UTF-8",
         ),
     ] {
         let dir = TestDir::new();
         std::fs::create_dir_all(dir.path().join(".putty/sessions")).unwrap();
-        dir.write(SESSION_FILE, session);
+        let file = dir
+            .path()
+            .join(format!(".putty/sessions/{SESSION_FILE_NAME}"));
+        std::fs::write(file, session).unwrap();
         let mut command = Command::new(DEPLOY);
-        command.env("HOME", dir.path()).args([
+        in_home(&mut command, &dir, &[]).args([
             "--transport",
             "putty",
             "--host",
-            "Web 9 (prod)",
+            SESSION_NAME,
             "mremoteng",
         ]);
         let finished = finish_with_patience(command, b"");
@@ -314,18 +435,36 @@ fn hostile_text_is_escaped_and_reads_back_unchanged() {
     );
 }
 
+/// What no mRemoteNG file can hold is refused before any output: text
+/// that would end the attribute's line, a port out of range (the schema's
+/// `xs:int` would take it), and bytes that are not UTF-8 (the file would
+/// not be well-formed XML).
 #[test]
-fn a_destination_with_a_line_break_is_refused() {
-    for host in ["web1\nweb2", "web1\r", "web\t1"] {
+fn a_destination_that_cannot_be_written_is_refused() {
+    for (host, problem) in [
+        (&b"web1\nweb2"[..], "control characters"),
+        (b"web1\r", "control characters"),
+        (b"web\t1", "control characters"),
+        (b"web1:99999", "the port must be a number from 1 to 65535"),
+        (b"admin@web1:0", "the port must be a number from 1 to 65535"),
+        (b"[::1]:70000", "the port must be a number from 1 to 65535"),
+        (b"web\xff", "not UTF-8"),
+        (b"d\xe9ploy@web1", "not UTF-8"),
+    ] {
         let mut command = Command::new(DEPLOY);
-        command.args(["--host", host, "mremoteng"]);
+        command
+            .arg("--host")
+            .arg(OsStr::from_bytes(host))
+            .arg("mremoteng");
         let finished = finish_with_patience(command, b"");
-        assert_eq!(finished.code, 64, "{host:?}: {}", finished.stdout());
+        let host = String::from_utf8_lossy(host);
+        assert_eq!(finished.code, 64, "{host:?}: {}", finished.stderr);
         assert!(
-            finished.stderr.contains("control characters"),
-            "{}",
+            finished.stderr.contains(problem),
+            "{host:?}: {}",
             finished.stderr
         );
+        assert_eq!(finished.stdout(), "", "{host:?}");
     }
 }
 

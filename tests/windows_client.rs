@@ -22,10 +22,13 @@
 
 mod common;
 
+use std::any::Any;
 use std::net::{SocketAddr, TcpListener};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{Finished, Server, finish_with_patience, finish_within, random_bytes};
@@ -59,34 +62,36 @@ struct Wine {
 
 impl Wine {
     /// Ready once per test run: the exe and the DLL copied beside each
-    /// other, and the prefix made, by a first start of the exe.
+    /// other, and the prefix made, by a first start of the exe. A failed
+    /// start is kept too (see `made_once`).
     fn get() -> &'static Wine {
-        static WINE_READY: OnceLock<Wine> = OnceLock::new();
-        WINE_READY.get_or_init(|| {
-            let exe = built(EXE, &exe_sources());
-            let shim = built(SHIM, &[Path::new(ROOT).join(SHIM_SOURCE)]);
-            let bin = Path::new(ROOT).join("target/wine/bin");
-            std::fs::create_dir_all(&bin).unwrap();
-            std::fs::copy(&exe, bin.join("echo-client.exe")).unwrap();
-            std::fs::copy(&shim, bin.join("bcryptprimitives.dll")).unwrap();
-            let wine = Wine {
-                exe: bin.join("echo-client.exe"),
-                prefix: Path::new(ROOT).join("target/wine/prefix"),
-            };
-            // The first start makes the prefix, which takes far longer
-            // than anything else here.
-            let started =
-                finish_within(wine.command(&["--version"]), b"", Duration::from_secs(300));
-            assert!(
-                started.code == OK && started.stdout().starts_with("echo-client "),
-                "echo-client.exe does not start under Wine (exit {}; 53 is a DLL not \
-                 found: see {SHIM_SOURCE}): {}{}",
-                started.code,
-                started.stdout(),
-                started.stderr
-            );
-            wine
-        })
+        static WINE_READY: OnceLock<Result<Wine, String>> = OnceLock::new();
+        made_once(&WINE_READY, Wine::start)
+    }
+
+    fn start() -> Wine {
+        let exe = built(EXE, &exe_sources());
+        let shim = built(SHIM, &[Path::new(ROOT).join(SHIM_SOURCE)]);
+        let bin = Path::new(ROOT).join("target/wine/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::copy(&exe, bin.join("echo-client.exe")).unwrap();
+        std::fs::copy(&shim, bin.join("bcryptprimitives.dll")).unwrap();
+        let wine = Wine {
+            exe: bin.join("echo-client.exe"),
+            prefix: Path::new(ROOT).join("target/wine/prefix"),
+        };
+        // The first start makes the prefix, which takes far longer than
+        // anything else here.
+        let started = finish_within(wine.command(&["--version"]), b"", Duration::from_secs(300));
+        assert!(
+            started.code == OK && started.stdout().starts_with("echo-client "),
+            "echo-client.exe does not start under Wine (exit {}; 53 is a DLL not \
+             found: see {SHIM_SOURCE}): {}{}",
+            started.code,
+            started.stdout(),
+            started.stderr
+        );
+        wine
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -103,6 +108,31 @@ impl Wine {
             .env("WINEDLLOVERRIDES", "mscoree,mshtml=");
         command
     }
+}
+
+/// What `make` returns, made once for every caller of `cell`; if `make`
+/// panics, its message is kept and every caller panics with it at once.
+/// Otherwise each test would start Wine again after a failed start, each
+/// waiting up to 300 s for the same failure.
+fn made_once<T>(cell: &OnceLock<Result<T, String>>, make: impl FnOnce() -> T) -> &T {
+    let made = cell.get_or_init(|| {
+        std::panic::catch_unwind(AssertUnwindSafe(make))
+            .map_err(|panic| panic_message(panic.as_ref()).to_string())
+    });
+    match made {
+        Ok(made) => made,
+        Err(message) => panic!("failed before, in the first test to start it: {message}"),
+    }
+}
+
+/// The text a panic was raised with (`panic!` with arguments gives a
+/// `String`, without them a `&str`).
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic without a message")
 }
 
 /// How to make what this test runs, for its failure messages.
@@ -285,4 +315,22 @@ fn a_bad_command_line_exits_usage() {
     let run = client(&["check", "--size", "0"]);
     assert_eq!(run.code, USAGE, "{}", run.stderr);
     assert!(run.stderr.contains("error"), "{}", run.stderr);
+}
+
+#[test]
+fn a_failed_start_fails_every_later_caller_without_starting_again() {
+    let cell = OnceLock::new();
+    let starts = AtomicUsize::new(0);
+    for _ in 0..3 {
+        let failed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            made_once(&cell, || -> () {
+                starts.fetch_add(1, Ordering::SeqCst);
+                panic!("wine64: not found")
+            })
+        }));
+        let panic = failed.expect_err("a failed start was taken for a start");
+        let message = panic_message(panic.as_ref());
+        assert!(message.contains("wine64: not found"), "{message}");
+    }
+    assert_eq!(starts.load(Ordering::SeqCst), 1);
 }
