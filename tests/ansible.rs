@@ -534,6 +534,71 @@ fn the_template_writes_every_string_variable_as_a_toml_string_of_the_same_text()
     assert_eq!(listen, awkward);
 }
 
+/// Listeners behind a load balancer: the template writes a PROXY protocol
+/// entry as the table the daemon reads (the daemon itself checks the file),
+/// the health check picks the first listener a plain client can reach, and
+/// a misspelt entry stops the play with a message that names it.
+#[test]
+fn proxy_protocol_listeners_are_written_for_the_daemon_and_left_out_of_the_check() {
+    let work = TestDir::new();
+    let role = format!("{ROOT}/deploy/ansible/roles/echo_server");
+    let template = format!("{role}/templates/config.toml.j2");
+    let out = work.path().display();
+    let playbook = work.write(
+        "proxy.yml",
+        &format!(
+            "- hosts: localhost
+  connection: local
+  gather_facts: false
+  vars:
+    ansible_python_interpreter: \"{{{{ ansible_playbook_python }}}}\"
+    mixed: [{{ address: \"[::1]:7007\", proxy_protocol: true }}, \"127.0.0.1:7\"]
+    proxied: [{{ address: \"127.0.0.1:7007\", proxy_protocol: true }}]
+  vars_files: [{role}/defaults/main.yml]
+  tasks:
+    - ansible.builtin.template: {{ src: {template}, dest: {out}/mixed.toml }}
+      vars: {{ echo_server_listen: \"{{{{ mixed }}}}\" }}
+    - ansible.builtin.copy:
+        dest: {out}/plain.txt
+        content: \"{{{{ mixed | plain_listen_address }}}}|{{{{ proxied | plain_listen_address }}}}\"
+    - ansible.builtin.template: {{ src: {template}, dest: {out}/misspelt.toml }}
+      vars: {{ echo_server_listen: [{{ adress: \"127.0.0.1:7\" }}] }}
+      register: misspelt
+      ignore_errors: true
+    - ansible.builtin.copy: {{ dest: {out}/misspelt.txt, content: \"{{{{ misspelt.msg }}}}\" }}
+",
+        ),
+    );
+    let filters = format!("{role}/filter_plugins");
+    let played = ansible_playbook(
+        &work,
+        &["-i", "localhost,", playbook.to_str().unwrap()],
+        &[("ANSIBLE_FILTER_PLUGINS", &filters)],
+    );
+    assert_eq!(played.code, 0, "{}{}", played.stdout(), played.stderr);
+    let config = work.path().join("mixed.toml");
+    let checked = Command::new(SERVER)
+        .args(["--check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        checked.status.success(),
+        "the daemon refuses the template's file: {}\n{}",
+        String::from_utf8_lossy(&checked.stderr),
+        std::fs::read_to_string(&config).unwrap()
+    );
+    assert!(
+        printed.contains(r#"{ address = "[::1]:7007", proxy_protocol = true }"#),
+        "{printed}"
+    );
+    let read = |name: &str| std::fs::read_to_string(work.path().join(name)).unwrap();
+    assert_eq!(read("plain.txt"), "127.0.0.1:7|");
+    let message = read("misspelt.txt");
+    assert!(message.contains("unknown key adress"), "{message}");
+}
+
 /// The site playbook run against a host without systemd (an SSH host in
 /// namespaces of its own), with `vars` as extra variables in JSON.
 fn play_on_a_host_without_systemd(vars: serde_json::Value) -> (SshHost, Finished) {

@@ -34,6 +34,43 @@ def toml_string(value):
     return '"%s"' % ''.join(_escape(char) for char in value)
 
 
+def listen_entry(entry):
+    """One `[server] listen` entry in TOML: "HOST:PORT" as a string, or a
+    mapping with `address` and `proxy_protocol` as an inline table."""
+    if isinstance(entry, str):
+        return toml_string(entry)
+    if not isinstance(entry, dict):
+        raise AnsibleFilterError(
+            'echo_server_listen: an entry is "HOST:PORT" or {address: "HOST:PORT", '
+            'proxy_protocol: true}, not %r' % (entry,))
+    unknown = sorted(set(entry) - {'address', 'proxy_protocol'})
+    if unknown:
+        raise AnsibleFilterError(
+            'echo_server_listen: unknown key %s in %r; an entry has address and '
+            'proxy_protocol' % (', '.join(unknown), entry))
+    if not isinstance(entry.get('address'), str):
+        raise AnsibleFilterError(
+            'echo_server_listen: the entry %r needs address: "HOST:PORT"' % (entry,))
+    proxy_protocol = entry.get('proxy_protocol', False)
+    if not isinstance(proxy_protocol, bool):
+        raise AnsibleFilterError(
+            'echo_server_listen: proxy_protocol is true or false, not %r' % (proxy_protocol,))
+    return '{ address = %s, proxy_protocol = %s }' % (
+        toml_string(entry['address']), 'true' if proxy_protocol else 'false')
+
+
+def plain_listen_address(listen):
+    """The address of the first listen entry that a plain client can check
+    (one without the PROXY protocol), or '' when every entry wants a PROXY
+    header, which echo-client does not send."""
+    for entry in listen:
+        if isinstance(entry, str):
+            return entry
+        if not entry.get('proxy_protocol', False):
+            return entry['address']
+    return ''
+
+
 def local_target(host, port):
     """HOST:PORT at which a host reaches its own service listening on
     host:port: a wildcard address is reached on the loopback address of its
@@ -54,4 +91,9 @@ def local_target(host, port):
 
 class FilterModule:
     def filters(self):
-        return {'toml_string': toml_string, 'local_target': local_target}
+        return {
+            'toml_string': toml_string,
+            'listen_entry': listen_entry,
+            'plain_listen_address': plain_listen_address,
+            'local_target': local_target,
+        }
