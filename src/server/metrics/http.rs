@@ -9,8 +9,8 @@
 //! body, if any, is never read; every answer closes the connection.
 
 use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::time::Duration;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
 use tracing::{debug, warn};
@@ -22,8 +22,11 @@ use crate::server::throttle::Throttle;
 pub(crate) const METRICS_PATH: &str = "/metrics";
 /// The longest request head read; Prometheus sends about 300 bytes.
 const MAX_REQUEST: usize = 8 * 1024;
-/// How long a scraper may take to send its request, and to take the answer.
+/// How long a scraper may hold the endpoint: from its connection to the
+/// end of the answer, whatever pace it sends or reads at.
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// How much is read and dropped after the answer (see `linger`).
+const LINGER_BYTES: usize = 64 * 1024;
 const WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Serves scrapes on `listener` until the process ends.
@@ -32,7 +35,10 @@ pub(crate) fn serve(listener: TcpListener, registry: Registry) {
     loop {
         match listener.accept() {
             Ok((stream, peer)) => {
-                if let Err(e) = answer(stream, &registry) {
+                let deadline = Instant::now() + TIMEOUT;
+                let served =
+                    answer(&stream, &registry, deadline).and_then(|()| linger(&stream, deadline));
+                if let Err(e) = served {
                     debug!(%peer, error = %e, "metrics request failed");
                 }
             }
@@ -54,14 +60,14 @@ struct Request {
     accept: Option<String>,
 }
 
-fn answer(mut stream: TcpStream, registry: &Registry) -> io::Result<()> {
-    stream.set_read_timeout(Some(TIMEOUT))?;
+fn answer(stream: &TcpStream, registry: &Registry, deadline: Instant) -> io::Result<()> {
+    // Writes are bounded by the socket's buffer: an answer is a few KiB.
     stream.set_write_timeout(Some(TIMEOUT))?;
-    let head = match read_head(&mut stream)? {
+    let head = match read_head(stream, deadline)? {
         Some(head) => head,
         None => {
             return respond(
-                &mut stream,
+                stream,
                 "431 Request Header Fields Too Large",
                 "text/plain",
                 "request too large\n",
@@ -69,50 +75,67 @@ fn answer(mut stream: TcpStream, registry: &Registry) -> io::Result<()> {
         }
     };
     let Some(request) = parse(&head) else {
-        return respond(
-            &mut stream,
-            "400 Bad Request",
-            "text/plain",
-            "bad request\n",
-        );
+        return respond(stream, "400 Bad Request", "text/plain", "bad request\n");
     };
     if request.path.split('?').next() != Some(METRICS_PATH) {
         return respond(
-            &mut stream,
+            stream,
             "404 Not Found",
             "text/plain",
             "only /metrics is served here\n",
         );
     }
     if request.method != "GET" {
-        return respond(
-            &mut stream,
-            "405 Method Not Allowed",
-            "text/plain",
-            "only GET\n",
-        );
+        return respond(stream, "405 Method Not Allowed", "text/plain", "only GET\n");
     }
     let format = Format::negotiate(request.accept.as_deref());
     let body = exposition::encode(registry, format);
-    respond(&mut stream, "200 OK", format.content_type(), &body)
+    respond(stream, "200 OK", format.content_type(), &body)
 }
 
 /// The request head, up to its blank line; `None` if it is longer than
 /// `MAX_REQUEST`.
-fn read_head(stream: &mut TcpStream) -> io::Result<Option<String>> {
+fn read_head(stream: &TcpStream, deadline: Instant) -> io::Result<Option<String>> {
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
         if head.len() >= MAX_REQUEST {
             return Ok(None);
         }
-        let read = stream.read(&mut chunk)?;
+        let read = read_before(stream, &mut chunk, deadline)?;
         if read == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
         head.extend_from_slice(&chunk[..read]);
     }
     Ok(Some(String::from_utf8_lossy(&head).into_owned()))
+}
+
+/// Closes gently: what the client sent beyond the head (a body, the rest
+/// of an oversized request) is read and dropped, up to a bound, so that
+/// closing with unread data does not reset the connection before the client
+/// has read the answer.
+fn linger(stream: &TcpStream, deadline: Instant) -> io::Result<()> {
+    stream.shutdown(Shutdown::Write)?;
+    let mut left = LINGER_BYTES;
+    let mut chunk = [0u8; 4096];
+    while left > 0 {
+        match read_before(stream, &mut chunk, deadline)? {
+            0 => break,
+            read => left = left.saturating_sub(read),
+        }
+    }
+    Ok(())
+}
+
+/// One read, which fails with `TimedOut` once `deadline` has passed.
+fn read_before(mut stream: &TcpStream, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::ErrorKind::TimedOut.into());
+    }
+    stream.set_read_timeout(Some(left))?;
+    stream.read(buf)
 }
 
 fn parse(head: &str) -> Option<Request> {
@@ -137,7 +160,7 @@ fn parse(head: &str) -> Option<Request> {
     })
 }
 
-fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &str) -> io::Result<()> {
+fn respond(mut stream: &TcpStream, status: &str, content_type: &str, body: &str) -> io::Result<()> {
     // A 405 must say what is allowed (RFC 9110, section 15.5.6).
     let allow = if status.starts_with("405") {
         "Allow: GET\r\n"
