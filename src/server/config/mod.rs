@@ -732,7 +732,7 @@ mod tests {
             assert!(err.message.contains("a port of its own"), "{clash}: {err}");
             assert_eq!(
                 err.position.map(|(line, _)| line),
-                Some(clash.lines().count() as usize),
+                Some(clash.lines().count()),
                 "{clash}: {err}"
             );
         }
