@@ -360,3 +360,37 @@ fn metrics_are_off_by_default_and_never_on_an_echo_address() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_socket_named_metrics_from_the_service_manager_serves_the_metrics() {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (echo, metrics) = (free(), free());
+    // As echo-server.socket and echo-server-metrics.socket pass them.
+    let (mut child, log) = common::socket_activate(&[
+        "-l",
+        &echo.to_string(),
+        "-l",
+        &metrics.to_string(),
+        "--fdname=echo:metrics",
+        common::SERVER,
+    ]);
+    // A scrape starts the daemon, as an echo would.
+    let (head, body) = exchange(metrics, b"GET /metrics HTTP/1.0\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert!(body.contains("echo_server_build_info"), "{body}");
+    let started = log.wait_for("echo-server started");
+    assert!(
+        started.contains(&format!("metrics=\"http://{metrics}/metrics\"")),
+        "{started}"
+    );
+    // The metrics socket is not an echo socket.
+    assert!(!started.contains(&format!("tcp://{metrics}")), "{started}");
+    assert_eq!(common::round_trip(echo, b"activated"), b"activated");
+    common::send_signal(&child, Signal::SIGTERM);
+    assert_eq!(common::wait_with_patience(&mut child).code(), Some(0));
+}
