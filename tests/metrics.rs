@@ -370,6 +370,14 @@ fn a_socket_named_metrics_from_the_service_manager_serves_the_metrics() {
             .unwrap()
     };
     let (echo, metrics) = (free(), free());
+    // `[metrics] listen` does not apply under socket activation, as `listen`
+    // does not: were it bound, this address (held here) would stop the start.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = common::TestDir::new();
+    let config = dir.write(
+        "config.toml",
+        &format!("[metrics]\nlisten = \"{}\"\n", held.local_addr().unwrap()),
+    );
     // As echo-server.socket and echo-server-metrics.socket pass them.
     let (mut child, log) = common::socket_activate(&[
         "-l",
@@ -378,6 +386,8 @@ fn a_socket_named_metrics_from_the_service_manager_serves_the_metrics() {
         &metrics.to_string(),
         "--fdname=echo:metrics",
         common::SERVER,
+        "--config",
+        config.to_str().unwrap(),
     ]);
     // A scrape starts the daemon, as an echo would.
     let (head, body) = exchange(metrics, b"GET /metrics HTTP/1.0\r\n\r\n");
@@ -391,6 +401,21 @@ fn a_socket_named_metrics_from_the_service_manager_serves_the_metrics() {
     // The metrics socket is not an echo socket.
     assert!(!started.contains(&format!("tcp://{metrics}")), "{started}");
     assert_eq!(common::round_trip(echo, b"activated"), b"activated");
+    common::send_signal(&child, Signal::SIGTERM);
+    assert_eq!(common::wait_with_patience(&mut child).code(), Some(0));
+
+    // Without a socket named metrics, no metrics: still no bind.
+    let echo = free();
+    let (mut child, log) = common::socket_activate(&[
+        "-l",
+        &echo.to_string(),
+        common::SERVER,
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(common::round_trip(echo, b"activated"), b"activated");
+    let started = log.wait_for("echo-server started");
+    assert!(!started.contains("metrics="), "{started}");
     common::send_signal(&child, Signal::SIGTERM);
     assert_eq!(common::wait_with_patience(&mut child).code(), Some(0));
 }

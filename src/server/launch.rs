@@ -172,11 +172,13 @@ fn open_and_detach(
     Ok((open_listeners(config)?, None, None))
 }
 
-/// Every socket the daemon serves: the echo's, and the metrics endpoint's
-/// unless the service manager passed that one in too.
+/// Every socket the daemon serves: the echo's, and the metrics endpoint's.
+/// Under socket activation the service manager passes them all, as it
+/// passes the echo's: `[metrics] listen` applies no more than `listen`
+/// does (the activated unit has no network to bind it in).
 fn open_listeners(config: &Config) -> Result<Listeners, StartupError> {
     let mut listeners = Listeners::open(&config.server)?;
-    if listeners.metrics.is_none()
+    if listeners.origin == Origin::Configured
         && let Some(address) = config.metrics.address()
     {
         listeners.metrics = Some(listeners::bind_metrics(address)?);
