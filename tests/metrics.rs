@@ -1,6 +1,7 @@
 //! The daemon's `/metrics` endpoint, on real sockets: what a scrape says
 //! after real traffic (connections opened, echoed, refused over
-//! `max_connections`, closed by their peer and by the idle timeout; UDP
+//! `max_connections`, closed by their peer, by the idle timeout and for a
+//! missing PROXY protocol header; UDP
 //! datagrams answered and dropped; reloads that worked and one that did
 //! not), the formats it speaks, and how it answers what is not a scrape.
 //! (`tests/monitoring.rs` has a real Prometheus and `promtool` read it.)
@@ -418,4 +419,31 @@ fn a_socket_named_metrics_from_the_service_manager_serves_the_metrics() {
     assert!(!started.contains("metrics="), "{started}");
     common::send_signal(&child, Signal::SIGTERM);
     assert_eq!(common::wait_with_patience(&mut child).code(), Some(0));
+}
+
+#[test]
+fn a_connection_without_a_proxy_protocol_header_is_counted_as_closed_for_it() {
+    let server = common::Launcher::new(&format!(
+        "[server]\nlisten = [{{ address = \"127.0.0.1:0\", proxy_protocol = true }}]\n{METRICS_CONFIG}"
+    ))
+    .start();
+    let mut client = server.connect();
+    client.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    assert!(closed_by_server(&mut client));
+    let text = wait_for_value(
+        &server,
+        "echo_server_tcp_connections_closed_total",
+        &["reason=\"proxy_header\""],
+        1,
+    );
+    assert_eq!(
+        value(&text, "echo_server_tcp_received_bytes_total", &[]),
+        18,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "echo_server_tcp_sent_bytes_total", &[]),
+        0,
+        "{text}"
+    );
 }
