@@ -1,9 +1,9 @@
 //! The daemon's `/metrics` endpoint, on real sockets: what a scrape says
 //! after real traffic (connections opened, echoed, refused over
 //! `max_connections`, closed by their peer, by the idle timeout and for a
-//! missing PROXY protocol header; UDP
-//! datagrams answered and dropped; reloads that worked and one that did
-//! not), the formats it speaks, and how it answers what is not a scrape.
+//! missing PROXY protocol header; UDP datagrams answered and dropped;
+//! reloads that worked and one that did not), the formats it speaks, how
+//! it answers what is not a scrape, and the socket systemd can pass it.
 //! (`tests/monitoring.rs` has a real Prometheus and `promtool` read it.)
 
 #![cfg(unix)]
