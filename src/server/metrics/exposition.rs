@@ -102,7 +102,7 @@ pub(crate) fn encode(registry: &Registry, format: Format) -> String {
 }
 
 /// One series: its labels and value.
-type Series = (Vec<(&'static str, String)>, u64);
+type Series = (Labels, u64);
 
 /// Writes a family of series under one name.
 fn family(
@@ -129,6 +129,52 @@ fn family(
     Ok(())
 }
 
+/// The labels of one source of counts: a worker, a UDP socket.
+type Labels = Vec<(&'static str, String)>;
+
+/// One series per source, its value read by `read`.
+fn each<'a, T: 'a>(
+    sources: impl Iterator<Item = (Labels, &'a T)>,
+    read: impl Fn(&T) -> u64,
+) -> Vec<Series> {
+    sources
+        .map(|(labels, counters)| (labels, read(counters)))
+        .collect()
+}
+
+/// One series per source and value of the label `key`; `read` gives a
+/// source's counts by that label's value.
+fn each_by<'a, T: 'a, const N: usize>(
+    sources: impl Iterator<Item = (Labels, &'a T)>,
+    key: &'static str,
+    read: impl Fn(&T) -> [(&'static str, u64); N],
+) -> Vec<Series> {
+    sources
+        .flat_map(|(labels, counters)| {
+            read(counters).map(|(value_label, value)| {
+                let mut labels = labels.clone();
+                labels.push((key, value_label.to_string()));
+                (labels, value)
+            })
+        })
+        .collect()
+}
+
+impl Sources {
+    fn by_worker(&self) -> impl Iterator<Item = (Labels, &WorkerCounters)> {
+        self.workers
+            .iter()
+            .enumerate()
+            .map(|(index, counters)| (vec![("worker", (index + 1).to_string())], counters.as_ref()))
+    }
+
+    fn by_socket(&self) -> impl Iterator<Item = (Labels, &UdpCounters)> {
+        self.udp
+            .iter()
+            .map(|(listener, counters)| (vec![("listener", listener.clone())], counters.as_ref()))
+    }
+}
+
 /// One series without labels.
 fn single(value: u64) -> [Series; 1] {
     [(Vec::new(), value)]
@@ -138,14 +184,7 @@ impl Collector for Sources {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         use MetricType::{Counter, Gauge};
         let e = &mut encoder;
-        let worker = |index: usize| ("worker", (index + 1).to_string());
-        let per_worker = |read: &dyn Fn(&WorkerCounters) -> u64| -> Vec<Series> {
-            self.workers
-                .iter()
-                .enumerate()
-                .map(|(index, counters)| (vec![worker(index)], read(counters)))
-                .collect()
-        };
+        let per_worker = |read: fn(&WorkerCounters) -> u64| each(self.by_worker(), read);
         family(
             e,
             "build_info",
@@ -209,7 +248,7 @@ impl Collector for Sources {
             "TCP connections open now, by worker thread",
             None,
             Gauge,
-            per_worker(&|c| c.open.get()),
+            per_worker(|c| c.open.get()),
         )?;
         family(
             e,
@@ -217,7 +256,7 @@ impl Collector for Sources {
             "TCP connections accepted and served, by worker thread",
             None,
             Counter,
-            per_worker(&|c| c.accepted.get()),
+            per_worker(|c| c.accepted.get()),
         )?;
         family(
             e,
@@ -225,7 +264,7 @@ impl Collector for Sources {
             "TCP connections closed at once because max_connections were open, by worker thread",
             None,
             Counter,
-            per_worker(&|c| c.refused.get()),
+            per_worker(|c| c.refused.get()),
         )?;
         family(
             e,
@@ -233,17 +272,9 @@ impl Collector for Sources {
             "TCP connections closed, by worker thread and reason: peer (it closed), idle_timeout, proxy_header (no valid PROXY protocol header in time), error, shutdown (still open after shutdown_grace)",
             None,
             Counter,
-            self.workers
-                .iter()
-                .enumerate()
-                .flat_map(|(index, counters)| {
-                    CloseReason::ALL.into_iter().map(move |reason| {
-                        (
-                            vec![worker(index), ("reason", reason.label().to_string())],
-                            counters.closed(reason).get(),
-                        )
-                    })
-                }),
+            each_by(self.by_worker(), "reason", |c| {
+                CloseReason::ALL.map(|reason| (reason.label(), c.closed(reason).get()))
+            }),
         )?;
         family(
             e,
@@ -251,17 +282,9 @@ impl Collector for Sources {
             "Failed accept calls, by worker thread and errno (EMFILE: raise LimitNOFILE or lower max_connections)",
             None,
             Counter,
-            self.workers
-                .iter()
-                .enumerate()
-                .flat_map(|(index, counters)| {
-                    AcceptError::ALL.into_iter().map(move |kind| {
-                        (
-                            vec![worker(index), ("kind", kind.label().to_string())],
-                            counters.accept_error(kind).get(),
-                        )
-                    })
-                }),
+            each_by(self.by_worker(), "kind", |c| {
+                AcceptError::ALL.map(|kind| (kind.label(), c.accept_error(kind).get()))
+            }),
         )?;
         family(
             e,
@@ -269,7 +292,7 @@ impl Collector for Sources {
             "Bytes received over TCP, PROXY protocol headers included, by worker thread",
             Some(&Unit::Bytes),
             Counter,
-            per_worker(&|c| c.bytes_received.get()),
+            per_worker(|c| c.bytes_received.get()),
         )?;
         family(
             e,
@@ -277,21 +300,16 @@ impl Collector for Sources {
             "Bytes echoed over TCP, by worker thread",
             Some(&Unit::Bytes),
             Counter,
-            per_worker(&|c| c.bytes_sent.get()),
+            per_worker(|c| c.bytes_sent.get()),
         )?;
-        let per_socket = |read: &dyn Fn(&UdpCounters) -> u64| -> Vec<Series> {
-            self.udp
-                .iter()
-                .map(|(listener, counters)| (vec![("listener", listener.clone())], read(counters)))
-                .collect()
-        };
+        let per_socket = |read: fn(&UdpCounters) -> u64| each(self.by_socket(), read);
         family(
             e,
             "udp_datagrams_answered",
             "UDP datagrams echoed, by listening address",
             None,
             Counter,
-            per_socket(&|c| c.answered.get()),
+            per_socket(|c| c.answered.get()),
         )?;
         family(
             e,
@@ -299,16 +317,8 @@ impl Collector for Sources {
             "UDP datagrams not answered, by listening address and reason: reflecting_port (from the port of an answering service), rate_limit (over udp_rate_limit), send_failed",
             None,
             Counter,
-            self.udp.iter().flat_map(|(listener, counters)| {
-                UdpDrop::ALL.into_iter().map(move |reason| {
-                    (
-                        vec![
-                            ("listener", listener.clone()),
-                            ("reason", reason.label().to_string()),
-                        ],
-                        counters.dropped(reason).get(),
-                    )
-                })
+            each_by(self.by_socket(), "reason", |c| {
+                UdpDrop::ALL.map(|reason| (reason.label(), c.dropped(reason).get()))
             }),
         )?;
         family(
@@ -317,7 +327,7 @@ impl Collector for Sources {
             "Bytes received over UDP, by listening address",
             Some(&Unit::Bytes),
             Counter,
-            per_socket(&|c| c.bytes_received.get()),
+            per_socket(|c| c.bytes_received.get()),
         )?;
         family(
             e,
@@ -325,7 +335,7 @@ impl Collector for Sources {
             "Bytes echoed over UDP, by listening address",
             Some(&Unit::Bytes),
             Counter,
-            per_socket(&|c| c.bytes_sent.get()),
+            per_socket(|c| c.bytes_sent.get()),
         )?;
         Ok(())
     }
