@@ -5,7 +5,7 @@ set -euo pipefail
 
 usage() {
     cat <<'USAGE'
-Usage: ./scripts/bench.sh [all|cells|idle|client|scaling|noise] [OPTIONS]
+Usage: ./scripts/bench.sh [all|cells|idle|client|scaling|metrics|noise] [OPTIONS]
 
 Builds echo-server, echo-client and the reference servers, then runs each
 server pinned to CPU 0 and the load on CPU 1:
@@ -21,6 +21,9 @@ server pinned to CPU 0 and the load on CPU 1:
   scaling  echo-server with 1 worker and with 2, and the C server, each
            free to use both CPUs, as is the load (echo-client bench, a
            thread per CPU), at the busiest connection count
+  metrics  echo-server with its Prometheus metrics off and on (scraped twice
+           a second), the same cells: the server's CPU per round trip, on
+           against off (target: within 2%; not part of all)
   noise    the C server and the C generator against themselves, paired
            the same way: how far two runs of the same programs differ on
            this machine (not part of all)
@@ -56,7 +59,7 @@ main() {
     local parts=cells,idle,client,scaling
     case "${1:-all}" in
         all) ;;
-        cells | idle | client | scaling | noise) parts=$1 ;;
+        cells | idle | client | scaling | metrics | noise) parts=$1 ;;
         -h | --help)
             usage
             return 0

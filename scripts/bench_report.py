@@ -12,12 +12,15 @@ MAX_IDLE_BYTES = 2048
 # reaches 1.0 and lies above this: not measurably slower, and measured
 # closely enough to rule out being 5% slower.
 MIN_CLIENT_RATIO = 0.95
+# The server's CPU per round trip with metrics on (and scraped) against off,
+# over every round of every cell.
+MAX_METRICS_RATIO = 1.02
 
 README_BEGIN = "<!-- scripts/bench.sh --readme: begin -->"
 README_END = "<!-- scripts/bench.sh --readme: end -->"
 
 
-def check_targets(rows, idle, client_overall):
+def check_targets(rows, idle, client_overall, metrics=None):
     """Each target of the performance work, met or not, with the figure."""
     targets = []
     if rows:
@@ -65,6 +68,15 @@ def check_targets(rows, idle, client_overall):
                       f"{client_overall['confidence']:.0%} confidence "
                       f"{client_overall['low']:.3f} to {client_overall['high']:.3f} "
                       f"(needs {CONFIDENCE:.0%} confidence, reaching 1.000, from {MIN_CLIENT_RATIO:.3f} up)",
+        })
+    if metrics:
+        pooled = metrics["on_vs_off_overall"]
+        targets.append({
+            "target": f"server CPU per round trip with metrics on ≤ {MAX_METRICS_RATIO:.2f}× off",
+            "met": pooled["median"] <= MAX_METRICS_RATIO,
+            "figure": f"all {pooled['round_count']} rounds' ratios {pooled['median']:.3f}× "
+                      f"({pooled['confidence']:.0%} confidence {pooled['low']:.3f} to "
+                      f"{pooled['high']:.3f}); {metrics['scrapes']} scrapes",
         })
     return targets
 
@@ -197,6 +209,19 @@ def render_text(report):
                          f"{cpu['low']:.2f} to {cpu['high']:.2f}  {rate['median']:>10.2f}  "
                          f"{rate['low']:.2f} to {rate['high']:.2f}")
         lines.append("round trips/s, " + describe_pooled(report["noise"]["requests_per_s_overall"]))
+    if report["metrics"]:
+        lines += ["", "metrics: echo-server with metrics off and on (scraped), each run twice a "
+                      "round in mirrored order; server CPU ns per round trip, medians;",
+                  "ratio: median of each round's on/off, and its range",
+                  f"{'conns':>5} {'size':>6}  {'off':>9}{'on':>9}{'on/off':>8}  rounds"]
+        for result in report["metrics"]["cells"]:
+            ratio = result["on_vs_off"]
+            lines.append(f"{result['connections']:>5} {result['size']:>4} B  "
+                         f"{result['off_cpu_ns_per_round_trip']:>9,.0f}"
+                         f"{result['on_cpu_ns_per_round_trip']:>9,.0f}{ratio['median']:>8.3f}  "
+                         f"{ratio['low']:.3f} to {ratio['high']:.3f}")
+        lines.append("CPU per round trip on/off, "
+                     + describe_pooled(report["metrics"]["on_vs_off_overall"]))
     if report["targets"]:
         lines += ["", "targets"]
         for target in report["targets"]:

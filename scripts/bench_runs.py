@@ -14,7 +14,9 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 
 from bench_stats import histogram_quantile, median_of, paired_ratio, pooled_ratio
 
@@ -25,6 +27,11 @@ REFERENCE = "C epoll"
 PRODUCT = "echo-server"
 ONE_WORKER = f"{PRODUCT}, 1 worker"
 TWO_WORKERS = f"{PRODUCT}, 2 workers"
+METRICS_OFF = f"{PRODUCT}, metrics off"
+METRICS_ON = f"{PRODUCT}, metrics on"
+# How often the metrics part scrapes the server with metrics on: more often
+# than any Prometheus would, so that the scrapes' own cost shows.
+SCRAPE_INTERVAL_S = 0.5
 GENERATOR = "C generator"
 ECHO_CLIENT = "echo-client"
 STARTUP_PATIENCE_S = 10
@@ -401,6 +408,108 @@ def bench_scaling(args, workdir):
         }
         for cell in cells for server in servers
     ]
+
+
+def metrics_config(config_path, workdir):
+    """A copy of the shipped configuration with `[metrics] listen` set to a
+    free loopback port (the shipped file has it commented out)."""
+    with open(config_path, encoding="utf-8") as config:
+        text, found = re.subn(r'^# listen = "127\.0\.0\.1:9862"$', 'listen = "127.0.0.1:0"',
+                              config.read(), flags=re.M)
+    if found != 1:
+        raise BenchError(f'{config_path} has {found} `# listen = "127.0.0.1:9862"` lines, not the '
+                         "one under [metrics] that the metrics part turns on")
+    path = os.path.join(workdir, "metrics.toml")
+    with open(path, "w", encoding="utf-8") as config:
+        config.write(text)
+    return path
+
+
+class Scraper:
+    """Scrapes a server's /metrics every SCRAPE_INTERVAL_S, as Prometheus
+    would, until stopped; a failed scrape stops the benchmark."""
+
+    def __init__(self, url):
+        self.url = url
+        self.scrapes = 0
+        self.error = None
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        while not self.stopping.wait(SCRAPE_INTERVAL_S):
+            try:
+                with urllib.request.urlopen(self.url, timeout=10) as response:
+                    if b"echo_server_tcp_connections_accepted" not in response.read():
+                        raise BenchError(f"{self.url} answered without the metrics")
+                self.scrapes += 1
+            except (OSError, BenchError) as error:
+                self.error = error
+                return
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_):
+        self.stopping.set()
+        self.thread.join()
+        if self.error:
+            raise BenchError(f"scraping {self.url} failed: {self.error}")
+
+
+def bench_metrics(args, workdir):
+    """echo-server with metrics off (as shipped) and on (`[metrics] listen`,
+    scraped every SCRAPE_INTERVAL_S), the same binary, both pinned to the
+    server CPU: the server's CPU per round trip, on against off. Each round
+    of each cell runs the two twice each in mirrored order
+    (`mirrored_turns`); a round's figure is the mean of each one's two runs.
+    The counting itself happens in both (it is always on); what differs is
+    the endpoint and the scrapes, which run on a thread of the server's own
+    and are charged to its CPU time.
+    """
+    _, product_argv, product_pattern = next(
+        kind for kind in server_kinds(args) if kind[0] == PRODUCT)
+    on_argv = [args.echo_server, "--config", metrics_config(args.config, workdir), "--port", "0"]
+    servers = {
+        METRICS_OFF: Server(METRICS_OFF, product_argv, product_pattern, workdir),
+        METRICS_ON: Server(METRICS_ON, on_argv, product_pattern, workdir),
+    }
+    cells = cells_of(args)
+    cpu = {cell: {name: [] for name in servers} for cell in cells}
+    try:
+        for server in servers.values():
+            server.start()
+        endpoint = re.search(r'metrics="(http://[^"]+)"', servers[METRICS_ON].log())
+        if not endpoint:
+            raise BenchError(f"{METRICS_ON} serves no metrics:\n{servers[METRICS_ON].log()}")
+        with Scraper(endpoint.group(1)) as scraper:
+            for round_index in range(args.rounds):
+                for cell_index, cell in enumerate(cells):
+                    runs = mirrored_runs(
+                        list(servers), round_index, cell_index,
+                        lambda name, cell=cell: pingpong(args, servers[name], *cell))
+                    for name, (first, second) in runs.items():
+                        cpu[cell][name].append(statistics.mean(
+                            [first["cpu_ns_per_round_trip"], second["cpu_ns_per_round_trip"]]))
+                    progress(f"metrics round {round_index + 1}/{args.rounds}: "
+                             f"{cell[0]} × {cell[1]} B done")
+        scrapes = scraper.scrapes
+    finally:
+        for server in servers.values():
+            server.stop()
+    results = [
+        {
+            "connections": cell[0],
+            "size": cell[1],
+            "off_cpu_ns_per_round_trip": statistics.median(cpu[cell][METRICS_OFF]),
+            "on_cpu_ns_per_round_trip": statistics.median(cpu[cell][METRICS_ON]),
+            "on_vs_off": paired_ratio(cpu[cell][METRICS_ON], cpu[cell][METRICS_OFF]),
+        }
+        for cell in cells
+    ]
+    pooled = pooled_ratio([ratio for result in results for ratio in result["on_vs_off"]["rounds"]])
+    return {"cells": results, "on_vs_off_overall": pooled, "scrapes": scrapes}
 
 
 def raise_fd_limit(wanted):

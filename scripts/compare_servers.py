@@ -24,6 +24,9 @@ other, on loopback, so the server's cost is measured alone:
   Each round of each cell runs the two against echo-server, twice each, in
   mirrored order (`bench_runs.mirrored_turns`), and the verdict pools every
   round of every cell (see `bench_report.not_measurably_slower`).
+* metrics (on request only): echo-server with its Prometheus metrics off
+  and on (and scraped), paired the same way: the server's CPU per round
+  trip, on against off (target: within 2%).
 * noise (on request only): the C server and the C generator measured
   against themselves, the same way, to show how far two runs of the same
   programs differ on this machine; no target is judged on it.
@@ -54,6 +57,7 @@ from bench_runs import (
     BenchError,
     bench_cells,
     bench_idle,
+    bench_metrics,
     bench_noise,
     bench_scaling,
     describe_machine,
@@ -62,7 +66,7 @@ from bench_runs import (
 
 # The parts of a whole report (what --readme writes), and every part.
 WHOLE_REPORT = {"cells", "idle", "client", "scaling"}
-PARTS = WHOLE_REPORT | {"noise"}
+PARTS = WHOLE_REPORT | {"metrics", "noise"}
 
 
 def positive_list(text):
@@ -125,6 +129,7 @@ def main():
         idle = bench_idle(args, kinds, workdir) if "idle" in args.parts else []
         scaling = bench_scaling(args, workdir) if "scaling" in args.parts else []
         noise = bench_noise(args, workdir) if "noise" in args.parts else None
+        metrics = bench_metrics(args, workdir) if "metrics" in args.parts else None
     report = {
         "machine": describe_machine(),
         "settings": {
@@ -139,8 +144,9 @@ def main():
         "client_overall": not_measurably_slower(client) if client else None,
         "scaling": scaling,
         "noise": noise,
+        "metrics": metrics,
     }
-    report["targets"] = check_targets(report["cells"], idle, report["client_overall"])
+    report["targets"] = check_targets(report["cells"], idle, report["client_overall"], metrics)
     text = render_text(report)
     if args.readme:
         update_readme(args.readme, text)

@@ -466,6 +466,7 @@ fn the_template_writes_every_string_variable_as_a_toml_string_of_the_same_text()
         ("daemon", "pid_file"),
         ("daemon", "user"),
         ("daemon", "group"),
+        ("metrics", "listen"),
     ];
     let variable = |section: &str, key: &str| match section {
         "server" => format!("echo_server_{key}"),

@@ -112,6 +112,7 @@ fn a_short_run_reports_every_server_cell_and_target() {
         }
     }
     assert!(report["noise"].is_null(), "noise runs only on request");
+    assert!(report["metrics"].is_null(), "metrics runs only on request");
     let scaling = report["scaling"].as_array().unwrap();
     assert_eq!(scaling.len(), 3 * 2, "{scaling:#?}");
     for server in ["echo-server, 1 worker", "echo-server, 2 workers", "C epoll"] {
@@ -178,6 +179,50 @@ fn the_noise_part_pairs_the_reference_with_itself() {
         report["targets"].as_array().unwrap().is_empty(),
         "no target is judged on the noise"
     );
+}
+
+#[test]
+fn the_metrics_part_pairs_metrics_on_with_off_and_judges_the_target() {
+    let report = bench_report(&[
+        "metrics",
+        "--rounds",
+        "2",
+        "--duration",
+        "0.2",
+        "--connections",
+        "2",
+        "--sizes",
+        "64,300",
+    ]);
+
+    let metrics = &report["metrics"];
+    let cells = metrics["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 2, "{metrics:#?}");
+    for cell in cells {
+        for figure in ["off_cpu_ns_per_round_trip", "on_cpu_ns_per_round_trip"] {
+            assert!(cell[figure].as_f64().unwrap() > 0.0, "{cell:#?}");
+        }
+        assert_eq!(
+            cell["on_vs_off"]["rounds"].as_array().unwrap().len(),
+            2,
+            "{cell:#?}"
+        );
+    }
+    assert_eq!(metrics["on_vs_off_overall"]["round_count"], 4);
+    assert!(
+        metrics["scrapes"].as_u64().unwrap() > 0,
+        "the server with metrics on was scraped: {metrics:#?}"
+    );
+    let targets = report["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 1, "{targets:#?}");
+    assert!(
+        targets[0]["target"]
+            .as_str()
+            .unwrap()
+            .contains("metrics on"),
+        "{targets:#?}"
+    );
+    assert!(report["cells"].as_array().unwrap().is_empty());
 }
 
 #[test]

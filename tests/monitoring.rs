@@ -11,11 +11,13 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{CLIENT, PATIENCE, Server, TestDir, finish_with_patience, free_port};
+use common::{
+    CLIENT, PATIENCE, Server, TestDir, closed_by_server, echo_once, finish_with_patience, free_port,
+};
 use serde_json::Value;
 
 /// A foreign server the test started, stopped when the test ends.
@@ -95,31 +97,137 @@ fn check(args: &[&str]) -> common::Finished {
     finish_with_patience(command, b"")
 }
 
-#[test]
-fn the_documented_alerting_rules_pass_promtool() {
-    let guide = include_str!("../docs/MONITORING.md");
-    let rules: String = guide
-        .lines()
-        .skip_while(|line| *line != "groups:")
-        .take_while(|line| *line != "```")
-        .map(|line| format!("{line}\n"))
-        .collect();
-    assert!(
-        rules.contains("alert: EchoPathDown"),
-        "no rules in MONITORING.md"
+/// A Prometheus server that scrapes `target` every second as job `job`,
+/// with its port and log.
+fn start_prometheus(dir: &TestDir, job: &str, target: &str) -> (Foreign, u16, PathBuf) {
+    let port = free_port();
+    let config = dir.write(
+        "prometheus.yml",
+        &format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: {job}\n    \
+             static_configs:\n      - targets: ['{target}']\n"
+        ),
     );
-    let dir = TestDir::new();
-    let file = dir.write("echo.rules.yml", &rules);
-    let lint = Command::new("promtool")
-        .args(["check", "rules", file.to_str().unwrap()])
-        .output()
+    let log = dir.path().join("prometheus.log");
+    let prometheus = Foreign::start(
+        "prometheus",
+        "prometheus",
+        &[
+            &format!("--config.file={}", config.display()),
+            &format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()),
+            &format!("--web.listen-address=127.0.0.1:{port}"),
+        ],
+        &log,
+    );
+    (prometheus, port, log)
+}
+
+/// `promtool check metrics` on `text`, which must pass.
+fn promtool_check_metrics(text: &[u8]) {
+    let mut lint = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("promtool (scripts/test.sh installs prometheus)");
+    lint.stdin.take().unwrap().write_all(text).unwrap();
+    let lint = lint.wait_with_output().unwrap();
     assert!(
         lint.status.success(),
-        "promtool check rules: {}{}",
+        "promtool check metrics: {}{}",
         String::from_utf8_lossy(&lint.stdout),
         String::from_utf8_lossy(&lint.stderr)
     );
+}
+
+#[test]
+fn the_documented_alerting_rules_pass_promtool() {
+    let guide = include_str!("../docs/MONITORING.md");
+    // Every block of rules: the textfile's, and the daemon's.
+    let mut blocks: Vec<String> = Vec::new();
+    let mut lines = guide.lines();
+    while lines.any(|line| line == "groups:") {
+        let block: String = lines
+            .by_ref()
+            .take_while(|line| *line != "```")
+            .map(|line| format!("{line}\n"))
+            .collect();
+        blocks.push(format!("groups:\n{block}"));
+    }
+    for alert in [
+        "alert: EchoPathDown",
+        "alert: EchoServerConnectionsNearLimit",
+    ] {
+        assert!(
+            blocks.iter().any(|block| block.contains(alert)),
+            "no {alert} in MONITORING.md"
+        );
+    }
+    let dir = TestDir::new();
+    for (index, rules) in blocks.iter().enumerate() {
+        let file = dir.write(&format!("echo{index}.rules.yml"), rules);
+        let lint = Command::new("promtool")
+            .args(["check", "rules", file.to_str().unwrap()])
+            .output()
+            .expect("promtool (scripts/test.sh installs prometheus)");
+        assert!(
+            lint.status.success(),
+            "promtool check rules: {}{}",
+            String::from_utf8_lossy(&lint.stdout),
+            String::from_utf8_lossy(&lint.stderr)
+        );
+    }
+}
+
+#[test]
+fn prometheus_scrapes_the_daemon_and_promtool_passes_its_metrics() {
+    let server = Server::start("max_connections = 1\n[metrics]\nlisten = \"127.0.0.1:0\"\n");
+    let metrics = server.metrics.expect("the server serves /metrics");
+    // Real traffic: a connection that echoes 1234 bytes and stays open, and
+    // one refused over max_connections.
+    let mut kept = server.connect();
+    echo_once(&mut kept, &common::random_bytes(1234, 17));
+    let mut refused = server.connect();
+    assert!(closed_by_server(&mut refused));
+
+    promtool_check_metrics(
+        http_get(metrics.port(), "/metrics")
+            .expect("a scrape")
+            .as_bytes(),
+    );
+
+    let dir = TestDir::new();
+    let (mut prometheus, prometheus_port, prometheus_log) =
+        start_prometheus(&dir, "echo", &metrics.to_string());
+    // The value of `query`, once Prometheus has it as `expected`: it scrapes
+    // every second, the first time maybe before the refusal was counted.
+    let mut expect = |query: &str, expected: f64| {
+        eventually(&format!("{query} == {expected}"), || {
+            prometheus.assert_running(&prometheus_log);
+            let body = http_get(prometheus_port, &format!("/api/v1/query?query={query}"))?;
+            let answer: Value = serde_json::from_str(&body).unwrap();
+            let value: f64 = answer["data"]["result"][0]["value"][1]
+                .as_str()?
+                .parse()
+                .unwrap();
+            (value == expected).then_some(())
+        });
+    };
+    // Scraped in OpenMetrics, which Prometheus asks for first.
+    expect("up{job=\"echo\"}", 1.0);
+    expect("echo_server_build_info", 1.0);
+    expect("sum(echo_server_tcp_connections_accepted_total)", 1.0);
+    expect("sum(echo_server_tcp_connections_refused_total)", 1.0);
+    expect("sum(echo_server_tcp_connections_open)", 1.0);
+    expect("sum(echo_server_tcp_received_bytes_total)", 1234.0);
+    expect("sum(echo_server_tcp_sent_bytes_total)", 1234.0);
+    drop(kept);
+    expect(
+        "sum(echo_server_tcp_connections_closed_total{reason=\"peer\"})",
+        1.0,
+    );
+    expect("sum(echo_server_tcp_connections_open)", 0.0);
 }
 
 #[test]
@@ -158,17 +266,7 @@ fn prometheus_reads_the_textfile_through_node_exporter() {
     ]);
     assert_eq!(run.code, 2, "{}", run.stderr);
 
-    let lint = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::fs::File::open(&file).unwrap())
-        .output()
-        .expect("promtool (scripts/test.sh installs prometheus)");
-    assert!(
-        lint.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&lint.stdout),
-        String::from_utf8_lossy(&lint.stderr)
-    );
+    promtool_check_metrics(&std::fs::read(&file).unwrap());
 
     let exporter_port = free_port();
     let exporter_log = dir.path().join("node_exporter.log");
@@ -183,25 +281,8 @@ fn prometheus_reads_the_textfile_through_node_exporter() {
         ],
         &exporter_log,
     );
-    let prometheus_port = free_port();
-    let config = dir.write(
-        "prometheus.yml",
-        &format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: node\n    \
-             static_configs:\n      - targets: ['127.0.0.1:{exporter_port}']\n"
-        ),
-    );
-    let prometheus_log = dir.path().join("prometheus.log");
-    let mut prometheus = Foreign::start(
-        "prometheus",
-        "prometheus",
-        &[
-            &format!("--config.file={}", config.display()),
-            &format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()),
-            &format!("--web.listen-address=127.0.0.1:{prometheus_port}"),
-        ],
-        &prometheus_log,
-    );
+    let (mut prometheus, prometheus_port, prometheus_log) =
+        start_prometheus(&dir, "node", &format!("127.0.0.1:{exporter_port}"));
 
     // The value of `query` for each target, once Prometheus has all three.
     let mut query = |query: &str| -> Vec<(String, f64)> {

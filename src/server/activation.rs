@@ -12,6 +12,9 @@
 //! the socket says it: a stream socket named `proxy-protocol`
 //! (`FileDescriptorName=proxy-protocol` in the `.socket` unit, `--fdname`
 //! for `systemd-socket-activate`) takes the header; any other name does not.
+//! A stream socket named `metrics` is not an echo socket at all: the daemon
+//! serves its Prometheus endpoint there (`metrics`), which is how a daemon
+//! without a network of its own can be scraped.
 
 use std::net::UdpSocket;
 
@@ -20,6 +23,8 @@ use crate::server::listeners::TcpEndpoint;
 
 /// The descriptor name that turns on the PROXY protocol for a socket.
 pub(crate) const PROXY_PROTOCOL_FD_NAME: &str = "proxy-protocol";
+/// The descriptor name of the socket that serves `/metrics`.
+pub(crate) const METRICS_FD_NAME: &str = "metrics";
 
 /// The sockets a service manager passed in, by kind. (`listeners` makes
 /// them the daemon's `Listeners`; this module knows nothing of binding.)
@@ -27,6 +32,8 @@ pub(crate) const PROXY_PROTOCOL_FD_NAME: &str = "proxy-protocol";
 pub(crate) struct Inherited {
     pub(crate) tcp: Vec<TcpEndpoint>,
     pub(crate) udp: Vec<UdpSocket>,
+    /// The socket named `metrics`, if one was passed.
+    pub(crate) metrics: Option<std::net::TcpListener>,
 }
 
 /// The sockets passed by the service manager, or `None` if there are none
@@ -66,6 +73,15 @@ pub(crate) fn inherited_sockets() -> Result<Option<Inherited>, StartupError> {
                 return Err(invalid(format!(
                     "descriptor {fd} is a connection, not a listening socket (the .socket unit needs Accept=no)"
                 )));
+            }
+            if name == METRICS_FD_NAME {
+                if listeners.metrics.is_some() {
+                    return Err(invalid(format!(
+                        "descriptor {fd} is a second socket named `{METRICS_FD_NAME}`: the metrics endpoint has one address"
+                    )));
+                }
+                listeners.metrics = Some(socket.into());
+                continue;
             }
             listeners.tcp.push(TcpEndpoint {
                 listener: socket.into(),

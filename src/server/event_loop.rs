@@ -47,6 +47,7 @@ use tracing::{debug, error, info, warn};
 use crate::server::limits::{ConnectionPermit, Limits};
 use crate::server::listeners::TcpEndpoint;
 use crate::server::mailbox::{Command, Inbox, WAKE_TOKEN};
+use crate::server::metrics::counters::{AcceptError, CloseReason, WorkerCounters};
 use crate::server::proxy_header::{HeaderError, PartialHeader};
 use crate::server::shutdown::TaskGuard;
 use crate::server::throttle::Throttle;
@@ -101,6 +102,8 @@ pub(crate) struct EventLoop {
     partial_headers: HashMap<usize, PartialHeader>,
     /// Warnings about connections without a valid PROXY protocol header.
     header_failures: Throttle,
+    /// What this worker has done, for the metrics; written by it alone.
+    counters: Arc<WorkerCounters>,
 }
 
 /// A listening socket and its address, for the log.
@@ -130,6 +133,7 @@ impl EventLoop {
         limits: Arc<Limits>,
         guard: TaskGuard,
         commands: Inbox,
+        counters: Arc<WorkerCounters>,
     ) -> io::Result<EventLoop> {
         let mut registered = Vec::with_capacity(listeners.len());
         for (index, endpoint) in listeners.into_iter().enumerate() {
@@ -167,6 +171,7 @@ impl EventLoop {
             unfinished: Vec::new(),
             partial_headers: HashMap::new(),
             header_failures: Throttle::new(WARNING_INTERVAL),
+            counters,
         })
     }
 
@@ -225,7 +230,13 @@ impl EventLoop {
                     Command::Ping(answer) => {
                         let _ = answer.send(());
                     }
-                    Command::Close => return,
+                    Command::Close => {
+                        self.counters
+                            .closed(CloseReason::Shutdown)
+                            .add(self.connections.len() as u64);
+                        self.counters.open.set(0);
+                        return;
+                    }
                 }
             }
             if self.accepting.retry_at.is_some_and(|at| at <= now) {
@@ -265,13 +276,16 @@ impl EventLoop {
             let (stream, peer) = match listener.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if is_peer_error(&e) => {
+                    self.counters.accept_error(AcceptError::PeerGone).add(1);
                     debug!(error = %e, "a connection went away before it was accepted");
                     continue;
                 }
                 Err(e) => {
                     // Out of descriptors or memory: waiting is the only cure,
                     // and retrying at once would spin on the same error.
+                    self.counters.accept_error(AcceptError::of(&e)).add(1);
                     let accepting = &mut self.accepting;
                     accepting.failed += 1;
                     if let Some(suppressed) = accepting.errors.event() {
@@ -290,6 +304,7 @@ impl EventLoop {
             }
             let Some(permit) = self.limits.try_admit() else {
                 drop(stream);
+                self.counters.refused.add(1);
                 if let Some(suppressed) = self.accepting.refusals.event() {
                     warn!(max_connections = self.limits.max_connections(), %peer, suppressed,
                         "connection limit reached; refusing new connections");
@@ -340,6 +355,8 @@ impl EventLoop {
             _permit: permit,
             _guard: guard,
         });
+        self.counters.accepted.add(1);
+        self.counters.open.set(self.connections.len() as u64);
         let expires = if awaiting_header {
             Some(now + self.limits.proxy_protocol_timeout())
         } else {
@@ -361,18 +378,24 @@ impl EventLoop {
             match connection.receive_header(
                 ready,
                 &mut self.scratch,
+                &self.counters,
                 &mut self.partial_headers,
                 key,
                 now,
             ) {
                 Ok(false) => Ok(Turn::Waiting),
                 // On with what is left to read, as if nothing new had come.
-                Ok(true) => connection.echo(Readiness::NOTHING_NEW, &mut self.scratch, now),
+                Ok(true) => connection.echo(
+                    Readiness::NOTHING_NEW,
+                    &mut self.scratch,
+                    &self.counters,
+                    now,
+                ),
                 Err(HeaderFailure::Io(e)) => Err(e),
                 Err(failure) => return self.refuse(key, &failure),
             }
         } else {
-            connection.echo(ready, &mut self.scratch, now)
+            connection.echo(ready, &mut self.scratch, &self.counters, now)
         };
         match turn {
             Ok(Turn::Waiting) => {}
@@ -439,6 +462,12 @@ impl EventLoop {
         }
         let _ = self.poll.registry().deregister(&mut connection.stream);
         let (peer, echoed) = (connection.peer, connection.echoed);
+        let reason = match &how {
+            Ok(ending) => ending.reason(),
+            Err(_) => CloseReason::Error,
+        };
+        self.counters.closed(reason).add(1);
+        self.counters.open.set(self.connections.len() as u64);
         match how {
             Ok(ending) => debug!(%peer, echoed, ?ending, "connection closed"),
             Err(e) => debug!(%peer, echoed, error = %e, "connection failed"),
@@ -463,9 +492,7 @@ impl EventLoop {
 fn is_peer_error(e: &io::Error) -> bool {
     matches!(
         e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
+        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
     )
 }
 
@@ -487,6 +514,17 @@ enum Ending {
     IdleTimeout,
     /// No valid PROXY protocol header came in time.
     NoProxyHeader,
+}
+
+impl Ending {
+    /// How the metrics count it.
+    fn reason(self) -> CloseReason {
+        match self {
+            Ending::PeerClosed => CloseReason::Peer,
+            Ending::IdleTimeout => CloseReason::IdleTimeout,
+            Ending::NoProxyHeader => CloseReason::ProxyHeader,
+        }
+    }
 }
 
 /// Why a connection to a `proxy_protocol` listener got no further than its
@@ -552,6 +590,7 @@ impl Connection {
         &mut self,
         ready: Readiness,
         scratch: &mut [u8],
+        counters: &WorkerCounters,
         partial_headers: &mut HashMap<usize, PartialHeader>,
         key: usize,
         now: Instant,
@@ -569,6 +608,7 @@ impl Connection {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(HeaderFailure::Io(e)),
             };
+            counters.bytes_received.add(read as u64);
             if read < scratch.len() && SHORT_READ_DRAINS && !self.closing {
                 self.readable = false;
             }
@@ -588,7 +628,7 @@ impl Connection {
             self.last_active = now;
             debug!(peer = %self.peer, %proxy, "connection opened");
             if header.data_from < read {
-                self.echo_bytes(&scratch[header.data_from..read], now)
+                self.echo_bytes(&scratch[header.data_from..read], counters, now)
                     .map_err(HeaderFailure::Io)?;
             }
             return Ok(true);
@@ -598,11 +638,17 @@ impl Connection {
 
     /// Does what the readiness allows, within one turn: sends what waits,
     /// reads and echoes what came, and finishes a half-close.
-    fn echo(&mut self, ready: Readiness, scratch: &mut [u8], now: Instant) -> io::Result<Turn> {
+    fn echo(
+        &mut self,
+        ready: Readiness,
+        scratch: &mut [u8],
+        counters: &WorkerCounters,
+        now: Instant,
+    ) -> io::Result<Turn> {
         self.readable |= ready.readable || ready.closing;
         self.closing |= ready.closing;
         if ready.writable && !self.unsent.is_empty() {
-            self.send_unsent(now)?;
+            self.send_unsent(counters, now)?;
         }
         let mut reads = 0;
         while self.readable && self.unsent.is_empty() && !self.input_ended {
@@ -624,7 +670,8 @@ impl Connection {
                 Err(e) => return Err(e),
             };
             self.last_active = now;
-            self.echo_bytes(&scratch[..read], now)?;
+            counters.bytes_received.add(read as u64);
+            self.echo_bytes(&scratch[..read], counters, now)?;
             // A read that did not fill the buffer found the socket empty:
             // no read that fails with WouldBlock after every message.
             if read < scratch.len() && SHORT_READ_DRAINS && !self.closing {
@@ -641,7 +688,12 @@ impl Connection {
 
     /// Sends `bytes` back; what the kernel does not take waits in `unsent`.
     #[inline]
-    fn echo_bytes(&mut self, bytes: &[u8], now: Instant) -> io::Result<()> {
+    fn echo_bytes(
+        &mut self,
+        bytes: &[u8],
+        counters: &WorkerCounters,
+        now: Instant,
+    ) -> io::Result<()> {
         let written = match socket_calls::send(&self.stream, bytes) {
             Ok(written) => written,
             // What was not sent goes as unsent, below.
@@ -656,16 +708,17 @@ impl Connection {
             Err(e) => return Err(e),
         };
         self.echoed += written as u64;
+        counters.bytes_sent.add(written as u64);
         if written < bytes.len() {
             self.unsent = bytes[written..].to_vec();
             // Until a write would block, no event says when to go on.
-            self.send_unsent(now)?;
+            self.send_unsent(counters, now)?;
         }
         Ok(())
     }
 
     /// Writes what the kernel did not take before, as far as it now goes.
-    fn send_unsent(&mut self, now: Instant) -> io::Result<()> {
+    fn send_unsent(&mut self, counters: &WorkerCounters, now: Instant) -> io::Result<()> {
         let mut sent = 0;
         while sent < self.unsent.len() {
             match socket_calls::send(&self.stream, &self.unsent[sent..]) {
@@ -679,6 +732,7 @@ impl Connection {
         if sent > 0 {
             self.last_active = now;
             self.echoed += sent as u64;
+            counters.bytes_sent.add(sent as u64);
         }
         if sent == self.unsent.len() {
             // An idle connection owns no buffer.

@@ -20,9 +20,10 @@ use crate::server::config::{
 };
 use crate::server::error::StartupError;
 use crate::server::limits::Limits;
-use crate::server::listeners::{Listeners, Origin};
+use crate::server::listeners::{self, Listeners, Origin};
 use crate::server::logging::Logging;
 use crate::server::mailbox::Mailbox;
+use crate::server::metrics::{self, counters::Reloads};
 use crate::server::notify::Notifier;
 use crate::server::shutdown::{RUNTIME_SHUTDOWN_TIMEOUT, ShutdownController};
 use crate::server::signals::{Request, Signals};
@@ -162,13 +163,27 @@ fn open_and_detach(
             log_directory: log_directory.clone(),
         };
         let prepared = prepare(&options)?;
-        let listeners = Listeners::open(&config.server)?;
+        let listeners = open_listeners(config)?;
         let (parent, pid_file) = detach(&options, prepared)?;
         return Ok((listeners, Some(parent), Some(pid_file)));
     }
     #[cfg(not(unix))]
     let _ = launch;
-    Ok((Listeners::open(&config.server)?, None, None))
+    Ok((open_listeners(config)?, None, None))
+}
+
+/// Every socket the daemon serves: the echo's, and the metrics endpoint's.
+/// Under socket activation the service manager passes them all, as it
+/// passes the echo's: `[metrics] listen` applies no more than `listen`
+/// does (the activated unit has no network to bind it in).
+fn open_listeners(config: &Config) -> Result<Listeners, StartupError> {
+    let mut listeners = Listeners::open(&config.server)?;
+    if listeners.origin == Origin::Configured
+        && let Some(address) = config.metrics.address()
+    {
+        listeners.metrics = Some(listeners::bind_metrics(address)?);
+    }
+    Ok(listeners)
 }
 
 fn report(error: &StartupError) -> i32 {
@@ -198,15 +213,21 @@ async fn run(
 ) -> Result<(), StartupError> {
     let mut signals = Signals::install().map_err(StartupError::Runtime)?;
     let limits = Limits::new(&service.config.server);
+    let reloads = Arc::new(Reloads::new());
     let controller = ShutdownController::default();
     let addresses = listeners.describe().to_string();
     let proxied = listeners.describe_proxied();
     let mut serving = JoinSet::new();
+    let mut udp_counters = Vec::new();
     for socket in listeners.udp {
         let socket = tokio::net::UdpSocket::from_std(socket).map_err(StartupError::Runtime)?;
+        let counters = Arc::new(metrics::counters::UdpCounters::default());
+        let address = socket.local_addr().map_err(StartupError::Runtime)?;
+        udp_counters.push((address.to_string(), Arc::clone(&counters)));
         serving.spawn(udp::serve(
             socket,
             Arc::clone(&limits),
+            counters,
             controller.subscribe(),
             controller.guard(),
         ));
@@ -215,6 +236,21 @@ async fn run(
     let worker_count = Workers::count_for(service.config.server.workers);
     let mut workers = Workers::start(worker_count, listeners.tcp, &limits, &controller)
         .map_err(StartupError::Runtime)?;
+    let metrics_address = match listeners.metrics {
+        Some(listener) => {
+            let address = listener.local_addr().map_err(StartupError::Runtime)?;
+            let sources = metrics::Sources {
+                workers: workers.counters(),
+                udp: udp_counters,
+                reloads: Arc::clone(&reloads),
+                limits: Arc::clone(&limits),
+                started_at: metrics::counters::unix_seconds(std::time::SystemTime::now()),
+            };
+            metrics::start(listener, sources).map_err(StartupError::Runtime)?;
+            Some(format!("http://{address}/metrics"))
+        }
+        None => None,
+    };
     let sockets = match listeners.origin {
         Origin::Configured => "bound from the configuration",
         Origin::Activated => "passed by the service manager",
@@ -222,7 +258,7 @@ async fn run(
     // The field is left out when no listener takes the PROXY protocol.
     let proxy_protocol = (!proxied.is_empty()).then_some(proxied.as_str());
     info!(version = env!("CARGO_PKG_VERSION"), config = %service.source, listening = %addresses, sockets,
-        workers = worker_count, proxy_protocol, "echo-server started");
+        workers = worker_count, proxy_protocol, metrics = metrics_address, "echo-server started");
     notifier.ready(&status_line(&addresses, &limits));
     let heartbeat = tokio::spawn(heartbeat(
         notifier.without_parent(),
@@ -235,7 +271,7 @@ async fn run(
         match signals.recv().await {
             Request::Reload => {
                 notifier.reloading();
-                service.reload(&limits, logging);
+                reloads.record(service.reload(&limits, logging));
                 notifier.reloaded(&status_line(&addresses, &limits));
             }
             Request::Stop(signal) => {
@@ -332,8 +368,9 @@ async fn next_stop(signals: &mut Signals) -> &'static str {
 
 impl Service {
     /// Re-reads the configuration and applies what can change live. A file
-    /// that does not load leaves the running configuration untouched.
-    fn reload(&mut self, limits: &Limits, logging: &Logging) {
+    /// that does not load leaves the running configuration untouched, and
+    /// makes it return `false`.
+    fn reload(&mut self, limits: &Limits, logging: &Logging) -> bool {
         if self.source == ConfigSource::BuiltIn {
             // Started without a file; one may have been installed since.
             self.source = ConfigSource::locate(None, None, Path::new(SYSTEM_CONFIG_PATH));
@@ -341,7 +378,7 @@ impl Service {
                 info!(
                     "SIGHUP: no config file ({SYSTEM_CONFIG_PATH} does not exist); the built-in default stays"
                 );
-                return;
+                return true;
             }
         }
         let new = match Config::load(&self.source, &self.overrides) {
@@ -350,7 +387,7 @@ impl Service {
                 error!(
                     "SIGHUP: the configuration was not reloaded, the running one stays in effect: {e}"
                 );
-                return;
+                return false;
             }
         };
         limits.update(&new.server);
@@ -376,6 +413,8 @@ impl Service {
                 ..running.log
             },
             daemon: running.daemon,
+            metrics: running.metrics,
         };
+        true
     }
 }

@@ -1,7 +1,10 @@
 //! The settings a SIGHUP can change while connections are open, the count
 //! of open connections that `max_connections` is checked against, and the
 //! count of connections refused for a missing or broken PROXY protocol
-//! header (until the daemon has metrics, the log reports it).
+//! header: the daemon-wide total that each warning in the log carries (the
+//! metrics count the same closes per worker, as
+//! `tcp_connections_closed{reason="proxy_header"}`, where no worker has to
+//! read another's counts).
 //!
 //! They are plain atomics, read on every accept and every idle sweep, so a
 //! reload reaches connections that are already open without any locking on

@@ -32,6 +32,9 @@ const PORT_PAIR_ATTEMPTS: usize = 10;
 pub(crate) struct Listeners {
     pub(crate) tcp: Vec<TcpEndpoint>,
     pub(crate) udp: Vec<UdpSocket>,
+    /// The Prometheus endpoint's socket, when the service manager passed
+    /// one (bound from `[metrics] listen` otherwise, by `bind_metrics`).
+    pub(crate) metrics: Option<TcpListener>,
     /// Where they came from, for the start-up line.
     pub(crate) origin: Origin,
 }
@@ -57,9 +60,10 @@ impl Listeners {
     /// every configured address, resolved and bound.
     pub(crate) fn open(config: &ServerConfig) -> Result<Listeners, StartupError> {
         match activation::inherited_sockets()? {
-            Some(Inherited { tcp, udp }) => Ok(Listeners {
+            Some(Inherited { tcp, udp, metrics }) => Ok(Listeners {
                 tcp,
                 udp,
+                metrics,
                 origin: Origin::Activated,
             }),
             None => Listeners::bind(config),
@@ -72,6 +76,7 @@ impl Listeners {
         let mut listeners = Listeners {
             tcp: Vec::new(),
             udp: Vec::new(),
+            metrics: None,
             origin: Origin::Configured,
         };
         for (addr, proxy_protocol) in resolve_all(&config.listen_entries())? {
@@ -129,6 +134,28 @@ impl fmt::Display for BoundAddresses {
         }
         Ok(())
     }
+}
+
+/// Binds `[metrics] listen` (its first address, if a name yields several)
+/// for the metrics thread, which blocks on it.
+pub(crate) fn bind_metrics(address: &HostPort) -> Result<TcpListener, StartupError> {
+    let HostPort { host, port } = address;
+    let addr = (host.as_str(), *port)
+        .to_socket_addrs()
+        .and_then(|mut resolved| {
+            resolved
+                .next()
+                .ok_or_else(|| std::io::Error::other("the name has no address"))
+        })
+        .map_err(|source| StartupError::Resolve {
+            host: host.to_string(),
+            source,
+        })?;
+    let listener = bind_tcp(addr)?;
+    listener
+        .set_nonblocking(false)
+        .map_err(|e| StartupError::bind(Protocol::Tcp, addr, e))?;
+    Ok(listener)
 }
 
 /// Resolves every entry, with its `proxy_protocol`; a name may yield

@@ -11,9 +11,10 @@
 //! ```text
 //! launch ─┬─> config ─> (shared) address, duration
 //!         ├─> listeners ─> activation
-//!         ├─> workers ─┬─> event_loop ─> mailbox, limits, proxy_header, shutdown, throttle
+//!         ├─> workers ─┬─> event_loop ─> mailbox, limits, metrics::counters, proxy_header, shutdown, throttle
 //!         │            └─> mailbox
-//!         ├─> udp ─> limits, shutdown, throttle
+//!         ├─> udp ─> limits, metrics::counters, shutdown, throttle
+//!         ├─> metrics ─> limits, throttle (the /metrics endpoint; its `counters` use nothing)
 //!         ├─> limits ─> config
 //!         ├─> logging, notify, signals, shutdown, daemon (Unix only)
 //!         └─> error (StartupError: every reason not to start, and its exit code)
@@ -42,6 +43,7 @@ pub(crate) mod limits;
 pub(crate) mod listeners;
 pub(crate) mod logging;
 pub(crate) mod mailbox;
+pub(crate) mod metrics;
 pub(crate) mod notify;
 pub(crate) mod proxy_header;
 pub(crate) mod shutdown;

@@ -17,6 +17,7 @@ use tokio::net::UdpSocket;
 use tracing::{debug, warn};
 
 use crate::server::limits::Limits;
+use crate::server::metrics::counters::{UdpCounters, UdpDrop};
 use crate::server::shutdown::{Shutdown, TaskGuard};
 use crate::server::throttle::Throttle;
 use crate::shared::protocol::MAX_DATAGRAM;
@@ -36,6 +37,7 @@ const WARNING_INTERVAL: Duration = Duration::from_secs(10);
 pub(crate) async fn serve(
     socket: UdpSocket,
     limits: Arc<Limits>,
+    counters: Arc<UdpCounters>,
     mut shutdown: Shutdown,
     _guard: TaskGuard,
 ) {
@@ -61,20 +63,30 @@ pub(crate) async fn serve(
                 continue;
             }
         };
+        counters.bytes_received.add(len as u64);
         if REFLECTING_PORTS.contains(&peer.port()) {
+            counters.dropped(UdpDrop::ReflectingPort).add(1);
             if let Some(suppressed) = guarded_drops.event() {
                 warn!(%peer, suppressed, "dropped a UDP datagram from the port of an answering service (possible reflection loop)");
             }
             continue;
         }
         if !rate_limiter.allow(peer.ip(), limits.udp_rate_limit(), Instant::now()) {
+            counters.dropped(UdpDrop::RateLimit).add(1);
             if let Some(suppressed) = rate_drops.event() {
                 warn!(%peer, udp_rate_limit = limits.udp_rate_limit(), suppressed, "UDP source over its rate limit; dropping");
             }
             continue;
         }
-        if let Err(e) = send(&socket, &buf[..len], peer).await {
-            debug!(%peer, error = %e, "UDP reply failed");
+        match send(&socket, &buf[..len], peer).await {
+            Ok(()) => {
+                counters.answered.add(1);
+                counters.bytes_sent.add(len as u64);
+            }
+            Err(e) => {
+                counters.dropped(UdpDrop::SendFailed).add(1);
+                debug!(%peer, error = %e, "UDP reply failed");
+            }
         }
     }
 }

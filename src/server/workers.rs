@@ -34,6 +34,7 @@ use crate::server::event_loop::EventLoop;
 use crate::server::limits::Limits;
 use crate::server::listeners::TcpEndpoint;
 use crate::server::mailbox::{self, Command, Mailbox};
+use crate::server::metrics::counters::WorkerCounters;
 use crate::server::shutdown::{Shutdown, ShutdownController};
 
 /// The TCP worker threads.
@@ -45,6 +46,8 @@ pub(crate) struct Workers {
 struct WorkerThread {
     thread: JoinHandle<()>,
     mailbox: Mailbox,
+    /// What it counts, for the metrics.
+    counters: Arc<WorkerCounters>,
     /// Resolves once the worker has closed its listeners after the stop signal.
     stopped_accepting: oneshot::Receiver<()>,
 }
@@ -72,6 +75,7 @@ impl Workers {
         for index in 1..=count {
             let poll = mio::Poll::new()?;
             let (mailbox, inbox) = mailbox::open(&poll)?;
+            let counters = Arc::new(WorkerCounters::default());
             let event_loop = EventLoop::new(
                 poll,
                 listeners
@@ -86,6 +90,7 @@ impl Workers {
                 Arc::clone(limits),
                 controller.guard(),
                 inbox,
+                Arc::clone(&counters),
             )?;
             let thread = std::thread::Builder::new()
                 .name(format!("echo-worker-{index}"))
@@ -100,6 +105,7 @@ impl Workers {
             threads.push(WorkerThread {
                 thread,
                 mailbox,
+                counters,
                 stopped_accepting,
             });
         }
@@ -111,6 +117,14 @@ impl Workers {
         self.threads
             .iter()
             .map(|worker| worker.mailbox.clone())
+            .collect()
+    }
+
+    /// Each worker's counters, in the order of their thread names.
+    pub(crate) fn counters(&self) -> Vec<Arc<WorkerCounters>> {
+        self.threads
+            .iter()
+            .map(|worker| Arc::clone(&worker.counters))
             .collect()
     }
 

@@ -191,6 +191,7 @@ impl Launcher {
             log,
             tcp: Vec::new(),
             udp: Vec::new(),
+            metrics: None,
             config_path,
             _dir: dir,
         };
@@ -199,6 +200,11 @@ impl Launcher {
                 server.tcp.push(addr.parse().unwrap());
             } else if let Some(addr) = word.strip_prefix("udp://") {
                 server.udp.push(addr.parse().unwrap());
+            } else if let Some(addr) = word
+                .strip_prefix("http://")
+                .and_then(|url| url.strip_suffix("/metrics"))
+            {
+                server.metrics = Some(addr.parse().unwrap());
             }
         }
         assert!(!server.tcp.is_empty(), "no TCP address in {started:?}");
@@ -211,6 +217,8 @@ pub struct Server {
     pub log: LogLines,
     pub tcp: Vec<SocketAddr>,
     pub udp: Vec<SocketAddr>,
+    /// Where it serves `/metrics`, if it does.
+    pub metrics: Option<SocketAddr>,
     pub config_path: PathBuf,
     _dir: TestDir,
 }

@@ -38,6 +38,8 @@ pub(crate) struct Config {
     pub(crate) log: LogConfig,
     #[serde(default = "defaults::section")]
     pub(crate) daemon: DaemonConfig,
+    #[serde(default = "defaults::section")]
+    pub(crate) metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -179,6 +181,52 @@ pub(crate) struct DaemonConfig {
     pub(crate) group: Option<String>,
 }
 
+/// The Prometheus endpoint; off unless `listen` is set.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MetricsConfig {
+    /// Where to serve `/metrics`: an address of its own, never an echo one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) listen: Option<Spanned<HostPort>>,
+}
+
+impl MetricsConfig {
+    pub(crate) fn address(&self) -> Option<&HostPort> {
+        self.listen.as_ref().map(Spanned::get_ref)
+    }
+
+    /// The metrics address must not be one the echo listens on: a scraper
+    /// would get an echo of its request, or the daemon would not start.
+    fn validate(&self, server: &ServerConfig) -> Result<(), (Option<Range<usize>>, String)> {
+        let Some(listen) = &self.listen else {
+            return Ok(());
+        };
+        let metrics = listen.get_ref();
+        let wildcard = |host: &Host| {
+            host.as_str()
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_unspecified())
+        };
+        let clash = server.listen_entries().into_iter().find(|entry| {
+            let echo = &entry.address;
+            metrics.port != 0
+                && echo.port == metrics.port
+                && (echo.host == metrics.host || wildcard(&echo.host) || wildcard(&metrics.host))
+        });
+        match clash {
+            Some(entry) => Err((
+                Some(listen.span()),
+                format!(
+                    "the metrics address {metrics} overlaps the echo address {}: give [metrics] a port of its own (e.g. 9862)",
+                    entry.address
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Where a daemon (`--daemon`) logs when `[log] directory` is not set:
 /// standard error is detached from any terminal there.
 pub(crate) const DAEMON_LOG_DIRECTORY: &str = "/var/log/echo-server";
@@ -267,6 +315,10 @@ impl Config {
             .server
             .validate()
             .map_err(|(span, message)| ConfigError::at(source.origin(), text, span, &message))?;
+        config
+            .metrics
+            .validate(&config.server)
+            .map_err(|(span, message)| ConfigError::at(source.origin(), text, span, &message))?;
         config.server.normalize();
         Ok(config)
     }
@@ -335,6 +387,7 @@ impl Config {
             ("log.rotation", new.log.rotation != old.log.rotation),
             ("log.max_files", new.log.max_files != old.log.max_files),
             ("daemon", new.daemon != old.daemon),
+            ("metrics.listen", new.metrics != old.metrics),
         ]
         .into_iter()
         .filter_map(|(name, changed)| changed.then_some(name))
@@ -662,6 +715,37 @@ mod tests {
     }
 
     #[test]
+    fn metrics_are_off_unless_given_an_address_of_their_own() {
+        assert_eq!(Config::default().metrics.address(), None);
+        let config = parse("[metrics]\nlisten = \"127.0.0.1:9862\"\n").unwrap();
+        assert_eq!(
+            config.metrics.address().map(ToString::to_string).as_deref(),
+            Some("127.0.0.1:9862")
+        );
+        assert_eq!(parse(&config.to_toml()).unwrap(), config);
+        for clash in [
+            "[server]\nport = 9862\n[metrics]\nlisten = \"127.0.0.1:9862\"\n",
+            "[server]\nlisten = [\"0.0.0.0:9862\"]\n[metrics]\nlisten = \"127.0.0.1:9862\"\n",
+            "[server]\nlisten = [\"127.0.0.1:9862\"]\n[metrics]\nlisten = \"[::]:9862\"\n",
+        ] {
+            let err = parse(clash).unwrap_err();
+            assert!(err.message.contains("a port of its own"), "{clash}: {err}");
+            assert_eq!(
+                err.position.map(|(line, _)| line),
+                Some(clash.lines().count()),
+                "{clash}: {err}"
+            );
+        }
+        // The same port on another address is another socket.
+        parse("[server]\nlisten = [\"127.0.0.2:9862\"]\n[metrics]\nlisten = \"127.0.0.1:9862\"\n")
+            .unwrap();
+        let err = parse("[metrics]\nlisten = \"127.0.0.1\"\n").unwrap_err();
+        assert!(err.message.contains("HOST:PORT"), "{err}");
+        let err = parse("[metrics]\nlisen = \"127.0.0.1:9862\"\n").unwrap_err();
+        assert!(err.message.contains("unknown field `lisen`"), "{err}");
+    }
+
+    #[test]
     fn restart_only_changes_are_named() {
         let old = Config::default();
         let new = parse(
@@ -680,5 +764,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(plain.restart_only_changes(&proxied), ["server.listen"]);
+        let metrics = parse("[metrics]\nlisten = \"127.0.0.1:9862\"\n").unwrap();
+        assert_eq!(old.restart_only_changes(&metrics), ["metrics.listen"]);
     }
 }
