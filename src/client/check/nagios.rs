@@ -387,6 +387,7 @@ mod tests {
             loss_percent: f64::from(lost) * 100.0 / f64::from(probes),
             size: 64,
             rtt_ms: avg.map(|avg| RttSummary::of(&[avg]).unwrap()),
+            path: None,
             error: (lost > 0).then(|| "no complete echo within 1s".to_string()),
         }
     }

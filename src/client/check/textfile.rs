@@ -43,6 +43,11 @@ struct Series {
     rtt_min: Gauges,
     rtt_avg: Gauges,
     rtt_max: Gauges,
+    late: Gauges,
+    duplicated: Gauges,
+    reordered_ratio: Gauges,
+    jitter: Gauges,
+    client_late_max: Gauges,
 }
 
 impl Series {
@@ -56,6 +61,11 @@ impl Series {
             rtt_min: Gauges::default(),
             rtt_avg: Gauges::default(),
             rtt_max: Gauges::default(),
+            late: Gauges::default(),
+            duplicated: Gauges::default(),
+            reordered_ratio: Gauges::default(),
+            jitter: Gauges::default(),
+            client_late_max: Gauges::default(),
         };
         let plain = [
             (
@@ -83,6 +93,21 @@ impl Series {
                 "Share of the probes that got no echo at all (0 to 1)",
                 &series.loss_ratio,
             ),
+            (
+                "late",
+                "UDP: probes answered only after the timeout (counted as lost)",
+                &series.late,
+            ),
+            (
+                "duplicated",
+                "UDP: extra copies of answers already received",
+                &series.duplicated,
+            ),
+            (
+                "reordered_ratio",
+                "UDP: share of the answers that came after a later probe's (RFC 4737, 0 to 1)",
+                &series.reordered_ratio,
+            ),
         ];
         for (name, help, gauges) in plain {
             registry.register(name, help, gauges.clone());
@@ -102,6 +127,17 @@ impl Series {
                 "rtt_max",
                 "Longest round trip of the last run",
                 &series.rtt_max,
+            ),
+            (
+                "jitter",
+                "UDP: RFC 3550 interarrival jitter of the round trips, only where the client's \
+                 own timing error is below it",
+                &series.jitter,
+            ),
+            (
+                "client_late_max",
+                "UDP: how late the client sent a probe at worst, its own timing error",
+                &series.client_late_max,
             ),
         ];
         for (name, help, gauges) in timed {
@@ -127,6 +163,16 @@ impl Series {
             set(&self.rtt_min, rtt.min / 1000.0);
             set(&self.rtt_avg, rtt.avg / 1000.0);
             set(&self.rtt_max, rtt.max / 1000.0);
+        }
+        if let Some(path) = &report.path {
+            let details = &path.details;
+            set(&self.late, f64::from(details.late));
+            set(&self.duplicated, f64::from(details.duplicated));
+            set(&self.reordered_ratio, details.reordered_percent / 100.0);
+            set(&self.client_late_max, details.client_late_ms.max / 1000.0);
+            if let Some(jitter) = details.jitter_ms.filter(|_| details.jitter_reliable) {
+                set(&self.jitter, jitter / 1000.0);
+            }
         }
     }
 }
@@ -217,6 +263,7 @@ mod tests {
             loss_percent: f64::from(2 - healthy) * 50.0,
             size: 64,
             rtt_ms: RttSummary::of(rtts),
+            path: None,
             error: None,
         }
     }
