@@ -211,6 +211,9 @@ fn human_line(report: &TargetReport) -> String {
             report.lost, report.loss_percent
         ));
     }
+    if let Some(path) = &report.path {
+        line.push_str(&stream_counts(&path.details));
+    }
     if let Some(rtt) = report.rtt_ms {
         line.push_str(&format!(
             ", rtt min/avg/max {:.3}/{:.3}/{:.3} ms",
@@ -218,7 +221,7 @@ fn human_line(report: &TargetReport) -> String {
         ));
     }
     if let Some(path) = &report.path {
-        line.push_str(&path_words(&path.details));
+        line.push_str(&jitter_words(&path.details));
     }
     if let Some(error) = &report.error {
         line.push_str(&format!(": {error}"));
@@ -226,9 +229,8 @@ fn human_line(report: &TargetReport) -> String {
     line
 }
 
-/// The stream figures in words: what went wrong on the path, and the jitter
-/// with how far the client can vouch for it.
-fn path_words(details: &PathDetails) -> String {
+/// What went wrong on the path besides loss, in words; nothing if nothing.
+fn stream_counts(details: &PathDetails) -> String {
     let mut words = String::new();
     for (count, what) in [(details.late, "late"), (details.duplicated, "duplicated")] {
         if count > 0 {
@@ -241,6 +243,12 @@ fn path_words(details: &PathDetails) -> String {
             details.reordered, details.reordered_percent
         ));
     }
+    words
+}
+
+/// The jitter, and whether the client can vouch for it.
+fn jitter_words(details: &PathDetails) -> String {
+    let mut words = String::new();
     if let Some(jitter) = details.jitter_ms {
         words.push_str(&format!(", jitter {jitter:.3} ms (RFC 3550"));
         if !details.jitter_reliable {

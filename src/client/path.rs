@@ -21,6 +21,7 @@
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -120,7 +121,8 @@ struct Recording {
 }
 
 /// Sends the stream to `address` and records what comes back. Blocks for
-/// about `count × interval + timeout`.
+/// about `count × interval`, and then until every probe is answered or the
+/// last one's timeout has passed.
 pub(crate) fn measure(address: SocketAddr, plan: StreamPlan) -> io::Result<PathFigures> {
     let recording = record(address, plan)?;
     Ok(analyse(&recording, plan.timeout))
@@ -136,20 +138,39 @@ fn record(address: SocketAddr, plan: StreamPlan) -> io::Result<Recording> {
         .take(plan.size - UDP_PROBE_HEADER)
         .collect();
     let stopped = AtomicBool::new(false);
+    // How many probes have an answer, and whether the peer refused, so that
+    // the wait for the last answers ends as soon as none is missing or the
+    // peer has said that nothing listens.
+    let progress = (Mutex::new(Progress::default()), Condvar::new());
     let start = Instant::now();
     let since_start = |instant: Instant| instant.duration_since(start).as_nanos() as u64;
     std::thread::scope(|scope| {
         let receiver = scope.spawn(|| {
             let mut arrivals = Vec::new();
             let mut refused = false;
+            let mut seen = vec![false; plan.count as usize];
             let mut buf = vec![0u8; MAX_DATAGRAM];
             while !stopped.load(Ordering::Acquire) {
                 match receiving.recv(&mut buf) {
-                    Ok(len) => arrivals.push(Arrival {
-                        received_ns: since_start(Instant::now()),
-                        probe: judge_answer(&buf[..len], session, &filler, plan.size),
-                    }),
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => refused = true,
+                    Ok(len) => {
+                        let received_ns = since_start(Instant::now());
+                        let probe = judge_answer(&buf[..len], session, &filler, plan.size);
+                        if let Ok(header) = &probe
+                            && let Some(first) = seen
+                                .get_mut(header.sequence as usize)
+                                .filter(|seen| !**seen)
+                        {
+                            *first = true;
+                            progress.0.lock().expect("not poisoned").answered += 1;
+                            progress.1.notify_one();
+                        }
+                        arrivals.push(Arrival { received_ns, probe });
+                    }
+                    Err(e) if refusal(&e) => {
+                        refused = true;
+                        progress.0.lock().expect("not poisoned").refused = true;
+                        progress.1.notify_one();
+                    }
                     Err(e)
                         if matches!(
                             e.kind(),
@@ -161,9 +182,18 @@ fn record(address: SocketAddr, plan: StreamPlan) -> io::Result<Recording> {
             Ok((arrivals, refused))
         });
         let sending = send_all(&socket, plan, session, &filler, start);
+        if let Ok((_, _, last_sent)) = &sending {
+            let deadline = *last_sent + plan.timeout;
+            let guard = progress.0.lock().expect("not poisoned");
+            let _ = progress.1.wait_timeout_while(
+                guard,
+                deadline.saturating_duration_since(Instant::now()),
+                |progress| progress.answered < plan.count && !progress.refused,
+            );
+        }
         stopped.store(true, Ordering::Release);
         let (arrivals, refused_answer) = receiver.join().expect("the receiver does not panic")?;
-        let (sent, refused_send) = sending?;
+        let (sent, refused_send, _) = sending?;
         Ok(Recording {
             sent,
             arrivals,
@@ -172,14 +202,32 @@ fn record(address: SocketAddr, plan: StreamPlan) -> io::Result<Recording> {
     })
 }
 
-/// Sends every probe on schedule, then waits out the last one's timeout.
+/// What the receiver tells the sender while it waits for the last answers.
+#[derive(Debug, Default)]
+struct Progress {
+    /// Probes with at least one answer, in time or late.
+    answered: u32,
+    refused: bool,
+}
+
+/// Whether a socket error is the peer's ICMP port unreachable: Linux
+/// reports it as refused, Windows as a reset.
+fn refusal(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// Sends every probe on schedule; returns what was sent, whether the peer
+/// refused, and when the last send ended.
 fn send_all(
     socket: &UdpSocket,
     plan: StreamPlan,
     session: u32,
     filler: &[u8],
     start: Instant,
-) -> io::Result<(Vec<Sent>, bool)> {
+) -> io::Result<(Vec<Sent>, bool, Instant)> {
     let since_start = |instant: Instant| instant.duration_since(start).as_nanos() as u64;
     let mut datagram = vec![0u8; plan.size];
     datagram[UDP_PROBE_HEADER..].copy_from_slice(filler);
@@ -205,7 +253,7 @@ fn send_all(
             Ok(_) => {}
             // An earlier probe's ICMP port unreachable, reported here; this
             // probe did not leave, and counts as lost.
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => refused = true,
+            Err(e) if refusal(&e) => refused = true,
             Err(e) => return Err(e),
         }
         sent.push(Sent {
@@ -214,8 +262,7 @@ fn send_all(
         });
         previous_done = Instant::now();
     }
-    std::thread::sleep(plan.timeout);
-    Ok((sent, refused))
+    Ok((sent, refused, previous_done))
 }
 
 /// The header of an answer that is exactly a probe of this stream, or what
