@@ -226,6 +226,22 @@ pub(super) fn render(
                     "100",
                 ),
             ]
+            .into_iter()
+            .chain(report.path.map(|path| {
+                // UDP only; unknown (U) where the client cannot vouch for it.
+                let details = path.details;
+                performance_datum(
+                    &label(report, "jitter"),
+                    details
+                        .jitter_ms
+                        .filter(|_| details.jitter_reliable)
+                        .map(|jitter| format!("{jitter:.3}ms")),
+                    &None,
+                    &None,
+                    "0",
+                    "",
+                )
+            }))
         })
         .collect();
     let mut output = format!(
@@ -397,6 +413,27 @@ mod tests {
             warning: warning.parse().unwrap(),
             critical: critical.parse().unwrap(),
         }
+    }
+
+    #[test]
+    fn udp_targets_add_their_jitter_unless_the_client_cannot_vouch_for_it() {
+        use super::super::{PathDetails, PathReport};
+        let udp = |jitter_reliable| TargetReport {
+            protocol: "UDP",
+            path: Some(PathReport {
+                details: PathDetails {
+                    jitter_ms: Some(0.25),
+                    jitter_reliable,
+                    ..PathDetails::default()
+                },
+                jitter_method: "",
+            }),
+            ..report("db1:7", 5, 5, Some(1.0))
+        };
+        let (output, _) = render(&[udp(true)], &NagiosThresholds::default());
+        assert!(output.ends_with(" jitter=0.250ms;;;0;\n"), "{output}");
+        let (output, _) = render(&[udp(false)], &NagiosThresholds::default());
+        assert!(output.ends_with(" jitter=U;;;0;\n"), "{output}");
     }
 
     #[test]

@@ -269,6 +269,41 @@ mod tests {
     }
 
     #[test]
+    fn udp_targets_have_the_stream_series_and_jitter_only_when_vouched_for() {
+        use super::super::{PathDetails, PathReport};
+        let udp = |target: &str, jitter_reliable: bool| TargetReport {
+            protocol: "UDP",
+            path: Some(PathReport {
+                details: PathDetails {
+                    late: 1,
+                    duplicated: 2,
+                    reordered: 1,
+                    reordered_percent: 50.0,
+                    jitter_ms: Some(0.25),
+                    jitter_reliable,
+                    ..PathDetails::default()
+                },
+                jitter_method: "",
+            }),
+            ..report(target, 2, &[1.0, 1.5])
+        };
+        let text = render(&[udp("a:1", true), udp("b:2", false)], UNIX_EPOCH);
+        for line in [
+            "echo_check_late{target=\"a:1\",protocol=\"udp\"} 1.0",
+            "echo_check_duplicated{target=\"a:1\",protocol=\"udp\"} 2.0",
+            "echo_check_reordered_ratio{target=\"a:1\",protocol=\"udp\"} 0.5",
+            "echo_check_jitter_seconds{target=\"a:1\",protocol=\"udp\"} 0.00025",
+            "echo_check_client_late_max_seconds{target=\"b:2\",protocol=\"udp\"} 0.0",
+        ] {
+            assert!(text.contains(&format!("{line}\n")), "{line} in {text}");
+        }
+        assert!(
+            !text.contains("echo_check_jitter_seconds{target=\"b:2\""),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn every_target_has_its_series_and_a_dead_one_no_round_trips() {
         let text = render(
             &[report("a:1", 2, &[1.0, 3.0]), report("b\"\\:2", 0, &[])],
