@@ -147,7 +147,6 @@ fn record(address: SocketAddr, plan: StreamPlan) -> io::Result<Recording> {
     std::thread::scope(|scope| {
         let receiver = scope.spawn(|| {
             let mut arrivals = Vec::new();
-            let mut refused = false;
             let mut seen = vec![false; plan.count as usize];
             let mut buf = vec![0u8; MAX_DATAGRAM];
             while !stopped.load(Ordering::Acquire) {
@@ -167,7 +166,6 @@ fn record(address: SocketAddr, plan: StreamPlan) -> io::Result<Recording> {
                         arrivals.push(Arrival { received_ns, probe });
                     }
                     Err(e) if refusal(&e) => {
-                        refused = true;
                         progress.0.lock().expect("not poisoned").refused = true;
                         progress.1.notify_one();
                     }
@@ -179,7 +177,7 @@ fn record(address: SocketAddr, plan: StreamPlan) -> io::Result<Recording> {
                     Err(e) => return Err(e),
                 }
             }
-            Ok((arrivals, refused))
+            Ok(arrivals)
         });
         let sending = send_all(&socket, plan, session, &filler, start);
         if let Ok((_, _, last_sent)) = &sending {
@@ -192,8 +190,9 @@ fn record(address: SocketAddr, plan: StreamPlan) -> io::Result<Recording> {
             );
         }
         stopped.store(true, Ordering::Release);
-        let (arrivals, refused_answer) = receiver.join().expect("the receiver does not panic")?;
+        let arrivals = receiver.join().expect("the receiver does not panic")?;
         let (sent, refused_send, _) = sending?;
+        let refused_answer = progress.0.lock().expect("not poisoned").refused;
         Ok(Recording {
             sent,
             arrivals,
