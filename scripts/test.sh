@@ -10,8 +10,9 @@ Usage: ./scripts/test.sh [--help]
 
 Installs missing test prerequisites (shellcheck, python3, util-linux,
 iproute2, socat, systemd's tools, OpenSSH client and server, PuTTY's tools,
-sudo, xmllint, HAProxy, Prometheus, node_exporter, Nagios 4, mingw-w64, Wine,
-rustfmt, clippy, the Rust standard library for Windows), then runs, in order:
+sudo, xmllint, zsh, fish, HAProxy, Prometheus, node_exporter, Nagios 4,
+mingw-w64, Wine, rustfmt, clippy, the Rust standard library for Windows),
+then runs, in order:
   cargo fmt --check
   cargo clippy --all-targets --features host-tests -- -D warnings
   cargo clippy --all-targets for Windows (x86_64-pc-windows-gnu)
@@ -85,6 +86,8 @@ install_packages() {
         [prometheus]=prometheus
         [prometheus-node-exporter]=prometheus-node-exporter
         [nagios4]=nagios4-core
+        [zsh]=zsh
+        [fish]=fish
     )
     local command missing=()
     for command in "${!package_of[@]}"; do

@@ -8,6 +8,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
@@ -47,7 +48,9 @@ fn closed_port() -> SocketAddr {
 }
 
 /// socat as an echo server (`PIPE` writes back what it reads), one process
-/// per connection. Killed when dropped.
+/// per connection. Killed when dropped, with the processes it forked: in a
+/// process group of its own, and without the test's standard output, which
+/// a survivor would hold open.
 struct Socat {
     child: Child,
     addr: SocketAddr,
@@ -61,7 +64,9 @@ impl Socat {
                 &format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"),
                 "PIPE",
             ])
+            .process_group(0)
             .stdin(Stdio::null())
+            .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("socat is installed by scripts/test.sh");
@@ -80,7 +85,8 @@ impl Socat {
 
 impl Drop for Socat {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(group, common::Signal::SIGKILL);
         let _ = self.child.wait();
     }
 }
@@ -839,6 +845,41 @@ fn a_nagios_plugins_bad_command_line_is_unknown() {
 }
 
 #[test]
+fn an_argument_that_is_not_utf8_is_a_usage_error_not_a_crash() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let not_utf8 = OsStr::from_bytes(b"h\xff:7");
+    let run = |args: &[&OsStr]| {
+        let mut command = Command::new(CLIENT);
+        command.args(args);
+        finish_with_patience(command, b"")
+    };
+    let os = |text: &'static str| OsStr::new(text);
+    let run_nagios = run(&[
+        os("check"),
+        os("--format"),
+        os("nagios"),
+        os("-w"),
+        os("10:5"),
+        not_utf8,
+    ]);
+    assert_eq!(
+        run_nagios.code,
+        3,
+        "{}{}",
+        run_nagios.stdout(),
+        run_nagios.stderr
+    );
+    assert!(
+        run_nagios.stdout().starts_with("ECHO UNKNOWN - "),
+        "{}",
+        run_nagios.stdout()
+    );
+    let run_send = run(&[os("send"), os("--no-such-option"), not_utf8]);
+    assert_eq!(run_send.code, 64, "{}", run_send.stderr);
+}
+
+#[test]
 fn the_textfile_replaces_its_file_whole_or_says_why_not() {
     let server = Server::start("");
     let healthy = server.addr().to_string();
@@ -863,6 +904,26 @@ fn the_textfile_replaces_its_file_whole_or_says_why_not() {
     ] {
         assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
     }
+    // Readable by a collector running as another user, whatever the umask
+    // of the job that wrote it.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::remove_file(&file).unwrap();
+    let mut command = Command::new("sh");
+    command.args([
+        "-c",
+        "umask 077; exec \"$@\"",
+        "sh",
+        CLIENT,
+        "check",
+        "--format",
+        "textfile",
+        "-o",
+        path,
+        &healthy,
+    ]);
+    assert_eq!(finish_with_patience(command, b"").code, 0);
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "{mode:o}");
     let unwritable = directory.path().join("missing").join("echo.prom");
     let run = client(&[
         "check",

@@ -130,6 +130,7 @@ fn wedged_build(dir: &Path, port: u16) -> PathBuf {
         &path,
         format!(
             "#!/bin/sh\ncase \"$1\" in\n  --version) echo 'echo-server 0.1.0-wedged' ;;\n  \
+             --generate) echo 'a stand-in for echo-server has no manual' ;;\n  \
              --check-config) echo 'listen = [\"127.0.0.1:{port}\"]' ;;\n  \
              --daemon) /opt/echo-server/previous/echo-server \"$@\" || exit\n    \
              while [ $# -gt 0 ]; do [ \"$1\" = --pid-file ] && pidfile=$2; shift; done\n    \
@@ -164,6 +165,13 @@ fn assert_failed(step: &str, finished: &Finished, reason: &str) {
     );
 }
 
+/// What `echo-deploy install` puts under /usr/local/share besides the
+/// binaries: the man pages and the bash, zsh and fish completions.
+const INSTALLED_MANUALS: &str = "man/man8/echo-server.8 man/man1/echo-client.1 \
+    bash-completion/completions/echo-server bash-completion/completions/echo-client \
+    zsh/site-functions/_echo-server zsh/site-functions/_echo-client \
+    fish/vendor_completions.d/echo-server.fish fish/vendor_completions.d/echo-client.fish";
+
 /// The whole life of a deployment over one transport.
 fn lifecycle(transport: &str) {
     let host = SshHost::start();
@@ -186,6 +194,27 @@ fn lifecycle(transport: &str) {
         echo_check(port).code,
         0,
         "the deployed daemon does not echo"
+    );
+    // The man pages and completions, made by the release's own binaries,
+    // where man and the shells look under /usr/local, through `current`.
+    let manuals = host.shell(&format!(
+        "for path in {INSTALLED_MANUALS}; do test -s /usr/local/share/$path && readlink /usr/local/share/$path; done"
+    ));
+    let expected: Vec<String> = INSTALLED_MANUALS
+        .split_whitespace()
+        .map(|path| format!("/opt/echo-server/current/share/{path}"))
+        .collect();
+    assert_eq!(
+        manuals.stdout().lines().collect::<Vec<_>>(),
+        expected,
+        "{}",
+        manuals.stderr
+    );
+    assert!(
+        host.shell("cat /usr/local/share/man/man1/echo-client.1")
+            .stdout()
+            .contains(".SH \"ECHO-CLIENT CHECK\""),
+        "echo-client's man page is not echo-client's"
     );
     let layout = host.shell("readlink /opt/echo-server/current; readlink /usr/local/bin/echo-server; cat /etc/echo-server/config.toml");
     assert!(
@@ -308,6 +337,12 @@ fn lifecycle(transport: &str) {
         .shell("ls /opt/echo-server /etc/echo-server /usr/local/bin/echo-server 2>&1 || true")
         .stdout();
     assert_eq!(left.matches("No such file").count(), 3, "{left}");
+    let manuals_left = host
+        .shell(&format!(
+            "cd /usr/local/share && ls -d {INSTALLED_MANUALS} 2>/dev/null || true"
+        ))
+        .stdout();
+    assert_eq!(manuals_left, "", "man pages or completions left behind");
     let uploads = host
         .shell("ls -d /tmp/echo-deploy.* 2>/dev/null || true")
         .stdout();

@@ -16,7 +16,10 @@ use std::process::Command;
 
 use common::deploy::{assert_ok, broken_build, echo_check, new_build};
 use common::systemd_host::SystemdHost;
-use common::{Finished, PATIENCE, SERVER, TestDir, echo_once, finish_with_patience, free_port};
+use common::{
+    Finished, PATIENCE, SERVER, TestDir, bash_completion_script, echo_once, finish_with_patience,
+    free_port,
+};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -70,6 +73,8 @@ fn deployed_over_openssh_it_runs_as_a_real_systemd_service() {
     assert_eq!(host.ssh_ok("systemctl is-active echo-server"), "active");
     assert_eq!(host.ssh_ok("systemctl is-enabled echo-server"), "enabled");
     assert_ok("echo-client check from this machine", &echo_check(port));
+    // Installed under /usr/local, the pages and completions are found too.
+    assert_manuals_work(&host);
     let status = host.ssh_ok("systemctl show -p StatusText --value echo-server");
     assert!(
         status.starts_with(&format!("serving tcp://{target}")),
@@ -303,6 +308,45 @@ fn an_enabled_service_comes_back_after_a_reboot() {
     assert_ok("check after the reboot", &echo_check(port));
 }
 
+/// What bash completes for `line` (ending where TAB is pressed) on the
+/// host, as an interactive shell with bash-completion would: it loads the
+/// command's completion from where the installed files are looked for,
+/// and calls its function with the words of the line.
+fn bash_completes(host: &SystemdHost, line: &str) -> Vec<String> {
+    // 124 from the loader: loaded, try again.
+    let load = r#". /usr/share/bash-completion/bash_completion
+_completion_loader "$command" || [[ $? == 124 ]]"#;
+    let script = bash_completion_script(load, line);
+    let finished = host.ssh_with_input("bash -s", script.as_bytes());
+    assert_eq!(finished.code, 0, "completing `{line}`: {}", finished.stderr);
+    finished.stdout().lines().map(str::to_string).collect()
+}
+
+/// `man` on the host finds the pages of both programs, in their sections,
+/// and bash completes their words: what an operator gets after an install.
+fn assert_manuals_work(host: &SystemdHost) {
+    let client_page = host.ssh_ok("man -P cat echo-client 2>&1");
+    for verb in [
+        "ECHO-CLIENT SEND",
+        "ECHO-CLIENT CHECK",
+        "ECHO-CLIENT BENCH",
+        "ECHO-CLIENT PIPE",
+    ] {
+        assert!(
+            client_page.contains(verb),
+            "man echo-client lacks {verb}:\n{client_page}"
+        );
+    }
+    let server_page = host.ssh_ok("man -P cat 8 echo-server 2>&1");
+    assert!(server_page.contains("--check-config"), "{server_page}");
+    assert_eq!(bash_completes(host, "echo-client ch"), ["check"]);
+    assert_eq!(bash_completes(host, "echo-client check --js"), ["--json"]);
+    assert!(
+        bash_completes(host, "echo-server --check-c").contains(&"--check-config".to_string()),
+        "echo-server's completion"
+    );
+}
+
 /// The package built by `scripts/build.sh --deb --deb-revision N` (which
 /// `scripts/test.sh` runs before the tests).
 fn package(revision: u32) -> String {
@@ -313,6 +357,32 @@ fn package(revision: u32) -> String {
         "{path} is missing: run ./scripts/build.sh --deb --deb-revision {revision}"
     );
     path
+}
+
+/// The package holds the man pages and completions at the places Debian's
+/// man, bash-completion, zsh and fish read.
+#[test]
+fn the_debian_package_carries_the_man_pages_and_completions() {
+    let mut list = Command::new("dpkg-deb");
+    list.args(["-c", &package(1)]);
+    let listing = finish_with_patience(list, b"").stdout();
+    for path in [
+        "./usr/share/man/man1/echo-client.1.gz",
+        "./usr/share/man/man8/echo-server.8.gz",
+        "./usr/share/bash-completion/completions/echo-client",
+        "./usr/share/bash-completion/completions/echo-server",
+        "./usr/share/zsh/vendor-completions/_echo-client",
+        "./usr/share/zsh/vendor-completions/_echo-server",
+        "./usr/share/fish/vendor_completions.d/echo-client.fish",
+        "./usr/share/fish/vendor_completions.d/echo-server.fish",
+    ] {
+        assert!(
+            listing
+                .lines()
+                .any(|line| line.ends_with(&format!(" {path}"))),
+            "{path} is not in the package:\n{listing}"
+        );
+    }
 }
 
 #[test]
@@ -346,6 +416,7 @@ fn the_debian_package_installs_upgrades_and_purges() {
         "active"
     );
     host.ssh_ok("test -f /usr/share/doc/echo-service/examples/echo-server.socket");
+    assert_manuals_work(&host);
     assert_ok("check from this machine", &echo_check(port));
 
     let before = host.ssh_ok("systemctl show -p MainPID --value echo-server");

@@ -145,6 +145,19 @@ fn prometheus_reads_the_textfile_through_node_exporter() {
     ]);
     assert_eq!(run.code, 2, "{}", run.stderr);
 
+    // A second job's file in the same directory, as a cron line per
+    // inventory would write: node_exporter must take both.
+    let second_dead = closed_port().to_string();
+    let second = textfiles.join("second.prom");
+    let run = check(&[
+        "--format",
+        "textfile",
+        "-o",
+        second.to_str().unwrap(),
+        &second_dead,
+    ]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+
     let lint = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::fs::File::open(&file).unwrap())
@@ -190,7 +203,7 @@ fn prometheus_reads_the_textfile_through_node_exporter() {
         &prometheus_log,
     );
 
-    // The value of `query` for each target, once Prometheus has both.
+    // The value of `query` for each target, once Prometheus has all three.
     let mut query = |query: &str| -> Vec<(String, f64)> {
         eventually(query, || {
             exporter.assert_running(&exporter_log);
@@ -198,7 +211,7 @@ fn prometheus_reads_the_textfile_through_node_exporter() {
             let body = http_get(prometheus_port, &format!("/api/v1/query?query={query}"))?;
             let answer: Value = serde_json::from_str(&body).unwrap();
             let series = answer["data"]["result"].as_array()?.clone();
-            (series.len() == 2).then(|| {
+            (series.len() == 3).then(|| {
                 let mut values: Vec<(String, f64)> = series
                     .iter()
                     .map(|s| {
@@ -220,9 +233,26 @@ fn prometheus_reads_the_textfile_through_node_exporter() {
             .unwrap_or_else(|| panic!("no series for {target}"))
             .1
     };
+    let exporter_metrics = eventually("node_exporter's metrics", || {
+        http_get(exporter_port, "/metrics")
+    });
+    assert!(
+        exporter_metrics
+            .lines()
+            .any(|line| line == "node_textfile_scrape_error 0"),
+        "node_exporter could not read the files:\n{}",
+        std::fs::read_to_string(&exporter_log).unwrap_or_default()
+    );
     let up = query("echo_check_up");
     assert_eq!(by_target(up.clone(), &healthy), 1.0, "{up:?}");
     assert_eq!(by_target(up.clone(), &dead), 0.0, "{up:?}");
+    assert_eq!(by_target(up.clone(), &second_dead), 0.0, "{up:?}");
+    // Each file's runs have their own time, so neither hides the other's.
+    let last_runs = query("echo_check_last_run_timestamp_seconds");
+    assert!(
+        last_runs.iter().all(|(_, time)| *time > 1e9),
+        "{last_runs:?}"
+    );
     let loss = query("echo_check_loss_ratio");
     assert_eq!(by_target(loss.clone(), &healthy), 0.0, "{loss:?}");
     assert_eq!(by_target(loss.clone(), &dead), 1.0, "{loss:?}");

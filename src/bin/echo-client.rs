@@ -16,6 +16,7 @@ use echo_service::client::{MAX_UDP_PAYLOAD, UDP_PROBE_HEADER};
 use echo_service::shared::address::HostPort;
 use echo_service::shared::duration::HumanDuration;
 use echo_service::shared::exit_code;
+use echo_service::shared::manual::Section;
 use echo_service::shared::protocol::{DEFAULT_HOST, DEFAULT_PORT};
 
 /// Talks to an RFC 862 echo server: send a message, check health for
@@ -216,22 +217,28 @@ fn usage_error(message: impl std::fmt::Display) -> ! {
 /// Whether the command line asks for a Nagios plugin's output. Looked up
 /// before parsing, since a plugin must report even a command line that does
 /// not parse as a plugin does (UNKNOWN, exit 3), not with echo-client's 64.
+/// (`args_os`: an argument that is not UTF-8 is a usage error to report,
+/// not a reason to panic.)
 fn nagios_requested() -> bool {
-    let args: Vec<String> = std::env::args().collect();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     args.iter().any(|arg| arg == "--format=nagios")
-        || args.windows(2).any(|pair| pair == ["--format", "nagios"])
+        || args
+            .windows(2)
+            .any(|pair| pair[0] == "--format" && pair[1] == "nagios")
 }
 
 fn main() {
-    let (mut cli, matches) =
-        exit_code::parse_args_or_else::<Cli>(|error| -> std::convert::Infallible {
+    let (mut cli, matches) = exit_code::parse_args_or_else::<Cli>(
+        Section::UserCommands,
+        |error| -> std::convert::Infallible {
             if error.use_stderr() && nagios_requested() {
                 let rendered = error.to_string();
                 let first_line = rendered.lines().next().unwrap_or_default();
                 usage_error(first_line.trim_start_matches("error: "));
             }
             exit_code::exit_with_clap_error(&error)
-        });
+        },
+    );
     if let Command::Send(args) = &mut cli.command {
         args.target_given = matches
             .subcommand_matches("send")

@@ -6,6 +6,7 @@ use clap::Parser;
 use echo_service::server::config::{Host, LogLevel, Overrides};
 use echo_service::server::{Launch, launch};
 use echo_service::shared::exit_code;
+use echo_service::shared::manual::Section;
 
 /// An RFC 862 echo daemon: every byte received over TCP (and UDP, if enabled)
 /// is sent back unchanged.
@@ -67,7 +68,7 @@ struct Args {
 }
 
 fn main() {
-    let (args, _) = exit_code::parse_args_or_exit::<Args>();
+    let (args, _) = exit_code::parse_args_or_exit::<Args>(Section::Administration);
     if args.print_default_config {
         let default = echo_service::server::config::DEFAULT_CONFIG_TOML.as_bytes();
         std::process::exit(echo_service::shared::output::print(

@@ -8,6 +8,8 @@
 //! holds the same codes as data, so a test can hold the README's table
 //! against it. Codes above 63 are the `sysexits.h` ones.
 
+use crate::shared::{manual, output};
+
 /// One exit code and what it means from each program (`None`: that program
 /// never exits with it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,22 +134,31 @@ pub fn of_clap_error(error: &clap::Error) -> i32 {
 }
 
 /// Parses the command line; on an error (or `--help`, `--version`) prints
-/// clap's message and ends the process with [`of_clap_error`]'s code. The
-/// matches come along, for what the parsed type does not keep (where a
-/// value came from).
-pub fn parse_args_or_exit<P: clap::Parser>() -> (P, clap::ArgMatches) {
-    parse_args_or_else(|error| exit_with_clap_error(&error))
+/// clap's message and ends the process with [`of_clap_error`]'s code. With
+/// the hidden `--generate KIND` it prints the program's man page (in
+/// `section`) or a completion script instead, and exits (see
+/// [`manual`](crate::shared::manual)). The matches come along, for what the
+/// parsed type does not keep (where a value came from).
+pub fn parse_args_or_exit<P: clap::Parser>(section: manual::Section) -> (P, clap::ArgMatches) {
+    parse_args_or_else(section, |error| exit_with_clap_error(&error))
 }
 
-/// Parses the command line, handing an error (or `--help`, `--version`) to
+/// [`parse_args_or_exit`], handing an error (or `--help`, `--version`) to
 /// `on_error`, which ends the process, for a program that must report some
 /// of them its own way.
 pub fn parse_args_or_else<P: clap::Parser>(
+    section: manual::Section,
     on_error: impl Fn(clap::Error) -> std::convert::Infallible,
 ) -> (P, clap::ArgMatches) {
-    let matches = P::command()
+    let matches = manual::with_generate_option(P::command())
         .try_get_matches()
         .unwrap_or_else(|e| match on_error(e) {});
+    if let Some(kind) = manual::requested(&matches) {
+        let command = P::command();
+        let program = command.get_name().to_string();
+        let text = manual::render(kind, command, section);
+        std::process::exit(output::print(&program, &text, OK));
+    }
     let parsed = P::from_arg_matches(&matches)
         .map_err(|e| e.format(&mut P::command()))
         .unwrap_or_else(|e| match on_error(e) {});

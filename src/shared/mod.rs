@@ -30,6 +30,7 @@ use serde_via_str;
 pub mod address;
 pub mod duration;
 pub mod exit_code;
+pub mod manual;
 pub mod output;
 pub mod protocol;
 pub(crate) mod readiness;

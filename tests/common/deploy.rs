@@ -37,6 +37,7 @@ pub fn broken_build(dir: &Path, port: u16) -> PathBuf {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let script = format!(
         "#!/bin/sh\ncase \"$1\" in\n  --version) echo 'echo-server 0.1.0-broken' ;;\n  \
+         --generate) echo 'a stand-in for echo-server has no manual' ;;\n  \
          --check-config) echo 'listen = [\"127.0.0.1:{port}\"]' ;;\n  \
          *) echo 'echo-server: error: cannot open the log directory /var/log/echo-server: \
          Permission denied (os error 13)' >&2; exit 77 ;;\nesac\n"

@@ -607,3 +607,26 @@ pub fn assert_documented(what: &str, text: &str) {
         "neither README.md nor docs/*.md shows the current `{what}`:\n{text}"
     );
 }
+
+/// A bash script that prints, one per line, what bash completes for the
+/// words of `line` (the last one being completed, empty after a space):
+/// `load` makes the command's completion known, then its completion
+/// function is called with the words as bash calls it on TAB.
+pub fn bash_completion_script(load: &str, line: &str) -> String {
+    format!(
+        r#"set -eu
+COMP_LINE='{line}'
+read -r -a COMP_WORDS <<<"$COMP_LINE"
+[[ $COMP_LINE != *' ' ]] || COMP_WORDS+=('')
+COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1))
+COMP_POINT=${{#COMP_LINE}}
+command=${{COMP_WORDS[0]}}
+{load}
+function=$(complete -p "$command" | sed -n 's/.* -F \([^ ]*\) .*/\1/p')
+# bash-completion's loader falls back to _minimal when it finds no file.
+[[ -n $function && $function != _minimal ]] || {{ echo "no completion for $command" >&2; exit 1; }}
+"$function" "$command" "${{COMP_WORDS[COMP_CWORD]}}" "${{COMP_WORDS[COMP_CWORD - 1]}}"
+printf '%s\n' "${{COMPREPLY[@]}}"
+"#
+    )
+}

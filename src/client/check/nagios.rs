@@ -59,8 +59,6 @@ pub struct Range {
     start: f64,
     end: f64,
     inside: bool,
-    /// As written, for the performance data.
-    text: String,
 }
 
 impl Range {
@@ -100,12 +98,7 @@ impl FromStr for Range {
         if start > end {
             return Err(invalid("its start is above its end"));
         }
-        Ok(Range {
-            start,
-            end,
-            inside,
-            text: text.to_string(),
-        })
+        Ok(Range { start, end, inside })
     }
 }
 
@@ -118,9 +111,20 @@ fn end_of(text: &str, number: impl Fn(&str) -> Result<f64, String>) -> Result<f6
     }
 }
 
+/// The range in its plainest spelling, digits only (`1e3` is `1000`), since
+/// some performance-data parsers take nothing else.
 impl fmt::Display for Range {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
+        if self.inside {
+            f.write_str("@")?;
+        }
+        match (self.start, self.end) {
+            (start, end) if start == 0.0 && end.is_finite() => write!(f, "{end}"),
+            (start, end) if start.is_infinite() && end.is_finite() => write!(f, "~:{end}"),
+            (start, _) if start.is_infinite() => write!(f, "~:"),
+            (start, end) if end.is_infinite() => write!(f, "{start}:"),
+            (start, end) => write!(f, "{start}:{end}"),
+        }
     }
 }
 
@@ -345,6 +349,21 @@ mod tests {
             for value in *quiet {
                 assert!(!range.alerts(*value), "{text} should not alert on {value}");
             }
+        }
+    }
+
+    #[test]
+    fn ranges_are_written_back_in_digits() {
+        for (written, plain) in [
+            ("1e3", "1000"),
+            ("+5", "5"),
+            ("@~:1e1", "@~:10"),
+            ("0:0.5", "0.5"),
+            ("2.50:", "2.5:"),
+            ("~:", "~:"),
+            ("-1:1", "-1:1"),
+        ] {
+            assert_eq!(range(written).to_string(), plain, "{written}");
         }
     }
 

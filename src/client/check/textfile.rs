@@ -48,6 +48,7 @@ struct Series {
     reordered_ratio: Gauges,
     jitter: Gauges,
     client_late_max: Gauges,
+    last_run: Gauges,
 }
 
 impl Series {
@@ -66,6 +67,7 @@ impl Series {
             reordered_ratio: Gauges::default(),
             jitter: Gauges::default(),
             client_late_max: Gauges::default(),
+            last_run: Gauges::default(),
         };
         let plain = [
             (
@@ -139,6 +141,13 @@ impl Series {
                 "UDP: how late the client sent a probe at worst, its own timing error",
                 &series.client_late_max,
             ),
+            // Per target, not per file: two jobs writing files into one
+            // collector directory must not claim the same series.
+            (
+                "last_run_timestamp",
+                "When the last run of echo-client check that probed the target started, in seconds since the Unix epoch",
+                &series.last_run,
+            ),
         ];
         for (name, help, gauges) in timed {
             registry.register_with_unit(name, help, Unit::Seconds, gauges.clone());
@@ -146,7 +155,7 @@ impl Series {
         series
     }
 
-    fn record(&self, report: &TargetReport) {
+    fn record(&self, report: &TargetReport, started: f64) {
         let labels = TargetLabels {
             target: report.target.clone(),
             protocol: report.protocol.to_ascii_lowercase(),
@@ -154,6 +163,7 @@ impl Series {
         let set = |gauges: &Gauges, value: f64| {
             gauges.get_or_create(&labels).set(value);
         };
+        set(&self.last_run, started);
         set(&self.up, if report.exit_code == 0 { 1.0 } else { 0.0 });
         set(&self.exit_code, f64::from(report.exit_code));
         set(&self.probes, f64::from(report.probes));
@@ -181,21 +191,12 @@ impl Series {
 pub(super) fn render(reports: &[TargetReport], started: SystemTime) -> String {
     let mut registry = Registry::with_prefix("echo_check");
     let series = Series::register(&mut registry);
+    let started = started
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64());
     for report in reports {
-        series.record(report);
+        series.record(report, started);
     }
-    let last_run = Gauge::<f64, AtomicU64>::default();
-    last_run.set(
-        started
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |since| since.as_secs_f64()),
-    );
-    registry.register_with_unit(
-        "last_run_timestamp",
-        "When the last run of echo-client check started, in seconds since the Unix epoch",
-        Unit::Seconds,
-        last_run,
-    );
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry)
         .expect("writing to a String does not fail");
@@ -220,6 +221,10 @@ pub(super) fn write_atomically(path: &Path, text: &str, code: i32) -> i32 {
     }
 }
 
+/// Writes `text` to a hidden file beside `path` and renames it over `path`
+/// (a symbolic link at `path` is replaced, not followed). The new file gets
+/// the old one's permissions, or 0644, whatever the umask: the collector
+/// usually runs as another user than the cron job.
 fn replace(path: &Path, text: &str) -> io::Result<()> {
     let name = path
         .file_name()
@@ -229,15 +234,59 @@ fn replace(path: &Path, text: &str) -> io::Result<()> {
     temporary_name.push(name);
     temporary_name.push(format!(".{}.tmp", std::process::id()));
     let temporary = path.with_file_name(temporary_name);
-    let written = fs::File::create(&temporary).and_then(|mut file| {
-        file.write_all(text.as_bytes())?;
-        file.sync_all()
-    });
+    // Left by a run that died, or planted: removed, never followed.
+    let _ = fs::remove_file(&temporary);
+    let permissions = fs::symlink_metadata(path)
+        .ok()
+        .filter(|old| old.is_file())
+        .map(|old| old.permissions());
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temporary)
+        .and_then(|mut file| {
+            file.write_all(text.as_bytes())?;
+            if let Some(permissions) = permissions.or_else(default_permissions) {
+                file.set_permissions(permissions)?;
+            }
+            file.sync_all()
+        });
     let renamed = written.and_then(|()| fs::rename(&temporary, path));
     if renamed.is_err() {
         let _ = fs::remove_file(&temporary);
+        return renamed;
     }
-    renamed
+    sync_directory_of(path);
+    Ok(())
+}
+
+/// 0644 on Unix; on Windows, a new file's access comes from its directory.
+fn default_permissions() -> Option<fs::Permissions> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        Some(fs::Permissions::from_mode(0o644))
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// Makes the rename itself durable, so a crash right after it cannot bring
+/// back the old file. Best effort: the file is already in place.
+fn sync_directory_of(path: &Path) {
+    #[cfg(unix)]
+    if let Some(directory) = path.parent() {
+        let directory = if directory.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            directory
+        };
+        if let Ok(handle) = fs::File::open(directory) {
+            let _ = handle.sync_all();
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 #[cfg(test)]
@@ -316,7 +365,7 @@ mod tests {
             "echo_check_up{target=\"b\\\"\\\\:2\",protocol=\"tcp\"} 0.0",
             "echo_check_exit_code{target=\"b\\\"\\\\:2\",protocol=\"tcp\"} 2.0",
             "echo_check_loss_ratio{target=\"b\\\"\\\\:2\",protocol=\"tcp\"} 1.0",
-            "echo_check_last_run_timestamp_seconds 1700000000.0",
+            "echo_check_last_run_timestamp_seconds{target=\"a:1\",protocol=\"tcp\"} 1700000000.0",
         ] {
             assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
         }
@@ -337,5 +386,21 @@ mod tests {
         assert_eq!(names, ["echo.prom"]);
         let missing = directory.path().join("gone").join("echo.prom");
         assert_eq!(write_atomically(&missing, "x", 0), exit_code::IO_ERROR);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_planted_at_the_temporary_name_is_not_followed() {
+        let directory = tempfile::tempdir().unwrap();
+        let victim = directory.path().join("victim");
+        fs::write(&victim, "keep").unwrap();
+        let planted = directory
+            .path()
+            .join(format!(".echo.prom.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        let path = directory.path().join("echo.prom");
+        assert_eq!(write_atomically(&path, "new\n", 0), 0);
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "new\n");
     }
 }
