@@ -36,20 +36,15 @@ pub struct Network {
     pub server: String,
 }
 
-/// Runs `ip ARGS`, failing the test loudly with what `ip` said.
+/// Runs `ip ARGS` to success, or fails the test loudly with what `ip` said.
 fn ip(args: &[&str]) {
-    run("ip", args);
-}
-
-/// Runs a program to success, or fails the test with its output.
-pub fn run(program: &str, args: &[&str]) {
-    let output = Command::new(program)
+    let output = Command::new("ip")
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {program} (is it installed?): {e}"));
+        .unwrap_or_else(|e| panic!("cannot run ip (is iproute2 installed?): {e}"));
     assert!(
         output.status.success(),
-        "{program} {} failed: {}{}",
+        "ip {} failed: {}{}",
         args.join(" "),
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
@@ -67,6 +62,8 @@ impl Network {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
+        // Named before any is made: if making one fails, dropping `network`
+        // deletes those that were made.
         let network = Network {
             client: format!("{tag}-c"),
             router: format!("{tag}-r"),
@@ -88,7 +85,6 @@ impl Network {
                 ],
             );
         }
-        // From here on, a failure still deletes what was made (Drop).
         network.link(&network.client, "c0", ROUTER_TO_CLIENT);
         network.link(&network.server, "s0", ROUTER_TO_SERVER);
         let addresses = [
@@ -152,7 +148,8 @@ impl Network {
         ]);
     }
 
-    /// Runs a program inside `namespace` to success.
+    /// Runs a program inside `namespace` to success (a missing program, such
+    /// as iptables, fails the test with `ip netns exec`'s message).
     pub fn exec(&self, namespace: &str, program: &str, args: &[&str]) {
         let mut full = vec!["netns", "exec", namespace, program];
         full.extend_from_slice(args);
