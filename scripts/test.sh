@@ -61,6 +61,9 @@ install_packages() {
         [setpriv]=util-linux
         [unshare]=util-linux
         [ip]=iproute2
+        # tests/path_quality.rs: random loss in an emulated router.
+        [iptables]=iptables
+        [ip6tables]=iptables
         [socat]=socat
         [haproxy]=haproxy
         [systemd-analyze]=systemd

@@ -493,6 +493,113 @@ fn check_over_udp() {
     assert_eq!(run.code, 2, "{}", run.stdout());
 }
 
+/// A UDP echo that misbehaves as a path can, on loopback. With
+/// `swap_pairs` it holds the first datagram of each pair and sends it after
+/// the second (reordered, and late if probes are further apart than the
+/// timeout); else it answers each datagram at once, and once more just
+/// before the next answer (duplicated).
+fn udp_server_replaying(swap_pairs: bool) -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 65_536];
+        let mut held: Option<Vec<u8>> = None;
+        while let Ok((n, peer)) = socket.recv_from(&mut buf) {
+            let datagram = buf[..n].to_vec();
+            if swap_pairs {
+                // The first of each pair waits for the second, then follows it.
+                match held.take() {
+                    None => held = Some(datagram),
+                    Some(first) => {
+                        let _ = socket.send_to(&datagram, peer);
+                        let _ = socket.send_to(&first, peer);
+                    }
+                }
+            } else {
+                // Each answer once at once, and once more before the next one.
+                if let Some(previous) = held.replace(datagram.clone()) {
+                    let _ = socket.send_to(&previous, peer);
+                }
+                let _ = socket.send_to(&datagram, peer);
+            }
+        }
+    });
+    addr
+}
+
+#[test]
+fn check_over_udp_counts_duplicates_once() {
+    let target = udp_server_replaying(false).to_string();
+    let run = client(&["check", "--udp", &target, "-n", "5", "-i", "0s", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stdout());
+    let report = &json(&run)["targets"][0];
+    assert_eq!(
+        (&report["healthy"], &report["lost"]),
+        (&Value::from(5), &Value::from(0))
+    );
+    // Probes 0 to 3 come back twice; the last has no next to follow.
+    assert_eq!(report["path"]["duplicated"], 4, "{report:#}");
+    assert_eq!(report["path"]["reordered"], 0, "{report:#}");
+}
+
+#[test]
+fn check_over_udp_tells_late_and_reordered_answers_apart() {
+    // Probes 300 ms apart, a timeout of 200 ms, and a server that returns
+    // probes 0 and 2 only after 1 and 3: at least 300 ms after they left.
+    let target = udp_server_replaying(true).to_string();
+    let run = client(&[
+        "check", "--udp", &target, "-n", "4", "-i", "300ms", "-t", "200ms", "--json",
+    ]);
+    assert_eq!(run.code, 3, "{}", run.stdout());
+    let report = &json(&run)["targets"][0];
+    let path = &report["path"];
+    assert_eq!(
+        (&report["healthy"], &report["lost"], &path["late"]),
+        (&Value::from(2), &Value::from(2), &Value::from(2)),
+        "{report:#}"
+    );
+    assert_eq!(
+        (
+            &path["reordered"],
+            &path["reordered_percent"],
+            &path["duplicated"]
+        ),
+        (&Value::from(2), &Value::from(50.0), &Value::from(0)),
+        "{report:#}"
+    );
+    assert_eq!(report["error"], "2 of 4 probes got no echo within 200ms");
+    let human = client(&[
+        "check", "--udp", &target, "-n", "4", "-i", "300ms", "-t", "200ms",
+    ]);
+    assert!(
+        human
+            .stdout()
+            .contains("2 lost (50%), 2 late, 2 reordered (50%)"),
+        "{}",
+        human.stdout()
+    );
+}
+
+#[test]
+fn check_over_udp_needs_room_for_its_header_and_takes_no_retries() {
+    let too_small = client(&["check", "--udp", "-s", "23", "127.0.0.1:9"]);
+    assert_eq!(too_small.code, 64);
+    assert!(
+        too_small
+            .stderr
+            .contains("--size: a UDP probe holds 24 (its sequence number and send time)"),
+        "{}",
+        too_small.stderr
+    );
+    let retries = client(&["check", "--udp", "-r", "1", "127.0.0.1:9"]);
+    assert_eq!(retries.code, 64);
+    assert!(
+        retries.stderr.contains("--retries is for TCP"),
+        "{}",
+        retries.stderr
+    );
+}
+
 #[test]
 fn bench_verifies_every_echo_and_reports_json() {
     let server = Server::start("");

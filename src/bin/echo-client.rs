@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use clap::parser::ValueSource;
 use clap::{Args, Parser, Subcommand};
-use echo_service::client::MAX_UDP_PAYLOAD;
 use echo_service::client::bench::{self, BenchOptions};
 use echo_service::client::check::{
     self, CheckOptions, Format, NagiosState, NagiosThresholds, Thresholds,
@@ -13,6 +12,7 @@ use echo_service::client::check::{
 use echo_service::client::inventory;
 use echo_service::client::pipe::{self, PipeOptions};
 use echo_service::client::send::{self, SendOptions};
+use echo_service::client::{MAX_UDP_PAYLOAD, UDP_PROBE_HEADER};
 use echo_service::shared::address::HostPort;
 use echo_service::shared::duration::HumanDuration;
 use echo_service::shared::exit_code;
@@ -89,10 +89,11 @@ struct CheckArgs {
     /// The echo port for inventory hosts without echo_port=.
     #[arg(long, default_value_t = DEFAULT_PORT)]
     port: u16,
-    /// Check over UDP instead of TCP.
+    /// Check over UDP instead of TCP: one stream of numbered probes, with loss, late,
+    /// duplicated and reordered answers, and jitter.
     #[arg(long)]
     udp: bool,
-    /// Bytes of random payload per probe.
+    /// Bytes per probe (over UDP, at least 24: a header, then random bytes).
     #[arg(short, long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=16 * 1024 * 1024))]
     size: u32,
     /// Probes per target.
@@ -101,7 +102,7 @@ struct CheckArgs {
     /// Pause between the probes of a target.
     #[arg(short, long, default_value = "1s", value_name = "DURATION")]
     interval: HumanDuration,
-    /// Attempts to repeat a probe that could not connect or timed out.
+    /// Attempts to repeat a probe that could not connect or timed out (TCP only).
     #[arg(short, long, default_value_t = 0)]
     retries: u32,
     /// Bound on each attempt: connect, send and the whole echo.
@@ -359,10 +360,17 @@ fn check_options(args: CheckArgs) -> CheckOptions {
     if targets.is_empty() {
         targets.push(default_target());
     }
-    if args.udp && args.size as usize > MAX_UDP_PAYLOAD {
+    if args.udp && !(UDP_PROBE_HEADER..=MAX_UDP_PAYLOAD).contains(&(args.size as usize)) {
         usage_error(format!(
-            "--size: a UDP probe holds at most {MAX_UDP_PAYLOAD} bytes"
+            "--size: a UDP probe holds {UDP_PROBE_HEADER} (its sequence number and send time) \
+             to {MAX_UDP_PAYLOAD} bytes"
         ));
+    }
+    if args.udp && args.retries > 0 {
+        usage_error(
+            "--retries is for TCP: over UDP every probe counts toward the loss; \
+             send more probes with -n instead",
+        );
     }
     let nagios = args.format == CheckFormat::Nagios;
     if !nagios && (args.warning.is_some() || args.critical.is_some()) {

@@ -3,9 +3,12 @@
 //! Made for monitoring: every target is probed at the same time, so a fleet
 //! is checked in about the time of its slowest host; each probe is bounded
 //! by `--timeout`; and the exit code is the worst verdict of all targets.
-//! Each probe uses a fresh connection (or UDP socket), so the accept path is
-//! tested every time and a late answer to one probe cannot be taken for the
-//! answer to the next.
+//! Over TCP each probe uses a fresh connection, so the accept path is tested
+//! every time and a late answer to one probe cannot be taken for the answer
+//! to the next. Over UDP the probes are one stream of numbered, timestamped
+//! datagrams on one socket (`client::path`), even a single one: that is what
+//! tells late answers, duplicates and reordering apart, and gives the same
+//! figures for `-n 1` as for `-n 1000`.
 //!
 //! What a run found is one list of [`TargetReport`]s; how it is written out
 //! is the `--format`'s business: a line per target for people, JSON for
@@ -23,7 +26,8 @@ use serde::Serialize;
 
 pub use self::nagios::{NagiosState, NagiosThresholds, Range, Thresholds};
 use super::bench::round_to_microseconds;
-use super::{Failure, Verdict, judge_echo, print_result, tcp_echo, udp_echo};
+use super::path::{self, PathDetails, StreamPlan};
+use super::{Failure, Verdict, judge_echo, print_result, resolve, tcp_echo};
 use crate::shared::address::HostPort;
 
 #[derive(Debug, Clone)]
@@ -36,7 +40,8 @@ pub struct CheckOptions {
     pub count: u32,
     /// Pause between the probes of one target.
     pub interval: Duration,
-    /// Extra attempts for a probe that failed, before it counts as failed.
+    /// Extra attempts for a probe that failed, before it counts as failed
+    /// (TCP only: over UDP every probe counts toward the loss).
     pub retries: u32,
     /// Bound on one attempt: connecting, sending and receiving the echo.
     pub timeout: Duration,
@@ -75,6 +80,10 @@ pub(crate) struct TargetReport {
     pub(crate) loss_percent: f64,
     pub(crate) size: usize,
     pub(crate) rtt_ms: Option<RttSummary>,
+    /// Over UDP: late, duplicated and reordered answers, jitter, and the
+    /// client's own timing error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) path: Option<PathReport>,
     /// Why the worst probe failed.
     pub(crate) error: Option<String>,
 }
@@ -125,6 +134,14 @@ impl RttSummary {
             spread,
         })
     }
+}
+
+/// The stream figures of a UDP check, with the jitter's method named.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub(crate) struct PathReport {
+    #[serde(flatten)]
+    pub(crate) details: PathDetails,
+    pub(crate) jitter_method: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -194,11 +211,17 @@ fn human_line(report: &TargetReport) -> String {
             report.lost, report.loss_percent
         ));
     }
+    if let Some(path) = &report.path {
+        line.push_str(&stream_counts(&path.details));
+    }
     if let Some(rtt) = report.rtt_ms {
         line.push_str(&format!(
             ", rtt min/avg/max {:.3}/{:.3}/{:.3} ms",
             rtt.min, rtt.avg, rtt.max
         ));
+    }
+    if let Some(path) = &report.path {
+        line.push_str(&jitter_words(&path.details));
     }
     if let Some(error) = &report.error {
         line.push_str(&format!(": {error}"));
@@ -206,8 +229,55 @@ fn human_line(report: &TargetReport) -> String {
     line
 }
 
+/// What went wrong on the path besides loss, in words; nothing if nothing.
+fn stream_counts(details: &PathDetails) -> String {
+    let mut words = String::new();
+    for (count, what) in [(details.late, "late"), (details.duplicated, "duplicated")] {
+        if count > 0 {
+            words.push_str(&format!(", {count} {what}"));
+        }
+    }
+    if details.reordered > 0 {
+        words.push_str(&format!(
+            ", {} reordered ({}%)",
+            details.reordered, details.reordered_percent
+        ));
+    }
+    words
+}
+
+/// The jitter, and whether the client can vouch for it.
+fn jitter_words(details: &PathDetails) -> String {
+    let mut words = String::new();
+    if let Some(jitter) = details.jitter_ms {
+        words.push_str(&format!(", jitter {jitter:.3} ms (RFC 3550"));
+        if !details.jitter_reliable {
+            words.push_str(&format!(
+                ", not vouched for: the client itself ran up to {:.3} ms late",
+                details.client_late_ms.max
+            ));
+        }
+        words.push(')');
+    }
+    words
+}
+
 async fn check_target(target: HostPort, options: CheckOptions) -> TargetReport {
-    let mut report = TargetReport {
+    let mut report = empty_report(&target, &options);
+    if options.udp {
+        check_path(&target, &options, &mut report).await;
+    } else {
+        check_by_connections(&target, &options, &mut report).await;
+    }
+    // Two decimals: a share of at most a few thousand probes.
+    report.loss_percent =
+        (f64::from(report.lost) * 10_000.0 / f64::from(report.probes)).round() / 100.0;
+    report.exit_code = report.verdict.exit_code();
+    report
+}
+
+fn empty_report(target: &HostPort, options: &CheckOptions) -> TargetReport {
+    TargetReport {
         target: target.to_string(),
         protocol: if options.udp { "UDP" } else { "TCP" },
         verdict: Verdict::Healthy,
@@ -219,14 +289,86 @@ async fn check_target(target: HostPort, options: CheckOptions) -> TargetReport {
         loss_percent: 0.0,
         size: options.size,
         rtt_ms: None,
+        path: None,
         error: None,
+    }
+}
+
+/// Over UDP: one stream of probes to the first of the target's addresses
+/// that does not refuse.
+async fn check_path(target: &HostPort, options: &CheckOptions, report: &mut TargetReport) {
+    let addresses = match resolve(target).await {
+        Ok(addresses) => addresses,
+        Err(failure) => return fail_all(report, failure),
     };
+    let plan = StreamPlan {
+        count: options.count,
+        size: options.size,
+        interval: options.interval,
+        timeout: options.timeout,
+    };
+    let mut refusal = None;
+    for address in addresses {
+        let measured = tokio::task::spawn_blocking(move || path::measure(address, plan))
+            .await
+            .expect("a path measurement does not panic");
+        let figures = match measured {
+            Ok(figures) => figures,
+            Err(e) => return fail_all(report, Failure::io(&e)),
+        };
+        // Refused before anything came back: try the next address, as a
+        // single UDP exchange does.
+        if figures.refused && figures.rtts_ms.is_empty() && figures.details.late == 0 {
+            refusal = Some(Failure::io(&std::io::ErrorKind::ConnectionRefused.into()));
+            continue;
+        }
+        report.address = Some(address);
+        report.healthy = figures.answered;
+        report.lost = figures.sent - figures.answered;
+        report.rtt_ms = RttSummary::of(&figures.rtts_ms);
+        report.path = Some(PathReport {
+            details: figures.details,
+            jitter_method: path::JITTER_METHOD,
+        });
+        if let Some(why) = figures.mismatch {
+            report.verdict = Verdict::Mismatch;
+            report.error = Some(why);
+        } else if report.lost > 0 {
+            report.verdict = Verdict::TimedOut;
+            report.error = Some(format!(
+                "{} of {} probes got no echo within {}",
+                report.lost,
+                figures.sent,
+                humantime::format_duration(options.timeout)
+            ));
+        }
+        return;
+    }
+    fail_all(
+        report,
+        refusal.expect("resolve returns at least one address"),
+    );
+}
+
+/// Every probe of a target failed the same way before any was sent.
+fn fail_all(report: &mut TargetReport, failure: Failure) {
+    report.lost = report.probes;
+    report.verdict = failure.verdict;
+    report.error = Some(failure.message);
+}
+
+/// Over TCP: a fresh connection per probe, `--interval` apart.
+async fn check_by_connections(
+    target: &HostPort,
+    options: &CheckOptions,
+    report: &mut TargetReport,
+) {
     let mut rtts = Vec::new();
     for probe in 0..options.count {
         if probe > 0 {
             tokio::time::sleep(options.interval).await;
         }
-        match probe_with_retries(&target, &options).await {
+        match probe_with_retries(target, options).await {
             Ok((address, rtt)) => {
                 report.healthy += 1;
                 report.address = Some(address);
@@ -245,11 +387,6 @@ async fn check_target(target: HostPort, options: CheckOptions) -> TargetReport {
         }
     }
     report.rtt_ms = RttSummary::of(&rtts);
-    // Two decimals: a share of at most a few thousand probes.
-    report.loss_percent =
-        (f64::from(report.lost) * 10_000.0 / f64::from(report.probes)).round() / 100.0;
-    report.exit_code = report.verdict.exit_code();
-    report
 }
 
 async fn probe_with_retries(
@@ -261,12 +398,8 @@ async fn probe_with_retries(
         let payload: Vec<u8> = std::iter::repeat_with(|| fastrand::u8(..))
             .take(options.size)
             .collect();
-        let exchange = if options.udp {
-            udp_echo(target, &payload, options.timeout).await
-        } else {
-            tcp_echo(target, &payload, options.timeout).await
-        };
-        match exchange
+        match tcp_echo(target, &payload, options.timeout)
+            .await
             .and_then(|echo| judge_echo(&payload, &echo.bytes).map(|()| (echo.address, echo.rtt)))
         {
             // A wrong echo is an answer, not a transient failure: never retried.

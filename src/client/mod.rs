@@ -15,6 +15,7 @@ pub mod bench;
 pub mod check;
 pub(crate) mod hexdump;
 pub mod inventory;
+pub(crate) mod path;
 pub mod pipe;
 pub mod send;
 
@@ -33,6 +34,8 @@ use crate::shared::protocol::MAX_DATAGRAM;
 
 /// The largest payload a UDP datagram carries over IPv4.
 pub const MAX_UDP_PAYLOAD: usize = 65_507;
+
+pub use self::path::UDP_PROBE_HEADER;
 
 /// After a whole TCP echo has arrived, how long to watch for a stray extra
 /// byte. A correct server closes right after the half-close, so this

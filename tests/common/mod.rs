@@ -8,6 +8,7 @@
 
 pub mod daemon;
 pub mod deploy;
+pub mod netns;
 pub mod ssh_host;
 pub mod systemd_host;
 

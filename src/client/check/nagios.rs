@@ -230,6 +230,22 @@ pub(super) fn render(
                     "100",
                 ),
             ]
+            .into_iter()
+            .chain(report.path.map(|path| {
+                // UDP only; unknown (U) where the client cannot vouch for it.
+                let details = path.details;
+                performance_datum(
+                    &label(report, "jitter"),
+                    details
+                        .jitter_ms
+                        .filter(|_| details.jitter_reliable)
+                        .map(|jitter| format!("{jitter:.3}ms")),
+                    &None,
+                    &None,
+                    "0",
+                    "",
+                )
+            }))
         })
         .collect();
     let mut output = format!(
@@ -406,6 +422,7 @@ mod tests {
             loss_percent: f64::from(lost) * 100.0 / f64::from(probes),
             size: 64,
             rtt_ms: avg.map(|avg| RttSummary::of(&[avg]).unwrap()),
+            path: None,
             error: (lost > 0).then(|| "no complete echo within 1s".to_string()),
         }
     }
@@ -415,6 +432,27 @@ mod tests {
             warning: warning.parse().unwrap(),
             critical: critical.parse().unwrap(),
         }
+    }
+
+    #[test]
+    fn udp_targets_add_their_jitter_unless_the_client_cannot_vouch_for_it() {
+        use super::super::{PathDetails, PathReport};
+        let udp = |jitter_reliable| TargetReport {
+            protocol: "UDP",
+            path: Some(PathReport {
+                details: PathDetails {
+                    jitter_ms: Some(0.25),
+                    jitter_reliable,
+                    ..PathDetails::default()
+                },
+                jitter_method: "",
+            }),
+            ..report("db1:7", 5, 5, Some(1.0))
+        };
+        let (output, _) = render(&[udp(true)], &NagiosThresholds::default());
+        assert!(output.ends_with(" jitter=0.250ms;;;0;\n"), "{output}");
+        let (output, _) = render(&[udp(false)], &NagiosThresholds::default());
+        assert!(output.ends_with(" jitter=U;;;0;\n"), "{output}");
     }
 
     #[test]

@@ -43,6 +43,11 @@ struct Series {
     rtt_min: Gauges,
     rtt_avg: Gauges,
     rtt_max: Gauges,
+    late: Gauges,
+    duplicated: Gauges,
+    reordered_ratio: Gauges,
+    jitter: Gauges,
+    client_late_max: Gauges,
     last_run: Gauges,
 }
 
@@ -57,6 +62,11 @@ impl Series {
             rtt_min: Gauges::default(),
             rtt_avg: Gauges::default(),
             rtt_max: Gauges::default(),
+            late: Gauges::default(),
+            duplicated: Gauges::default(),
+            reordered_ratio: Gauges::default(),
+            jitter: Gauges::default(),
+            client_late_max: Gauges::default(),
             last_run: Gauges::default(),
         };
         let plain = [
@@ -85,6 +95,21 @@ impl Series {
                 "Share of the probes that got no echo at all (0 to 1)",
                 &series.loss_ratio,
             ),
+            (
+                "late",
+                "UDP: probes answered only after the timeout (counted as lost)",
+                &series.late,
+            ),
+            (
+                "duplicated",
+                "UDP: extra copies of answers already received",
+                &series.duplicated,
+            ),
+            (
+                "reordered_ratio",
+                "UDP: share of the answers that came after a later probe's (RFC 4737, 0 to 1)",
+                &series.reordered_ratio,
+            ),
         ];
         for (name, help, gauges) in plain {
             registry.register(name, help, gauges.clone());
@@ -104,6 +129,17 @@ impl Series {
                 "rtt_max",
                 "Longest round trip of the last run",
                 &series.rtt_max,
+            ),
+            (
+                "jitter",
+                "UDP: RFC 3550 interarrival jitter of the round trips, only where the client's \
+                 own timing error is below it",
+                &series.jitter,
+            ),
+            (
+                "client_late_max",
+                "UDP: how late the client sent a probe at worst, its own timing error",
+                &series.client_late_max,
             ),
             // Per target, not per file: two jobs writing files into one
             // collector directory must not claim the same series.
@@ -137,6 +173,16 @@ impl Series {
             set(&self.rtt_min, rtt.min / 1000.0);
             set(&self.rtt_avg, rtt.avg / 1000.0);
             set(&self.rtt_max, rtt.max / 1000.0);
+        }
+        if let Some(path) = &report.path {
+            let details = &path.details;
+            set(&self.late, f64::from(details.late));
+            set(&self.duplicated, f64::from(details.duplicated));
+            set(&self.reordered_ratio, details.reordered_percent / 100.0);
+            set(&self.client_late_max, details.client_late_ms.max / 1000.0);
+            if let Some(jitter) = details.jitter_ms.filter(|_| details.jitter_reliable) {
+                set(&self.jitter, jitter / 1000.0);
+            }
         }
     }
 }
@@ -266,8 +312,44 @@ mod tests {
             loss_percent: f64::from(2 - healthy) * 50.0,
             size: 64,
             rtt_ms: RttSummary::of(rtts),
+            path: None,
             error: None,
         }
+    }
+
+    #[test]
+    fn udp_targets_have_the_stream_series_and_jitter_only_when_vouched_for() {
+        use super::super::{PathDetails, PathReport};
+        let udp = |target: &str, jitter_reliable: bool| TargetReport {
+            protocol: "UDP",
+            path: Some(PathReport {
+                details: PathDetails {
+                    late: 1,
+                    duplicated: 2,
+                    reordered: 1,
+                    reordered_percent: 50.0,
+                    jitter_ms: Some(0.25),
+                    jitter_reliable,
+                    ..PathDetails::default()
+                },
+                jitter_method: "",
+            }),
+            ..report(target, 2, &[1.0, 1.5])
+        };
+        let text = render(&[udp("a:1", true), udp("b:2", false)], UNIX_EPOCH);
+        for line in [
+            "echo_check_late{target=\"a:1\",protocol=\"udp\"} 1.0",
+            "echo_check_duplicated{target=\"a:1\",protocol=\"udp\"} 2.0",
+            "echo_check_reordered_ratio{target=\"a:1\",protocol=\"udp\"} 0.5",
+            "echo_check_jitter_seconds{target=\"a:1\",protocol=\"udp\"} 0.00025",
+            "echo_check_client_late_max_seconds{target=\"b:2\",protocol=\"udp\"} 0.0",
+        ] {
+            assert!(text.contains(&format!("{line}\n")), "{line} in {text}");
+        }
+        assert!(
+            !text.contains("echo_check_jitter_seconds{target=\"b:2\""),
+            "{text}"
+        );
     }
 
     #[test]
