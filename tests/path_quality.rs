@@ -6,6 +6,8 @@
 //! Needs root, `ip`, `iptables` and `ip6tables` (scripts/test.sh installs
 //! them); behind the `host-tests` feature.
 
+#![cfg(target_os = "linux")]
+
 mod common;
 
 use std::process::Command;
