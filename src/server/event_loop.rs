@@ -436,6 +436,7 @@ impl EventLoop {
         let mut connection = self.connections.remove(key);
         if connection.awaiting_header {
             self.partial_headers.remove(&key);
+            release_if_empty(&mut self.partial_headers);
         }
         let _ = self.poll.registry().deregister(&mut connection.stream);
         let (peer, echoed) = (connection.peer, connection.echoed);
@@ -456,6 +457,15 @@ impl EventLoop {
         }
         self.accepting.retry_at = None;
         self.guard = None;
+    }
+}
+
+/// Lets go of the table of pending headers once none is pending: after a
+/// burst of headers in pieces it would otherwise keep its peak size for
+/// the worker's life.
+fn release_if_empty(partial_headers: &mut HashMap<usize, PartialHeader>) {
+    if partial_headers.is_empty() && partial_headers.capacity() > 0 {
+        *partial_headers = HashMap::new();
     }
 }
 
@@ -582,6 +592,7 @@ impl Connection {
                 partial_headers.insert(key, partial);
                 continue;
             };
+            release_if_empty(partial_headers);
             let proxy = self.peer;
             self.peer = header.source.unwrap_or(proxy);
             self.awaiting_header = false;
@@ -700,5 +711,18 @@ mod tests {
     #[test]
     fn a_connection_stays_within_120_bytes() {
         assert!(std::mem::size_of::<Connection>() <= 120);
+    }
+
+    #[test]
+    fn the_pending_headers_table_shrinks_after_a_burst() {
+        let mut partial_headers: HashMap<usize, PartialHeader> = (0..1000)
+            .map(|key| (key, PartialHeader::default()))
+            .collect();
+        partial_headers.remove(&0);
+        release_if_empty(&mut partial_headers);
+        assert!(partial_headers.capacity() >= 999);
+        partial_headers.clear();
+        release_if_empty(&mut partial_headers);
+        assert_eq!(partial_headers.capacity(), 0);
     }
 }

@@ -272,7 +272,9 @@ impl PartialHeader {
             Parsed::Incomplete => {
                 if already == 0 {
                     // Fewer than MAX_HEADER_LEN bytes, or it would be complete
-                    // or wrong.
+                    // or wrong. Room for the longest header at once: grown
+                    // by doubling, the buffer would end up twice that.
+                    self.buffered = Vec::with_capacity(MAX_HEADER_LEN);
                     self.buffered.extend_from_slice(input);
                 }
                 Ok(None)
@@ -529,6 +531,19 @@ mod tests {
                 assert_eq!(header.source, Some("192.0.2.7:40000".parse().unwrap()));
             }
         }
+    }
+
+    #[test]
+    fn a_header_fed_byte_by_byte_allocates_the_limit_once() {
+        // A v2 header of 535 bytes, fed as slowly as it can come: the
+        // buffer must not double past the limit on the way.
+        let header = v2(0x21, 0x11, &vec![0; MAX_HEADER_LEN - 17]);
+        let mut partial = PartialHeader::default();
+        for byte in &header[..header.len() - 1] {
+            assert_eq!(partial.feed(&[*byte]), Ok(None));
+            assert!(partial.buffered.capacity() <= MAX_HEADER_LEN);
+        }
+        assert!(partial.feed(&header[header.len() - 1..]).unwrap().is_some());
     }
 
     #[test]
