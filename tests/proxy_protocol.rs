@@ -364,3 +364,31 @@ fn udp_is_unaffected() {
     let (len, _) = client.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..len], datagram);
 }
+
+/// What kubelet `tcpSocket` probes, NLB TCP health checks, HAProxy's `check`
+/// without send-proxy and port scans do: connect and close, sending nothing.
+/// That is a plain close (debug), neither warned about nor counted.
+#[test]
+fn a_connection_that_sends_nothing_is_a_plain_close() {
+    let server = start("");
+    let stream = connect(server.tcp[0]);
+    let own = stream.local_addr().unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    let closed = server
+        .log
+        .wait_for(&format!("connection closed peer={own}"));
+    assert!(closed.contains("ending=SentNothing"), "{closed}");
+    // The next real failure is the first one counted.
+    let mut stream = connect(server.tcp[0]);
+    stream.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let warning = server
+        .log
+        .wait_for("closed a connection without a valid PROXY protocol header");
+    assert!(warning.contains("total=1"), "{warning}");
+    assert_eq!(
+        server
+            .log
+            .count("closed a connection without a valid PROXY protocol header"),
+        1
+    );
+}

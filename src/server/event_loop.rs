@@ -369,6 +369,7 @@ impl EventLoop {
                 // On with what is left to read, as if nothing new had come.
                 Ok(true) => connection.echo(Readiness::NOTHING_NEW, &mut self.scratch, now),
                 Err(HeaderFailure::Io(e)) => Err(e),
+                Err(HeaderFailure::SentNothing) => Ok(Turn::Ended(Ending::SentNothing)),
                 Err(failure) => return self.refuse(key, &failure),
             }
         } else {
@@ -497,6 +498,9 @@ enum Ending {
     IdleTimeout,
     /// No valid PROXY protocol header came in time.
     NoProxyHeader,
+    /// The peer closed without sending a byte, on a `proxy_protocol`
+    /// listener: a health check or a port scan, not a broken header.
+    SentNothing,
 }
 
 /// Why a connection to a `proxy_protocol` listener got no further than its
@@ -506,6 +510,10 @@ enum HeaderFailure {
     Invalid(HeaderError),
     /// The peer closed before the header was complete.
     Closed,
+    /// The peer closed without sending a byte: what TCP health checks
+    /// (kubelet, AWS NLB, HAProxy without send-proxy) and port scans do, so
+    /// a plain close rather than a failure.
+    SentNothing,
     /// The header was not complete within `proxy_protocol_timeout`.
     Timeout(Duration),
     /// The socket failed: a connection error like any other.
@@ -517,6 +525,7 @@ impl fmt::Display for HeaderFailure {
         match self {
             HeaderFailure::Invalid(e) => e.fmt(f),
             HeaderFailure::Closed => f.write_str("the peer closed before its header was complete"),
+            HeaderFailure::SentNothing => f.write_str("the peer closed without sending anything"),
             HeaderFailure::Timeout(limit) => write!(
                 f,
                 "no complete header within {limit:?} (proxy_protocol_timeout)"
@@ -570,6 +579,9 @@ impl Connection {
         self.closing |= ready.closing;
         while self.readable {
             let read = match socket_calls::recv(&self.stream, scratch) {
+                Ok(0) if !partial_headers.contains_key(&key) => {
+                    return Err(HeaderFailure::SentNothing);
+                }
                 Ok(0) => return Err(HeaderFailure::Closed),
                 Ok(read) => read,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
