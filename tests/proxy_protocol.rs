@@ -392,3 +392,36 @@ fn a_connection_that_sends_nothing_is_a_plain_close() {
         1
     );
 }
+
+/// The warning's throttle is the daemon's, not each worker's: many failures
+/// spread over the workers give one line until the interval has passed.
+#[test]
+fn failures_on_several_workers_give_one_warning() {
+    const FAILURES: usize = 40;
+    let server = start("workers = 4");
+    // One after the other, so that each is accepted by whichever worker
+    // wakes first (a burst would be accepted by one worker in one go).
+    for _ in 0..FAILURES {
+        let mut stream = connect(server.tcp[0]);
+        stream.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        assert!(closed_by_server(&mut stream));
+    }
+    // Every failure has been counted once its connection is closed.
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    while server.log.count("ending=NoProxyHeader") < FAILURES {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            server.log.all()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(
+        server
+            .log
+            .count("closed a connection without a valid PROXY protocol header"),
+        1,
+        "{:#?}",
+        server.log.all()
+    );
+}

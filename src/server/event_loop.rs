@@ -69,7 +69,7 @@ const SWEEPS_PER_TIMEOUT: u32 = 16;
 
 const FIRST_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
-const WARNING_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The token of listener `index`, counted down from below `WAKE_TOKEN`.
 fn listener_token(index: usize) -> Token {
@@ -99,8 +99,6 @@ pub(crate) struct EventLoop {
     /// The PROXY protocol headers that came in pieces, by connection, until
     /// they are complete.
     partial_headers: HashMap<usize, PartialHeader>,
-    /// Warnings about connections without a valid PROXY protocol header.
-    header_failures: Throttle,
 }
 
 /// A listening socket and its address, for the log.
@@ -166,7 +164,6 @@ impl EventLoop {
             next_sweep: None,
             unfinished: Vec::new(),
             partial_headers: HashMap::new(),
-            header_failures: Throttle::new(WARNING_INTERVAL),
         })
     }
 
@@ -424,8 +421,8 @@ impl EventLoop {
     /// Closes a connection that did not send a valid PROXY protocol header,
     /// counts it, and says so without flooding the log.
     fn refuse(&mut self, key: usize, failure: &HeaderFailure) {
-        let total = self.limits.count_proxy_header_failure();
-        if let Some(suppressed) = self.header_failures.event() {
+        let (total, logged) = self.limits.count_proxy_header_failure();
+        if let Some(suppressed) = logged {
             let peer = self.connections[key].peer;
             warn!(%peer, reason = %failure, suppressed, total,
                 "closed a connection without a valid PROXY protocol header (is the load balancer sending it, and only it, to this address?)");
