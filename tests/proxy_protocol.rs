@@ -425,3 +425,39 @@ fn failures_on_several_workers_give_one_warning() {
         server.log.all()
     );
 }
+
+/// `--port` (or `--host`) that makes a PROXY listener and a plain one the
+/// same address is refused: either way one kind of client would be broken.
+#[test]
+fn an_override_that_merges_a_proxied_and_a_plain_listener_is_refused() {
+    let dir = common::TestDir::new();
+    let plain = "\"127.0.0.1:17007\"";
+    let proxied = "{ address = \"127.0.0.1:17008\", proxy_protocol = true }";
+    // Whichever comes first, neither may silently win.
+    for (name, listen) in [
+        ("plain-first.toml", [plain, proxied]),
+        ("proxied-first.toml", [proxied, plain]),
+    ] {
+        let config = dir.write(
+            name,
+            &format!("[server]\nlisten = [{}]\n", listen.join(", ")),
+        );
+        let (code, stdout, stderr) = common::run_server(
+            &[
+                "-t",
+                "--config",
+                config.to_str().unwrap(),
+                "--port",
+                "17100",
+            ],
+            &[],
+        );
+        assert_eq!(code, 78, "{name}: {stdout}{stderr}");
+        assert!(
+            stderr.contains(
+                "--host/--port make 127.0.0.1:17100 both a PROXY protocol listener and a plain one"
+            ),
+            "{name}: {stderr}"
+        );
+    }
+}
