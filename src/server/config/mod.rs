@@ -261,8 +261,9 @@ pub struct Overrides {
 impl Config {
     /// Parses and validates a config file's text.
     pub(crate) fn parse(text: &str, source: &ConfigSource) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::at(source.origin(), text, e.span(), e.message()))?;
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            ConfigError::at(source.origin(), text, e.span(), &with_hint(e.message()))
+        })?;
         config
             .server
             .validate()
@@ -350,6 +351,18 @@ impl Config {
         .into_iter()
         .filter_map(|(name, changed)| changed.then_some(name))
         .collect()
+    }
+}
+
+/// A parse error's message, with a pointer to the right form for a likely
+/// mistake that the generic message leaves a puzzle.
+fn with_hint(message: &str) -> String {
+    if message.starts_with("unknown field `proxy_protocol`") {
+        format!(
+            "{message} (proxy_protocol is set for each listener: listen = [{{ address = \"HOST:PORT\", proxy_protocol = true }}])"
+        )
+    } else {
+        message.to_string()
     }
 }
 
@@ -676,6 +689,17 @@ mod tests {
             })
             .unwrap();
         assert_eq!(addresses(&config), ["127.0.0.1:0", "127.0.0.1:0 (proxy)"]);
+    }
+
+    #[test]
+    fn proxy_protocol_in_server_points_to_the_listen_entry() {
+        let err = parse("[server]\nproxy_protocol = true\n").unwrap_err();
+        assert_eq!(err.position, Some((2, 1)), "{err}");
+        assert!(
+            err.message
+                .contains("listen = [{ address = \"HOST:PORT\", proxy_protocol = true }]"),
+            "{err}"
+        );
     }
 
     #[test]
