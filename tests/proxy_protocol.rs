@@ -461,3 +461,40 @@ fn an_override_that_merges_a_proxied_and_a_plain_listener_is_refused() {
         );
     }
 }
+
+/// Under socket activation the configuration's `proxy_protocol` does not
+/// apply; a warning says so when no passed socket carries the name.
+#[test]
+fn activation_without_the_name_warns_about_configured_proxy_listeners() {
+    let dir = common::TestDir::new();
+    let config = dir.write(
+        "proxied.toml",
+        "[server]\nlisten = [{ address = \"127.0.0.1:7007\", proxy_protocol = true }]\n",
+    );
+    let port = common::free_port();
+    let (mut child, log) = common::socket_activate(&[
+        "-l",
+        &format!("127.0.0.1:{port}"),
+        "--fdname=plain",
+        common::SERVER,
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    // The first connection starts the server.
+    let stream = connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    assert_eq!(finish(stream), b"");
+    // The warning comes before the start-up line.
+    log.wait_for("echo-server started");
+    let warnings: Vec<String> = log
+        .all()
+        .into_iter()
+        .filter(|line| line.contains("FileDescriptorName=proxy-protocol"))
+        .collect();
+    // Stopped before anything is asserted, so that a failure leaves no
+    // daemon behind.
+    common::send_signal(&child, Signal::SIGTERM);
+    assert_eq!(common::wait_with_patience(&mut child).code(), Some(0));
+    assert_eq!(warnings.len(), 1, "{:#?}", log.all());
+    assert!(warnings[0].contains("WARN"), "{}", warnings[0]);
+    assert!(warnings[0].contains("127.0.0.1:7007"), "{}", warnings[0]);
+}
