@@ -364,3 +364,137 @@ fn udp_is_unaffected() {
     let (len, _) = client.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..len], datagram);
 }
+
+/// What kubelet `tcpSocket` probes, NLB TCP health checks, HAProxy's `check`
+/// without send-proxy and port scans do: connect and close, sending nothing.
+/// That is a plain close (debug), neither warned about nor counted.
+#[test]
+fn a_connection_that_sends_nothing_is_a_plain_close() {
+    let server = start("");
+    let stream = connect(server.tcp[0]);
+    let own = stream.local_addr().unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    let closed = server
+        .log
+        .wait_for(&format!("connection closed peer={own}"));
+    assert!(closed.contains("ending=SentNothing"), "{closed}");
+    // The next real failure is the first one counted.
+    let mut stream = connect(server.tcp[0]);
+    stream.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let warning = server
+        .log
+        .wait_for("closed a connection without a valid PROXY protocol header");
+    assert!(warning.contains("total=1"), "{warning}");
+    assert_eq!(
+        server
+            .log
+            .count("closed a connection without a valid PROXY protocol header"),
+        1
+    );
+}
+
+/// The warning's throttle is the daemon's, not each worker's: many failures
+/// spread over the workers give one line until the interval has passed.
+#[test]
+fn failures_on_several_workers_give_one_warning() {
+    const FAILURES: usize = 40;
+    let server = start("workers = 4");
+    // One after the other, so that each is accepted by whichever worker
+    // wakes first (a burst would be accepted by one worker in one go).
+    for _ in 0..FAILURES {
+        let mut stream = connect(server.tcp[0]);
+        stream.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        assert!(closed_by_server(&mut stream));
+    }
+    // Every failure has been counted once its connection is closed.
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    while server.log.count("ending=NoProxyHeader") < FAILURES {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            server.log.all()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(
+        server
+            .log
+            .count("closed a connection without a valid PROXY protocol header"),
+        1,
+        "{:#?}",
+        server.log.all()
+    );
+}
+
+/// `--port` (or `--host`) that makes a PROXY listener and a plain one the
+/// same address is refused: either way one kind of client would be broken.
+#[test]
+fn an_override_that_merges_a_proxied_and_a_plain_listener_is_refused() {
+    let dir = common::TestDir::new();
+    let plain = "\"127.0.0.1:17007\"";
+    let proxied = "{ address = \"127.0.0.1:17008\", proxy_protocol = true }";
+    // Whichever comes first, neither may silently win.
+    for (name, listen) in [
+        ("plain-first.toml", [plain, proxied]),
+        ("proxied-first.toml", [proxied, plain]),
+    ] {
+        let config = dir.write(
+            name,
+            &format!("[server]\nlisten = [{}]\n", listen.join(", ")),
+        );
+        let (code, stdout, stderr) = common::run_server(
+            &[
+                "-t",
+                "--config",
+                config.to_str().unwrap(),
+                "--port",
+                "17100",
+            ],
+            &[],
+        );
+        assert_eq!(code, 78, "{name}: {stdout}{stderr}");
+        assert!(
+            stderr.contains(
+                "--host/--port make 127.0.0.1:17100 both a PROXY protocol listener and a plain one"
+            ),
+            "{name}: {stderr}"
+        );
+    }
+}
+
+/// Under socket activation the configuration's `proxy_protocol` does not
+/// apply; a warning says so when no passed socket carries the name.
+#[test]
+fn activation_without_the_name_warns_about_configured_proxy_listeners() {
+    let dir = common::TestDir::new();
+    let config = dir.write(
+        "proxied.toml",
+        "[server]\nlisten = [{ address = \"127.0.0.1:7007\", proxy_protocol = true }]\n",
+    );
+    let port = common::free_port();
+    let (mut child, log) = common::socket_activate(&[
+        "-l",
+        &format!("127.0.0.1:{port}"),
+        "--fdname=plain",
+        common::SERVER,
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    // The first connection starts the server.
+    let stream = connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    assert_eq!(finish(stream), b"");
+    // The warning comes before the start-up line.
+    log.wait_for("echo-server started");
+    let warnings: Vec<String> = log
+        .all()
+        .into_iter()
+        .filter(|line| line.contains("FileDescriptorName=proxy-protocol"))
+        .collect();
+    // Stopped before anything is asserted, so that a failure leaves no
+    // daemon behind.
+    common::send_signal(&child, Signal::SIGTERM);
+    assert_eq!(common::wait_with_patience(&mut child).code(), Some(0));
+    assert_eq!(warnings.len(), 1, "{:#?}", log.all());
+    assert!(warnings[0].contains("WARN"), "{}", warnings[0]);
+    assert!(warnings[0].contains("127.0.0.1:7007"), "{}", warnings[0]);
+}

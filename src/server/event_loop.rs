@@ -70,7 +70,7 @@ const SWEEPS_PER_TIMEOUT: u32 = 16;
 
 const FIRST_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
-const WARNING_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The token of listener `index`, counted down from below `WAKE_TOKEN`.
 fn listener_token(index: usize) -> Token {
@@ -100,8 +100,6 @@ pub(crate) struct EventLoop {
     /// The PROXY protocol headers that came in pieces, by connection, until
     /// they are complete.
     partial_headers: HashMap<usize, PartialHeader>,
-    /// Warnings about connections without a valid PROXY protocol header.
-    header_failures: Throttle,
     /// What this worker has done, for the metrics; written by it alone.
     counters: Arc<WorkerCounters>,
 }
@@ -170,7 +168,6 @@ impl EventLoop {
             next_sweep: None,
             unfinished: Vec::new(),
             partial_headers: HashMap::new(),
-            header_failures: Throttle::new(WARNING_INTERVAL),
             counters,
         })
     }
@@ -392,6 +389,7 @@ impl EventLoop {
                     now,
                 ),
                 Err(HeaderFailure::Io(e)) => Err(e),
+                Err(HeaderFailure::SentNothing) => Ok(Turn::Ended(Ending::SentNothing)),
                 Err(failure) => return self.refuse(key, &failure),
             }
         } else {
@@ -446,8 +444,8 @@ impl EventLoop {
     /// Closes a connection that did not send a valid PROXY protocol header,
     /// counts it, and says so without flooding the log.
     fn refuse(&mut self, key: usize, failure: &HeaderFailure) {
-        let total = self.limits.count_proxy_header_failure();
-        if let Some(suppressed) = self.header_failures.event() {
+        let (total, logged) = self.limits.count_proxy_header_failure();
+        if let Some(suppressed) = logged {
             let peer = self.connections[key].peer;
             warn!(%peer, reason = %failure, suppressed, total,
                 "closed a connection without a valid PROXY protocol header (is the load balancer sending it, and only it, to this address?)");
@@ -459,6 +457,7 @@ impl EventLoop {
         let mut connection = self.connections.remove(key);
         if connection.awaiting_header {
             self.partial_headers.remove(&key);
+            release_if_empty(&mut self.partial_headers);
         }
         let _ = self.poll.registry().deregister(&mut connection.stream);
         let (peer, echoed) = (connection.peer, connection.echoed);
@@ -488,6 +487,15 @@ impl EventLoop {
     }
 }
 
+/// Lets go of the table of pending headers once none is pending: after a
+/// burst of headers in pieces it would otherwise keep its peak size for
+/// the worker's life.
+fn release_if_empty(partial_headers: &mut HashMap<usize, PartialHeader>) {
+    if partial_headers.is_empty() && partial_headers.capacity() > 0 {
+        *partial_headers = HashMap::new();
+    }
+}
+
 /// Errors that concern one connection attempt, not the listener.
 fn is_peer_error(e: &io::Error) -> bool {
     matches!(
@@ -514,6 +522,9 @@ enum Ending {
     IdleTimeout,
     /// No valid PROXY protocol header came in time.
     NoProxyHeader,
+    /// The peer closed without sending a byte, on a `proxy_protocol`
+    /// listener: a health check or a port scan, not a broken header.
+    SentNothing,
 }
 
 impl Ending {
@@ -523,6 +534,8 @@ impl Ending {
             Ending::PeerClosed => CloseReason::Peer,
             Ending::IdleTimeout => CloseReason::IdleTimeout,
             Ending::NoProxyHeader => CloseReason::ProxyHeader,
+            // A health check or a port scan: the peer closed, as any does.
+            Ending::SentNothing => CloseReason::Peer,
         }
     }
 }
@@ -534,6 +547,10 @@ enum HeaderFailure {
     Invalid(HeaderError),
     /// The peer closed before the header was complete.
     Closed,
+    /// The peer closed without sending a byte: what TCP health checks
+    /// (kubelet, AWS NLB, HAProxy without send-proxy) and port scans do, so
+    /// a plain close rather than a failure.
+    SentNothing,
     /// The header was not complete within `proxy_protocol_timeout`.
     Timeout(Duration),
     /// The socket failed: a connection error like any other.
@@ -545,6 +562,7 @@ impl fmt::Display for HeaderFailure {
         match self {
             HeaderFailure::Invalid(e) => e.fmt(f),
             HeaderFailure::Closed => f.write_str("the peer closed before its header was complete"),
+            HeaderFailure::SentNothing => f.write_str("the peer closed without sending anything"),
             HeaderFailure::Timeout(limit) => write!(
                 f,
                 "no complete header within {limit:?} (proxy_protocol_timeout)"
@@ -599,6 +617,9 @@ impl Connection {
         self.closing |= ready.closing;
         while self.readable {
             let read = match socket_calls::recv(&self.stream, scratch) {
+                Ok(0) if !partial_headers.contains_key(&key) => {
+                    return Err(HeaderFailure::SentNothing);
+                }
                 Ok(0) => return Err(HeaderFailure::Closed),
                 Ok(read) => read,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -622,6 +643,7 @@ impl Connection {
                 partial_headers.insert(key, partial);
                 continue;
             };
+            release_if_empty(partial_headers);
             let proxy = self.peer;
             self.peer = header.source.unwrap_or(proxy);
             self.awaiting_header = false;
@@ -754,5 +776,18 @@ mod tests {
     #[test]
     fn a_connection_stays_within_120_bytes() {
         assert!(std::mem::size_of::<Connection>() <= 120);
+    }
+
+    #[test]
+    fn the_pending_headers_table_shrinks_after_a_burst() {
+        let mut partial_headers: HashMap<usize, PartialHeader> = (0..1000)
+            .map(|key| (key, PartialHeader::default()))
+            .collect();
+        partial_headers.remove(&0);
+        release_if_empty(&mut partial_headers);
+        assert!(partial_headers.capacity() >= 999);
+        partial_headers.clear();
+        release_if_empty(&mut partial_headers);
+        assert_eq!(partial_headers.capacity(), 0);
     }
 }

@@ -217,6 +217,7 @@ async fn run(
     let controller = ShutdownController::default();
     let addresses = listeners.describe().to_string();
     let proxied = listeners.describe_proxied();
+    let unheeded = listeners.unheeded_proxy_entries(&service.config.server);
     let mut serving = JoinSet::new();
     let mut udp_counters = Vec::new();
     for socket in listeners.udp {
@@ -255,6 +256,10 @@ async fn run(
         Origin::Configured => "bound from the configuration",
         Origin::Activated => "passed by the service manager",
     };
+    if !unheeded.is_empty() {
+        warn!(configured = %unheeded,
+            "[server] listen asks for the PROXY protocol, but no socket passed by the service manager is named proxy-protocol, so none takes the header (name the socket unit's sockets with FileDescriptorName=proxy-protocol)");
+    }
     // The field is left out when no listener takes the PROXY protocol.
     let proxy_protocol = (!proxied.is_empty()).then_some(proxied.as_str());
     info!(version = env!("CARGO_PKG_VERSION"), config = %service.source, listening = %addresses, sockets,

@@ -1,23 +1,26 @@
 //! The settings a SIGHUP can change while connections are open, the count
 //! of open connections that `max_connections` is checked against, and the
 //! count of connections refused for a missing or broken PROXY protocol
-//! header: the daemon-wide total that each warning in the log carries (the
+//! header: the daemon-wide total that each warning in the log carries, with
+//! the throttle of that warning (the daemon's, not each worker's). The
 //! metrics count the same closes per worker, as
 //! `tcp_connections_closed{reason="proxy_header"}`, where no worker has to
-//! read another's counts).
+//! read another's counts.
 //!
 //! They are plain atomics, read on every accept and every idle sweep, so a
 //! reload reaches connections that are already open without any locking on
 //! the echo path. A reload also makes every TCP worker sweep at once, so a
 //! changed idle timeout applies to open connections at once.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::server::config::ServerConfig;
+use crate::server::event_loop::WARNING_INTERVAL;
+use crate::server::throttle::Throttle;
 
 #[derive(Debug)]
 pub(crate) struct Limits {
@@ -31,6 +34,9 @@ pub(crate) struct Limits {
     /// Connections closed without a valid PROXY protocol header in time,
     /// by all workers since the start.
     proxy_header_failures: AtomicU64,
+    /// One warning line per interval for all workers together. Only a
+    /// failure takes the lock, never the echo.
+    proxy_header_warnings: Mutex<Throttle>,
     reloaded: watch::Sender<()>,
 }
 
@@ -43,6 +49,7 @@ impl Limits {
             proxy_protocol_timeout_ns: AtomicU64::new(0),
             open_connections: AtomicUsize::new(0),
             proxy_header_failures: AtomicU64::new(0),
+            proxy_header_warnings: Mutex::new(Throttle::new(WARNING_INTERVAL)),
             reloaded: watch::Sender::new(()),
         };
         limits.update(config);
@@ -86,10 +93,17 @@ impl Limits {
         Duration::from_nanos(self.proxy_protocol_timeout_ns.load(Ordering::Relaxed))
     }
 
-    /// Counts a connection closed for its PROXY protocol header; returns
-    /// how many there have been.
-    pub(crate) fn count_proxy_header_failure(&self) -> u64 {
-        self.proxy_header_failures.fetch_add(1, Ordering::Relaxed) + 1
+    /// Counts a connection closed for its PROXY protocol header. Returns
+    /// how many there have been, and, when this one is to be logged, how
+    /// many went unlogged since the last line.
+    pub(crate) fn count_proxy_header_failure(&self) -> (u64, Option<u64>) {
+        let total = self.proxy_header_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let logged = self
+            .proxy_header_warnings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .event();
+        (total, logged)
     }
 
     /// Datagrams per second per source address; 0 means unlimited.

@@ -118,6 +118,24 @@ impl Listeners {
             .collect();
         proxied.join(" ")
     }
+
+    /// The `proxy_protocol` entries of `config` that socket activation
+    /// leaves without the header (empty if none): the passed sockets decide
+    /// by their name, and none of them carries `proxy-protocol`. Moving to
+    /// socket units without that name would otherwise echo every load
+    /// balancer's header back without a word.
+    pub(crate) fn unheeded_proxy_entries(&self, config: &ServerConfig) -> String {
+        if self.origin != Origin::Activated || self.tcp.iter().any(|t| t.proxy_protocol) {
+            return String::new();
+        }
+        let unheeded: Vec<String> = config
+            .listen_entries()
+            .into_iter()
+            .filter(|entry| entry.proxy_protocol)
+            .map(|entry| entry.address.to_string())
+            .collect();
+        unheeded.join(" ")
+    }
 }
 
 /// A list like `tcp://127.0.0.1:7 udp://127.0.0.1:7`.

@@ -18,9 +18,11 @@
 //!   PROXY), a family/transport byte, a big-endian length, then that many
 //!   bytes: the addresses, then TLVs, which are skipped here.
 //!
-//! LOCAL (v2, what HAProxy's health checks send), `UNKNOWN` (v1) and the
-//! families without an IP address (AF_UNSPEC, AF_UNIX) carry no client:
-//! the connection's own peer is the one to log.
+//! LOCAL (v2, what HAProxy's health checks send), `UNKNOWN` (v1), the
+//! families without an IP address (AF_UNSPEC, AF_UNIX) and transports other
+//! than STREAM carry no client: the connection's own peer is the one to log.
+//! For LOCAL the spec has the receiver ignore the family and discard the
+//! address block, so only its length is checked.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -39,6 +41,8 @@ const V1_PREFIX: &[u8] = b"PROXY ";
 const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 /// Signature, version/command, family/transport and the 2-byte length.
 const V2_FIXED_LEN: usize = 16;
+/// The v2 transport of a TCP connection.
+const V2_STREAM: u8 = 1;
 
 /// What the bytes received so far amount to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +54,8 @@ pub(crate) enum Parsed {
     Complete {
         length: usize,
         /// The client, or `None` when the header names none (LOCAL,
-        /// UNKNOWN, no IP family): then the connection's peer is the client.
+        /// UNKNOWN, no IP family, not a stream): then the connection's peer
+        /// is the client.
         source: Option<SocketAddr>,
     },
 }
@@ -179,7 +184,7 @@ fn parse_v2(bytes: &[u8]) -> Result<Parsed, HeaderError> {
             ));
         }
     };
-    if family > 3 || transport > 2 {
+    if !local && (family > 3 || transport > 2) {
         return Err(HeaderError(
             "v2 header with an unknown address family or transport",
         ));
@@ -192,6 +197,12 @@ fn parse_v2(bytes: &[u8]) -> Result<Parsed, HeaderError> {
     let Some(addresses) = bytes.get(V2_FIXED_LEN..total) else {
         return Ok(Parsed::Incomplete);
     };
+    if local {
+        return Ok(Parsed::Complete {
+            length: total,
+            source: None,
+        });
+    }
     // Each family's addresses: source, destination, then the two ports.
     let needed = match family {
         1 => 12,
@@ -204,7 +215,9 @@ fn parse_v2(bytes: &[u8]) -> Result<Parsed, HeaderError> {
     }
     let port = |at: usize| u16::from_be_bytes([addresses[at], addresses[at + 1]]);
     let source = match family {
-        _ if local => None,
+        // HAProxy's receiver, too, takes addresses only from a stream: a
+        // datagram's source is not this connection's client.
+        _ if transport != V2_STREAM => None,
         1 => {
             let ip: [u8; 4] = addresses[..4].try_into().expect("4 bytes");
             Some(SocketAddr::new(Ipv4Addr::from(ip).into(), port(8)))
@@ -259,7 +272,9 @@ impl PartialHeader {
             Parsed::Incomplete => {
                 if already == 0 {
                     // Fewer than MAX_HEADER_LEN bytes, or it would be complete
-                    // or wrong.
+                    // or wrong. Room for the longest header at once: grown
+                    // by doubling, the buffer would end up twice that.
+                    self.buffered = Vec::with_capacity(MAX_HEADER_LEN);
                     self.buffered.extend_from_slice(input);
                 }
                 Ok(None)
@@ -422,6 +437,33 @@ mod tests {
     }
 
     #[test]
+    fn v2_local_ignores_family_transport_and_addresses() {
+        // The spec: for LOCAL the receiver ignores the family and discards
+        // the address block, whatever it holds.
+        for family in [0x00, 0x11, 0x13, 0x22, 0x41, 0xff] {
+            assert_eq!(complete(&v2(0x20, family, &[])), (16, None), "{family:#x}");
+            assert_eq!(
+                complete(&v2(0x20, family, &[7; 20])),
+                (36, None),
+                "{family:#x}"
+            );
+        }
+        // Only the length is still bounded.
+        assert!(error(&v2(0x20, 0x11, &vec![0; MAX_HEADER_LEN - 15])).contains("longer than 536"));
+    }
+
+    #[test]
+    fn v2_proxy_over_udp_names_no_source() {
+        // Only STREAM carries the client of a TCP connection (as HAProxy's
+        // receiver has it): DGRAM and UNSPEC transports name none.
+        let body = v2_ipv4_body();
+        assert_eq!(complete(&v2(0x21, 0x12, &body)), (28, None));
+        assert_eq!(complete(&v2(0x21, 0x10, &body)), (28, None));
+        let ipv6 = [0; 36];
+        assert_eq!(complete(&v2(0x21, 0x22, &ipv6)), (52, None));
+    }
+
+    #[test]
     fn v2_malformed() {
         let mut wrong_signature = v2(0x21, 0x11, &v2_ipv4_body());
         wrong_signature[6] = b'X';
@@ -489,6 +531,19 @@ mod tests {
                 assert_eq!(header.source, Some("192.0.2.7:40000".parse().unwrap()));
             }
         }
+    }
+
+    #[test]
+    fn a_header_fed_byte_by_byte_allocates_the_limit_once() {
+        // A v2 header of 535 bytes, fed as slowly as it can come: the
+        // buffer must not double past the limit on the way.
+        let header = v2(0x21, 0x11, &vec![0; MAX_HEADER_LEN - 17]);
+        let mut partial = PartialHeader::default();
+        for byte in &header[..header.len() - 1] {
+            assert_eq!(partial.feed(&[*byte]), Ok(None));
+            assert!(partial.buffered.capacity() <= MAX_HEADER_LEN);
+        }
+        assert!(partial.feed(&header[header.len() - 1..]).unwrap().is_some());
     }
 
     #[test]

@@ -309,8 +309,9 @@ pub struct Overrides {
 impl Config {
     /// Parses and validates a config file's text.
     pub(crate) fn parse(text: &str, source: &ConfigSource) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::at(source.origin(), text, e.span(), e.message()))?;
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            ConfigError::at(source.origin(), text, e.span(), &with_hint(e.message()))
+        })?;
         config
             .server
             .validate()
@@ -330,13 +331,17 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let text = source.text()?;
         let mut config = Config::parse(&text, source)?;
-        config.apply(overrides);
+        config
+            .apply(overrides)
+            .map_err(|message| ConfigError::at(source.origin(), &text, None, &message))?;
         Ok(config)
     }
 
     /// `--host` replaces the host of every listen address and `--port` the
     /// port, so `--port 7007` moves a multi-address server as a whole.
-    pub(crate) fn apply(&mut self, overrides: &Overrides) {
+    /// Entries that become one address must agree on `proxy_protocol`:
+    /// whichever won, one kind of client would be broken without a word.
+    pub(crate) fn apply(&mut self, overrides: &Overrides) -> Result<(), String> {
         if overrides.host.is_some() || overrides.port.is_some() {
             let mut addrs: Vec<ListenEntry> = Vec::new();
             for entry in self.server.listen_entries() {
@@ -344,10 +349,16 @@ impl Config {
                     host: overrides.host.clone().unwrap_or(entry.address.host),
                     port: overrides.port.unwrap_or(entry.address.port),
                 };
-                // Entries that become one address keep the first one's
-                // proxy_protocol.
-                if !addrs.iter().any(|known| known.address == address) {
-                    addrs.push(ListenEntry { address, ..entry });
+                match addrs.iter().find(|known| known.address == address) {
+                    None => addrs.push(ListenEntry { address, ..entry }),
+                    Some(known) if known.proxy_protocol == entry.proxy_protocol => {}
+                    // Port 0 is a port of its own for each entry.
+                    Some(_) if address.port == 0 => addrs.push(ListenEntry { address, ..entry }),
+                    Some(_) => {
+                        return Err(format!(
+                            "--host/--port make {address} both a PROXY protocol listener and a plain one (their [server] listen entries differ in proxy_protocol): give them different addresses"
+                        ));
+                    }
                 }
             }
             self.server.listen = Some(Spanned::new(0..0, addrs));
@@ -364,6 +375,7 @@ impl Config {
         if let Some(group) = &overrides.group {
             self.daemon.group = Some(group.clone());
         }
+        Ok(())
     }
 
     /// The effective configuration as TOML, as `--check-config` prints it.
@@ -392,6 +404,18 @@ impl Config {
         .into_iter()
         .filter_map(|(name, changed)| changed.then_some(name))
         .collect()
+    }
+}
+
+/// A parse error's message, with a pointer to the right form for a likely
+/// mistake that the generic message leaves a puzzle.
+fn with_hint(message: &str) -> String {
+    if message.starts_with("unknown field `proxy_protocol`") {
+        format!(
+            "{message} (proxy_protocol is set for each listener: listen = [{{ address = \"HOST:PORT\", proxy_protocol = true }}])"
+        )
+    } else {
+        message.to_string()
     }
 }
 
@@ -647,26 +671,88 @@ mod tests {
     #[test]
     fn overrides_move_every_listen_address() {
         let mut config = parse("[server]\nlisten = [\"0.0.0.0:7\", \"[::]:7\"]\n").unwrap();
-        config.apply(&Overrides {
-            port: Some(7007),
-            ..Overrides::default()
-        });
+        config
+            .apply(&Overrides {
+                port: Some(7007),
+                ..Overrides::default()
+            })
+            .unwrap();
         assert_eq!(addresses(&config), ["0.0.0.0:7007", "[::]:7007"]);
-        config.apply(&Overrides {
-            host: Some("::1".parse().unwrap()),
-            ..Overrides::default()
-        });
+        config
+            .apply(&Overrides {
+                host: Some("::1".parse().unwrap()),
+                ..Overrides::default()
+            })
+            .unwrap();
         assert_eq!(addresses(&config), ["[::1]:7007"]);
         // An override keeps each entry's proxy_protocol.
         let mut config = parse(
             "[server]\nlisten = [\"0.0.0.0:7\", { address = \"0.0.0.0:8\", proxy_protocol = true }]\n",
         )
         .unwrap();
-        config.apply(&Overrides {
-            host: Some("127.0.0.2".parse().unwrap()),
-            ..Overrides::default()
-        });
+        config
+            .apply(&Overrides {
+                host: Some("127.0.0.2".parse().unwrap()),
+                ..Overrides::default()
+            })
+            .unwrap();
         assert_eq!(addresses(&config), ["127.0.0.2:7", "127.0.0.2:8 (proxy)"]);
+    }
+
+    #[test]
+    fn an_override_that_merges_a_proxied_and_a_plain_entry_is_refused() {
+        for listen in [
+            "[\"0.0.0.0:7\", { address = \"0.0.0.0:8\", proxy_protocol = true }]",
+            "[{ address = \"0.0.0.0:8\", proxy_protocol = true }, \"0.0.0.0:7\"]",
+        ] {
+            let mut config = parse(&format!("[server]\nlisten = {listen}\n")).unwrap();
+            let message = config
+                .apply(&Overrides {
+                    port: Some(7007),
+                    ..Overrides::default()
+                })
+                .unwrap_err();
+            assert!(
+                message
+                    .contains("make 0.0.0.0:7007 both a PROXY protocol listener and a plain one"),
+                "{listen}: {message}"
+            );
+        }
+        // Entries that agree still become one.
+        let mut config = parse(
+            "[server]\nlisten = [{ address = \"0.0.0.0:7\", proxy_protocol = true }, { address = \"0.0.0.0:8\", proxy_protocol = true }]\n",
+        )
+        .unwrap();
+        config
+            .apply(&Overrides {
+                port: Some(7007),
+                ..Overrides::default()
+            })
+            .unwrap();
+        assert_eq!(addresses(&config), ["0.0.0.0:7007 (proxy)"]);
+        // With port 0 each entry gets a port of its own, so both stay.
+        let mut config = parse(
+            "[server]\nlisten = [\"127.0.0.1:7\", { address = \"127.0.0.1:8\", proxy_protocol = true }]\n",
+        )
+        .unwrap();
+        config
+            .apply(&Overrides {
+                port: Some(0),
+                ..Overrides::default()
+            })
+            .unwrap();
+        assert_eq!(addresses(&config), ["127.0.0.1:0", "127.0.0.1:0 (proxy)"]);
+    }
+
+    #[test]
+    fn proxy_protocol_in_server_points_to_the_listen_entry() {
+        let err = parse("[server]\nproxy_protocol = true\n").unwrap_err();
+        assert_eq!(err.position, Some((2, 1)), "{err}");
+        assert!(
+            err.message
+                .contains("listen = [{ address = \"HOST:PORT\", proxy_protocol = true }]"),
+            "{err}"
+        );
     }
 
     #[test]
