@@ -345,17 +345,7 @@ fn metrics_are_off_by_default_and_never_on_an_echo_address() {
     // The address is read at start only; --check-config --running says so.
     let running = dir.write("running.toml", "");
     let new = dir.write("new.toml", METRICS_CONFIG);
-    let (code, stdout, stderr) = run_server(
-        &[
-            "-t",
-            "--config",
-            new.to_str().unwrap(),
-            "--running",
-            running.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert_eq!(code, 0, "{stderr}");
+    let stdout = common::check_config_against_running(&new, &running);
     assert!(
         stdout.contains("# Takes effect only on a restart: metrics.listen"),
         "{stdout}"

@@ -279,17 +279,7 @@ fn check_config_running_names_a_proxy_protocol_change_as_a_restart() {
         "new.toml",
         "[server]\nlisten = [{ address = \"127.0.0.1:7007\", proxy_protocol = true }]\nproxy_protocol_timeout = \"2s\"\n",
     );
-    let (code, stdout, stderr) = common::run_server(
-        &[
-            "-t",
-            "--config",
-            new.to_str().unwrap(),
-            "--running",
-            running.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert_eq!(code, 0, "{stderr}");
+    let stdout = common::check_config_against_running(&new, &running);
     assert!(
         stdout.contains("# Takes effect only on a restart: server.listen\n"),
         "{stdout}"

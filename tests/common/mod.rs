@@ -450,6 +450,24 @@ pub fn run_server(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String)
     (finished.code, finished.stdout(), finished.stderr)
 }
 
+/// `echo-server --check-config --config NEW --running RUNNING`, which must
+/// succeed: its standard output, whose first line names the settings that
+/// only a restart applies.
+pub fn check_config_against_running(new: &Path, running: &Path) -> String {
+    let (code, stdout, stderr) = run_server(
+        &[
+            "--check-config",
+            "--config",
+            new.to_str().unwrap(),
+            "--running",
+            running.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    stdout
+}
+
 /// True once the server has closed (or reset) this connection; false if it
 /// is still open when the read times out.
 pub fn closed_by_server(stream: &mut TcpStream) -> bool {
