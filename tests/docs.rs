@@ -38,6 +38,7 @@ fn echo_client_help_texts_are_what_the_docs_show() {
         &["check", "--help"],
         &["bench", "--help"],
         &["pipe", "--help"],
+        &["mtu", "--help"],
     ] {
         let shown = format!("echo-client {}", args.join(" "));
         assert_documented(&shown, &help(CLIENT, args));
