@@ -38,6 +38,7 @@ fn echo_client_help_texts_are_what_the_docs_show() {
         &["check", "--help"],
         &["bench", "--help"],
         &["pipe", "--help"],
+        &["mtu", "--help"],
     ] {
         let shown = format!("echo-client {}", args.join(" "));
         assert_documented(&shown, &help(CLIENT, args));
@@ -106,7 +107,7 @@ fn the_man_pages_hold_everything_help_names() {
         .filter_map(|line| line.split_whitespace().next())
         .filter(|verb| *verb != "help")
         .collect();
-    assert_eq!(verbs, ["send", "check", "bench", "pipe"]);
+    assert_eq!(verbs, ["send", "check", "bench", "pipe", "mtu"]);
     for verb in verbs {
         let heading = format!(".SH \"ECHO-CLIENT {}\"", verb.to_uppercase());
         assert!(

@@ -10,6 +10,7 @@ use echo_service::client::check::{
     self, CheckOptions, Format, NagiosState, NagiosThresholds, Thresholds,
 };
 use echo_service::client::inventory;
+use echo_service::client::mtu::{self, MtuOptions};
 use echo_service::client::pipe::{self, PipeOptions};
 use echo_service::client::send::{self, SendOptions};
 use echo_service::client::{MAX_UDP_PAYLOAD, UDP_PROBE_HEADER};
@@ -20,17 +21,17 @@ use echo_service::shared::manual::Section;
 use echo_service::shared::protocol::{DEFAULT_HOST, DEFAULT_PORT};
 
 /// Talks to an RFC 862 echo server: send a message, check health for
-/// scripts, or measure throughput and latency.
+/// scripts, measure throughput and latency, or find the path MTU.
 ///
 /// A target is HOST:PORT, [IPV6]:PORT, or a bare host (port 65432). Every
 /// command takes it as --target TARGET (-t too, except for check, where -t is
-/// --timeout); check, bench and pipe also take it as their argument. send
+/// --timeout); check, bench, pipe and mtu also take it as their argument. send
 /// takes it only with -t: its arguments are the message, and one whose first
 /// or last word looks like a target is refused unless -t is given or the
 /// message follows --.
 ///
 /// Exit codes: 0 healthy, 1 an echo came back wrong, 2 could not connect,
-/// 3 timed out, 64 usage error.
+/// 3 timed out, 64 usage error, 69 not supported on this platform (mtu).
 #[derive(Debug, Parser)]
 #[command(name = "echo-client", version, term_width = 100)]
 struct Cli {
@@ -48,6 +49,8 @@ enum Command {
     Bench(BenchArgs),
     /// Copy standard input to the server and its echo to standard output.
     Pipe(PipeArgs),
+    /// Find the path MTU to a target over UDP (signalled or black hole), or the TCP MSS.
+    Mtu(MtuArgs),
 }
 
 #[derive(Debug, Args)]
@@ -191,6 +194,29 @@ struct PipeArgs {
     timeout: HumanDuration,
 }
 
+#[derive(Debug, Args)]
+struct MtuArgs {
+    /// The server (its UDP echo; with --tcp, its TCP echo).
+    #[arg(default_value_t = default_target(), value_parser = parse_target)]
+    target: HostPort,
+    /// The server, instead of the argument.
+    #[arg(short = 't', long = "target", id = "target_option", value_name = "TARGET",
+          value_parser = parse_target, conflicts_with = "target")]
+    target_option: Option<HostPort>,
+    /// Report the MSS of a TCP connection (after a 64 KiB echo) instead of searching over UDP.
+    #[arg(long)]
+    tcp: bool,
+    /// How long to wait for each probe's echo (with --tcp: for the whole exchange).
+    #[arg(long, default_value = "1s", value_name = "DURATION")]
+    timeout: HumanDuration,
+    /// Unanswered probes of one size before it counts as too big (a black hole looks like loss).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    attempts: u32,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 /// The server's default address.
 fn default_target() -> HostPort {
     parse_target(DEFAULT_HOST).expect("the default host is valid")
@@ -253,6 +279,13 @@ fn main() {
             target: args.target_option.unwrap_or(args.target),
             timeout: positive(args.timeout, "--timeout"),
         }),
+        Command::Mtu(args) => Job::Mtu(MtuOptions {
+            target: args.target_option.unwrap_or(args.target),
+            tcp: args.tcp,
+            timeout: positive(args.timeout, "--timeout"),
+            attempts: args.attempts,
+            json: args.json,
+        }),
     };
     let runtime = echo_service::client::runtime()
         .unwrap_or_else(|e| usage_error(format!("cannot start: {e}")));
@@ -262,6 +295,7 @@ fn main() {
             Job::Check(options) => check::run(options).await,
             Job::Bench(options) => bench::run(options).await,
             Job::Pipe(options) => pipe::run(options).await,
+            Job::Mtu(options) => mtu::run(options).await,
         }
     });
     std::process::exit(code);
@@ -272,6 +306,7 @@ enum Job {
     Check(CheckOptions),
     Bench(BenchOptions),
     Pipe(PipeOptions),
+    Mtu(MtuOptions),
 }
 
 /// A duration that must not be zero, since zero would fail at once.

@@ -15,6 +15,7 @@ pub mod bench;
 pub mod check;
 pub(crate) mod hexdump;
 pub mod inventory;
+pub mod mtu;
 pub(crate) mod path;
 pub mod pipe;
 pub mod send;
@@ -265,6 +266,18 @@ pub(crate) async fn tcp_echo(
     payload: &[u8],
     timeout: Duration,
 ) -> Result<Echo, Failure> {
+    tcp_echo_keeping_stream(target, payload, timeout)
+        .await
+        .map(|(echo, _)| echo)
+}
+
+/// [`tcp_echo`], handing back the connection as well, for what only it can
+/// still tell (the MSS it ended up with).
+pub(crate) async fn tcp_echo_keeping_stream(
+    target: &HostPort,
+    payload: &[u8],
+    timeout: Duration,
+) -> Result<(Echo, TcpStream), Failure> {
     let deadline = Instant::now() + timeout;
     let (mut stream, mut echo) = within(timeout, async {
         let mut stream = connect_tcp(target).await?;
@@ -304,7 +317,7 @@ pub(crate) async fn tcp_echo(
             echo.bytes.extend_from_slice(&extra);
         }
     }
-    Ok(echo)
+    Ok((echo, stream))
 }
 
 /// One UDP datagram and its answer within `timeout`, trying the target's

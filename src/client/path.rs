@@ -38,9 +38,11 @@ pub const UDP_PROBE_HEADER: usize = 24;
 const MAGIC: [u8; 4] = *b"ECPQ";
 /// The header's layout version.
 const VERSION: u8 = 1;
-/// The kind of probe: 0 is a path probe; later kinds (MTU probes) get their
-/// own number, so a probe is never mistaken for another kind's.
+/// The kind of probe: 0 is a path probe, 1 an MTU probe (`echo-client mtu`),
+/// so a probe is never mistaken for another kind's.
 const KIND_PATH: u8 = 0;
+#[cfg(target_os = "linux")]
+pub(crate) const KIND_MTU: u8 = 1;
 
 /// How often the receiver looks whether the stream has ended, while no
 /// answer comes.
@@ -51,27 +53,37 @@ const RECEIVER_POLL: Duration = Duration::from_millis(50);
 /// sequence number (4), send time in nanoseconds since the stream began (8);
 /// then the filler up to `--size`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ProbeHeader {
+pub(crate) struct ProbeHeader {
     /// Random per stream: an answer to another run is not taken for ours.
-    session: u32,
-    sequence: u32,
-    sent_ns: u64,
+    pub(crate) session: u32,
+    pub(crate) sequence: u32,
+    pub(crate) sent_ns: u64,
 }
 
 impl ProbeHeader {
     fn write_to(&self, datagram: &mut [u8]) {
+        self.write_kind_to(datagram, KIND_PATH);
+    }
+
+    fn read_from(datagram: &[u8]) -> Option<ProbeHeader> {
+        ProbeHeader::read_kind_from(datagram, KIND_PATH)
+    }
+
+    /// Writes the header of a probe of `kind` at the start of `datagram`.
+    pub(crate) fn write_kind_to(&self, datagram: &mut [u8], kind: u8) {
         datagram[0..4].copy_from_slice(&MAGIC);
         datagram[4] = VERSION;
-        datagram[5] = KIND_PATH;
+        datagram[5] = kind;
         datagram[6..8].fill(0);
         datagram[8..12].copy_from_slice(&self.session.to_be_bytes());
         datagram[12..16].copy_from_slice(&self.sequence.to_be_bytes());
         datagram[16..24].copy_from_slice(&self.sent_ns.to_be_bytes());
     }
 
-    fn read_from(datagram: &[u8]) -> Option<ProbeHeader> {
+    /// The header of a probe of `kind`, if `datagram` starts with one.
+    pub(crate) fn read_kind_from(datagram: &[u8], kind: u8) -> Option<ProbeHeader> {
         let header = datagram.get(..UDP_PROBE_HEADER)?;
-        if header[0..4] != MAGIC || header[4] != VERSION || header[5] != KIND_PATH {
+        if header[0..4] != MAGIC || header[4] != VERSION || header[5] != kind {
             return None;
         }
         let field = |range: std::ops::Range<usize>| &header[range];

@@ -88,10 +88,11 @@ exit_codes! {
         echo_client: None,
     }
     /// The address is in use or not on this machine, or the daemon is
-    /// already running (EX_UNAVAILABLE).
+    /// already running; for the client, `mtu` on a platform without path
+    /// MTU socket options (EX_UNAVAILABLE).
     UNAVAILABLE = 69 {
         echo_server: Some("the address is already in use, or is not an address of this machine; with `--daemon`, the daemon is already running (EX_UNAVAILABLE)"),
-        echo_client: None,
+        echo_client: Some("`mtu`: not supported on this platform (the search needs Linux's path MTU socket options) (EX_UNAVAILABLE)"),
     }
     /// An unexpected internal error (EX_SOFTWARE).
     SOFTWARE = 70 {

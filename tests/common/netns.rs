@@ -189,6 +189,75 @@ impl Network {
     }
 }
 
+impl Network {
+    /// Sets the MTU of the router's far link (router to server), both ends:
+    /// the client's first hop keeps 1500, so only the path can tell it.
+    pub fn far_link_mtu(&self, mtu: u32) {
+        let mtu = mtu.to_string();
+        ip(&[
+            "-n",
+            &self.router,
+            "link",
+            "set",
+            ROUTER_TO_SERVER,
+            "mtu",
+            &mtu,
+        ]);
+        ip(&["-n", &self.server, "link", "set", "s0", "mtu", &mtu]);
+    }
+
+    /// Whether the router's own ICMP "fragmentation needed" (IPv4) and
+    /// "packet too big" (IPv6) leave it: when not, the path is an MTU black
+    /// hole. Messages the router makes pass its OUTPUT chain.
+    pub fn path_mtu_signals(&self, sent: bool) {
+        for (filter, protocol, kind) in [
+            ("iptables", "icmp", "--icmp-type"),
+            ("ip6tables", "icmpv6", "--icmpv6-type"),
+        ] {
+            self.exec(&self.router, filter, &["-F", "OUTPUT"]);
+            if sent {
+                continue;
+            }
+            let name = if protocol == "icmp" {
+                "fragmentation-needed"
+            } else {
+                "packet-too-big"
+            };
+            self.exec(
+                &self.router,
+                filter,
+                &["-A", "OUTPUT", "-p", protocol, kind, name, "-j", "DROP"],
+            );
+        }
+    }
+
+    /// Clamps the MSS of TCP connections through the router to `mss`, as
+    /// a VPN or PPPoE router does.
+    pub fn clamp_mss(&self, mss: u32) {
+        for filter in ["iptables", "ip6tables"] {
+            self.exec(
+                &self.router,
+                filter,
+                &[
+                    "-t",
+                    "mangle",
+                    "-A",
+                    "FORWARD",
+                    "-p",
+                    "tcp",
+                    "--tcp-flags",
+                    "SYN,RST",
+                    "SYN",
+                    "-j",
+                    "TCPMSS",
+                    "--set-mss",
+                    &mss.to_string(),
+                ],
+            );
+        }
+    }
+}
+
 impl Drop for Network {
     fn drop(&mut self) {
         // Deleting a namespace deletes its veth ends and its filter rules.
