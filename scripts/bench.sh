@@ -27,9 +27,11 @@ server pinned to CPU 0 and the load on CPU 1:
   idle     each server's memory per idle connection, at 10,000 connections
   client   echo-client bench against the C load generator, both driving
            echo-server
-  scaling  echo-server with 1 worker and with 2, and the C server, each
-           free to use both CPUs, as is the load (echo-client bench, a
-           thread per CPU), at the busiest connection count
+  scaling  echo-server with 1 worker and more (powers of two up to the
+           servers' CPUs), and the C server, at the busiest connection
+           count, driven by echo-client bench with a load thread per CPU of
+           its own: with 4 CPUs or more the servers get the first half of
+           the CPUs and the load the second; with 2 they share both
   metrics  echo-server with its Prometheus metrics off and on (scraped twice
            a second), the same cells: the server's CPU per round trip, on
            against off (target: within 2%; not part of all)

@@ -244,8 +244,9 @@ def render_text(report):
                          f"  {ratio['low']:.2f} to {ratio['high']:.2f}")
         lines.append(describe_pooled(report["client_overall"]))
     if report["scaling"]:
-        lines += ["", "scaling: each server free to use both CPUs, and so is the load (echo-client "
-                      "bench, a load thread per CPU);",
+        first = report["scaling"][0]
+        lines += ["", f"scaling: servers on CPUs {first['server_cpus']}, the load (echo-client "
+                      f"bench, a load thread per CPU) on CPUs {first['load_cpus']};",
                   "round trips/s, medians; ratio: median of each round's against 1 worker's, "
                   "and its range",
                   f"{'conns':>5} {'size':>6}  {'server':<24}{'round trips/s':>14}"

@@ -22,11 +22,9 @@ from bench_stats import histogram_quantile, median_of, paired_ratio, pooled_rati
 
 SERVER_CPU = "0"
 LOAD_CPU = "1"
-BOTH_CPUS = "0,1"
 REFERENCE = "C epoll"
 PRODUCT = "echo-server"
 ONE_WORKER = f"{PRODUCT}, 1 worker"
-TWO_WORKERS = f"{PRODUCT}, 2 workers"
 METRICS_OFF = f"{PRODUCT}, metrics off"
 METRICS_ON = f"{PRODUCT}, metrics on"
 # How often the metrics part scrapes the server with metrics on: more often
@@ -382,35 +380,67 @@ def edited_config(config_path, workdir, name, edits):
     return path
 
 
-def one_worker_config(config_path, workdir):
-    """A copy of the shipped configuration with `workers = 1`."""
-    return edited_config(config_path, workdir, "one-worker.toml", [
-        (r"^workers\s*=.*$", "workers = 1", "the scaling part sets to 1")])
+def workers_config(config_path, workdir, workers):
+    """A copy of the shipped configuration with `workers = N`."""
+    return edited_config(config_path, workdir, f"workers-{workers}.toml", [
+        (r"^workers\s*=.*$", f"workers = {workers}", "the scaling part sets")])
+
+
+def workers_name(workers):
+    return ONE_WORKER if workers == 1 else f"{PRODUCT}, {workers} workers"
+
+
+def scaling_cpu_sets(cpus):
+    """The CPUs the scaling part gives the servers and the load, as CPU
+    lists, and the worker counts it runs echo-server with. With 4 CPUs or
+    more, the servers get the first half and the load the second, so that
+    neither takes the other's cores; with fewer the two share them all (the
+    load needs about a core of its own, so on 2 a second worker cannot be
+    measured apart from it). Worker counts: 1, the powers of two below the
+    servers' CPUs, and their number.
+
+    >>> scaling_cpu_sets({0, 1})
+    ('0,1', '0,1', [1, 2])
+    >>> scaling_cpu_sets(range(16))
+    ('0,1,2,3,4,5,6,7', '8,9,10,11,12,13,14,15', [1, 2, 4, 8])
+    >>> scaling_cpu_sets(range(6))
+    ('0,1,2', '3,4,5', [1, 2, 3])
+    """
+    cpus = sorted(cpus)
+    servers, load = (cpus, cpus) if len(cpus) < 4 else (cpus[:len(cpus) // 2],
+                                                        cpus[len(cpus) // 2:])
+    counts = [1]
+    while counts[-1] * 2 < len(servers):
+        counts.append(counts[-1] * 2)
+    if counts[-1] < len(servers):
+        counts.append(len(servers))
+    return ",".join(map(str, servers)), ",".join(map(str, load)), counts
 
 
 def bench_scaling(args, workdir):
-    """echo-server with one worker and with two, and the C loop, each free
-    to use both CPUs, as is the load: `echo-client bench` with a load
-    thread per CPU. On two cores the load needs about as much CPU as the
-    server, so this shows what a second worker gains where the two share
-    the machine, not what a server with two cores to itself could do.
-    Only the busiest connection count runs; the servers' order rotates
-    from round to round, and each server's rate is paired with the one
-    worker's of the same round.
+    """echo-server with 1 worker and more, and the C loop, on the servers'
+    CPUs, driven by `echo-client bench` with a load thread per CPU of the
+    load's (`scaling_cpu_sets`): on a machine of 4 CPUs or more the two
+    sets are apart, so the part runs unchanged on a bigger machine. On 2
+    CPUs server and load share both, so this shows what a second worker
+    gains where the two share the machine, not what a server with two cores
+    to itself could do. Only the busiest connection count runs; the
+    servers' order rotates from round to round, and each server's rate is
+    paired with the one worker's of the same round.
     """
-    reference, product = (next(kind for kind in server_kinds(args) if kind[0] == name)
-                          for name in (REFERENCE, PRODUCT))
-    _, product_argv, product_pattern = product
-    one_worker_argv = [args.echo_server, "--config", one_worker_config(args.config, workdir),
-                       "--port", "0"]
+    server_cpus, load_cpus, worker_counts = scaling_cpu_sets(os.sched_getaffinity(0))
+    kinds_by_name = {kind[0]: kind for kind in server_kinds(args)}
+    _, reference_argv, reference_pattern = kinds_by_name[REFERENCE]
+    product_pattern = kinds_by_name[PRODUCT][2]
     # (name, argv, address pattern, the workers it must start; None for C)
     kinds = [
-        (ONE_WORKER, one_worker_argv, product_pattern, 1),
-        # `workers = 0`, as shipped: one per CPU the server may use.
-        (TWO_WORKERS, product_argv, product_pattern, 2),
-        (*reference, None),
-    ]
-    servers = [Server(name, argv, pattern, workdir, cpus=BOTH_CPUS)
+        (workers_name(workers),
+         [args.echo_server, "--config", workers_config(args.config, workdir, workers),
+          "--port", "0"],
+         product_pattern, workers)
+        for workers in worker_counts
+    ] + [(REFERENCE, reference_argv, reference_pattern, None)]
+    servers = [Server(name, argv, pattern, workdir, cpus=server_cpus)
                for name, argv, pattern, _ in kinds]
     cells = [(max(args.connections), size) for size in args.sizes]
     rates = {(server.name, cell): [] for server in servers for cell in cells}
@@ -426,7 +456,7 @@ def bench_scaling(args, workdir):
             for cell in cells:
                 for server in order:
                     rates[(server.name, cell)].append(
-                        echo_client_bench(args, server, *cell, cpus=BOTH_CPUS))
+                        echo_client_bench(args, server, *cell, cpus=load_cpus))
                 progress(f"scaling round {round_index + 1}/{args.rounds}: "
                          f"{cell[0]} × {cell[1]} B done")
     finally:
@@ -437,6 +467,8 @@ def bench_scaling(args, workdir):
             "server": server.name,
             "connections": cell[0],
             "size": cell[1],
+            "server_cpus": server_cpus,
+            "load_cpus": load_cpus,
             "requests_per_s": statistics.median(rates[(server.name, cell)]),
             "vs_one_worker": paired_ratio(rates[(server.name, cell)],
                                           rates[(ONE_WORKER, cell)]),
