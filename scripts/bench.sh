@@ -5,22 +5,33 @@ set -euo pipefail
 
 usage() {
     cat <<'USAGE'
-Usage: ./scripts/bench.sh [all|cells|idle|client|scaling|metrics|noise] [OPTIONS]
+Usage: ./scripts/bench.sh [all|cells|udp|churn|idle|client|scaling|metrics|noise] [OPTIONS]
 
 Builds echo-server, echo-client and the reference servers, then runs each
 server pinned to CPU 0 and the load on CPU 1:
 
-  all      cells, idle, client and scaling (the default)
+  all      cells, udp, churn, idle, client and scaling (the default)
   cells    ping-pong at 1, 50 and 500 connections x 64 B and 4 KiB messages
            against echo-server, a minimal C epoll server (the reference) and
            a minimal tokio server: round trips/s, p50/p99/p99.9 latency and
            the server's CPU time per round trip, with ratios against C
+  udp      UDP ping-pong at 1, 50 and 500 flows (each from its own loopback
+           address) x 64 B and 1,400 B datagrams against echo-server (UDP
+           on), a plain recvfrom/sendto C loop (the reference) and a
+           recvmmsg/sendmmsg C loop: echoes/s, latency, lost datagrams and
+           the server's CPU per datagram, with ratios against the plain loop
+  churn    at 1, 50 and 500 concurrent clients, each connecting, echoing
+           64 bytes and closing, again and again, against echo-server and
+           the C epoll server: connections/s and the server's CPU per
+           connection, with ratios against C
   idle     each server's memory per idle connection, at 10,000 connections
   client   echo-client bench against the C load generator, both driving
            echo-server
-  scaling  echo-server with 1 worker and with 2, and the C server, each
-           free to use both CPUs, as is the load (echo-client bench, a
-           thread per CPU), at the busiest connection count
+  scaling  echo-server with 1 worker and more (powers of two up to the
+           servers' CPUs), and the C server, at the busiest connection
+           count, driven by echo-client bench with a load thread per CPU of
+           its own: with 4 CPUs or more the servers get the first half of
+           the CPUs and the load the second; with 2 they share both
   metrics  echo-server with its Prometheus metrics off and on (scraped twice
            a second), the same cells: the server's CPU per round trip, on
            against off (target: within 2%; not part of all)
@@ -31,8 +42,10 @@ server pinned to CPU 0 and the load on CPU 1:
 Options:
   --rounds N            rounds per cell, medians reported (default 9)
   --duration SECONDS    length of one run (default 1.5), after a 0.5 s warm-up
-  --connections LIST    connection counts, comma-separated (default 1,50,500)
-  --sizes LIST          message sizes in bytes (default 64,4096)
+  --connections LIST    connection counts (UDP flows, churn clients),
+                        comma-separated (default 1,50,500)
+  --sizes LIST          TCP message sizes in bytes (default 64,4096)
+  --udp-sizes LIST      UDP datagram sizes, 8 to 65507 bytes (default 64,1400)
   --idle-connections N  connections for the idle measurement (default 10000)
   --json                print the report as JSON
   --readme              also write the report into docs/PERFORMANCE.md (The
@@ -52,14 +65,15 @@ build() {
     local out=$1
     cargo build --release --locked --quiet --bins --example tokio-echo &&
         gcc -O2 -Wall -Wextra -Werror -o "$out/pingpong_client" bench/reference/pingpong_client.c &&
-        gcc -O2 -Wall -Wextra -Werror -o "$out/epoll_echo_server" bench/reference/epoll_echo_server.c
+        gcc -O2 -Wall -Wextra -Werror -o "$out/epoll_echo_server" bench/reference/epoll_echo_server.c &&
+        gcc -O2 -Wall -Wextra -Werror -o "$out/udp_echo_server" bench/reference/udp_echo_server.c
 }
 
 main() {
-    local parts=cells,idle,client,scaling
+    local parts=cells,udp,churn,idle,client,scaling
     case "${1:-all}" in
         all) ;;
-        cells | idle | client | scaling | metrics | noise) parts=$1 ;;
+        cells | udp | churn | idle | client | scaling | metrics | noise) parts=$1 ;;
         -h | --help)
             usage
             return 0
@@ -74,7 +88,7 @@ main() {
     local options=()
     while (($#)); do
         case "$1" in
-            --rounds | --duration | --connections | --sizes | --idle-connections)
+            --rounds | --duration | --connections | --sizes | --udp-sizes | --idle-connections)
                 if (($# < 2)); then
                     echo "bench.sh: $1 needs a value" >&2
                     usage >&2
@@ -111,6 +125,7 @@ main() {
     ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
     python3 scripts/compare_servers.py --parts "$parts" \
         --generator "$out/pingpong_client" --c-server "$out/epoll_echo_server" \
+        --c-udp-server "$out/udp_echo_server" \
         --tokio-server target/release/examples/tokio-echo \
         --echo-server target/release/echo-server --echo-client target/release/echo-client \
         --config config/echo-server.toml "${options[@]}"

@@ -1,7 +1,16 @@
 """The report of scripts/compare_servers.py: the targets judged, the text
 table and the README's block."""
 
-from bench_runs import LOAD_CPU, ONE_WORKER, PRODUCT, REFERENCE, SERVER_CPU, BenchError
+from bench_runs import (
+    C_UDP_PLAIN,
+    CHURN_SIZE,
+    LOAD_CPU,
+    ONE_WORKER,
+    PRODUCT,
+    REFERENCE,
+    SERVER_CPU,
+    BenchError,
+)
 from bench_stats import CONFIDENCE, pooled_ratio
 
 # The targets the daemon is held to (see README, "Performance").
@@ -15,6 +24,14 @@ MIN_CLIENT_RATIO = 0.95
 # The server's CPU per round trip with metrics on (and scraped) against off,
 # over every round of every cell.
 MAX_METRICS_RATIO = 1.02
+# echo-server's UDP against the plain C loop: at least its echoes per second
+# in every cell, and at most this share of its CPU per datagram where
+# batching can help (more than one flow: at one flow no second datagram is
+# ever waiting to share a system call).
+MIN_UDP_RATE_RATIO = 1.0
+MAX_UDP_BATCHED_CPU_RATIO = 0.80
+# echo-server's CPU per connection against the C epoll server's, in churn.
+MAX_CHURN_CPU_RATIO = 1.10
 
 README_BEGIN = "<!-- scripts/bench.sh --readme: begin -->"
 README_END = "<!-- scripts/bench.sh --readme: end -->"
@@ -79,6 +96,50 @@ def check_targets(rows, idle, client_overall, metrics=None):
                       f"{pooled['high']:.3f}); {metrics['scrapes']} scrapes",
         })
     return targets
+
+
+def worst_cell_target(rows, reference, ratio_key, worst, target, met, cells=None):
+    """A target on echo-server's paired ratio against `reference` in each
+    cell (of `cells`, every cell if None), judged on the cell whose median
+    ratio is `worst` (min or max), with the noise stated: that cell's rounds'
+    range and every judged cell's rounds pooled, with a confidence interval."""
+    ratios = {(r["connections"], r["size"]): r[ratio_key] for r in rows
+              if r["server"] == PRODUCT
+              and (cells is None or (r["connections"], r["size"]) in cells)}
+    if not ratios:
+        return []
+    cell = worst(ratios, key=lambda c: ratios[c]["median"])
+    pooled = pooled_ratio([r for ratio in ratios.values() for r in ratio["rounds"]])
+    return [{
+        "target": target,
+        "met": met(ratios[cell]["median"]),
+        "figure": f"worst {describe_ratio(ratios[cell])} of {reference}'s at {cell[0]} × "
+                  f"{cell[1]} B; all {pooled['round_count']} rounds {pooled['median']:.2f}× "
+                  f"({pooled['confidence']:.0%} confidence {pooled['low']:.2f} to "
+                  f"{pooled['high']:.2f})",
+        "all_cells": pooled,
+    }]
+
+
+def udp_and_churn_targets(udp, churn):
+    """The targets of echo-server's UDP against the plain C loop, and of its
+    churn against the C epoll server."""
+    batched = {(r["connections"], r["size"]) for r in udp if r["connections"] > 1}
+    return [
+        *worst_cell_target(
+            udp, C_UDP_PLAIN, "rate_vs_reference", min,
+            f"UDP echoes/s ≥ {MIN_UDP_RATE_RATIO:.2f}× the plain C loop's in every cell",
+            lambda median: median >= MIN_UDP_RATE_RATIO),
+        *worst_cell_target(
+            udp, C_UDP_PLAIN, "cpu_vs_reference", max,
+            f"UDP CPU per datagram ≤ {MAX_UDP_BATCHED_CPU_RATIO:.2f}× the plain C loop's "
+            "with more than one flow",
+            lambda median: median <= MAX_UDP_BATCHED_CPU_RATIO, cells=batched),
+        *worst_cell_target(
+            churn, REFERENCE, "cpu_vs_reference", max,
+            f"churn CPU per connection ≤ {MAX_CHURN_CPU_RATIO:.2f}× C in every cell",
+            lambda median: median <= MAX_CHURN_CPU_RATIO),
+    ]
 
 
 def not_measurably_slower(client):
@@ -183,8 +244,9 @@ def render_text(report):
                          f"  {ratio['low']:.2f} to {ratio['high']:.2f}")
         lines.append(describe_pooled(report["client_overall"]))
     if report["scaling"]:
-        lines += ["", "scaling: each server free to use both CPUs, and so is the load (echo-client "
-                      "bench, a load thread per CPU);",
+        first = report["scaling"][0]
+        lines += ["", f"scaling: servers on CPUs {first['server_cpus']}, the load (echo-client "
+                      f"bench, a load thread per CPU) on CPUs {first['load_cpus']};",
                   "round trips/s, medians; ratio: median of each round's against 1 worker's, "
                   "and its range",
                   f"{'conns':>5} {'size':>6}  {'server':<24}{'round trips/s':>14}"
@@ -222,6 +284,34 @@ def render_text(report):
                          f"{ratio['low']:.3f} to {ratio['high']:.3f}")
         lines.append("CPU per round trip on/off, "
                      + describe_pooled(report["metrics"]["on_vs_off_overall"]))
+    if report["udp"]:
+        lines += ["", "udp: ping-pong, a datagram in flight per flow, each flow from its own "
+                      "loopback address, every echo verified;",
+                  "echo-server with udp = true, udp_rate_limit = "
+                  f"{report['settings']['udp_rate_limit']:,}; lost: unanswered within the "
+                  "generator's timeout, per 1,000 sent;",
+                  "vs plain C: median of each round's ratio to the plain loop's run",
+                  f"{'flows':>5} {'size':>6}  {'server':<14}{'echoes/s':>10}{'p50 µs':>9}"
+                  f"{'p99 µs':>9}{'CPU ns/dg':>11}{'lost ‰':>8}{'rate vs C':>11}{'CPU vs C':>10}"]
+        for label, row in labelled_by_cell(report["udp"]):
+            lines.append(
+                label + f"{row['server']:<14}{row['requests_per_s']:>10,.0f}{row['p50_us']:>9.1f}"
+                f"{row['p99_us']:>9.1f}{row['cpu_ns_per_echo']:>11,.0f}{row['loss'] * 1000:>8.2f}"
+                f"{row['rate_vs_reference']['median']:>11.2f}"
+                f"{row['cpu_vs_reference']['median']:>10.2f}")
+    if report["churn"]:
+        lines += ["", f"churn: each client connects, echoes {CHURN_SIZE} B, closes and connects "
+                      "again; time: connect to echo;",
+                  "vs C: median of each round's ratio to the C epoll server's run",
+                  f"{'clients':>7} {'server':<14}{'conns/s':>10}{'p50 µs':>9}{'p99 µs':>9}"
+                  f"{'CPU ns/conn':>13}{'rate vs C':>11}{'CPU vs C':>10}"]
+        for label, row in labelled_by_cell(report["churn"]):
+            lines.append(
+                (f"{row['connections']:>7} " if label.strip() else " " * 8)
+                + f"{row['server']:<14}{row['requests_per_s']:>10,.0f}{row['p50_us']:>9.1f}"
+                f"{row['p99_us']:>9.1f}{row['cpu_ns_per_echo']:>13,.0f}"
+                f"{row['rate_vs_reference']['median']:>11.2f}"
+                f"{row['cpu_vs_reference']['median']:>10.2f}")
     if report["targets"]:
         lines += ["", "targets"]
         for target in report["targets"]:

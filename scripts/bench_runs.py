@@ -22,16 +22,24 @@ from bench_stats import histogram_quantile, median_of, paired_ratio, pooled_rati
 
 SERVER_CPU = "0"
 LOAD_CPU = "1"
-BOTH_CPUS = "0,1"
 REFERENCE = "C epoll"
 PRODUCT = "echo-server"
 ONE_WORKER = f"{PRODUCT}, 1 worker"
-TWO_WORKERS = f"{PRODUCT}, 2 workers"
 METRICS_OFF = f"{PRODUCT}, metrics off"
 METRICS_ON = f"{PRODUCT}, metrics on"
 # How often the metrics part scrapes the server with metrics on: more often
 # than any Prometheus would, so that the scrapes' own cost shows.
 SCRAPE_INTERVAL_S = 0.5
+# The UDP references (bench/reference/udp_echo_server.c): the plain loop is
+# the one echo-server's UDP is judged against.
+C_UDP_PLAIN = "C recvfrom"
+C_UDP_BATCH = "C recvmmsg"
+# echo-server's UDP per-source rate limit in the udp part: far above what one
+# flow sends (each flow is a source address of its own), so the limiter does
+# its bookkeeping for every datagram, as in production, and drops none.
+UDP_BENCH_RATE_LIMIT = 1_000_000
+# The message of the churn part: one small echo per connection.
+CHURN_SIZE = 64
 GENERATOR = "C generator"
 ECHO_CLIENT = "echo-client"
 STARTUP_PATIENCE_S = 10
@@ -127,24 +135,41 @@ def run_json(command, what, timeout):
         raise BenchError(f"{what} printed no JSON report ({error}):\n{result.stdout}") from error
 
 
-def pingpong(args, server, connections, size):
-    """One run of the C ping-pong generator; the server's CPU time included."""
+def generator_run(args, server, mode, connections, size):
+    """One run of the C load generator in `mode` (tcp, udp or churn); the
+    server's CPU time per echo (per connection in churn) included."""
     host, port = server.address
     command = [
-        "taskset", "--cpu-list", LOAD_CPU, args.generator,
+        "taskset", "--cpu-list", LOAD_CPU, args.generator, "-m", mode,
         "-w", str(args.warmup), "-p", str(server.pid),
         host, str(port), str(connections), str(args.duration), str(size),
     ]
     run = run_json(command, f"the load generator against {server.name}",
                    args.duration + args.warmup + 60)
     if run["requests"] == 0:
-        raise BenchError(f"{server.name} echoed nothing at {connections} connections × {size} B")
+        raise BenchError(f"{server.name} echoed nothing ({mode}) at {connections} × {size} B")
     return {
         "requests_per_s": run["requests_per_s"],
         "p50_us": run["p50_us"],
         "p99_us": run["p99_us"],
         "p999_us": run["p999_us"],
-        "cpu_ns_per_round_trip": run["server_cpu_ns"] / run["requests"],
+        "cpu_ns_per_echo": run["server_cpu_ns"] / run["requests"],
+        "echoes": run["requests"],
+        "lost": run["lost"],
+        "late": run["late"],
+        "latency_histogram_ns": run["latency_histogram_ns"],
+    }
+
+
+def pingpong(args, server, connections, size):
+    """One run of the C ping-pong generator over TCP."""
+    run = generator_run(args, server, "tcp", connections, size)
+    return {
+        "requests_per_s": run["requests_per_s"],
+        "p50_us": run["p50_us"],
+        "p99_us": run["p99_us"],
+        "p999_us": run["p999_us"],
+        "cpu_ns_per_round_trip": run["cpu_ns_per_echo"],
         "latency_histogram_ns": run["latency_histogram_ns"],
     }
 
@@ -339,42 +364,83 @@ def bench_noise(args, workdir):
     return {"cells": results, "requests_per_s_overall": pooled_ratio(pooled)}
 
 
-def one_worker_config(config_path, workdir):
-    """A copy of the shipped configuration with `workers = 1`."""
+def edited_config(config_path, workdir, name, edits):
+    """A copy of the shipped configuration named `name` in workdir, with each
+    (pattern, replacement, purpose) of `edits` applied to exactly one line."""
     with open(config_path, encoding="utf-8") as config:
-        text, found = re.subn(r"^workers\s*=.*$", "workers = 1", config.read(), flags=re.M)
-    if found != 1:
-        raise BenchError(f"{config_path} has {found} `workers = ...` lines, not the one that "
-                         "the scaling part sets to 1")
-    path = os.path.join(workdir, "one-worker.toml")
+        text = config.read()
+    for pattern, replacement, purpose in edits:
+        text, found = re.subn(pattern, replacement, text, flags=re.M)
+        if found != 1:
+            raise BenchError(f"{config_path} has {found} lines matching {pattern!r}, not the one "
+                             f"that {purpose}")
+    path = os.path.join(workdir, name)
     with open(path, "w", encoding="utf-8") as config:
         config.write(text)
     return path
 
 
-def bench_scaling(args, workdir):
-    """echo-server with one worker and with two, and the C loop, each free
-    to use both CPUs, as is the load: `echo-client bench` with a load
-    thread per CPU. On two cores the load needs about as much CPU as the
-    server, so this shows what a second worker gains where the two share
-    the machine, not what a server with two cores to itself could do.
-    Only the busiest connection count runs; the servers' order rotates
-    from round to round, and each server's rate is paired with the one
-    worker's of the same round.
+def workers_config(config_path, workdir, workers):
+    """A copy of the shipped configuration with `workers = N`."""
+    return edited_config(config_path, workdir, f"workers-{workers}.toml", [
+        (r"^workers\s*=.*$", f"workers = {workers}", "the scaling part sets")])
+
+
+def workers_name(workers):
+    return ONE_WORKER if workers == 1 else f"{PRODUCT}, {workers} workers"
+
+
+def scaling_cpu_sets(cpus):
+    """The CPUs the scaling part gives the servers and the load, as CPU
+    lists, and the worker counts it runs echo-server with. With 4 CPUs or
+    more, the servers get the first half and the load the second, so that
+    neither takes the other's cores; with fewer the two share them all (the
+    load needs about a core of its own, so on 2 a second worker cannot be
+    measured apart from it). Worker counts: 1, the powers of two below the
+    servers' CPUs, and their number.
+
+    >>> scaling_cpu_sets({0, 1})
+    ('0,1', '0,1', [1, 2])
+    >>> scaling_cpu_sets(range(16))
+    ('0,1,2,3,4,5,6,7', '8,9,10,11,12,13,14,15', [1, 2, 4, 8])
+    >>> scaling_cpu_sets(range(6))
+    ('0,1,2', '3,4,5', [1, 2, 3])
     """
-    reference, product = (next(kind for kind in server_kinds(args) if kind[0] == name)
-                          for name in (REFERENCE, PRODUCT))
-    _, product_argv, product_pattern = product
-    one_worker_argv = [args.echo_server, "--config", one_worker_config(args.config, workdir),
-                       "--port", "0"]
+    cpus = sorted(cpus)
+    servers, load = (cpus, cpus) if len(cpus) < 4 else (cpus[:len(cpus) // 2],
+                                                        cpus[len(cpus) // 2:])
+    counts = [1]
+    while counts[-1] * 2 < len(servers):
+        counts.append(counts[-1] * 2)
+    if counts[-1] < len(servers):
+        counts.append(len(servers))
+    return ",".join(map(str, servers)), ",".join(map(str, load)), counts
+
+
+def bench_scaling(args, workdir):
+    """echo-server with 1 worker and more, and the C loop, on the servers'
+    CPUs, driven by `echo-client bench` with a load thread per CPU of the
+    load's (`scaling_cpu_sets`): on a machine of 4 CPUs or more the two
+    sets are apart, so the part runs unchanged on a bigger machine. On 2
+    CPUs server and load share both, so this shows what a second worker
+    gains where the two share the machine, not what a server with two cores
+    to itself could do. Only the busiest connection count runs; the
+    servers' order rotates from round to round, and each server's rate is
+    paired with the one worker's of the same round.
+    """
+    server_cpus, load_cpus, worker_counts = scaling_cpu_sets(os.sched_getaffinity(0))
+    kinds_by_name = {kind[0]: kind for kind in server_kinds(args)}
+    _, reference_argv, reference_pattern = kinds_by_name[REFERENCE]
+    product_pattern = kinds_by_name[PRODUCT][2]
     # (name, argv, address pattern, the workers it must start; None for C)
     kinds = [
-        (ONE_WORKER, one_worker_argv, product_pattern, 1),
-        # `workers = 0`, as shipped: one per CPU the server may use.
-        (TWO_WORKERS, product_argv, product_pattern, 2),
-        (*reference, None),
-    ]
-    servers = [Server(name, argv, pattern, workdir, cpus=BOTH_CPUS)
+        (workers_name(workers),
+         [args.echo_server, "--config", workers_config(args.config, workdir, workers),
+          "--port", "0"],
+         product_pattern, workers)
+        for workers in worker_counts
+    ] + [(REFERENCE, reference_argv, reference_pattern, None)]
+    servers = [Server(name, argv, pattern, workdir, cpus=server_cpus)
                for name, argv, pattern, _ in kinds]
     cells = [(max(args.connections), size) for size in args.sizes]
     rates = {(server.name, cell): [] for server in servers for cell in cells}
@@ -390,7 +456,7 @@ def bench_scaling(args, workdir):
             for cell in cells:
                 for server in order:
                     rates[(server.name, cell)].append(
-                        echo_client_bench(args, server, *cell, cpus=BOTH_CPUS))
+                        echo_client_bench(args, server, *cell, cpus=load_cpus))
                 progress(f"scaling round {round_index + 1}/{args.rounds}: "
                          f"{cell[0]} × {cell[1]} B done")
     finally:
@@ -401,6 +467,8 @@ def bench_scaling(args, workdir):
             "server": server.name,
             "connections": cell[0],
             "size": cell[1],
+            "server_cpus": server_cpus,
+            "load_cpus": load_cpus,
             "requests_per_s": statistics.median(rates[(server.name, cell)]),
             "vs_one_worker": paired_ratio(rates[(server.name, cell)],
                                           rates[(ONE_WORKER, cell)]),
@@ -413,16 +481,19 @@ def bench_scaling(args, workdir):
 def metrics_config(config_path, workdir):
     """A copy of the shipped configuration with `[metrics] listen` set to a
     free loopback port (the shipped file has it commented out)."""
-    with open(config_path, encoding="utf-8") as config:
-        text, found = re.subn(r'^# listen = "127\.0\.0\.1:9862"$', 'listen = "127.0.0.1:0"',
-                              config.read(), flags=re.M)
-    if found != 1:
-        raise BenchError(f'{config_path} has {found} `# listen = "127.0.0.1:9862"` lines, not the '
-                         "one under [metrics] that the metrics part turns on")
-    path = os.path.join(workdir, "metrics.toml")
-    with open(path, "w", encoding="utf-8") as config:
-        config.write(text)
-    return path
+    return edited_config(config_path, workdir, "metrics.toml", [
+        (r'^# listen = "127\.0\.0\.1:9862"$', 'listen = "127.0.0.1:0"',
+         "the metrics part turns on")])
+
+
+def udp_config(config_path, workdir):
+    """A copy of the shipped configuration with UDP on and its per-source
+    rate limit at UDP_BENCH_RATE_LIMIT."""
+    return edited_config(config_path, workdir, "udp.toml", [
+        (r"^udp = false$", "udp = true", "the udp part turns on"),
+        (r"^udp_rate_limit = \d+$", f"udp_rate_limit = {UDP_BENCH_RATE_LIMIT}",
+         "the udp part raises"),
+    ])
 
 
 class Scraper:
@@ -510,6 +581,94 @@ def bench_metrics(args, workdir):
     ]
     pooled = pooled_ratio([ratio for result in results for ratio in result["on_vs_off"]["rounds"]])
     return {"cells": results, "on_vs_off_overall": pooled, "scrapes": scrapes}
+
+
+def compare_in_rounds(args, servers, cells, run, reference, part):
+    """Every cell for every server in rounds, the servers' order rotating
+    from round to round, as the cells part runs them; `run(server, cell)`
+    gives one run of `generator_run`.
+
+    Returns a row per cell and server: medians of the runs, latency
+    percentiles of all rounds' echoes together, loss summed over the rounds,
+    and the paired ratios of rate and CPU per echo against `reference`'s
+    run of the same round.
+    """
+    runs = {(server.name, cell): [] for server in servers for cell in cells}
+    latencies = {key: collections.Counter() for key in runs}
+    try:
+        for server in servers:
+            server.start()
+        for round_index in range(args.rounds):
+            for cell in cells:
+                for server in rotated(servers, round_index):
+                    result = run(server, cell)
+                    latencies[(server.name, cell)].update(
+                        dict(result.pop("latency_histogram_ns")))
+                    runs[(server.name, cell)].append(result)
+                progress(f"{part} round {round_index + 1}/{args.rounds}: "
+                         f"{cell[0]} × {cell[1]} B done")
+    finally:
+        for server in servers:
+            server.stop()
+    rows = []
+    for cell in cells:
+        reference_runs = runs[(reference, cell)]
+        for server in servers:
+            cell_runs = runs[(server.name, cell)]
+            lost = sum(r["lost"] for r in cell_runs)
+            row = {
+                "server": server.name,
+                "connections": cell[0],
+                "size": cell[1],
+                **{key: median_of(cell_runs, key)
+                   for key in ("requests_per_s", "cpu_ns_per_echo")},
+                **{key: histogram_quantile(latencies[(server.name, cell)], q)
+                   for key, q in (("p50_us", 0.5), ("p99_us", 0.99), ("p999_us", 0.999))},
+                # Lost: unanswered within the generator's timeout, of all
+                # sent in the measured windows; late: answered after it.
+                "lost": lost,
+                "late": sum(r["late"] for r in cell_runs),
+                "loss": lost / (lost + sum(r["echoes"] for r in cell_runs)),
+                **{name: paired_ratio([r[key] for r in cell_runs],
+                                      [r[key] for r in reference_runs])
+                   for key, name in (("requests_per_s", "rate_vs_reference"),
+                                     ("cpu_ns_per_echo", "cpu_vs_reference"))},
+                "rounds": cell_runs,
+            }
+            rows.append(row)
+    return rows
+
+
+def bench_udp(args, workdir):
+    """UDP ping-pong: each flow (a socket from its own loopback address)
+    keeps one datagram in flight, at each flow count × datagram size,
+    against the plain C loop (the reference), the recvmmsg C loop and
+    echo-server with UDP on. Datagrams unanswered in time are counted lost."""
+    host = ["127.0.0.1", "0"]
+    kinds = [
+        (C_UDP_PLAIN, [args.c_udp_server, "plain", *host], r"listening on udp://(\S+)"),
+        (C_UDP_BATCH, [args.c_udp_server, "batch", *host], r"listening on udp://(\S+)"),
+        (PRODUCT, [args.echo_server, "--config", udp_config(args.config, workdir),
+                   "--port", "0"], r"udp://([0-9.]+:[0-9]+)"),
+    ]
+    servers = [Server(name, argv, pattern, workdir) for name, argv, pattern in kinds]
+    cells = [(flows, size) for size in args.udp_sizes for flows in args.connections]
+    return compare_in_rounds(
+        args, servers, cells,
+        lambda server, cell: generator_run(args, server, "udp", *cell), C_UDP_PLAIN, "udp")
+
+
+def bench_churn(args, kinds, workdir):
+    """Connection churn: each client opens a connection, echoes CHURN_SIZE
+    bytes, closes and opens the next, at each client count, against the C
+    epoll server and echo-server (as shipped): connections per second and
+    the server's CPU per connection."""
+    servers = [Server(name, argv, pattern, workdir) for name, argv, pattern in kinds
+               if name in (REFERENCE, PRODUCT)]
+    cells = [(clients, CHURN_SIZE) for clients in args.connections]
+    return compare_in_rounds(
+        args, servers, cells,
+        lambda server, cell: generator_run(args, server, "churn", *cell), REFERENCE, "churn")
 
 
 def raise_fd_limit(wanted):

@@ -24,6 +24,14 @@ other, on loopback, so the server's cost is measured alone:
   Each round of each cell runs the two against echo-server, twice each, in
   mirrored order (`bench_runs.mirrored_turns`), and the verdict pools every
   round of every cell (see `bench_report.not_measurably_slower`).
+* udp: UDP ping-pong at several flow counts and datagram sizes, driven by
+  the same generator (-m udp), against the plain recvfrom/sendto C loop
+  (the reference), the recvmmsg/sendmmsg C loop
+  (bench/reference/udp_echo_server.c) and echo-server with UDP on; lost
+  datagrams counted. Rounds and paired ratios as in cells.
+* churn: connect, one 64-byte echo, close, again, at several client counts
+  (-m churn), against the C epoll server: connections per second and the
+  server's CPU per connection. Rounds and paired ratios as in cells.
 * metrics (on request only): echo-server with its Prometheus metrics off
   and on (and scraped), paired the same way: the server's CPU per round
   trip, on against off (target: within 2%).
@@ -48,24 +56,28 @@ import tempfile
 
 from bench_report import (
     check_targets,
+    udp_and_churn_targets,
     not_measurably_slower,
     readme_block,
     render_text,
     update_readme,
 )
 from bench_runs import (
+    UDP_BENCH_RATE_LIMIT,
     BenchError,
     bench_cells,
+    bench_churn,
     bench_idle,
     bench_metrics,
     bench_noise,
     bench_scaling,
+    bench_udp,
     describe_machine,
     server_kinds,
 )
 
 # The parts of a whole report (what --readme writes), and every part.
-WHOLE_REPORT = {"cells", "idle", "client", "scaling"}
+WHOLE_REPORT = {"cells", "idle", "client", "scaling", "udp", "churn"}
 PARTS = WHOLE_REPORT | {"metrics", "noise"}
 
 
@@ -73,6 +85,15 @@ def positive_list(text):
     values = [int(v) for v in text.split(",")]
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError("give positive whole numbers separated by commas")
+    return values
+
+
+def datagram_sizes(text):
+    """UDP sizes: each datagram carries the generator's 8-byte sequence
+    number and fits in one IPv4 datagram."""
+    values = positive_list(text)
+    if min(values) < 8 or max(values) > 65507:
+        raise argparse.ArgumentTypeError("give datagram sizes from 8 to 65507 bytes")
     return values
 
 
@@ -87,12 +108,14 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def parse_args():
     parser = ArgumentParser(description=__doc__.splitlines()[0])
-    for program in ("generator", "c-server", "tokio-server", "echo-server", "echo-client", "config"):
+    for program in ("generator", "c-server", "c-udp-server", "tokio-server", "echo-server",
+                    "echo-client", "config"):
         parser.add_argument(f"--{program}", required=True)
     parser.add_argument("--parts", default=",".join(sorted(WHOLE_REPORT)),
                         type=lambda text: set(text.split(",")))
     parser.add_argument("--connections", type=positive_list, default=[1, 50, 500])
     parser.add_argument("--sizes", type=positive_list, default=[64, 4096])
+    parser.add_argument("--udp-sizes", type=datagram_sizes, default=[64, 1400])
     parser.add_argument("--duration", type=float, default=1.5)
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--rounds", type=int, default=9)
@@ -130,6 +153,8 @@ def main():
         scaling = bench_scaling(args, workdir) if "scaling" in args.parts else []
         noise = bench_noise(args, workdir) if "noise" in args.parts else None
         metrics = bench_metrics(args, workdir) if "metrics" in args.parts else None
+        udp = bench_udp(args, workdir) if "udp" in args.parts else []
+        churn = bench_churn(args, kinds, workdir) if "churn" in args.parts else []
     report = {
         "machine": describe_machine(),
         "settings": {
@@ -137,6 +162,7 @@ def main():
             "rounds": args.rounds,
             "duration_s": args.duration,
             "warmup_s": args.warmup,
+            "udp_rate_limit": UDP_BENCH_RATE_LIMIT,
         },
         "cells": rows,
         "idle": idle,
@@ -145,8 +171,11 @@ def main():
         "scaling": scaling,
         "noise": noise,
         "metrics": metrics,
+        "udp": udp,
+        "churn": churn,
     }
-    report["targets"] = check_targets(report["cells"], idle, report["client_overall"], metrics)
+    report["targets"] = (check_targets(report["cells"], idle, report["client_overall"], metrics)
+                         + udp_and_churn_targets(udp, churn))
     text = render_text(report)
     if args.readme:
         update_readme(args.readme, text)

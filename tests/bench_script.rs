@@ -139,8 +139,54 @@ fn a_short_run_reports_every_server_cell_and_target() {
         figure("confidence") < 0.95 && overall["met"] == false,
         "four rounds are too few to show anything: {overall:#?}"
     );
+    let udp = report["udp"].as_array().unwrap();
+    assert_eq!(udp.len(), 3 * 2 * 2, "{udp:#?}");
+    for server in ["C recvfrom", "C recvmmsg", "echo-server"] {
+        for (flows, size) in [(1, 64), (3, 64), (1, 1400), (3, 1400)] {
+            let row = udp
+                .iter()
+                .find(|r| r["server"] == server && r["connections"] == flows && r["size"] == size)
+                .unwrap_or_else(|| panic!("no UDP cell for {server} at {flows} × {size}"));
+            for figure in ["requests_per_s", "cpu_ns_per_echo", "p50_us", "p99_us"] {
+                assert!(row[figure].as_f64().unwrap() > 0.0, "{figure} in {row:#?}");
+            }
+            let loss = row["loss"].as_f64().unwrap();
+            assert!(
+                (0.0..1.0).contains(&loss),
+                "a share of those sent: {row:#?}"
+            );
+            if server == "C recvfrom" {
+                assert_eq!(row["rate_vs_reference"]["median"], 1.0, "{row:#?}");
+            }
+        }
+    }
+    let churn = report["churn"].as_array().unwrap();
+    assert_eq!(churn.len(), 2 * 2, "{churn:#?}");
+    for server in ["C epoll", "echo-server"] {
+        for clients in [1, 3] {
+            let row = churn
+                .iter()
+                .find(|r| r["server"] == server && r["connections"] == clients)
+                .unwrap_or_else(|| panic!("no churn cell for {server} at {clients}"));
+            assert_eq!(row["size"], 64, "one small echo per connection: {row:#?}");
+            for figure in ["requests_per_s", "cpu_ns_per_echo"] {
+                assert!(row[figure].as_f64().unwrap() > 0.0, "{figure} in {row:#?}");
+            }
+            assert_eq!(row["lost"], 0, "TCP loses nothing: {row:#?}");
+        }
+    }
     let targets = report["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 5, "{targets:#?}");
+    assert_eq!(targets.len(), 5 + 3, "{targets:#?}");
+    for wanted in [
+        "UDP echoes/s ≥ 1.00× the plain C loop's in every cell",
+        "UDP CPU per datagram ≤ 0.80× the plain C loop's with more than one flow",
+        "churn CPU per connection ≤ 1.10× C in every cell",
+    ] {
+        assert!(
+            targets.iter().any(|t| t["target"] == wanted),
+            "{wanted}: {targets:#?}"
+        );
+    }
     assert!(targets.iter().all(|t| t["met"].is_boolean()));
     assert!(report["machine"]["cpu"].is_string());
 }
@@ -264,6 +310,17 @@ fn a_bad_value_is_refused_with_64() {
 }
 
 #[test]
+fn a_datagram_too_small_for_the_sequence_number_is_refused_with_64() {
+    let output = bench(&["udp", "--udp-sizes", "64,4"]);
+    assert_eq!(output.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("from 8 to 65507 bytes"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
 fn only_the_whole_report_goes_into_the_readme() {
     let output = bench(&["noise", "--readme"]);
     assert_eq!(output.status.code(), Some(64));
@@ -314,4 +371,76 @@ fn the_benchmarks_modules_pass_their_own_examples() {
     ] {
         assert!(stdout.contains(&format!("tests in {examples}")), "{stdout}");
     }
+}
+
+/// The C load generator, built as bench.sh builds it, in a directory of its own.
+fn built_generator() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let generator = dir.path().join("pingpong_client");
+    let source = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/bench/reference/pingpong_client.c"
+    );
+    let status = Command::new("gcc")
+        .args(["-O2", "-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(&generator)
+        .arg(source)
+        .status()
+        .expect("run gcc");
+    assert!(status.success(), "gcc failed on {source}");
+    (dir, generator)
+}
+
+/// The generator's UDP mode, 2 flows × 64 B for 0.5 s, against `server`.
+fn udp_generator_run(generator: &std::path::Path, server: std::net::SocketAddr) -> (i32, Value) {
+    let output = Command::new(generator)
+        .args(["-m", "udp", "127.0.0.1"])
+        .arg(server.port().to_string())
+        .args(["2", "0.5", "64"])
+        .output()
+        .expect("run the generator");
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}): {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.code().expect("an exit code"), report)
+}
+
+#[test]
+fn the_udp_generator_counts_unanswered_datagrams_as_lost() {
+    let (_dir, generator) = built_generator();
+    // A server that takes every datagram and answers none.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+
+    let (code, report) = udp_generator_run(&generator, silent.local_addr().unwrap());
+
+    assert_eq!(code, 0, "{report:#?}");
+    assert_eq!(report["requests"], 0, "{report:#?}");
+    // Each flow sends at once and again after every 200 ms timeout.
+    assert!(
+        report["lost"].as_u64().unwrap() >= 2,
+        "each flow's datagram times out at least once in 0.5 s: {report:#?}"
+    );
+}
+
+#[test]
+fn the_udp_generator_refuses_an_answer_longer_than_the_datagram() {
+    let (_dir, generator) = built_generator();
+    // A server that answers every datagram with one byte more.
+    let padding = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let address = padding.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((len, peer)) = padding.recv_from(&mut buf) {
+            let _ = padding.send_to(&buf[..=len], peer);
+        }
+    });
+
+    let (code, report) = udp_generator_run(&generator, address);
+
+    assert_eq!(code, 1, "a wrong echo fails the run: {report:#?}");
+    assert!(report["mismatches"].as_u64().unwrap() > 0, "{report:#?}");
 }

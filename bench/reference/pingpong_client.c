@@ -1,22 +1,40 @@
 /*
  * The load generator of scripts/bench.sh: a minimal single-threaded epoll
- * ping-pong client. N connections each send one SIZE-byte message and wait
- * for its whole echo before sending the next. Every echo is verified with
- * memcmp (as echo-client does, so the two do the same work) and timed.
+ * ping-pong client, in one of three modes:
  *
- * After a warm-up, it counts round trips for SECONDS and, given the server's
+ *   tcp    (default) N connections each send one SIZE-byte message and wait
+ *          for its whole echo before sending the next.
+ *   udp    N flows, each its own socket (from its own loopback address when
+ *          the server is on loopback, so a server that limits each source
+ *          sees N sources), each sending one SIZE-byte datagram and waiting
+ *          for its echo before sending the next. A datagram not answered
+ *          within LOSS_TIMEOUT_MS is counted lost and the flow sends the next
+ *          one; an echo that comes after that is counted late, not lost, and
+ *          not timed. Every datagram carries its flow's sequence number in
+ *          its first 8 bytes, so a late echo is never taken for a fresh one.
+ *   churn  N clients each open a connection, send one SIZE-byte message,
+ *          wait for its whole echo, close, and open the next: the rate is of
+ *          connections, the time is from connect to the echo. Each new
+ *          connection comes from the next of 65,536 loopback addresses when
+ *          the server is on loopback, so TIME_WAIT never runs out of ports.
+ *
+ * Every echo is verified with memcmp (as echo-client does, so the two do
+ * the same work) and timed.
+ *
+ * After a warm-up, it counts echoes for SECONDS and, given the server's
  * process id, reads the server's CPU time from the kernel's scheduler
  * accounting (/proc/PID/task/TID/schedstat, nanoseconds on CPU, summed over
  * the server's threads) at the start and end of that window, so the server's
- * cost per round trip leaves out start-up, connecting and warm-up.
+ * cost per echo leaves out start-up, connecting and warm-up.
  *
- * Besides three percentiles, it prints every round-trip time as a
- * histogram, to three significant digits, so that runs can be merged: one
- * run's p99 is at the mercy of a stall of the machine, many runs' is not.
+ * Besides three percentiles, it prints every echo's time as a histogram, to
+ * three significant digits, so that runs can be merged: one run's p99 is at
+ * the mercy of a stall of the machine, many runs' is not.
  *
- * Usage: pingpong_client [-w WARMUP_SECONDS] [-p SERVER_PID]
+ * Usage: pingpong_client [-m tcp|udp|churn] [-w WARMUP_SECONDS] [-p SERVER_PID]
  *                        HOST PORT CONNECTIONS SECONDS SIZE
- * Prints one JSON object; exits 1 if an echo did not match, 2 on an error.
+ * Prints one JSON object; exits 1 if an echo did not match, 2 on an error,
+ * 64 on bad usage.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -33,14 +51,26 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Longer than any echo takes on a loaded loopback (p99.9 at 500 TCP
+ * connections is tens of ms), short enough that a flow whose datagram was
+ * dropped is not idle for long. */
+#define LOSS_TIMEOUT_MS 200
+/* How often, at most, the UDP flows are swept for lost datagrams. */
+#define SWEEP_INTERVAL_MS 10
+#define SEQUENCE_BYTES 8
+
+enum mode { TCP, UDP, CHURN };
+
 struct conn {
     int fd;
+    int connecting;   /* churn: waiting to be able to write the message */
     size_t received;
-    uint64_t sent_at; /* when the message now in flight went out, ns */
-    char *buf;        /* this connection's partial echo */
+    uint64_t sent_at; /* when the message now in flight went out (churn: connect), ns */
+    uint64_t sequence; /* udp: the number of the datagram in flight */
+    char *buf;        /* this connection's partial echo (udp: SIZE + 1 bytes) */
 };
 
-/* Round-trip times of the measured window, in nanoseconds. */
+/* Echo times of the measured window, in nanoseconds. */
 struct samples {
     uint64_t *ns;
     size_t len, cap;
@@ -121,17 +151,191 @@ static uint64_t cpu_ns(int pid) {
     return total;
 }
 
+/* Everything the modes share. */
+struct run {
+    enum mode mode;
+    struct sockaddr_in server;
+    int loopback;        /* the server is on 127.0.0.0/8: spread the sources */
+    size_t size;
+    char *message;       /* udp: its first SEQUENCE_BYTES are the sequence of the datagram sent */
+    int ep;
+    int measuring;
+    struct samples latencies;
+    unsigned long long requests, mismatches, lost, late;
+    unsigned next_source; /* churn: the loopback address of the next connection */
+};
+
 static void usage(const char *program) {
-    fprintf(stderr, "usage: %s [-w WARMUP_SECONDS] [-p SERVER_PID] HOST PORT CONNECTIONS SECONDS SIZE\n",
+    fprintf(stderr,
+            "usage: %s [-m tcp|udp|churn] [-w WARMUP_SECONDS] [-p SERVER_PID] "
+            "HOST PORT CONNECTIONS SECONDS SIZE\n",
             program);
     exit(64);
 }
 
+static void watch(struct run *r, struct conn *c, unsigned events, int op) {
+    struct epoll_event ev = {.events = events, .data.ptr = c};
+    if (epoll_ctl(r->ep, op, c->fd, &ev) < 0) die("epoll_ctl");
+}
+
+/* Binds fd to 127.A.B.C, so that each source is one the server tells apart. */
+static void bind_loopback_source(int fd, unsigned a, unsigned index) {
+    struct sockaddr_in source = {.sin_family = AF_INET,
+                                 .sin_addr.s_addr = htonl(127u << 24 | a << 16 | (index & 0xffff))};
+    if (bind(fd, (struct sockaddr *)&source, sizeof source) < 0) die("bind");
+}
+
+/* A full echo arrived on c at `clock`: verify it, count it, time it. */
+static void echoed(struct run *r, struct conn *c, uint64_t clock) {
+    if (memcmp(c->buf, r->message + (r->mode == UDP ? SEQUENCE_BYTES : 0),
+               r->size - (r->mode == UDP ? SEQUENCE_BYTES : 0)) != 0)
+        r->mismatches++;
+    if (r->measuring) {
+        r->requests++;
+        record(&r->latencies, clock - c->sent_at);
+    }
+}
+
+static void tcp_send(struct run *r, struct conn *c) {
+    c->sent_at = now_ns();
+    if (write(c->fd, r->message, r->size) != (ssize_t)r->size) die("write");
+}
+
+static void tcp_readable(struct run *r, struct conn *c, uint64_t clock) {
+    ssize_t got = read(c->fd, c->buf + c->received, r->size - c->received);
+    if (got <= 0) {
+        if (got < 0 && errno == EAGAIN) return;
+        if (got == 0) errno = ECONNRESET;
+        die("read");
+    }
+    c->received += (size_t)got;
+    if (c->received < r->size) return;
+    echoed(r, c, clock);
+    c->received = 0;
+    tcp_send(r, c);
+}
+
+static void udp_send(struct run *r, struct conn *c) {
+    c->sequence++;
+    memcpy(r->message, &c->sequence, SEQUENCE_BYTES);
+    c->sent_at = now_ns();
+    if (send(c->fd, r->message, r->size, 0) != (ssize_t)r->size) die("send");
+}
+
+static void udp_readable(struct run *r, struct conn *c, uint64_t clock) {
+    for (;;) {
+        /* One byte more than sent, so that a longer answer shows. */
+        ssize_t got = recv(c->fd, c->buf, r->size + 1, MSG_DONTWAIT);
+        if (got < 0) {
+            if (errno == EAGAIN) return;
+            die("recv");
+        }
+        uint64_t sequence = 0;
+        if (got >= SEQUENCE_BYTES) memcpy(&sequence, c->buf, SEQUENCE_BYTES);
+        if (sequence < c->sequence) {
+            if (r->measuring) r->late++; /* its datagram was already counted lost */
+            continue;
+        }
+        if ((size_t)got != r->size || sequence != c->sequence) {
+            r->mismatches++;
+            continue;
+        }
+        /* The sequence matched; echoed() compares the rest. */
+        memmove(c->buf, c->buf + SEQUENCE_BYTES, r->size - SEQUENCE_BYTES);
+        echoed(r, c, clock);
+        udp_send(r, c);
+        /* Whatever else is waiting can only be late: leave it to the next
+         * wake-up (epoll is level-triggered) rather than pay a recv that
+         * finds nothing after every echo. */
+        return;
+    }
+}
+
+/* Counts the datagrams unanswered for LOSS_TIMEOUT_MS as lost and sends the next. */
+static void udp_sweep(struct run *r, struct conn *conns, int nconns, uint64_t clock) {
+    for (int i = 0; i < nconns; i++) {
+        /* sent_at can be later than clock: the flow may have sent since. */
+        if (conns[i].sent_at + (uint64_t)LOSS_TIMEOUT_MS * 1000000u > clock) continue;
+        if (r->measuring) r->lost++;
+        udp_send(r, &conns[i]);
+    }
+}
+
+/* Opens c's next connection and sends its message as soon as it can. */
+static void churn_open(struct run *r, struct conn *c) {
+    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    if (c->fd < 0) die("socket");
+    if (r->loopback) {
+        int one = 1;
+        /* The port is picked at connect, by the whole address pair. */
+        setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        bind_loopback_source(c->fd, 2, r->next_source++);
+    }
+    c->sent_at = now_ns();
+    c->received = 0;
+    if (connect(c->fd, (struct sockaddr *)&r->server, sizeof r->server) < 0 &&
+        errno != EINPROGRESS)
+        die("connect");
+    /* On loopback the handshake is usually done by now: save a wake-up. */
+    if (write(c->fd, r->message, r->size) == (ssize_t)r->size) {
+        c->connecting = 0;
+        watch(r, c, EPOLLIN, EPOLL_CTL_ADD);
+    } else if (errno == EAGAIN || errno == ENOTCONN) {
+        c->connecting = 1;
+        watch(r, c, EPOLLOUT, EPOLL_CTL_ADD);
+    } else {
+        die("write");
+    }
+}
+
+static void churn_event(struct run *r, struct conn *c, uint64_t clock) {
+    if (c->connecting) {
+        if (write(c->fd, r->message, r->size) != (ssize_t)r->size) die("write");
+        c->connecting = 0;
+        watch(r, c, EPOLLIN, EPOLL_CTL_MOD);
+        return;
+    }
+    ssize_t got = read(c->fd, c->buf + c->received, r->size - c->received);
+    if (got <= 0) {
+        if (got < 0 && errno == EAGAIN) return;
+        if (got == 0) errno = ECONNRESET;
+        die("read");
+    }
+    c->received += (size_t)got;
+    if (c->received < r->size) return;
+    echoed(r, c, clock);
+    close(c->fd); /* also removes it from the epoll set */
+    churn_open(r, c);
+}
+
+/* Opens connection or flow i and sends its first message. */
+static void start(struct run *r, struct conn *c, int i) {
+    if (!(c->buf = malloc(r->size + 1))) die("malloc");
+    if (r->mode == CHURN) {
+        churn_open(r, c);
+        return;
+    }
+    c->fd = socket(AF_INET, r->mode == UDP ? SOCK_DGRAM : SOCK_STREAM, 0);
+    if (c->fd < 0) die("socket");
+    if (r->mode == UDP && r->loopback) bind_loopback_source(c->fd, 1, (unsigned)i + 1);
+    if (connect(c->fd, (struct sockaddr *)&r->server, sizeof r->server) < 0) die("connect");
+    int one = 1;
+    if (r->mode == TCP) setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    watch(r, c, EPOLLIN, EPOLL_CTL_ADD);
+}
+
 int main(int argc, char **argv) {
+    struct run r = {.mode = TCP};
     double warmup = 0;
     int server_pid = 0, opt;
-    while ((opt = getopt(argc, argv, "w:p:")) != -1) {
+    while ((opt = getopt(argc, argv, "m:w:p:")) != -1) {
         switch (opt) {
+        case 'm':
+            if (strcmp(optarg, "tcp") == 0) r.mode = TCP;
+            else if (strcmp(optarg, "udp") == 0) r.mode = UDP;
+            else if (strcmp(optarg, "churn") == 0) r.mode = CHURN;
+            else usage(argv[0]);
+            break;
         case 'w': warmup = atof(optarg); break;
         case 'p': server_pid = atoi(optarg); break;
         default: usage(argv[0]);
@@ -139,92 +343,83 @@ int main(int argc, char **argv) {
     }
     if (argc - optind != 5) usage(argv[0]);
     char **arg = argv + optind;
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(atoi(arg[1]))};
-    if (inet_pton(AF_INET, arg[0], &addr.sin_addr) != 1) {
+    r.server = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons(atoi(arg[1]))};
+    if (inet_pton(AF_INET, arg[0], &r.server.sin_addr) != 1) {
         fprintf(stderr, "not an IPv4 address: %s\n", arg[0]);
         return 64;
     }
+    r.loopback = (ntohl(r.server.sin_addr.s_addr) >> 24) == 127;
     int nconns = atoi(arg[2]);
     double seconds = atof(arg[3]);
-    size_t size = (size_t)atol(arg[4]);
-    if (nconns < 1 || seconds <= 0 || size < 1 || warmup < 0) {
+    r.size = (size_t)atol(arg[4]);
+    if (nconns < 1 || seconds <= 0 || r.size < 1 || warmup < 0) {
         fprintf(stderr, "CONNECTIONS, SECONDS and SIZE must be positive\n");
         return 64;
     }
-
-    char *message = malloc(size);
-    struct conn *conns = calloc((size_t)nconns, sizeof *conns);
-    if (!message || !conns) die("malloc");
-    for (size_t i = 0; i < size; i++) message[i] = (char)(i * 131 + 7);
-
-    int ep = epoll_create1(0);
-    if (ep < 0) die("epoll_create1");
-    for (int i = 0; i < nconns; i++) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        if (fd < 0) die("socket");
-        if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) die("connect");
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        conns[i].fd = fd;
-        if (!(conns[i].buf = malloc(size))) die("malloc");
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &conns[i]};
-        if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) die("epoll_ctl");
+    if (r.mode == UDP && (r.size < SEQUENCE_BYTES || r.size > 65507 || nconns > 65535)) {
+        fprintf(stderr, "UDP needs a SIZE from %d to 65507 and at most 65535 flows\n",
+                SEQUENCE_BYTES);
+        return 64;
     }
 
-    struct samples latencies = {0};
-    unsigned long long requests = 0, mismatches = 0;
-    uint64_t start = now_ns();
-    uint64_t window_start = start + (uint64_t)(warmup * 1e9);
+    r.message = malloc(r.size);
+    struct conn *conns = calloc((size_t)nconns, sizeof *conns);
+    if (!r.message || !conns) die("malloc");
+    for (size_t i = 0; i < r.size; i++) r.message[i] = (char)(i * 131 + 7);
+
+    r.ep = epoll_create1(0);
+    if (r.ep < 0) die("epoll_create1");
+    if (r.mode != CHURN)
+        for (int i = 0; i < nconns; i++) start(&r, &conns[i], i);
+
+    uint64_t start_ns = now_ns();
+    uint64_t window_start = start_ns + (uint64_t)(warmup * 1e9);
     uint64_t deadline = window_start + (uint64_t)(seconds * 1e9);
     uint64_t cpu_start = 0;
-    int measuring = warmup == 0;
-    if (measuring) cpu_start = cpu_ns(server_pid);
+    r.measuring = warmup == 0;
+    if (r.measuring) cpu_start = cpu_ns(server_pid);
     for (int i = 0; i < nconns; i++) {
-        conns[i].sent_at = now_ns();
-        if (write(conns[i].fd, message, size) != (ssize_t)size) die("write");
+        if (r.mode == CHURN) start(&r, &conns[i], i);
+        else if (r.mode == UDP) udp_send(&r, &conns[i]);
+        else tcp_send(&r, &conns[i]);
     }
 
     struct epoll_event events[256];
-    uint64_t clock = start;
+    uint64_t clock = start_ns, swept = start_ns;
     while (clock < deadline) {
-        int n = epoll_wait(ep, events, 256, 100);
+        int n = epoll_wait(r.ep, events, 256, r.mode == UDP ? SWEEP_INTERVAL_MS : 100);
         if (n < 0 && errno != EINTR) die("epoll_wait");
         clock = now_ns();
-        if (!measuring && clock >= window_start) {
-            measuring = 1;
+        if (!r.measuring && clock >= window_start) {
+            r.measuring = 1;
             cpu_start = cpu_ns(server_pid);
             window_start = clock;
         }
         for (int e = 0; e < n; e++) {
             struct conn *c = events[e].data.ptr;
-            ssize_t got = read(c->fd, c->buf + c->received, size - c->received);
-            if (got <= 0) {
-                if (got < 0 && errno == EAGAIN) continue;
-                if (got == 0) errno = ECONNRESET;
-                die("read");
-            }
-            c->received += (size_t)got;
-            if (c->received < size) continue;
-            if (memcmp(c->buf, message, size) != 0) mismatches++;
-            c->received = 0;
-            if (measuring) {
-                requests++;
-                record(&latencies, clock - c->sent_at);
-            }
-            c->sent_at = now_ns();
-            if (write(c->fd, message, size) != (ssize_t)size) die("write");
+            if (r.mode == UDP) udp_readable(&r, c, clock);
+            else if (r.mode == CHURN) churn_event(&r, c, clock);
+            else tcp_readable(&r, c, clock);
+        }
+        if (r.mode == UDP && clock - swept >= (uint64_t)SWEEP_INTERVAL_MS * 1000000u) {
+            udp_sweep(&r, conns, nconns, clock);
+            swept = clock;
         }
     }
     uint64_t server_cpu = cpu_ns(server_pid) - cpu_start;
     double elapsed = (double)(now_ns() - window_start) / 1e9;
-    qsort(latencies.ns, latencies.len, sizeof *latencies.ns, by_value);
-    printf("{\"connections\": %d, \"size\": %zu, \"requests\": %llu, \"seconds\": %.3f, "
-           "\"requests_per_s\": %.0f, \"p50_us\": %.1f, \"p99_us\": %.1f, \"p999_us\": %.1f, "
-           "\"mismatches\": %llu, \"server_cpu_ns\": %llu, \"latency_histogram_ns\": ",
-           nconns, size, requests, elapsed, (double)requests / elapsed, quantile_us(&latencies, 0.5),
-           quantile_us(&latencies, 0.99), quantile_us(&latencies, 0.999), mismatches,
+    struct samples *latencies = &r.latencies;
+    qsort(latencies->ns, latencies->len, sizeof *latencies->ns, by_value);
+    static const char *mode_names[] = {"tcp", "udp", "churn"};
+    printf("{\"mode\": \"%s\", \"connections\": %d, \"size\": %zu, \"requests\": %llu, "
+           "\"seconds\": %.3f, \"requests_per_s\": %.0f, \"p50_us\": %.1f, \"p99_us\": %.1f, "
+           "\"p999_us\": %.1f, \"mismatches\": %llu, \"lost\": %llu, \"late\": %llu, "
+           "\"server_cpu_ns\": %llu, \"latency_histogram_ns\": ",
+           mode_names[r.mode], nconns, r.size, r.requests, elapsed,
+           (double)r.requests / elapsed, quantile_us(latencies, 0.5), quantile_us(latencies, 0.99),
+           quantile_us(latencies, 0.999), r.mismatches, r.lost, r.late,
            (unsigned long long)server_cpu);
-    print_histogram(&latencies);
+    print_histogram(latencies);
     printf("}\n");
-    return mismatches ? 1 : 0;
+    return r.mismatches ? 1 : 0;
 }
