@@ -26,6 +26,22 @@ fn bench_report(args: &[&str]) -> Value {
     serde_json::from_slice(&output.stdout).expect("a JSON report")
 }
 
+/// A part that pairs two servers, run as short as it can be: two rounds of
+/// two sizes, so that each cell has a ratio per round.
+fn short_paired_run(part: &str) -> Value {
+    bench_report(&[
+        part,
+        "--rounds",
+        "2",
+        "--duration",
+        "0.2",
+        "--connections",
+        "2",
+        "--sizes",
+        "64,300",
+    ])
+}
+
 #[test]
 fn a_short_run_reports_every_server_cell_and_target() {
     let report = bench_report(&[
@@ -193,17 +209,7 @@ fn a_short_run_reports_every_server_cell_and_target() {
 
 #[test]
 fn the_noise_part_pairs_the_reference_with_itself() {
-    let report = bench_report(&[
-        "noise",
-        "--rounds",
-        "2",
-        "--duration",
-        "0.2",
-        "--connections",
-        "2",
-        "--sizes",
-        "64,300",
-    ]);
+    let report = short_paired_run("noise");
 
     let noise = &report["noise"];
     let cells = noise["cells"].as_array().unwrap();
@@ -229,17 +235,7 @@ fn the_noise_part_pairs_the_reference_with_itself() {
 
 #[test]
 fn the_metrics_part_pairs_metrics_on_with_off_and_judges_the_target() {
-    let report = bench_report(&[
-        "metrics",
-        "--rounds",
-        "2",
-        "--duration",
-        "0.2",
-        "--connections",
-        "2",
-        "--sizes",
-        "64,300",
-    ]);
+    let report = short_paired_run("metrics");
 
     let metrics = &report["metrics"];
     let cells = metrics["cells"].as_array().unwrap();

@@ -12,38 +12,14 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::netns::{Network, SERVER_V4, SERVER_V6};
-use common::{CLIENT, Finished, Launcher, Server, finish_with_patience};
 use serde_json::Value;
-
-/// The server inside the server namespace, on both of its addresses, TCP
-/// and UDP. `udp_rate_limit = 0`: the search's probes must not be taken for
-/// a flood.
-fn start_server(network: &Network) -> Server {
-    Launcher::new(&format!(
-        "[server]\nlisten = [\"{SERVER_V4}:7007\", \"[{SERVER_V6}]:7007\"]\n\
-         udp = true\nudp_rate_limit = 0\n"
-    ))
-    .wrapped_in(&["ip", "netns", "exec", &network.server])
-    .start()
-}
-
-/// Runs echo-client inside the client namespace.
-fn client_in(network: &Network, args: &[&str]) -> Finished {
-    let mut command = Command::new("ip");
-    command
-        .args(["netns", "exec", &network.client, CLIENT])
-        .args(args);
-    finish_with_patience(command, b"")
-}
 
 /// `mtu --json ARGS`, which must succeed.
 fn mtu_report(network: &Network, args: &[&str]) -> Value {
     let mut all = vec!["mtu", "--json"];
     all.extend_from_slice(args);
-    let run = client_in(network, &all);
+    let run = network.run_client(&all);
     assert_eq!(run.code, 0, "{all:?}: {}{}", run.stdout(), run.stderr);
     serde_json::from_slice(&run.stdout)
         .unwrap_or_else(|e| panic!("{e}: {} {}", run.stdout(), run.stderr))
@@ -54,7 +30,7 @@ fn the_far_links_mtu_is_found_whether_signalled_or_swallowed() {
     for mtu in [1400u64, 1280] {
         let network = Network::build();
         network.far_link_mtu(mtu as u32);
-        let _server = start_server(&network);
+        let _server = network.start_echo_server();
         // The black hole first: a signalled run would leave the path MTU
         // in the client's kernel, and the next search would start from it.
         for (signals, limit) in [(false, "black_hole"), (true, "signalled")] {
@@ -80,18 +56,15 @@ fn the_far_links_mtu_is_found_whether_signalled_or_swallowed() {
 fn the_human_report_names_the_limit_and_the_search() {
     let network = Network::build();
     network.far_link_mtu(1400);
-    let _server = start_server(&network);
+    let _server = network.start_echo_server();
     network.path_mtu_signals(false);
-    let run = client_in(
-        &network,
-        &[
-            "mtu",
-            "-t",
-            &format!("{SERVER_V4}:7007"),
-            "--timeout",
-            "500ms",
-        ],
-    );
+    let run = network.run_client(&[
+        "mtu",
+        "-t",
+        &format!("{SERVER_V4}:7007"),
+        "--timeout",
+        "500ms",
+    ]);
     assert_eq!(run.code, 0, "{}{}", run.stdout(), run.stderr);
     let text = run.stdout();
     assert!(
@@ -112,7 +85,7 @@ fn a_clamped_tcp_mss_is_reported() {
         "sysctl",
         &["-qw", "net.ipv4.tcp_timestamps=0"],
     );
-    let _server = start_server(&network);
+    let _server = network.start_echo_server();
     let v4 = format!("{SERVER_V4}:7007");
     let v6 = format!("[{SERVER_V6}]:7007");
     // Time for a retransmitted SYN, should the first wait for neighbour
@@ -132,10 +105,7 @@ fn a_clamped_tcp_mss_is_reported() {
 #[test]
 fn a_dead_server_is_no_tiny_mtu() {
     let network = Network::build();
-    let run = client_in(
-        &network,
-        &["mtu", &format!("{SERVER_V4}:7007"), "--timeout", "200ms"],
-    );
+    let run = network.run_client(&["mtu", &format!("{SERVER_V4}:7007"), "--timeout", "200ms"]);
     // Nothing listens: ICMP port unreachable, so unreachable (2).
     assert_eq!(run.code, 2, "{}{}", run.stdout(), run.stderr);
     assert!(run.stderr.contains("Connection refused"), "{}", run.stderr);

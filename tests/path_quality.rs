@@ -10,10 +10,7 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::netns::{Network, SERVER_V4, SERVER_V6};
-use common::{CLIENT, Finished, Launcher, Server, finish_with_patience};
 use serde_json::Value;
 
 /// Probes per target and run. With the round-trip loss of 30% each way
@@ -29,25 +26,13 @@ const INTERVAL: &str = "2ms";
 /// The two-sided probability outside the bounds.
 const OUTSIDE: f64 = 0.001;
 
-/// The server, inside the server namespace, answering UDP on both of its
-/// addresses. `udp_rate_limit = 0` (unlimited): the default of 100 a second
-/// per source would drop most of the probes and be counted as path loss.
-fn start_server(network: &Network) -> Server {
-    Launcher::new(&format!(
-        "[server]\nlisten = [\"{SERVER_V4}:7007\", \"[{SERVER_V6}]:7007\"]\n\
-         udp = true\nudp_rate_limit = 0\n"
-    ))
-    .wrapped_in(&["ip", "netns", "exec", &network.server])
-    .start()
-}
-
 /// One probe to each target before any fault, so that the first datagrams
 /// of a measurement do not wait for neighbour discovery (ARP, NDP): the
 /// path is known to work before it is measured.
 fn warm_up(network: &Network, targets: &[&str]) {
     let mut args = vec!["check", "--udp", "-t", "5s"];
     args.extend_from_slice(targets);
-    let run = client_in(network, &args);
+    let run = network.run_client(&args);
     assert_eq!(
         run.code,
         0,
@@ -55,15 +40,6 @@ fn warm_up(network: &Network, targets: &[&str]) {
         run.stdout(),
         run.stderr
     );
-}
-
-/// Runs echo-client inside the client namespace.
-fn client_in(network: &Network, args: &[&str]) -> Finished {
-    let mut command = Command::new("ip");
-    command
-        .args(["netns", "exec", &network.client, CLIENT])
-        .args(args);
-    finish_with_patience(command, b"")
 }
 
 /// The smallest and largest number of lost probes, out of `probes`, that a
@@ -105,7 +81,7 @@ fn the_bounds_are_the_binomial_quantiles_stated() {
 #[test]
 fn reported_loss_is_the_routers_random_loss_within_binomial_bounds() {
     let network = Network::build();
-    let _server = start_server(&network);
+    let _server = network.start_echo_server();
     let v4 = format!("{SERVER_V4}:7007");
     let v6 = format!("[{SERVER_V6}]:7007");
     warm_up(&network, &[&v4, &v6]);
@@ -115,22 +91,19 @@ fn reported_loss_is_the_routers_random_loss_within_binomial_bounds() {
         // echo on the way back.
         let round_trip_loss = 1.0 - (1.0 - each_way) * (1.0 - each_way);
         let (lowest, highest) = binomial_bounds(PROBES, round_trip_loss);
-        let run = client_in(
-            &network,
-            &[
-                "check",
-                "--udp",
-                &v4,
-                &v6,
-                "-n",
-                &PROBES.to_string(),
-                "-i",
-                INTERVAL,
-                "-t",
-                "1s",
-                "--json",
-            ],
-        );
+        let run = network.run_client(&[
+            "check",
+            "--udp",
+            &v4,
+            &v6,
+            "-n",
+            &PROBES.to_string(),
+            "-i",
+            INTERVAL,
+            "-t",
+            "1s",
+            "--json",
+        ]);
         let report: Value = serde_json::from_slice(&run.stdout)
             .unwrap_or_else(|e| panic!("{e}: {} {}", run.stdout(), run.stderr));
         for target in report["targets"].as_array().unwrap() {
@@ -163,19 +136,16 @@ fn reported_loss_is_the_routers_random_loss_within_binomial_bounds() {
 #[test]
 fn loss_thresholds_judge_udp_paths_too() {
     let network = Network::build();
-    let _server = start_server(&network);
+    let _server = network.start_echo_server();
     // 30% each way: 218 to 292 of 500 lost (43.6% to 58.4%), so
     // CRITICAL above 40% and WARNING above 20% both apply; CRITICAL wins.
     let target = format!("{SERVER_V4}:7007");
     warm_up(&network, &[&target]);
     network.random_loss_each_way(0.30);
-    let run = client_in(
-        &network,
-        &[
-            "check", "--udp", &target, "-n", "500", "-i", INTERVAL, "-t", "1s", "--format",
-            "nagios", "-w", ",20%", "-c", ",40%",
-        ],
-    );
+    let run = network.run_client(&[
+        "check", "--udp", &target, "-n", "500", "-i", INTERVAL, "-t", "1s", "--format", "nagios",
+        "-w", ",20%", "-c", ",40%",
+    ]);
     assert_eq!(run.code, 2, "{}{}", run.stdout(), run.stderr);
     assert!(
         run.stdout().starts_with("ECHO CRITICAL - "),
@@ -184,18 +154,15 @@ fn loss_thresholds_judge_udp_paths_too() {
     );
     // The path's own figures are in the human output as well.
     network.random_loss_each_way(0.0);
-    let run = client_in(
-        &network,
-        &[
-            "check",
-            "--udp",
-            &format!("[{SERVER_V6}]:7007"),
-            "-n",
-            "20",
-            "-i",
-            INTERVAL,
-        ],
-    );
+    let run = network.run_client(&[
+        "check",
+        "--udp",
+        &format!("[{SERVER_V6}]:7007"),
+        "-n",
+        "20",
+        "-i",
+        INTERVAL,
+    ]);
     assert_eq!(run.code, 0, "{}{}", run.stdout(), run.stderr);
     assert!(
         run.stdout().contains("20/20 echoes of 64 bytes over UDP")

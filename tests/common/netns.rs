@@ -190,6 +190,28 @@ impl Network {
 }
 
 impl Network {
+    /// An echo-server in the server namespace on both of its addresses,
+    /// port 7007, TCP and UDP, with `udp_rate_limit = 0` (unlimited): the
+    /// default of 100 datagrams a second per source would drop the tests'
+    /// probes and be taken for path loss.
+    pub fn start_echo_server(&self) -> super::Server {
+        super::Launcher::new(&format!(
+            "[server]\nlisten = [\"{SERVER_V4}:7007\", \"[{SERVER_V6}]:7007\"]\n\
+             udp = true\nudp_rate_limit = 0\n"
+        ))
+        .wrapped_in(&["ip", "netns", "exec", &self.server])
+        .start()
+    }
+
+    /// Runs echo-client inside the client namespace, to the end.
+    pub fn run_client(&self, args: &[&str]) -> super::Finished {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &self.client, super::CLIENT])
+            .args(args);
+        super::finish_with_patience(command, b"")
+    }
+
     /// Sets the MTU of the router's far link (router to server), both ends:
     /// the client's first hop keeps 1500, so only the path can tell it.
     pub fn far_link_mtu(&self, mtu: u32) {
