@@ -30,8 +30,10 @@
 //!    the first bytes are the load balancer's header (`server::proxy_header`),
 //!    which names the client and is not echoed.
 //! 4. The control thread (signals, reloads, the watchdog) reaches a worker
-//!    only through its `server::mailbox`; UDP datagrams are answered by a
-//!    tokio task (`server::udp`) on that thread's runtime.
+//!    only through its `server::mailbox`.
+//! 5. Each UDP socket belongs to one worker's loop (`server::udp`), which
+//!    reads every datagram waiting with one call and answers those its guard
+//!    lets through with another.
 
 pub mod client;
 pub mod server;

@@ -5,9 +5,9 @@
 mod common;
 
 use std::io::ErrorKind;
-use std::time::Duration;
+use std::net::UdpSocket;
 
-use common::{Server, udp_client};
+use common::{Launcher, Server, udp_client};
 
 #[test]
 fn each_datagram_is_answered_with_the_same_bytes() {
@@ -25,6 +25,66 @@ fn each_datagram_is_answered_with_the_same_bytes() {
         socket.send(payload).unwrap();
         let len = socket.recv(&mut buf).unwrap();
         assert_eq!(&buf[..len], payload);
+    }
+}
+
+/// More sources at once than one batch holds (`recvmmsg` takes 32): every
+/// datagram goes back whole to the socket that sent it, none to another.
+#[test]
+fn a_burst_from_many_sources_is_answered_in_full_each_to_its_sender() {
+    let server = Server::start("udp = true\nudp_rate_limit = 0\n");
+    let (sources, each) = (48, 3);
+    let sockets: Vec<UdpSocket> = (0..sources).map(|_| udp_client()).collect();
+    let message = |source: usize, n: usize| {
+        format!(
+            "source {source} datagram {n} {}",
+            "x".repeat(n * 7 + source)
+        )
+        .into_bytes()
+    };
+    for n in 0..each {
+        for (source, socket) in sockets.iter().enumerate() {
+            socket.send_to(&message(source, n), server.udp[0]).unwrap();
+        }
+    }
+    let mut buf = [0u8; 1024];
+    for (source, socket) in sockets.iter().enumerate() {
+        for n in 0..each {
+            let (len, from) = socket.recv_from(&mut buf).unwrap();
+            assert_eq!(from, server.udp[0]);
+            assert_eq!(
+                String::from_utf8_lossy(&buf[..len]),
+                String::from_utf8_lossy(&message(source, n))
+            );
+        }
+    }
+}
+
+/// The protocol's largest datagrams, over IPv4 (65,507 bytes) and IPv6
+/// (65,527), come back whole: no batch slot cuts them short.
+#[test]
+fn the_largest_datagrams_come_back_whole() {
+    let server =
+        Launcher::new("[server]\nudp = true\nlisten = [\"127.0.0.1:0\", \"[::1]:0\"]\n").start();
+    assert_eq!(server.udp.len(), 2, "{:?}", server.udp);
+    let mut buf = vec![0u8; 70_000];
+    for address in &server.udp {
+        let (local, largest) = if address.is_ipv4() {
+            ("127.0.0.1:0", 65_507)
+        } else {
+            ("[::1]:0", 65_527)
+        };
+        let socket = UdpSocket::bind(local).unwrap();
+        socket.set_read_timeout(Some(common::PATIENCE)).unwrap();
+        socket.connect(address).unwrap();
+        let payload = common::random_bytes(largest, 7);
+        socket.send(&payload).unwrap();
+        let len = socket.recv(&mut buf).unwrap();
+        assert_eq!(len, largest, "over {address}");
+        assert!(
+            buf[..len] == payload[..],
+            "over {address}: the bytes differ"
+        );
     }
 }
 
@@ -53,14 +113,7 @@ fn a_source_over_its_rate_limit_is_dropped() {
         socket.send(&[i]).unwrap();
     }
     server.log.wait_for("over its rate limit");
-    socket
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let mut answered = 0;
-    let mut buf = [0u8; 16];
-    while socket.recv(&mut buf).is_ok() {
-        answered += 1;
-    }
+    let answered = common::count_udp_answers_until_quiet(&socket);
     // A burst of one second's worth (5), plus what refilled while sending.
     assert!(
         (5..=10).contains(&answered),

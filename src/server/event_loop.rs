@@ -24,6 +24,10 @@
 //! EMFILE must neither stop nor spin the loop, so it backs off and logs
 //! without flooding.
 //!
+//! UDP sockets (`udp`) are served by the same loop: each belongs to one
+//! worker, and is one more source of readiness beside its connections, read
+//! and answered a few batches per turn.
+//!
 //! Listeners with `proxy_protocol` add one state in front of the echo: a
 //! connection first reads its PROXY protocol header (`proxy_header`), from
 //! the same scratch buffer, and echoes what follows it in the same read.
@@ -50,7 +54,8 @@ use crate::server::mailbox::{Command, Inbox, WAKE_TOKEN};
 use crate::server::metrics::counters::{AcceptError, CloseReason, WorkerCounters};
 use crate::server::proxy_header::{HeaderError, PartialHeader};
 use crate::server::shutdown::TaskGuard;
-use crate::server::throttle::Throttle;
+use crate::server::throttle::{Throttle, WARNING_INTERVAL};
+use crate::server::udp::{UdpEndpoint, UdpService};
 use crate::shared::readiness::{Readiness, SHORT_READ_DRAINS};
 use crate::shared::socket_calls;
 
@@ -70,11 +75,20 @@ const SWEEPS_PER_TIMEOUT: u32 = 16;
 
 const FIRST_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
-pub(crate) const WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
-/// The token of listener `index`, counted down from below `WAKE_TOKEN`.
+/// The token of listener `index`, counted down from below `WAKE_TOKEN`;
+/// the UDP sockets' tokens follow, further down. Connections count up from
+/// zero.
 fn listener_token(index: usize) -> Token {
     Token(usize::MAX - 1 - index)
+}
+
+/// What a readiness event is about.
+enum Source {
+    Wake,
+    Listener(usize),
+    Udp(usize),
+    Connection(usize),
 }
 
 /// One worker thread's event loop: its listeners, its connections and the
@@ -83,6 +97,8 @@ pub(crate) struct EventLoop {
     poll: Poll,
     /// Closed (`None`) once the worker stops accepting.
     listeners: Vec<Option<Listening>>,
+    /// This worker's UDP sockets; closed (`None`) with the listeners.
+    udp: Vec<Option<UdpService>>,
     connections: Slab<Connection>,
     limits: Arc<Limits>,
     /// Cloned into every connection, so that shutdown knows when the last
@@ -97,6 +113,8 @@ pub(crate) struct EventLoop {
     /// Connections that used up their turn with more to read: readiness
     /// is reported once, so they are served again without an event.
     unfinished: Vec<usize>,
+    /// The same, for UDP sockets (by index).
+    udp_unfinished: Vec<usize>,
     /// The PROXY protocol headers that came in pieces, by connection, until
     /// they are complete.
     partial_headers: HashMap<usize, PartialHeader>,
@@ -123,11 +141,12 @@ struct Accepting {
 }
 
 impl EventLoop {
-    /// A loop serving `listeners` on `poll`, taking its commands from
+    /// A loop serving `listeners` and `udp` on `poll`, taking its commands from
     /// `commands` (announced by a waker registered as `WAKE_TOKEN`).
     pub(crate) fn new(
         poll: Poll,
         listeners: Vec<TcpEndpoint>,
+        udp: Vec<UdpEndpoint>,
         limits: Arc<Limits>,
         guard: TaskGuard,
         commands: Inbox,
@@ -150,9 +169,18 @@ impl EventLoop {
                 proxy_protocol,
             }));
         }
+        let udp = udp
+            .into_iter()
+            .enumerate()
+            .map(|(index, endpoint)| {
+                let token = listener_token(registered.len() + index);
+                UdpService::register(endpoint, poll.registry(), token).map(Some)
+            })
+            .collect::<io::Result<_>>()?;
         Ok(EventLoop {
             poll,
             listeners: registered,
+            udp,
             connections: Slab::new(),
             limits,
             guard: Some(guard),
@@ -167,6 +195,7 @@ impl EventLoop {
             },
             next_sweep: None,
             unfinished: Vec::new(),
+            udp_unfinished: Vec::new(),
             partial_headers: HashMap::new(),
             counters,
         })
@@ -180,7 +209,7 @@ impl EventLoop {
                 .into_iter()
                 .flatten()
                 .min();
-            let timeout = if self.unfinished.is_empty() {
+            let timeout = if self.unfinished.is_empty() && self.udp_unfinished.is_empty() {
                 wake_at.map(|at| at.saturating_duration_since(Instant::now()))
             } else {
                 Some(Duration::ZERO)
@@ -196,20 +225,22 @@ impl EventLoop {
             // One clock read for all the events of a wake-up.
             let now = Instant::now();
             let unfinished = std::mem::take(&mut self.unfinished);
+            let udp_unfinished = std::mem::take(&mut self.udp_unfinished);
             for event in &events {
-                let token = event.token();
-                if token == WAKE_TOKEN {
-                    continue;
-                }
-                match self.listener_index(token) {
-                    Some(index) => self.accept(index, now),
-                    None => self.on_ready(token.0, Readiness::of(event), now),
+                match self.source(event.token()) {
+                    Source::Wake => {}
+                    Source::Listener(index) => self.accept(index, now),
+                    Source::Udp(index) => self.serve_udp(index, Readiness::of(event), now),
+                    Source::Connection(key) => self.on_ready(key, Readiness::of(event), now),
                 }
             }
-            // After the connections that had news, another turn each for
-            // those the last round cut short.
+            // After the sockets that had news, another turn each for those
+            // the last round cut short.
             for key in unfinished {
                 self.on_ready(key, Readiness::NOTHING_NEW, now);
+            }
+            for index in udp_unfinished {
+                self.serve_udp(index, Readiness::NOTHING_NEW, now);
             }
             loop {
                 let command = match self.commands.next() {
@@ -248,10 +279,28 @@ impl EventLoop {
         }
     }
 
-    /// Which listener `token` stands for, if any.
-    fn listener_index(&self, token: Token) -> Option<usize> {
-        let index = usize::MAX - 1 - token.0;
-        (index < self.listeners.len()).then_some(index)
+    /// What `token` stands for (see `listener_token`).
+    fn source(&self, token: Token) -> Source {
+        if token == WAKE_TOKEN {
+            return Source::Wake;
+        }
+        let below_wake = usize::MAX - 1 - token.0;
+        if below_wake < self.listeners.len() {
+            Source::Listener(below_wake)
+        } else if below_wake - self.listeners.len() < self.udp.len() {
+            Source::Udp(below_wake - self.listeners.len())
+        } else {
+            Source::Connection(token.0)
+        }
+    }
+
+    fn serve_udp(&mut self, index: usize, ready: Readiness, now: Instant) {
+        // None: closed earlier in this wake-up.
+        if let Some(service) = &mut self.udp[index]
+            && service.serve(ready, &self.limits, now)
+        {
+            self.udp_unfinished.push(index);
+        }
     }
 
     /// Accepts every connection waiting on listener `index`.
@@ -474,12 +523,17 @@ impl EventLoop {
     }
 
     /// Closes the listeners (their sockets close once every worker has
-    /// closed its copies) and lets go of the shutdown guard, so that only
-    /// the open connections keep the daemon waiting.
+    /// closed its copies) and the UDP sockets, and lets go of the shutdown
+    /// guard, so that only the open connections keep the daemon waiting.
     fn stop_accepting(&mut self) {
         for listening in &mut self.listeners {
             if let Some(mut listening) = listening.take() {
                 let _ = self.poll.registry().deregister(&mut listening.listener);
+            }
+        }
+        for service in &mut self.udp {
+            if let Some(service) = service.take() {
+                service.deregister(self.poll.registry());
             }
         }
         self.accepting.retry_at = None;

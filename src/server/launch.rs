@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 #[cfg(unix)]
@@ -27,7 +26,7 @@ use crate::server::metrics::{self, counters::Reloads};
 use crate::server::notify::Notifier;
 use crate::server::shutdown::{RUNTIME_SHUTDOWN_TIMEOUT, ShutdownController};
 use crate::server::signals::{Request, Signals};
-use crate::server::udp;
+use crate::server::udp::UdpEndpoint;
 use crate::server::workers::Workers;
 use crate::shared::exit_code;
 use crate::shared::output;
@@ -218,24 +217,17 @@ async fn run(
     let addresses = listeners.describe().to_string();
     let proxied = listeners.describe_proxied();
     let unheeded = listeners.unheeded_proxy_entries(&service.config.server);
-    let mut serving = JoinSet::new();
+    let mut udp = Vec::new();
     let mut udp_counters = Vec::new();
     for socket in listeners.udp {
-        let socket = tokio::net::UdpSocket::from_std(socket).map_err(StartupError::Runtime)?;
         let counters = Arc::new(metrics::counters::UdpCounters::default());
         let address = socket.local_addr().map_err(StartupError::Runtime)?;
         udp_counters.push((address.to_string(), Arc::clone(&counters)));
-        serving.spawn(udp::serve(
-            socket,
-            Arc::clone(&limits),
-            counters,
-            controller.subscribe(),
-            controller.guard(),
-        ));
+        udp.push(UdpEndpoint { socket, counters });
     }
     // Last, so that nothing can fail once connections are being accepted.
     let worker_count = Workers::count_for(service.config.server.workers);
-    let mut workers = Workers::start(worker_count, listeners.tcp, &limits, &controller)
+    let mut workers = Workers::start(worker_count, listeners.tcp, udp, &limits, &controller)
         .map_err(StartupError::Runtime)?;
     let metrics_address = match listeners.metrics {
         Some(listener) => {
@@ -290,7 +282,6 @@ async fn run(
     controller.notify();
     // Once every worker has closed its copies, the listening sockets close.
     workers.stopped_accepting().await;
-    while serving.join_next().await.is_some() {}
     let grace = service.config.server.shutdown_grace;
     info!(open_connections = limits.open_connections(), shutdown_grace = %grace,
         "stopping: no longer accepting connections");

@@ -19,8 +19,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::server::config::ServerConfig;
-use crate::server::event_loop::WARNING_INTERVAL;
-use crate::server::throttle::Throttle;
+use crate::server::throttle::{Throttle, WARNING_INTERVAL};
 
 #[derive(Debug)]
 pub(crate) struct Limits {

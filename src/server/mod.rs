@@ -11,9 +11,9 @@
 //! ```text
 //! launch ─┬─> config ─> (shared) address, duration
 //!         ├─> listeners ─> activation
-//!         ├─> workers ─┬─> event_loop ─> mailbox, limits, metrics::counters, proxy_header, shutdown, throttle
-//!         │            └─> mailbox
-//!         ├─> udp ─> limits, metrics::counters, shutdown, throttle
+//!         ├─> workers ─┬─> event_loop ─> mailbox, limits, metrics::counters, proxy_header, shutdown, throttle, udp
+//!         │            └─> mailbox, udp
+//!         ├─> udp ─> limits, metrics::counters, throttle
 //!         ├─> metrics ─> limits, throttle (the /metrics endpoint; its `counters` use nothing)
 //!         ├─> limits ─> config
 //!         ├─> logging, notify, signals, shutdown, daemon (Unix only)

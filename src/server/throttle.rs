@@ -6,6 +6,10 @@
 
 use std::time::{Duration, Instant};
 
+/// How often the echo path's warnings (refusals, accept errors, PROXY
+/// protocol failures, UDP drops) may each log a line.
+pub(crate) const WARNING_INTERVAL: Duration = Duration::from_secs(10);
+
 #[derive(Debug)]
 pub(crate) struct Throttle {
     interval: Duration,

@@ -1,5 +1,6 @@
-//! The threads that serve TCP: each runs its own event loop (`event_loop`), and
-//! every one of them accepts from every listening socket.
+//! The threads that serve the echo: each runs its own event loop
+//! (`event_loop`), every one of them accepts from every listening socket,
+//! and each UDP socket is served by one of them (spread in turn).
 //!
 //! Why threads with loops of their own rather than tokio's multi-threaded
 //! runtime: fairness, and cost. Its scheduler keeps at most 256 runnable
@@ -17,7 +18,7 @@
 //! again). A busy worker comes late to that race, so new connections go to
 //! the idle ones.
 //!
-//! The control side (signals, reloads, the service manager, UDP) stays on
+//! The control side (signals, reloads, the service manager) stays on
 //! the main thread's runtime and reaches a worker through its mailbox: a
 //! channel of commands and a waker that interrupts the worker's wait. The
 //! stop signal and reloads are forwarded by a small task per worker, so
@@ -36,8 +37,9 @@ use crate::server::listeners::TcpEndpoint;
 use crate::server::mailbox::{self, Command, Mailbox};
 use crate::server::metrics::counters::WorkerCounters;
 use crate::server::shutdown::{Shutdown, ShutdownController};
+use crate::server::udp::UdpEndpoint;
 
-/// The TCP worker threads.
+/// The worker threads.
 pub(crate) struct Workers {
     threads: Vec<WorkerThread>,
 }
@@ -62,17 +64,22 @@ impl Workers {
         }
     }
 
-    /// Starts `count` workers serving `listeners` until `controller` sends
-    /// the stop signal. Must be called on the control runtime, which
-    /// carries the stop signal and reloads to the workers.
+    /// Starts `count` workers serving `listeners` and `udp` until
+    /// `controller` sends the stop signal. Must be called on the control
+    /// runtime, which carries the stop signal and reloads to the workers.
     pub(crate) fn start(
         count: usize,
         listeners: Vec<TcpEndpoint>,
+        udp: Vec<UdpEndpoint>,
         limits: &Arc<Limits>,
         controller: &ShutdownController,
     ) -> io::Result<Workers> {
         let mut threads = Vec::with_capacity(count);
-        for index in 1..=count {
+        let mut udp_by_worker: Vec<Vec<UdpEndpoint>> = (0..count).map(|_| Vec::new()).collect();
+        for (index, endpoint) in udp.into_iter().enumerate() {
+            udp_by_worker[index % count].push(endpoint);
+        }
+        for (index, udp) in (1..=count).zip(udp_by_worker) {
             let poll = mio::Poll::new()?;
             let (mailbox, inbox) = mailbox::open(&poll)?;
             let counters = Arc::new(WorkerCounters::default());
@@ -87,6 +94,7 @@ impl Workers {
                         })
                     })
                     .collect::<io::Result<_>>()?,
+                udp,
                 Arc::clone(limits),
                 controller.guard(),
                 inbox,

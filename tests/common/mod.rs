@@ -322,6 +322,20 @@ pub fn udp_client() -> std::net::UdpSocket {
     socket
 }
 
+/// Counts the answers that come to `socket` until none has come for half a
+/// second (for sources the server answers only in part).
+pub fn count_udp_answers_until_quiet(socket: &std::net::UdpSocket) -> u64 {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut answered = 0;
+    let mut buf = [0u8; 16];
+    while socket.recv(&mut buf).is_ok() {
+        answered += 1;
+    }
+    answered
+}
+
 /// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed | 1;

@@ -1,0 +1,308 @@
+//! Datagrams in and out by the batch: `recvmmsg` and `sendmmsg` on Linux,
+//! one at a time elsewhere.
+//!
+//! Why batches: a UDP echo makes two system calls per datagram, and with
+//! many sources sending at once those calls are most of its cost. One
+//! `recvmmsg` takes every datagram waiting (up to `SLOTS`), and one
+//! `sendmmsg` answers them all. With a single source a batch is one datagram
+//! and costs what `recvfrom` and `sendto` do. The calls are made with
+//! `syscall` itself, for the reason `shared::socket_calls` gives: glibc's
+//! wrappers are cancellation points, which cost something on every call in
+//! a threaded process.
+//!
+//! Memory: every slot can hold a datagram of the protocol's maximum, so a
+//! batch reserves `SLOTS` × 64 KiB (2 MiB) of address space. The allocation
+//! is zeroed by the kernel page by page as it is first touched, so it takes
+//! only as much memory as the largest datagrams received have filled: about
+//! 128 KiB for small ones, 2 MiB at most.
+
+use std::io;
+use std::net::SocketAddr;
+
+use mio::net::UdpSocket;
+
+use crate::shared::protocol::MAX_DATAGRAM;
+
+/// What one call to send moved.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Delivered {
+    pub(crate) datagrams: u64,
+    pub(crate) bytes: u64,
+}
+
+#[cfg(target_os = "linux")]
+pub(crate) use linux::Batch;
+#[cfg(not(target_os = "linux"))]
+pub(crate) use portable::Batch;
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::mem::{size_of, zeroed};
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+    use std::os::fd::AsRawFd;
+    use std::ptr;
+
+    use super::*;
+
+    /// Datagrams read in one call, and so answered in one.
+    const SLOTS: usize = 32;
+
+    const NAME_SIZE: libc::socklen_t = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+
+    /// The datagrams of one `recvmmsg`, and the replies to them still to be
+    /// sent. The message headers point into the buffers and address slots,
+    /// which are boxed so that they stay where they are when the batch moves.
+    pub(crate) struct Batch {
+        buffers: Box<[u8]>,
+        names: Box<[libc::sockaddr_storage; SLOTS]>,
+        received: Box<[libc::mmsghdr; SLOTS]>,
+        received_data: Box<[libc::iovec; SLOTS]>,
+        replies: Box<[libc::mmsghdr; SLOTS]>,
+        reply_data: Box<[libc::iovec; SLOTS]>,
+        /// How many datagrams the last receive brought.
+        count: usize,
+        /// Replies `sent..queued` are still to be sent.
+        queued: usize,
+        sent: usize,
+    }
+
+    // SAFETY: the raw pointers in the headers point only into the batch's
+    // own boxes, which move with it; nothing is shared with another thread.
+    unsafe impl Send for Batch {}
+
+    impl Batch {
+        pub(crate) fn new() -> Batch {
+            // SAFETY: all-zero is a valid value of these plain C structs.
+            let zeroed_headers = || Box::new(unsafe { zeroed::<[libc::mmsghdr; SLOTS]>() });
+            let no_data = || {
+                Box::new(
+                    [libc::iovec {
+                        iov_base: ptr::null_mut(),
+                        iov_len: 0,
+                    }; SLOTS],
+                )
+            };
+            let mut batch = Batch {
+                buffers: vec![0; SLOTS * MAX_DATAGRAM].into_boxed_slice(),
+                // SAFETY: as above.
+                names: Box::new(unsafe { zeroed() }),
+                received: zeroed_headers(),
+                received_data: no_data(),
+                replies: zeroed_headers(),
+                reply_data: no_data(),
+                count: 0,
+                queued: 0,
+                sent: 0,
+            };
+            for slot in 0..SLOTS {
+                batch.received_data[slot] = libc::iovec {
+                    iov_base: batch.buffers[slot * MAX_DATAGRAM..].as_mut_ptr().cast(),
+                    iov_len: MAX_DATAGRAM,
+                };
+                let header = &mut batch.received[slot].msg_hdr;
+                header.msg_name = ptr::from_mut(&mut batch.names[slot]).cast();
+                header.msg_namelen = NAME_SIZE;
+                header.msg_iov = &mut batch.received_data[slot];
+                header.msg_iovlen = 1;
+                let reply = &mut batch.replies[slot].msg_hdr;
+                reply.msg_iov = &mut batch.reply_data[slot];
+                reply.msg_iovlen = 1;
+            }
+            batch
+        }
+
+        /// The most datagrams one receive can bring.
+        pub(crate) fn capacity(&self) -> usize {
+            SLOTS
+        }
+
+        /// Reads the datagrams waiting, up to `capacity`; WouldBlock if
+        /// there are none. The replies of the batch before must all be sent.
+        pub(crate) fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+            debug_assert!(!self.has_pending());
+            for header in &mut self.received[..self.count] {
+                header.msg_hdr.msg_namelen = NAME_SIZE;
+            }
+            self.count = 0;
+            self.queued = 0;
+            self.sent = 0;
+            let received = socket.try_io(|| {
+                // SAFETY: the headers point at SLOTS buffers of MAX_DATAGRAM
+                // bytes and address slots of NAME_SIZE, all owned by self.
+                let result = unsafe {
+                    libc::syscall(
+                        libc::SYS_recvmmsg,
+                        socket.as_raw_fd(),
+                        self.received.as_mut_ptr(),
+                        SLOTS as libc::c_uint,
+                        libc::MSG_DONTWAIT,
+                        ptr::null_mut::<libc::timespec>(),
+                    )
+                };
+                usize::try_from(result).map_err(|_| io::Error::last_os_error())
+            })?;
+            self.count = received;
+            Ok(received)
+        }
+
+        /// The sender of datagram `slot` of the last receive.
+        pub(crate) fn peer(&self, slot: usize) -> Option<SocketAddr> {
+            socket_address(&self.names[slot], self.received[slot].msg_hdr.msg_namelen)
+        }
+
+        /// How many bytes datagram `slot` carried.
+        pub(crate) fn len(&self, slot: usize) -> usize {
+            self.received[slot].msg_len as usize
+        }
+
+        /// Answers datagram `slot` with its own bytes, at the next send.
+        pub(crate) fn queue_reply(&mut self, slot: usize) {
+            let reply = self.queued;
+            self.reply_data[reply] = self.received_data[slot];
+            self.reply_data[reply].iov_len = self.len(slot);
+            let header = &mut self.replies[reply].msg_hdr;
+            header.msg_name = self.received[slot].msg_hdr.msg_name;
+            header.msg_namelen = self.received[slot].msg_hdr.msg_namelen;
+            self.queued += 1;
+        }
+
+        /// Whether replies wait to be sent.
+        pub(crate) fn has_pending(&self) -> bool {
+            self.sent < self.queued
+        }
+
+        /// Sends the waiting replies, as many as the socket takes in one
+        /// call. An error concerns the first of them.
+        pub(crate) fn send_pending(&mut self, socket: &UdpSocket) -> io::Result<Delivered> {
+            let waiting = &mut self.replies[self.sent..self.queued];
+            let sent = socket.try_io(|| {
+                // SAFETY: each header points at a received datagram's bytes
+                // and its sender's address, all owned by self.
+                let result = unsafe {
+                    libc::syscall(
+                        libc::SYS_sendmmsg,
+                        socket.as_raw_fd(),
+                        waiting.as_mut_ptr(),
+                        waiting.len() as libc::c_uint,
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    )
+                };
+                usize::try_from(result).map_err(|_| io::Error::last_os_error())
+            })?;
+            let bytes = self.reply_data[self.sent..self.sent + sent]
+                .iter()
+                .map(|data| data.iov_len as u64)
+                .sum();
+            self.sent += sent;
+            Ok(Delivered {
+                datagrams: sent as u64,
+                bytes,
+            })
+        }
+
+        /// Gives up the first waiting reply (its send failed), and says
+        /// whom it was for.
+        pub(crate) fn drop_first_pending(&mut self) -> Option<SocketAddr> {
+            let header = &self.replies[self.sent].msg_hdr;
+            // SAFETY: msg_name points into self.names, a sockaddr_storage.
+            let name = unsafe { &*header.msg_name.cast::<libc::sockaddr_storage>() };
+            let peer = socket_address(name, header.msg_namelen);
+            self.sent += 1;
+            peer
+        }
+    }
+
+    /// The address the kernel wrote into `name`, if it is an IP one.
+    fn socket_address(
+        name: &libc::sockaddr_storage,
+        length: libc::socklen_t,
+    ) -> Option<SocketAddr> {
+        let length = length as usize;
+        match libc::c_int::from(name.ss_family) {
+            libc::AF_INET if length >= size_of::<libc::sockaddr_in>() => {
+                // SAFETY: the family says the storage holds a sockaddr_in.
+                let v4 = unsafe { &*ptr::from_ref(name).cast::<libc::sockaddr_in>() };
+                Some(SocketAddr::V4(SocketAddrV4::new(
+                    Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr)),
+                    u16::from_be(v4.sin_port),
+                )))
+            }
+            libc::AF_INET6 if length >= size_of::<libc::sockaddr_in6>() => {
+                // SAFETY: the family says the storage holds a sockaddr_in6.
+                let v6 = unsafe { &*ptr::from_ref(name).cast::<libc::sockaddr_in6>() };
+                Some(SocketAddr::V6(SocketAddrV6::new(
+                    Ipv6Addr::from(v6.sin6_addr.s6_addr),
+                    u16::from_be(v6.sin6_port),
+                    v6.sin6_flowinfo,
+                    v6.sin6_scope_id,
+                )))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// One datagram at a time, with the same interface.
+#[cfg(not(target_os = "linux"))]
+mod portable {
+    use super::*;
+
+    pub(crate) struct Batch {
+        buffer: Box<[u8]>,
+        peer: Option<SocketAddr>,
+        len: usize,
+        pending: bool,
+    }
+
+    impl Batch {
+        pub(crate) fn new() -> Batch {
+            Batch {
+                buffer: vec![0; MAX_DATAGRAM].into_boxed_slice(),
+                peer: None,
+                len: 0,
+                pending: false,
+            }
+        }
+
+        pub(crate) fn capacity(&self) -> usize {
+            1
+        }
+
+        pub(crate) fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+            let (len, peer) = socket.recv_from(&mut self.buffer)?;
+            (self.len, self.peer) = (len, Some(peer));
+            Ok(1)
+        }
+
+        pub(crate) fn peer(&self, _slot: usize) -> Option<SocketAddr> {
+            self.peer
+        }
+
+        pub(crate) fn len(&self, _slot: usize) -> usize {
+            self.len
+        }
+
+        pub(crate) fn queue_reply(&mut self, _slot: usize) {
+            self.pending = true;
+        }
+
+        pub(crate) fn has_pending(&self) -> bool {
+            self.pending
+        }
+
+        pub(crate) fn send_pending(&mut self, socket: &UdpSocket) -> io::Result<Delivered> {
+            let peer = self.peer.expect("a reply has a datagram to answer");
+            let sent = socket.send_to(&self.buffer[..self.len], peer)?;
+            self.pending = false;
+            Ok(Delivered {
+                datagrams: 1,
+                bytes: sent as u64,
+            })
+        }
+
+        pub(crate) fn drop_first_pending(&mut self) -> Option<SocketAddr> {
+            self.pending = false;
+            self.peer
+        }
+    }
+}
