@@ -21,9 +21,11 @@ server pinned to CPU 0 and the load on CPU 1:
            recvmmsg/sendmmsg C loop: echoes/s, latency, lost datagrams and
            the server's CPU per datagram, with ratios against the plain loop
   churn    at 1, 50 and 500 concurrent clients, each connecting, echoing
-           64 bytes and closing, again and again, against echo-server and
-           the C epoll server: connections/s and the server's CPU per
-           connection, with ratios against C
+           64 bytes and closing, again and again, against echo-server, the
+           C epoll server and echo-server on a PROXY protocol listener (each
+           connection opening with a v2 header): connections/s and the
+           server's CPU per connection, with ratios against C, and the
+           PROXY protocol's cost against the plain listener
   idle     each server's memory per idle connection, at 10,000 connections
   client   echo-client bench against the C load generator, both driving
            echo-server

@@ -7,6 +7,7 @@ from bench_runs import (
     LOAD_CPU,
     ONE_WORKER,
     PRODUCT,
+    PROXIED,
     REFERENCE,
     SERVER_CPU,
     BenchError,
@@ -303,15 +304,18 @@ def render_text(report):
         lines += ["", f"churn: each client connects, echoes {CHURN_SIZE} B, closes and connects "
                       "again; time: connect to echo;",
                   "vs C: median of each round's ratio to the C epoll server's run",
-                  f"{'clients':>7} {'server':<14}{'conns/s':>10}{'p50 µs':>9}{'p99 µs':>9}"
+                  f"{'clients':>7} {'server':<22}{'conns/s':>10}{'p50 µs':>9}{'p99 µs':>9}"
                   f"{'CPU ns/conn':>13}{'rate vs C':>11}{'CPU vs C':>10}"]
         for label, row in labelled_by_cell(report["churn"]):
             lines.append(
                 (f"{row['connections']:>7} " if label.strip() else " " * 8)
-                + f"{row['server']:<14}{row['requests_per_s']:>10,.0f}{row['p50_us']:>9.1f}"
+                + f"{row['server']:<22}{row['requests_per_s']:>10,.0f}{row['p50_us']:>9.1f}"
                 f"{row['p99_us']:>9.1f}{row['cpu_ns_per_echo']:>13,.0f}"
                 f"{row['rate_vs_reference']['median']:>11.2f}"
                 f"{row['cpu_vs_reference']['median']:>10.2f}")
+        if report["proxy_protocol_cost"]:
+            lines.append(f"PROXY protocol cost: {PROXIED}'s CPU per connection against "
+                         f"{PRODUCT}'s, " + describe_pooled(report["proxy_protocol_cost"]))
     if report["targets"]:
         lines += ["", "targets"]
         for target in report["targets"]:

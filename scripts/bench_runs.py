@@ -27,6 +27,9 @@ PRODUCT = "echo-server"
 ONE_WORKER = f"{PRODUCT}, 1 worker"
 METRICS_OFF = f"{PRODUCT}, metrics off"
 METRICS_ON = f"{PRODUCT}, metrics on"
+# echo-server in the churn part with a listener that takes the PROXY
+# protocol, every connection opening with a v2 header (the generator's -P).
+PROXIED = f"{PRODUCT}, PROXY v2"
 # How often the metrics part scrapes the server with metrics on: more often
 # than any Prometheus would, so that the scrapes' own cost shows.
 SCRAPE_INTERVAL_S = 0.5
@@ -52,8 +55,11 @@ class BenchError(Exception):
 class Server:
     """An echo server under test, pinned to `cpus` (SERVER_CPU unless told)."""
 
-    def __init__(self, name, argv, address_pattern, workdir, cpus=SERVER_CPU):
+    def __init__(self, name, argv, address_pattern, workdir, cpus=SERVER_CPU,
+                 generator_flags=()):
         self.name = name
+        # What the load generator must add to speak to it.
+        self.generator_flags = list(generator_flags)
         self.cpus = cpus
         self.argv = argv
         self.address_pattern = re.compile(address_pattern)
@@ -141,7 +147,7 @@ def generator_run(args, server, mode, connections, size):
     host, port = server.address
     command = [
         "taskset", "--cpu-list", LOAD_CPU, args.generator, "-m", mode,
-        "-w", str(args.warmup), "-p", str(server.pid),
+        "-w", str(args.warmup), "-p", str(server.pid), *server.generator_flags,
         host, str(port), str(connections), str(args.duration), str(size),
     ]
     run = run_json(command, f"the load generator against {server.name}",
@@ -658,17 +664,47 @@ def bench_udp(args, workdir):
         lambda server, cell: generator_run(args, server, "udp", *cell), C_UDP_PLAIN, "udp")
 
 
+def proxied_config(config_path, workdir):
+    """A copy of the shipped configuration listening on one loopback port
+    with `proxy_protocol = true`, in place of host and port."""
+    return edited_config(config_path, workdir, "proxied.toml", [
+        (r'^host = "127\.0\.0\.1"$',
+         'listen = [{ address = "127.0.0.1:0", proxy_protocol = true }]',
+         "the churn part replaces with a PROXY protocol listener"),
+        (r"^port = \d+$", "", "the churn part drops for the listener"),
+    ])
+
+
 def bench_churn(args, kinds, workdir):
     """Connection churn: each client opens a connection, echoes CHURN_SIZE
     bytes, closes and opens the next, at each client count, against the C
-    epoll server and echo-server (as shipped): connections per second and
-    the server's CPU per connection."""
+    epoll server, echo-server (as shipped) and echo-server on a PROXY
+    protocol listener (each connection opening with a v2 header):
+    connections per second and the server's CPU per connection. Churn is
+    where the PROXY protocol costs most: one header per connection."""
     servers = [Server(name, argv, pattern, workdir) for name, argv, pattern in kinds
                if name in (REFERENCE, PRODUCT)]
+    _, _, product_pattern = next(kind for kind in kinds if kind[0] == PRODUCT)
+    servers.append(Server(
+        PROXIED, [args.echo_server, "--config", proxied_config(args.config, workdir)],
+        product_pattern, workdir, generator_flags=["-P"]))
     cells = [(clients, CHURN_SIZE) for clients in args.connections]
     return compare_in_rounds(
         args, servers, cells,
         lambda server, cell: generator_run(args, server, "churn", *cell), REFERENCE, "churn")
+
+
+def proxy_protocol_cost(churn):
+    """echo-server's CPU per connection on the PROXY protocol listener
+    against its plain one's, round by round in each churn cell, pooled."""
+    rows = {(row["server"], row["connections"]): row for row in churn}
+    ratios = []
+    for (server, clients), row in rows.items():
+        if server == PROXIED:
+            plain = rows[(PRODUCT, clients)]
+            ratios += paired_ratio([run["cpu_ns_per_echo"] for run in row["rounds"]],
+                                   [run["cpu_ns_per_echo"] for run in plain["rounds"]])["rounds"]
+    return pooled_ratio(ratios) if ratios else None
 
 
 def raise_fd_limit(wanted):

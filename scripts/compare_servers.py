@@ -31,7 +31,9 @@ other, on loopback, so the server's cost is measured alone:
   datagrams counted. Rounds and paired ratios as in cells.
 * churn: connect, one 64-byte echo, close, again, at several client counts
   (-m churn), against the C epoll server: connections per second and the
-  server's CPU per connection. Rounds and paired ratios as in cells.
+  server's CPU per connection. Rounds and paired ratios as in cells. Also
+  echo-server on a PROXY protocol listener (-m churn -P): what the header
+  costs per connection, against the plain listener.
 * metrics (on request only): echo-server with its Prometheus metrics off
   and on (and scraped), paired the same way: the server's CPU per round
   trip, on against off (target: within 2%).
@@ -67,6 +69,7 @@ from bench_runs import (
     BenchError,
     bench_cells,
     bench_churn,
+    proxy_protocol_cost,
     bench_idle,
     bench_metrics,
     bench_noise,
@@ -173,6 +176,7 @@ def main():
         "metrics": metrics,
         "udp": udp,
         "churn": churn,
+        "proxy_protocol_cost": proxy_protocol_cost(churn),
     }
     report["targets"] = (check_targets(report["cells"], idle, report["client_overall"], metrics)
                          + udp_and_churn_targets(udp, churn))

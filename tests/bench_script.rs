@@ -177,8 +177,8 @@ fn a_short_run_reports_every_server_cell_and_target() {
         }
     }
     let churn = report["churn"].as_array().unwrap();
-    assert_eq!(churn.len(), 2 * 2, "{churn:#?}");
-    for server in ["C epoll", "echo-server"] {
+    assert_eq!(churn.len(), 3 * 2, "{churn:#?}");
+    for server in ["C epoll", "echo-server", "echo-server, PROXY v2"] {
         for clients in [1, 3] {
             let row = churn
                 .iter()
@@ -191,6 +191,12 @@ fn a_short_run_reports_every_server_cell_and_target() {
             assert_eq!(row["lost"], 0, "TCP loses nothing: {row:#?}");
         }
     }
+    let cost = &report["proxy_protocol_cost"];
+    assert_eq!(
+        cost["round_count"], 2,
+        "the proxied listener against the plain one, every round of every churn cell: {cost:#?}"
+    );
+    assert!(cost["median"].as_f64().unwrap() > 0.0, "{cost:#?}");
     let targets = report["targets"].as_array().unwrap();
     assert_eq!(targets.len(), 5 + 3, "{targets:#?}");
     for wanted in [

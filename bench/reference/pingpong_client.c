@@ -18,6 +18,10 @@
  *          connection comes from the next of 65,536 loopback addresses when
  *          the server is on loopback, so TIME_WAIT never runs out of ports.
  *
+ * With -P (tcp and churn), every connection begins with a PROXY protocol v2
+ * header, as a load balancer's would, for a server listening with
+ * proxy_protocol; the header is not echoed and not timed.
+ *
  * Every echo is verified with memcmp (as echo-client does, so the two do
  * the same work) and timed.
  *
@@ -31,7 +35,7 @@
  * three significant digits, so that runs can be merged: one run's p99 is at
  * the mercy of a stall of the machine, many runs' is not.
  *
- * Usage: pingpong_client [-m tcp|udp|churn] [-w WARMUP_SECONDS] [-p SERVER_PID]
+ * Usage: pingpong_client [-m tcp|udp|churn] [-w WARMUP_SECONDS] [-p SERVER_PID] [-P]
  *                        HOST PORT CONNECTIONS SECONDS SIZE
  * Prints one JSON object; exits 1 if an echo did not match, 2 on an error,
  * 64 on bad usage.
@@ -58,6 +62,13 @@
 /* How often, at most, the UDP flows are swept for lost datagrams. */
 #define SWEEP_INTERVAL_MS 10
 #define SEQUENCE_BYTES 8
+/* A PROXY protocol v2 header for TCP over IPv4: signature, version and
+ * command (PROXY), family (TCP4), 12 address bytes: 198.18.0.1:40000 to
+ * 198.18.0.2:7 (addresses reserved for benchmarks). */
+static const unsigned char PROXY_V2_HEADER[28] = {
+    0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a,
+    0x21, 0x11, 0x00, 0x0c, 198, 18, 0, 1, 198, 18, 0, 2, 0x9c, 0x40, 0x00, 0x07,
+};
 
 enum mode { TCP, UDP, CHURN };
 
@@ -158,6 +169,9 @@ struct run {
     int loopback;        /* the server is on 127.0.0.0/8: spread the sources */
     size_t size;
     char *message;       /* udp: its first SEQUENCE_BYTES are the sequence of the datagram sent */
+    char *opening;       /* churn: what a connection sends first: the -P header, then message */
+    size_t opening_len;
+    int proxy_header;    /* -P */
     int ep;
     int measuring;
     struct samples latencies;
@@ -167,7 +181,7 @@ struct run {
 
 static void usage(const char *program) {
     fprintf(stderr,
-            "usage: %s [-m tcp|udp|churn] [-w WARMUP_SECONDS] [-p SERVER_PID] "
+            "usage: %s [-m tcp|udp|churn] [-w WARMUP_SECONDS] [-p SERVER_PID] [-P] "
             "HOST PORT CONNECTIONS SECONDS SIZE\n",
             program);
     exit(64);
@@ -201,15 +215,20 @@ static void tcp_send(struct run *r, struct conn *c) {
     if (write(c->fd, r->message, r->size) != (ssize_t)r->size) die("write");
 }
 
-static void tcp_readable(struct run *r, struct conn *c, uint64_t clock) {
+/* Reads what has come of c's echo; true once all of it is there. */
+static int read_echo(struct run *r, struct conn *c) {
     ssize_t got = read(c->fd, c->buf + c->received, r->size - c->received);
     if (got <= 0) {
-        if (got < 0 && errno == EAGAIN) return;
+        if (got < 0 && errno == EAGAIN) return 0;
         if (got == 0) errno = ECONNRESET;
         die("read");
     }
     c->received += (size_t)got;
-    if (c->received < r->size) return;
+    return c->received == r->size;
+}
+
+static void tcp_readable(struct run *r, struct conn *c, uint64_t clock) {
+    if (!read_echo(r, c)) return;
     echoed(r, c, clock);
     c->received = 0;
     tcp_send(r, c);
@@ -277,7 +296,7 @@ static void churn_open(struct run *r, struct conn *c) {
         errno != EINPROGRESS)
         die("connect");
     /* On loopback the handshake is usually done by now: save a wake-up. */
-    if (write(c->fd, r->message, r->size) == (ssize_t)r->size) {
+    if (write(c->fd, r->opening, r->opening_len) == (ssize_t)r->opening_len) {
         c->connecting = 0;
         watch(r, c, EPOLLIN, EPOLL_CTL_ADD);
     } else if (errno == EAGAIN || errno == ENOTCONN) {
@@ -290,19 +309,12 @@ static void churn_open(struct run *r, struct conn *c) {
 
 static void churn_event(struct run *r, struct conn *c, uint64_t clock) {
     if (c->connecting) {
-        if (write(c->fd, r->message, r->size) != (ssize_t)r->size) die("write");
+        if (write(c->fd, r->opening, r->opening_len) != (ssize_t)r->opening_len) die("write");
         c->connecting = 0;
         watch(r, c, EPOLLIN, EPOLL_CTL_MOD);
         return;
     }
-    ssize_t got = read(c->fd, c->buf + c->received, r->size - c->received);
-    if (got <= 0) {
-        if (got < 0 && errno == EAGAIN) return;
-        if (got == 0) errno = ECONNRESET;
-        die("read");
-    }
-    c->received += (size_t)got;
-    if (c->received < r->size) return;
+    if (!read_echo(r, c)) return;
     echoed(r, c, clock);
     close(c->fd); /* also removes it from the epoll set */
     churn_open(r, c);
@@ -321,6 +333,9 @@ static void start(struct run *r, struct conn *c, int i) {
     if (connect(c->fd, (struct sockaddr *)&r->server, sizeof r->server) < 0) die("connect");
     int one = 1;
     if (r->mode == TCP) setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (r->mode == TCP && r->proxy_header &&
+        write(c->fd, PROXY_V2_HEADER, sizeof PROXY_V2_HEADER) != sizeof PROXY_V2_HEADER)
+        die("write");
     watch(r, c, EPOLLIN, EPOLL_CTL_ADD);
 }
 
@@ -328,7 +343,7 @@ int main(int argc, char **argv) {
     struct run r = {.mode = TCP};
     double warmup = 0;
     int server_pid = 0, opt;
-    while ((opt = getopt(argc, argv, "m:w:p:")) != -1) {
+    while ((opt = getopt(argc, argv, "m:w:p:P")) != -1) {
         switch (opt) {
         case 'm':
             if (strcmp(optarg, "tcp") == 0) r.mode = TCP;
@@ -338,6 +353,7 @@ int main(int argc, char **argv) {
             break;
         case 'w': warmup = atof(optarg); break;
         case 'p': server_pid = atoi(optarg); break;
+        case 'P': r.proxy_header = 1; break;
         default: usage(argv[0]);
         }
     }
@@ -356,15 +372,23 @@ int main(int argc, char **argv) {
         fprintf(stderr, "CONNECTIONS, SECONDS and SIZE must be positive\n");
         return 64;
     }
+    if (r.mode == UDP && r.proxy_header) {
+        fprintf(stderr, "-P is for TCP connections (tcp and churn)\n");
+        return 64;
+    }
     if (r.mode == UDP && (r.size < SEQUENCE_BYTES || r.size > 65507 || nconns > 65535)) {
         fprintf(stderr, "UDP needs a SIZE from %d to 65507 and at most 65535 flows\n",
                 SEQUENCE_BYTES);
         return 64;
     }
 
-    r.message = malloc(r.size);
+    size_t header_len = r.proxy_header ? sizeof PROXY_V2_HEADER : 0;
+    r.opening_len = header_len + r.size;
+    r.opening = malloc(r.opening_len);
     struct conn *conns = calloc((size_t)nconns, sizeof *conns);
-    if (!r.message || !conns) die("malloc");
+    if (!r.opening || !conns) die("malloc");
+    memcpy(r.opening, PROXY_V2_HEADER, header_len);
+    r.message = r.opening + header_len;
     for (size_t i = 0; i < r.size; i++) r.message[i] = (char)(i * 131 + 7);
 
     r.ep = epoll_create1(0);
