@@ -297,7 +297,7 @@ impl EventLoop {
     fn serve_udp(&mut self, index: usize, ready: Readiness, now: Instant) {
         // None: closed earlier in this wake-up.
         if let Some(service) = &mut self.udp[index]
-            && service.serve(ready, &self.limits, now)
+            && service.serve(ready, &self.limits, self.poll.registry(), now)
         {
             self.udp_unfinished.push(index);
         }

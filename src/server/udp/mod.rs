@@ -18,7 +18,10 @@
 //! reads, and the rate limit keeps one source from taking a batch's worth
 //! of every turn. A reply the kernel will not take yet is kept, with the
 //! rest of its batch, and nothing more is read until it is sent: the same
-//! back-pressure as TCP's, and at most one batch held.
+//! back-pressure as TCP's, and at most one batch held. Only then does the
+//! socket ask to hear of room to write: a UDP socket reports it after every
+//! datagram it sends (whenever a send's buffer is freed), which would wake
+//! the loop once more for every reply.
 
 mod batch;
 pub(crate) mod guard;
@@ -52,6 +55,9 @@ pub(crate) struct UdpEndpoint {
 /// One UDP socket as a worker serves it.
 pub(crate) struct UdpService {
     socket: mio::net::UdpSocket,
+    token: Token,
+    /// Registered for writability too, while replies wait for room.
+    awaiting_room: bool,
     local: Option<SocketAddr>,
     batch: Batch,
     /// Readiness reported and not yet used up.
@@ -73,9 +79,11 @@ impl UdpService {
         endpoint.socket.set_nonblocking(true)?;
         let local = endpoint.socket.local_addr().ok();
         let mut socket = mio::net::UdpSocket::from_std(endpoint.socket);
-        registry.register(&mut socket, token, Interest::READABLE | Interest::WRITABLE)?;
+        registry.register(&mut socket, token, Interest::READABLE)?;
         Ok(UdpService {
             socket,
+            token,
+            awaiting_room: false,
             local,
             batch: Batch::new(),
             readable: false,
@@ -94,11 +102,40 @@ impl UdpService {
 
     /// One turn: sends the replies that wait, then reads and answers up to
     /// `BATCHES_PER_TURN` batches. True if the turn ended with more to read.
-    pub(crate) fn serve(&mut self, ready: Readiness, limits: &Limits, now: Instant) -> bool {
+    pub(crate) fn serve(
+        &mut self,
+        ready: Readiness,
+        limits: &Limits,
+        registry: &Registry,
+        now: Instant,
+    ) -> bool {
         self.readable |= ready.readable || ready.closing;
+        let more = self.take_turn(limits, now);
+        let blocked = self.batch.has_pending();
+        if blocked != self.awaiting_room {
+            let interest = if blocked {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            match registry.reregister(&mut self.socket, self.token, interest) {
+                Ok(()) => self.awaiting_room = blocked,
+                Err(e) => {
+                    if let Some(suppressed) = self.errors.event() {
+                        warn!(listener = ?self.local, error = %e, suppressed, "cannot wait for room to send UDP replies");
+                    }
+                }
+            }
+        }
+        more
+    }
+
+    /// Sends what waits, then reads and answers up to `BATCHES_PER_TURN`
+    /// batches; true if there is more to read.
+    fn take_turn(&mut self, limits: &Limits, now: Instant) -> bool {
         for _ in 0..BATCHES_PER_TURN {
             if !self.send_replies() || !self.readable {
-                // Blocked: the socket's writability wakes it again.
+                // Blocked: room to write wakes it again.
                 return false;
             }
             let received = match self.batch.receive(&self.socket) {
