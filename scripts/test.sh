@@ -9,7 +9,7 @@ usage() {
 Usage: ./scripts/test.sh [--help]
 
 Installs missing test prerequisites (shellcheck, python3, util-linux,
-iproute2, iptables, libnetfilter-queue-dev, socat, systemd's tools,
+iproute2, iptables, gcc, libnetfilter-queue-dev, socat, systemd's tools,
 OpenSSH client and server, PuTTY's tools, sudo, xmllint, zsh, fish,
 HAProxy, Prometheus, node_exporter, Nagios 4, mingw-w64, Wine, rustfmt,
 clippy, the Rust standard library for Windows),
@@ -66,7 +66,8 @@ install_packages() {
         [iptables]=iptables
         [ip6tables]=iptables
         # tests/path_quality.rs: the NFQUEUE holder (tests/support/), built
-        # with gcc at test time; a header, so looked for as a file.
+        # with gcc at test time against this header (looked for as a file).
+        [gcc]=gcc
         [/usr/include/libnetfilter_queue/libnetfilter_queue.h]=libnetfilter-queue-dev
         [socat]=socat
         [haproxy]=haproxy

@@ -202,6 +202,32 @@ fn clean_udp_check(network: &Network, target: &str, probes: u32, interval: &str)
     target
 }
 
+/// Runs of a measurement, at most, until the client could vouch for it.
+const ATTEMPTS: usize = 5;
+
+/// `clean_udp_check`, repeated until the client's own timing error, which
+/// it measures and reports (`path.client_late_ms.max`), stayed below
+/// `HOLDER_SLACK_MS`. On a machine that others share, the client is now
+/// and then held up for longer than the delays injected (once by 800 ms in
+/// these tests); its round trips and jitter then show its own stall, and it
+/// says so (`jitter_reliable`). A figure it cannot vouch for is measured
+/// again rather than judged; no run in `ATTEMPTS` that it can fails.
+fn punctual_udp_check(network: &Network, target: &str, probes: u32, interval: &str) -> Value {
+    let mut lateness = Vec::new();
+    for _ in 0..ATTEMPTS {
+        let report = clean_udp_check(network, target, probes, interval);
+        let late = report["path"]["client_late_ms"]["max"].as_f64().unwrap();
+        if late < HOLDER_SLACK_MS {
+            return report;
+        }
+        lateness.push(late);
+    }
+    panic!(
+        "in {ATTEMPTS} runs the client itself ran up to {lateness:?} ms late, more than the \
+         {HOLDER_SLACK_MS} ms its figures are judged to: this machine is too busy to measure on"
+    )
+}
+
 fn ms(report: &Value, field: &str) -> f64 {
     report["rtt_ms"][field]
         .as_f64()
@@ -240,6 +266,8 @@ fn injected_reordering_is_reported_as_rfc_4737s_ratio() {
 /// The delays the holder adds, in milliseconds, and how far above them
 /// the figures may come out: the holder wakes by `poll`, on a machine
 /// others share, so it may let a datagram go a little late, never early.
+/// The client's own lateness must stay below the slack too
+/// (`punctual_udp_check`).
 const DELAY_MS: u32 = 30;
 const ALTERNATE_MS: u32 = 20;
 const HOLDER_SLACK_MS: f64 = 10.0;
@@ -254,7 +282,7 @@ fn a_fixed_delay_raises_every_round_trip_and_adds_no_jitter() {
     for target in [&v4, &v6] {
         let clean = clean_udp_check(&network, target, 100, "10ms");
         let holder = network.hold_toward_server(Hold::Delay(DELAY_MS));
-        let delayed = clean_udp_check(&network, target, 100, "10ms");
+        let delayed = punctual_udp_check(&network, target, 100, "10ms");
         drop(holder);
         let context = format!("clean: {clean:#}\ndelayed: {delayed:#}");
         let (before, after) = (ms(&clean, "min"), ms(&delayed, "min"));
@@ -288,7 +316,7 @@ fn alternating_delays_are_reported_as_jitter_of_their_difference() {
         // after 120 answers. The probes are 50 ms apart, more than the
         // hold, so none overtakes another.
         let _holder = network.hold_toward_server(Hold::Alternate(ALTERNATE_MS));
-        let report = clean_udp_check(&network, target, 120, "50ms");
+        let report = punctual_udp_check(&network, target, 120, "50ms");
         let held = f64::from(ALTERNATE_MS);
         let jitter = report["path"]["jitter_ms"].as_f64().unwrap();
         // The holder's slack makes single differences larger or smaller;
