@@ -1,9 +1,9 @@
 //! `check --udp` measures a real path: through an emulated network (three
 //! network namespaces and a router, `common::netns`) whose router drops
 //! datagrams at random with iptables' `statistic` match, or hands them to a
-//! holder program through NFQUEUE that delays and reorders them, the loss,
-//! reordering, round trips and jitter the client reports must be what the
-//! router caused, within stated bounds. And through a router that
+//! holder program through NFQUEUE that delays and reorders them, or copies
+//! them (TEE), the loss, reordering, duplicates, round trips and jitter the
+//! client reports must be what the router caused, within stated bounds. And through a router that
 //! translates addresses (MASQUERADE) and clamps the TCP MSS, `check`,
 //! `bench` and `pipe` still prove the path, and `mtu --tcp` shows the MSS.
 //!
@@ -260,6 +260,29 @@ fn injected_reordering_is_reported_as_rfc_4737s_ratio() {
             "{report:#}"
         );
         assert_eq!(path["late"], 0, "{report:#}");
+    }
+}
+
+#[test]
+fn duplicated_datagrams_are_counted_once_and_reported() {
+    let network = Network::build();
+    let _server = network.start_echo_server();
+    let v4 = format!("{SERVER_V4}:7007");
+    let v6 = format!("[{SERVER_V6}]:7007");
+    warm_up(&network, &[&v4, &v6]);
+    // One probe in 4 reaches the server twice and is echoed twice: of 100
+    // probes exactly 25 answers come twice (a count per family, so per
+    // target). Tolerance: none, the copies are counted by the router.
+    network.duplicate_toward_server(4);
+    let run = network.run_client(&[
+        "check", "--udp", &v4, &v6, "-n", "100", "-i", "5ms", "-t", "2s", "--json",
+    ]);
+    let report: Value = serde_json::from_slice(&run.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {} {}", run.stdout(), run.stderr));
+    assert_eq!(run.code, 0, "{report:#}{}", run.stderr);
+    for target in report["targets"].as_array().unwrap() {
+        assert_eq!(target["healthy"], 100, "never counted twice: {target:#}");
+        assert_eq!(target["path"]["duplicated"], 25, "{target:#}");
     }
 }
 

@@ -265,6 +265,44 @@ impl Network {
         }
     }
 
+    /// Copies every `every`-th datagram from the client to the echo port
+    /// (the first, then one in `every`), so the server gets it twice and
+    /// echoes both: iptables' TEE target sends the copy straight to the
+    /// server from the router's mangle table, IPv4 and IPv6, each with its
+    /// own count.
+    pub fn duplicate_toward_server(&self, every: u32) {
+        for (filter, server) in [("iptables", SERVER_V4), ("ip6tables", SERVER_V6)] {
+            self.exec(
+                &self.router,
+                filter,
+                &[
+                    "-t",
+                    "mangle",
+                    "-A",
+                    "PREROUTING",
+                    "-i",
+                    ROUTER_TO_CLIENT,
+                    "-p",
+                    "udp",
+                    "--dport",
+                    ECHO_PORT,
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "nth",
+                    "--every",
+                    &every.to_string(),
+                    "--packet",
+                    "0",
+                    "-j",
+                    "TEE",
+                    "--gateway",
+                    server,
+                ],
+            );
+        }
+    }
+
     /// Makes the router a NAT: what leaves it toward the server has the
     /// router's own address (MASQUERADE, IPv4 and IPv6), and the server
     /// loses its routes to the client's subnet, so an answer reaches the
