@@ -284,6 +284,23 @@ fn duplicated_datagrams_are_counted_once_and_reported() {
         assert_eq!(target["healthy"], 100, "never counted twice: {target:#}");
         assert_eq!(target["path"]["duplicated"], 25, "{target:#}");
     }
+    // bench takes a copy for no wrong echo either, and counts the copies:
+    // one answer in 4, give or take one at either end of the window.
+    for target in [&v4, &v6] {
+        let run = network.run_client(&[
+            "bench", "--udp", target, "-c", "1", "-d", "1s", "--rate", "100", "--json",
+        ]);
+        let report: Value = serde_json::from_slice(&run.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {} {}", run.stdout(), run.stderr));
+        assert_eq!(run.code, 0, "{report:#}{}", run.stderr);
+        assert_eq!(report["errors"]["mismatch"], 0, "{report:#}");
+        let requests = report["requests"].as_f64().unwrap();
+        let copies = report["duplicated"].as_f64().unwrap();
+        assert!(
+            (copies - requests / 4.0).abs() <= 2.0,
+            "{copies} copies of {requests} answers: {report:#}"
+        );
+    }
 }
 
 /// The delays the holder adds, in milliseconds, and how far above them

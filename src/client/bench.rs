@@ -70,6 +70,10 @@ pub(crate) struct BenchReport {
     pub(crate) megabytes_per_s: f64,
     pub(crate) latency_ms: LatencySummary,
     pub(crate) errors: ErrorSummary,
+    /// Over UDP: answers that came a second time, copied on the path, and
+    /// counted once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) duplicated: Option<u64>,
     pub(crate) exit_code: i32,
 }
 
@@ -366,6 +370,9 @@ fn build_report(
             mean: round_to_microseconds(histogram.mean() / 1e6),
         },
         errors,
+        duplicated: options
+            .udp
+            .then(|| counters.duplicated.load(Ordering::Relaxed)),
         exit_code: verdict.exit_code(),
     }
 }
@@ -386,10 +393,14 @@ fn render(report: &BenchReport, histogram: &Histogram<u64>) -> String {
     };
     let latency = &report.latency_ms;
     let errors = &report.errors;
+    let duplicated = match report.duplicated {
+        Some(copies) if copies > 0 => format!(", {copies} answers came twice (counted once)"),
+        _ => String::new(),
+    };
     let mut out = format!(
         "Target:     {} over {}\n\
          Load:       {} connections, {}-byte messages, pipeline {}, {rate}, {:.2} s{warmup}\n\
-         Requests:   {} ({:.1}/s), every echo verified\n\
+         Requests:   {} ({:.1}/s), every echo verified{duplicated}\n\
          Throughput: {:.2} MB/s each way\n\
          Errors:     connect {}, I/O {}, closed {}, timeout {}, mismatch {}\n\n\
          Latency:\n  \

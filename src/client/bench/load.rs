@@ -70,6 +70,8 @@ pub(crate) struct Counters {
     pub(crate) closed: AtomicU64,
     pub(crate) timeouts: AtomicU64,
     pub(crate) mismatches: AtomicU64,
+    /// UDP answers that came again, as the path copied them: not errors.
+    pub(crate) duplicated: AtomicU64,
 }
 
 impl Counters {
@@ -562,6 +564,12 @@ impl Connection {
                 Ok(())
             }
             Answer::Late => Ok(()),
+            Answer::Duplicate => {
+                if (driver.plan.measured_from..driver.plan.deadline).contains(&now) {
+                    driver.counters.duplicated.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            }
             Answer::Wrong => Err(Failure::mismatch("wrong echo")),
         }
     }
