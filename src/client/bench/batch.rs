@@ -69,8 +69,10 @@ impl Outbox {
 /// What a UDP answer turned out to be.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Answer {
-    Expected,
-    Late,
+    /// The first answer to this batch's message with this sequence number.
+    Expected(u64),
+    /// The first answer to an earlier message that was given up on.
+    Late(u64),
     /// Another copy of an answer already taken: the path duplicated a
     /// datagram, the server did not echo wrong.
     Duplicate,
@@ -219,12 +221,12 @@ impl Batch {
         if let Some(position) = self.unanswered.iter().position(|&s| s == sequence) {
             self.unanswered.swap_remove(position);
             self.remember_answered(sequence);
-            return Answer::Expected;
+            return Answer::Expected(sequence);
         }
         if let Some(position) = self.lost.iter().position(|&s| s == sequence) {
             self.lost.remove(position);
             self.remember_answered(sequence);
-            return Answer::Late;
+            return Answer::Late(sequence);
         }
         if self.answered.contains(&sequence) {
             return Answer::Duplicate;
@@ -276,11 +278,11 @@ mod tests {
         let first: Vec<Vec<u8>> = (0..3).map(|i| message(&batch, i)).collect();
         assert_ne!(first[0], first[1]);
         assert_eq!(first[0][16..], first[1][16..], "same block after the stamp");
-        assert_eq!(batch.answer(&first[2]), Answer::Expected);
+        assert_eq!(batch.answer(&first[2]), Answer::Expected((7 << 40) + 2));
         assert_eq!(batch.answer(&first[2]), Answer::Duplicate, "answered twice");
         batch.forget_unanswered();
         batch.stamp();
-        assert_eq!(batch.answer(&first[0]), Answer::Late);
+        assert_eq!(batch.answer(&first[0]), Answer::Late(7 << 40));
         assert_eq!(batch.answer(&first[0]), Answer::Duplicate, "late twice");
     }
 
