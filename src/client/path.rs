@@ -8,7 +8,9 @@
 //! a sequence number and a send time can. `check --udp` runs every UDP check
 //! through here; the probe format leaves room (a version and a kind) for the
 //! later MTU probes and for test tools that hold or reorder probes by their
-//! sequence number.
+//! sequence number. `bench --udp` sends its own messages, but counts late
+//! and reordered answers and the jitter with this module's
+//! [`StreamAccount`], so the two verbs never disagree on what they mean.
 //!
 //! The stream runs on two plain threads, not on the async runtime: the
 //! sender sleeps to each probe's due time with the operating system's
