@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::path::StreamAccount;
 use super::{Failure, MAX_UDP_PAYLOAD, Verdict, judge_echo, print_result, tcp_echo, udp_echo};
 use crate::shared::address::HostPort;
 use crate::shared::exit_code;
@@ -70,8 +71,33 @@ pub(crate) struct BenchReport {
     pub(crate) megabytes_per_s: f64,
     pub(crate) latency_ms: LatencySummary,
     pub(crate) errors: ErrorSummary,
+    /// Over UDP: what the answers tell of the path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) path: Option<BenchPath>,
     pub(crate) exit_code: i32,
 }
+
+/// The path figures of a UDP bench over the measured window, counted as
+/// `check --udp` counts them (`path::StreamAccount`), each socket being
+/// one stream.
+#[derive(Debug, Serialize)]
+pub(crate) struct BenchPath {
+    /// First answers that came after their timeout (also in `timeout`).
+    pub(crate) late: u64,
+    /// Answers that came a second time, copied on the path: counted once.
+    pub(crate) duplicated: u64,
+    /// RFC 4737's reordered answers, within each socket's stream, and
+    /// their ratio to the answers that came, in percent.
+    pub(crate) reordered: u64,
+    pub(crate) reordered_percent: f64,
+    /// The sockets' RFC 3550 jitter, averaged, in milliseconds.
+    pub(crate) jitter_ms: Option<f64>,
+    pub(crate) jitter_method: &'static str,
+}
+
+/// The method of `BenchPath::jitter_ms`, in words for the output.
+const JITTER_METHOD: &str =
+    "RFC 3550 interarrival jitter of the round trips, per socket, averaged over the sockets";
 
 #[derive(Debug, Serialize)]
 pub(crate) struct LatencySummary {
@@ -366,6 +392,18 @@ fn build_report(
             mean: round_to_microseconds(histogram.mean() / 1e6),
         },
         errors,
+        path: options.udp.then(|| {
+            let streams = counters.streams.lock().expect("not poisoned");
+            let account = StreamAccount::combined(&streams);
+            BenchPath {
+                late: account.late,
+                duplicated: counters.duplicated.load(Ordering::Relaxed),
+                reordered: account.reordered,
+                reordered_percent: account.reordered_percent(),
+                jitter_ms: account.jitter_ms(),
+                jitter_method: JITTER_METHOD,
+            }
+        }),
         exit_code: verdict.exit_code(),
     }
 }
@@ -386,12 +424,23 @@ fn render(report: &BenchReport, histogram: &Histogram<u64>) -> String {
     };
     let latency = &report.latency_ms;
     let errors = &report.errors;
+    let path = report.path.as_ref().map_or(String::new(), |path| {
+        let jitter = path
+            .jitter_ms
+            .map_or("no jitter (too few answers)".to_string(), |jitter| {
+                format!("jitter {jitter:.3} ms (RFC 3550, averaged over the sockets)")
+            });
+        format!(
+            "Path:       {} late, {} duplicated, {} reordered ({}%), {jitter}\n",
+            path.late, path.duplicated, path.reordered, path.reordered_percent
+        )
+    });
     let mut out = format!(
         "Target:     {} over {}\n\
          Load:       {} connections, {}-byte messages, pipeline {}, {rate}, {:.2} s{warmup}\n\
          Requests:   {} ({:.1}/s), every echo verified\n\
          Throughput: {:.2} MB/s each way\n\
-         Errors:     connect {}, I/O {}, closed {}, timeout {}, mismatch {}\n\n\
+         Errors:     connect {}, I/O {}, closed {}, timeout {}, mismatch {}\n{path}\n\
          Latency:\n  \
            p50    {:>10.3} ms\n  \
            p90    {:>10.3} ms\n  \

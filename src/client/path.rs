@@ -8,7 +8,9 @@
 //! a sequence number and a send time can. `check --udp` runs every UDP check
 //! through here; the probe format leaves room (a version and a kind) for the
 //! later MTU probes and for test tools that hold or reorder probes by their
-//! sequence number.
+//! sequence number. `bench --udp` sends its own messages, but counts late
+//! and reordered answers and the jitter with this module's
+//! [`StreamAccount`], so the two verbs never disagree on what they mean.
 //!
 //! The stream runs on two plain threads, not on the async runtime: the
 //! sender sleeps to each probe's due time with the operating system's
@@ -355,6 +357,75 @@ pub(crate) struct Lateness {
 /// The method the jitter is computed by, in words for the output.
 pub(crate) const JITTER_METHOD: &str = "RFC 3550 interarrival jitter of the round trips";
 
+/// The running account of one stream's answers, in the order they arrive:
+/// which came late, which were reordered (RFC 4737) and the jitter (RFC
+/// 3550). `check --udp` keeps one per target and `bench --udp` one per
+/// socket, so both count these figures the same way. The caller tells a
+/// first answer from a copy (each knows its own probes).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub(crate) struct StreamAccount {
+    next_expected: u64,
+    /// First answers, in time or late.
+    pub(crate) arrived: u64,
+    pub(crate) late: u64,
+    pub(crate) reordered: u64,
+    previous_rtt_ms: Option<f64>,
+    jitter_ms: Option<f64>,
+}
+
+impl StreamAccount {
+    /// The first answer to probe `sequence`, `rtt_ms` after it left; a late
+    /// one (`in_time` false) counts toward reordering but not the jitter.
+    pub(crate) fn first_answer(&mut self, sequence: u64, rtt_ms: f64, in_time: bool) {
+        self.arrived += 1;
+        // RFC 4737, section 3.3: reordered if it is below the next expected.
+        if sequence < self.next_expected {
+            self.reordered += 1;
+        } else {
+            self.next_expected = sequence + 1;
+        }
+        if !in_time {
+            self.late += 1;
+            return;
+        }
+        // RFC 3550, section 6.4.1: J += (|D| - J) / 16, where D is the
+        // change in transit time between consecutive arrivals.
+        if let Some(previous) = self.previous_rtt_ms {
+            let jitter = self.jitter_ms.unwrap_or(0.0);
+            self.jitter_ms = Some(jitter + ((rtt_ms - previous).abs() - jitter) / 16.0);
+        }
+        self.previous_rtt_ms = Some(rtt_ms);
+    }
+
+    /// RFC 4737's reordered-packet ratio over the answers that came, in
+    /// percent with two decimals.
+    pub(crate) fn reordered_percent(&self) -> f64 {
+        if self.arrived == 0 {
+            return 0.0;
+        }
+        (self.reordered as f64 * 10_000.0 / self.arrived as f64).round() / 100.0
+    }
+
+    /// The jitter in milliseconds, once two answers came in time.
+    pub(crate) fn jitter_ms(&self) -> Option<f64> {
+        self.jitter_ms.map(round_to_microseconds)
+    }
+
+    /// Several streams as one figure: the counts add up, and the jitter is
+    /// the mean of the streams' own (RFC 3550 defines it per stream).
+    pub(crate) fn combined(streams: &[StreamAccount]) -> StreamAccount {
+        let jitters: Vec<f64> = streams.iter().filter_map(|s| s.jitter_ms).collect();
+        StreamAccount {
+            arrived: streams.iter().map(|s| s.arrived).sum(),
+            late: streams.iter().map(|s| s.late).sum(),
+            reordered: streams.iter().map(|s| s.reordered).sum(),
+            jitter_ms: (!jitters.is_empty())
+                .then(|| jitters.iter().sum::<f64>() / jitters.len() as f64),
+            ..StreamAccount::default()
+        }
+    }
+}
+
 fn analyse(recording: &Recording, timeout: Duration) -> PathFigures {
     let sent = &recording.sent;
     let timeout_ns = timeout.as_nanos() as u64;
@@ -365,10 +436,7 @@ fn analyse(recording: &Recording, timeout: Duration) -> PathFigures {
     };
     let details = &mut figures.details;
     let mut seen = vec![false; sent.len()];
-    let mut next_expected = 0u32;
-    let mut arrived = 0u32;
-    let mut previous_rtt_ms: Option<f64> = None;
-    let mut jitter_ms: Option<f64> = None;
+    let mut account = StreamAccount::default();
     for arrival in &recording.arrivals {
         let header = match &arrival.probe {
             Ok(header) => header,
@@ -392,33 +460,19 @@ fn analyse(recording: &Recording, timeout: Duration) -> PathFigures {
             continue;
         }
         seen[sequence] = true;
-        arrived += 1;
-        // RFC 4737, section 3.3: reordered if it is below the next expected.
-        if header.sequence < next_expected {
-            details.reordered += 1;
-        } else {
-            next_expected = header.sequence + 1;
-        }
         let rtt_ns = arrival.received_ns.saturating_sub(header.sent_ns);
-        if rtt_ns > timeout_ns {
-            details.late += 1;
-            continue;
-        }
-        figures.answered += 1;
         let rtt_ms = rtt_ns as f64 / 1e6;
-        figures.rtts_ms.push(rtt_ms);
-        // RFC 3550, section 6.4.1: J += (|D| - J) / 16, where D is the
-        // change in transit time between consecutive arrivals.
-        if let Some(previous) = previous_rtt_ms {
-            let jitter = jitter_ms.unwrap_or(0.0);
-            jitter_ms = Some(jitter + ((rtt_ms - previous).abs() - jitter) / 16.0);
+        let in_time = rtt_ns <= timeout_ns;
+        account.first_answer(u64::from(header.sequence), rtt_ms, in_time);
+        if in_time {
+            figures.answered += 1;
+            figures.rtts_ms.push(rtt_ms);
         }
-        previous_rtt_ms = Some(rtt_ms);
     }
-    if arrived > 0 {
-        details.reordered_percent =
-            (f64::from(details.reordered) * 10_000.0 / f64::from(arrived)).round() / 100.0;
-    }
+    // At most one first answer per probe sent, so these fit.
+    details.late = account.late as u32;
+    details.reordered = account.reordered as u32;
+    details.reordered_percent = account.reordered_percent();
     let lateness_ms: Vec<f64> = sent
         .iter()
         .map(|s| s.sent_ns.saturating_sub(s.ready_ns) as f64 / 1e6)
@@ -429,7 +483,7 @@ fn analyse(recording: &Recording, timeout: Duration) -> PathFigures {
             avg: round_to_microseconds(lateness_ms.iter().sum::<f64>() / lateness_ms.len() as f64),
         };
     }
-    details.jitter_ms = jitter_ms.map(round_to_microseconds);
+    details.jitter_ms = account.jitter_ms();
     details.jitter_reliable = details
         .jitter_ms
         .is_some_and(|jitter| details.client_late_ms.max < jitter);
@@ -534,6 +588,28 @@ mod tests {
             figures.mismatch.unwrap().contains("sequence number 1"),
             "named"
         );
+    }
+
+    #[test]
+    fn streams_combine_into_sums_and_a_mean_jitter() {
+        let mut one = StreamAccount::default();
+        for (sequence, rtt_ms) in [(0, 1.0), (2, 3.0), (1, 1.0)] {
+            one.first_answer(sequence, rtt_ms, true);
+        }
+        let mut two = StreamAccount::default();
+        two.first_answer(5, 0.0, false);
+        two.first_answer(6, 4.0, true);
+        two.first_answer(7, 8.0, true);
+        let both = StreamAccount::combined(&[one, two]);
+        assert_eq!((both.arrived, both.late, both.reordered), (6, 1, 1));
+        assert_eq!(both.reordered_percent(), 16.67);
+        // One: D = 2, 2: J = 2/16 + (2 - 2/16)/16. Two: D = 4: J = 4/16.
+        let first = 2.0 / 16.0 + (2.0 - 2.0 / 16.0) / 16.0;
+        assert_eq!(
+            both.jitter_ms(),
+            Some(round_to_microseconds((first + 0.25) / 2.0))
+        );
+        assert_eq!(StreamAccount::combined(&[]).jitter_ms(), None);
     }
 
     #[test]

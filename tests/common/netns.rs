@@ -17,12 +17,18 @@
 //!        2001:db8:1::2      2001:db8:1::1 / 2001:db8:2::1   2001:db8:2::2
 //! ```
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The server's addresses, as the client reaches them through the router.
 pub const SERVER_V4: &str = "198.19.0.2";
 pub const SERVER_V6: &str = "2001:db8:2::2";
+
+/// The client's subnets, which the server reaches only through the router.
+const CLIENT_SUBNETS: [&str; 2] = ["198.18.0.0/24", "2001:db8:1::/64"];
 
 /// The router's interfaces facing the client and the server: the packet
 /// filter matches on them to drop one way or the other.
@@ -112,8 +118,8 @@ impl Network {
         let routes = [
             (&network.client, "198.19.0.0/24", "198.18.0.1"),
             (&network.client, "2001:db8:2::/64", "2001:db8:1::1"),
-            (&network.server, "198.18.0.0/24", "198.19.0.1"),
-            (&network.server, "2001:db8:1::/64", "2001:db8:2::1"),
+            (&network.server, CLIENT_SUBNETS[0], "198.19.0.1"),
+            (&network.server, CLIENT_SUBNETS[1], "2001:db8:2::1"),
         ];
         for (namespace, to, via) in routes {
             ip(&["-n", namespace, "route", "add", to, "via", via]);
@@ -196,7 +202,7 @@ impl Network {
     /// probes and be taken for path loss.
     pub fn start_echo_server(&self) -> super::Server {
         super::Launcher::new(&format!(
-            "[server]\nlisten = [\"{SERVER_V4}:7007\", \"[{SERVER_V6}]:7007\"]\n\
+            "[server]\nlisten = [\"{SERVER_V4}:{ECHO_PORT}\", \"[{SERVER_V6}]:{ECHO_PORT}\"]\n\
              udp = true\nudp_rate_limit = 0\n"
         ))
         .wrapped_in(&["ip", "netns", "exec", &self.server])
@@ -205,11 +211,17 @@ impl Network {
 
     /// Runs echo-client inside the client namespace, to the end.
     pub fn run_client(&self, args: &[&str]) -> super::Finished {
+        self.run_client_with_input(args, b"")
+    }
+
+    /// Runs echo-client inside the client namespace with `input` on its
+    /// standard input, to the end.
+    pub fn run_client_with_input(&self, args: &[&str], input: &[u8]) -> super::Finished {
         let mut command = Command::new("ip");
         command
             .args(["netns", "exec", &self.client, super::CLIENT])
             .args(args);
-        super::finish_with_patience(command, b"")
+        super::finish_with_patience(command, input)
     }
 
     /// Sets the MTU of the router's far link (router to server), both ends:
@@ -253,6 +265,70 @@ impl Network {
         }
     }
 
+    /// Copies every `every`-th datagram from the client to the echo port
+    /// (the first, then one in `every`), so the server gets it twice and
+    /// echoes both: iptables' TEE target sends the copy straight to the
+    /// server from the router's mangle table, IPv4 and IPv6, each with its
+    /// own count.
+    pub fn duplicate_toward_server(&self, every: u32) {
+        for (filter, server) in [("iptables", SERVER_V4), ("ip6tables", SERVER_V6)] {
+            self.exec(
+                &self.router,
+                filter,
+                &[
+                    "-t",
+                    "mangle",
+                    "-A",
+                    "PREROUTING",
+                    "-i",
+                    ROUTER_TO_CLIENT,
+                    "-p",
+                    "udp",
+                    "--dport",
+                    ECHO_PORT,
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "nth",
+                    "--every",
+                    &every.to_string(),
+                    "--packet",
+                    "0",
+                    "-j",
+                    "TEE",
+                    "--gateway",
+                    server,
+                ],
+            );
+        }
+    }
+
+    /// Makes the router a NAT: what leaves it toward the server has the
+    /// router's own address (MASQUERADE, IPv4 and IPv6), and the server
+    /// loses its routes to the client's subnet, so an answer reaches the
+    /// client only if the router translates it back.
+    pub fn masquerade_toward_server(&self) {
+        for filter in ["iptables", "ip6tables"] {
+            self.exec(
+                &self.router,
+                filter,
+                &[
+                    "-t",
+                    "nat",
+                    "-A",
+                    "POSTROUTING",
+                    "-o",
+                    ROUTER_TO_SERVER,
+                    "-j",
+                    "MASQUERADE",
+                ],
+            );
+        }
+        for subnet in CLIENT_SUBNETS {
+            ip(&["-n", &self.server, "route", "del", subnet]);
+        }
+    }
+
     /// Clamps the MSS of TCP connections through the router to `mss`, as
     /// a VPN or PPPoE router does.
     pub fn clamp_mss(&self, mss: u32) {
@@ -277,6 +353,138 @@ impl Network {
                 ],
             );
         }
+    }
+}
+
+/// The NFQUEUE queue the holder binds in the router namespace (queues are
+/// per network namespace, so every network can use the same number).
+const HOLDER_QUEUE: &str = "0";
+
+/// The port the tests' echo-server listens on, and so the port whose
+/// datagrams the holder takes.
+const ECHO_PORT: &str = "7007";
+
+/// `tests/support/nfqueue_holder.c`, compiled once per test process against
+/// Debian's libnetfilter-queue-dev: a packet holder that delays or reorders
+/// what NFQUEUE hands it.
+fn holder_program() -> &'static PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let source = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/nfqueue_holder.c"
+        );
+        let program = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("nfqueue_holder");
+        // Built beside and renamed into place: other test processes may
+        // be running the one there.
+        let building = program.with_extension(std::process::id().to_string());
+        let output = Command::new("gcc")
+            .args(["-O2", "-Wall", "-Wextra", "-Werror", "-o"])
+            .arg(&building)
+            .arg(source)
+            .arg("-lnetfilter_queue")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run gcc: {e}"));
+        assert!(
+            output.status.success(),
+            "cannot build {source} (needs gcc and libnetfilter-queue-dev, which \
+             scripts/test.sh installs): {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::fs::rename(&building, &program).unwrap();
+        program
+    })
+}
+
+/// How the holder treats the datagrams on their way to the server.
+#[derive(Debug, Clone, Copy)]
+pub enum Hold {
+    /// Every one leaves this many milliseconds late.
+    Delay(u32),
+    /// Every second one leaves this many milliseconds late, the others at
+    /// once.
+    Alternate(u32),
+    /// The first of every this many waits until the next one has left: one
+    /// reordered datagram in so many.
+    Swap(u32),
+}
+
+/// A running holder and the rules that feed it; dropping it deletes the
+/// rules and ends the holder.
+pub struct Holder {
+    router: String,
+    child: Child,
+}
+
+/// The router's rule that hands the client's datagrams to the echo port to
+/// the holder: `-A` adds it, `-D` deletes it. Without `--queue-bypass`, so
+/// that with no holder bound they are dropped, and a test whose holder is
+/// missing fails rather than measuring a clean path.
+fn holder_rule(action: &str) -> [&str; 12] {
+    [
+        action,
+        "FORWARD",
+        "-i",
+        ROUTER_TO_CLIENT,
+        "-p",
+        "udp",
+        "--dport",
+        ECHO_PORT,
+        "-j",
+        "NFQUEUE",
+        "--queue-num",
+        HOLDER_QUEUE,
+    ]
+}
+
+impl Network {
+    /// Starts the holder in the router namespace and hands it every UDP
+    /// datagram from the client to the echo port (IPv4 and IPv6), one way
+    /// only: the echoes come back untouched, so what is measured is exactly
+    /// what `hold` says.
+    pub fn hold_toward_server(&self, hold: Hold) -> Holder {
+        let (mode, amount) = match hold {
+            Hold::Delay(ms) => ("delay", ms),
+            Hold::Alternate(ms) => ("alternate", ms),
+            Hold::Swap(every) => ("swap", every),
+        };
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.router])
+            .arg(holder_program())
+            .args([HOLDER_QUEUE, mode, &amount.to_string()])
+            // It ends when this closes: never outlives the test.
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start the holder: {e}"));
+        let mut ready = String::new();
+        let stdout = child.stdout.take().expect("piped");
+        let _ = BufReader::new(stdout).read_line(&mut ready);
+        let holder = Holder {
+            router: self.router.clone(),
+            child,
+        };
+        // Bound to its queue before any datagram is sent there.
+        assert_eq!(
+            ready, "ready\n",
+            "the holder did not start (its error is above)"
+        );
+        for filter in ["iptables", "ip6tables"] {
+            self.exec(&self.router, filter, &holder_rule("-A"));
+        }
+        holder
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        for filter in ["iptables", "ip6tables"] {
+            let mut args = vec!["netns", "exec", &self.router, filter];
+            args.extend(holder_rule("-D"));
+            let _ = Command::new("ip").args(args).status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

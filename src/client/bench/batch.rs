@@ -20,8 +20,9 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-/// Late UDP answers a socket still accepts as stale rather than wrong.
-const MAX_LOST_REMEMBERED: usize = 4096;
+/// Late UDP answers a socket still accepts as stale rather than wrong, and
+/// answered messages whose second copy it still knows for a duplicate.
+const MAX_REMEMBERED: usize = 4096;
 /// The longest stamp: the sequence number and its inverse.
 const STAMP_LEN: usize = 16;
 
@@ -68,8 +69,13 @@ impl Outbox {
 /// What a UDP answer turned out to be.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Answer {
-    Expected,
-    Late,
+    /// The first answer to this batch's message with this sequence number.
+    Expected(u64),
+    /// The first answer to an earlier message that was given up on.
+    Late(u64),
+    /// Another copy of an answer already taken: the path duplicated a
+    /// datagram, the server did not echo wrong.
+    Duplicate,
     Wrong,
 }
 
@@ -85,6 +91,8 @@ pub(crate) struct Batch {
     /// Earlier messages that were never answered: their answers may still
     /// arrive, late (UDP).
     lost: VecDeque<u64>,
+    /// The latest messages answered, for telling their copies (UDP).
+    answered: VecDeque<u64>,
 }
 
 impl Batch {
@@ -98,6 +106,7 @@ impl Batch {
             next_sequence: connection << 40,
             unanswered: Vec::with_capacity(pipeline),
             lost: VecDeque::new(),
+            answered: VecDeque::new(),
         }
     }
 
@@ -211,20 +220,32 @@ impl Batch {
         }
         if let Some(position) = self.unanswered.iter().position(|&s| s == sequence) {
             self.unanswered.swap_remove(position);
-            return Answer::Expected;
+            self.remember_answered(sequence);
+            return Answer::Expected(sequence);
         }
         if let Some(position) = self.lost.iter().position(|&s| s == sequence) {
             self.lost.remove(position);
-            return Answer::Late;
+            self.remember_answered(sequence);
+            return Answer::Late(sequence);
+        }
+        if self.answered.contains(&sequence) {
+            return Answer::Duplicate;
         }
         Answer::Wrong
+    }
+
+    fn remember_answered(&mut self, sequence: u64) {
+        if self.answered.len() == MAX_REMEMBERED {
+            self.answered.pop_front();
+        }
+        self.answered.push_back(sequence);
     }
 
     /// After a failure: this batch's unanswered messages may still be
     /// answered later, and that is not an error.
     pub(crate) fn forget_unanswered(&mut self) {
         self.lost.extend(self.unanswered.drain(..));
-        while self.lost.len() > MAX_LOST_REMEMBERED {
+        while self.lost.len() > MAX_REMEMBERED {
             self.lost.pop_front();
         }
     }
@@ -257,12 +278,12 @@ mod tests {
         let first: Vec<Vec<u8>> = (0..3).map(|i| message(&batch, i)).collect();
         assert_ne!(first[0], first[1]);
         assert_eq!(first[0][16..], first[1][16..], "same block after the stamp");
-        assert_eq!(batch.answer(&first[2]), Answer::Expected);
-        assert_eq!(batch.answer(&first[2]), Answer::Wrong, "answered twice");
+        assert_eq!(batch.answer(&first[2]), Answer::Expected((7 << 40) + 2));
+        assert_eq!(batch.answer(&first[2]), Answer::Duplicate, "answered twice");
         batch.forget_unanswered();
         batch.stamp();
-        assert_eq!(batch.answer(&first[0]), Answer::Late);
-        assert_eq!(batch.answer(&first[0]), Answer::Wrong, "late twice");
+        assert_eq!(batch.answer(&first[0]), Answer::Late(7 << 40));
+        assert_eq!(batch.answer(&first[0]), Answer::Duplicate, "late twice");
     }
 
     #[test]

@@ -20,8 +20,8 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -29,6 +29,7 @@ use mio::net::{TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
 
 use super::batch::{Answer, Batch, Outbox};
+use crate::client::path::StreamAccount;
 use crate::client::{Failure, MAX_UDP_PAYLOAD, Verdict, udp_local_for};
 use crate::shared::protocol::MAX_DATAGRAM;
 use crate::shared::readiness::{Readiness, SHORT_READ_DRAINS};
@@ -70,6 +71,11 @@ pub(crate) struct Counters {
     pub(crate) closed: AtomicU64,
     pub(crate) timeouts: AtomicU64,
     pub(crate) mismatches: AtomicU64,
+    /// UDP answers that came again, as the path copied them: not errors.
+    pub(crate) duplicated: AtomicU64,
+    /// Each UDP socket's late and reordered answers and jitter, added as
+    /// its load thread ends.
+    pub(crate) streams: Mutex<Vec<StreamAccount>>,
 }
 
 impl Counters {
@@ -113,6 +119,13 @@ pub(crate) fn run(
         connection.open(Token(index), &mut driver, now);
     }
     driver.drive(&mut connections)?;
+    if plan.udp {
+        counters
+            .streams
+            .lock()
+            .expect("not poisoned")
+            .extend(connections.iter().map(|connection| connection.account));
+    }
     Ok(driver.latencies)
 }
 
@@ -282,6 +295,8 @@ struct Connection {
     readable: bool,
     /// See `Readiness::closing`.
     closing: bool,
+    /// UDP: the answers in the measured window, as one stream.
+    account: StreamAccount,
 }
 
 impl Connection {
@@ -302,6 +317,7 @@ impl Connection {
             echoed: 0,
             readable: false,
             closing: false,
+            account: StreamAccount::default(),
         }
     }
 
@@ -552,8 +568,15 @@ impl Connection {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(Failure::io(&e)),
         };
+        let measured = (driver.plan.measured_from..driver.plan.deadline).contains(&now);
         match self.batch.answer(&driver.inbox[..len]) {
-            Answer::Expected => {
+            Answer::Expected(sequence) => {
+                if measured {
+                    // The jitter is the path's: from when the batch went,
+                    // not from when it was due.
+                    let rtt_ms = now.saturating_duration_since(self.began).as_secs_f64() * 1e3;
+                    self.account.first_answer(sequence, rtt_ms, true);
+                }
                 driver.record(now, self.latency(now));
                 self.echoed += 1;
                 if self.echoed == self.batch.messages() {
@@ -561,7 +584,18 @@ impl Connection {
                 }
                 Ok(())
             }
-            Answer::Late => Ok(()),
+            Answer::Late(sequence) => {
+                if measured {
+                    self.account.first_answer(sequence, 0.0, false);
+                }
+                Ok(())
+            }
+            Answer::Duplicate => {
+                if measured {
+                    driver.counters.duplicated.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            }
             Answer::Wrong => Err(Failure::mismatch("wrong echo")),
         }
     }
