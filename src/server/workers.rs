@@ -36,6 +36,7 @@ use crate::server::listeners::TcpEndpoint;
 use crate::server::mailbox::{self, Command, Mailbox};
 use crate::server::metrics::counters::WorkerCounters;
 use crate::server::shutdown::{Shutdown, ShutdownController};
+use crate::server::tls::Tls;
 
 /// The TCP worker threads.
 pub(crate) struct Workers {
@@ -69,6 +70,7 @@ impl Workers {
         count: usize,
         listeners: Vec<TcpEndpoint>,
         limits: &Arc<Limits>,
+        tls: Option<&Arc<Tls>>,
         controller: &ShutdownController,
     ) -> io::Result<Workers> {
         let mut threads = Vec::with_capacity(count);
@@ -80,17 +82,13 @@ impl Workers {
                 poll,
                 listeners
                     .iter()
-                    .map(|endpoint| {
-                        Ok(TcpEndpoint {
-                            listener: endpoint.listener.try_clone()?,
-                            proxy_protocol: endpoint.proxy_protocol,
-                        })
-                    })
+                    .map(TcpEndpoint::try_clone)
                     .collect::<io::Result<_>>()?,
                 Arc::clone(limits),
                 controller.guard(),
                 inbox,
                 Arc::clone(&counters),
+                tls.cloned(),
             )?;
             let thread = std::thread::Builder::new()
                 .name(format!("echo-worker-{index}"))
