@@ -65,6 +65,9 @@ install_packages() {
         [iptables]=iptables
         [ip6tables]=iptables
         [socat]=socat
+        # tests/tls.rs: foreign TLS clients, and the test CA and certificates.
+        [openssl]=openssl
+        [ncat]=ncat
         [haproxy]=haproxy
         [systemd-analyze]=systemd
         [systemd-socket-activate]=systemd
