@@ -241,7 +241,7 @@ pub(crate) struct TlsConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) client_ca: Option<PathBuf>,
     /// Application protocols offered by ALPN, most preferred first; a
-    /// client that offers none of them is refused.
+    /// client that offers ALPN but none of these is refused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) alpn: Vec<String>,
 }
