@@ -534,3 +534,50 @@ fn the_shipped_example_is_valid_once_uncommented() {
     );
     assert!(finished.stdout().contains("[tls]"), "{}", finished.stdout());
 }
+
+#[test]
+fn alpn_refuses_a_client_that_offers_only_other_protocols() {
+    let pki = Pki::new();
+    let (server, addr) = start(&pki.section("server.pem", "server.key", "alpn = [\"echo\"]\n"));
+    let mut client = SClient::connect(&pki, addr, &["-alpn", "h2,echo"]);
+    assert_eq!(client.round_trip(b"alpn\n"), b"alpn\n");
+    let mut client = SClient::connect(&pki, addr, &["-alpn", "h2"]);
+    assert_eq!(client.round_trip(b"alpn\n"), b"");
+    let warning = server.log.wait_for("TLS handshake failed");
+    assert!(warning.contains("any known protocol"), "{warning}");
+}
+
+/// Under socket activation a socket named `tls` is a TLS listener, with
+/// the certificate of `[tls]`.
+#[test]
+fn an_activated_socket_named_tls_speaks_tls() {
+    let pki = Pki::new();
+    let config = pki.dir.write(
+        "activated.toml",
+        &pki.section("server.pem", "server.key", ""),
+    );
+    let ports = [common::free_port(), common::free_port()];
+    let (mut child, log) = common::socket_activate(&[
+        "-l",
+        &format!("127.0.0.1:{}", ports[0]),
+        "-l",
+        &format!("127.0.0.1:{}", ports[1]),
+        "--fdname=tls:plain",
+        common::SERVER,
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let addr = SocketAddr::from(([127, 0, 0, 1], ports[0]));
+    let finished = socat(&pki, addr, "", b"activated\n");
+    assert_eq!(finished.stdout(), "activated\n", "{}", finished.stderr);
+    let started = log.wait_for("echo-server started");
+    assert!(
+        started.contains(&format!("tls://127.0.0.1:{}", ports[0]))
+            && started.contains(&format!("tcp://127.0.0.1:{}", ports[1])),
+        "{started}"
+    );
+    let plain = common::round_trip(SocketAddr::from(([127, 0, 0, 1], ports[1])), b"plain");
+    assert_eq!(plain, b"plain");
+    common::send_signal(&child, Signal::SIGTERM);
+    assert_eq!(common::wait_with_patience(&mut child).code(), Some(0));
+}

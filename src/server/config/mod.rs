@@ -930,6 +930,56 @@ mod tests {
     }
 
     #[test]
+    fn tls_is_off_unless_its_section_is_there() {
+        assert_eq!(Config::default().tls, None);
+        let config = Config::parse(
+            "[tls]\nlisten = [\"0.0.0.0:65443\"]\ncertificate = \"tls/server.pem\"\nkey = \"/keys/server.key\"\nalpn = [\"echo\"]\n",
+            &ConfigSource::CommandLine(PathBuf::from("/etc/echo-server/config.toml")),
+        )
+        .unwrap();
+        let tls = config.tls.as_ref().unwrap();
+        // Relative paths are the config file's directory's.
+        assert_eq!(
+            tls.certificate,
+            Path::new("/etc/echo-server/tls/server.pem")
+        );
+        assert_eq!(tls.key, Path::new("/keys/server.key"));
+        assert_eq!(tls.client_ca, None);
+        assert_eq!(tls.alpn, ["echo"]);
+        let printed = config.to_toml();
+        assert!(printed.contains("[tls]"), "{printed}");
+    }
+
+    #[test]
+    fn bad_tls_sections_say_what_is_wrong() {
+        for (input, needle) in [
+            (
+                "[tls]\nlisten = []\ncertificate = \"c\"\nkey = \"k\"\n",
+                "[tls] listen is empty",
+            ),
+            (
+                "[tls]\nlisten = [\"127.0.0.1:65443\"]\ncertificate = \"c\"\n",
+                "missing field `key`",
+            ),
+            (
+                "[tls]\nlisten = [\"127.0.0.1:65443\"]\ncertificate = \"c\"\nkey = \"k\"\nalpn = [\"\"]\n",
+                "is not a protocol name",
+            ),
+            (
+                "[tls]\nlisten = [\"127.0.0.1:65443\"]\ncertificate = \"c\"\nkey = \"k\"\nciphers = \"all\"\n",
+                "unknown field `ciphers`",
+            ),
+            (
+                "[server]\nlisten = [\"0.0.0.0:65443\"]\n[tls]\nlisten = [\"127.0.0.1:65443\"]\ncertificate = \"c\"\nkey = \"k\"\n",
+                "give [tls] a port of its own",
+            ),
+        ] {
+            let err = parse(input).unwrap_err();
+            assert!(err.message.contains(needle), "{input}: {err}");
+        }
+    }
+
+    #[test]
     fn restart_only_changes_are_named() {
         let old = Config::default();
         let new = parse(
@@ -950,5 +1000,23 @@ mod tests {
         assert_eq!(plain.restart_only_changes(&proxied), ["server.listen"]);
         let metrics = parse("[metrics]\nlisten = \"127.0.0.1:9862\"\n").unwrap();
         assert_eq!(old.restart_only_changes(&metrics), ["metrics.listen"]);
+        // A TLS listener needs a restart; its certificate does not.
+        let tls = |listen: &str, certificate: &str| {
+            parse(&format!(
+                "[tls]\nlisten = [\"{listen}\"]\ncertificate = \"{certificate}\"\nkey = \"k\"\n"
+            ))
+            .unwrap()
+        };
+        let running = tls("127.0.0.1:65443", "a.pem");
+        assert_eq!(old.restart_only_changes(&running), ["tls.listen"]);
+        assert!(
+            running
+                .restart_only_changes(&tls("127.0.0.1:65443", "b.pem"))
+                .is_empty()
+        );
+        assert_eq!(
+            running.restart_only_changes(&tls("127.0.0.1:65444", "a.pem")),
+            ["tls.listen"]
+        );
     }
 }

@@ -76,7 +76,7 @@ impl Tls {
             .event();
         if let Some(suppressed) = logged {
             warn!(%peer, reason = %failure, suppressed, total,
-                "TLS handshake failed (a client that does not trust the certificate, offers no common protocol version or cipher, or lacks a client certificate [tls] client_ca asks for)");
+                "TLS handshake failed (a client that does not trust the certificate, offers no common protocol version, cipher or ALPN protocol, or lacks a client certificate [tls] client_ca asks for)");
         }
     }
 }
