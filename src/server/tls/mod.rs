@@ -19,14 +19,13 @@ mod certificates;
 mod session;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use tracing::warn;
 
 use crate::server::config::TlsConfig;
 use crate::server::event_loop::WARNING_INTERVAL;
-use crate::server::throttle::Throttle;
+use crate::server::throttle::Failures;
 pub(crate) use certificates::TlsError;
 pub(crate) use session::{Failure, Session};
 
@@ -34,11 +33,9 @@ pub(crate) use session::{Failure, Session};
 #[derive(Debug)]
 pub(crate) struct Tls {
     current: RwLock<Arc<rustls::ServerConfig>>,
-    /// Handshakes that failed, by all workers since the start.
-    handshake_failures: AtomicU64,
-    /// One warning line per interval for all workers together; only a
-    /// failure takes the lock.
-    warnings: Mutex<Throttle>,
+    /// Handshakes that failed, by all workers since the start, and the
+    /// throttle of their warning.
+    handshake_failures: Failures,
 }
 
 impl Tls {
@@ -46,8 +43,7 @@ impl Tls {
     pub(crate) fn load(config: &TlsConfig) -> Result<Tls, TlsError> {
         Ok(Tls {
             current: RwLock::new(certificates::server_config(config)?),
-            handshake_failures: AtomicU64::new(0),
-            warnings: Mutex::new(Throttle::new(WARNING_INTERVAL)),
+            handshake_failures: Failures::new(WARNING_INTERVAL),
         })
     }
 
@@ -68,12 +64,7 @@ impl Tls {
 
     /// Counts a failed handshake and says so without flooding the log.
     pub(crate) fn handshake_failed(&self, peer: SocketAddr, failure: &Failure) {
-        let total = self.handshake_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        let logged = self
-            .warnings
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .event();
+        let (total, logged) = self.handshake_failures.count();
         if let Some(suppressed) = logged {
             warn!(%peer, reason = %failure, suppressed, total,
                 "TLS handshake failed (a client that does not trust the certificate, offers no common protocol version, cipher or ALPN protocol, or lacks a client certificate [tls] client_ca asks for)");
