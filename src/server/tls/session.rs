@@ -23,7 +23,7 @@ use rustls::{ServerConfig, ServerConnection};
 
 use crate::server::event_loop::{Ending, READS_PER_TURN, Turn};
 use crate::server::metrics::counters::WorkerCounters;
-use crate::shared::readiness::Readiness;
+use crate::shared::readiness::{Readiness, SHORT_READ_DRAINS};
 use crate::shared::socket_calls;
 
 /// A TLS connection's state beside its socket.
@@ -32,6 +32,9 @@ pub(crate) struct Session {
     /// Reported readable and not read dry since (readiness is reported
     /// once per change).
     readable: bool,
+    /// The peer has closed its end (or there is an error to report): read
+    /// on until a read says so, whatever a short read suggests.
+    closing: bool,
     /// The peer has sent all it will.
     input_ended: bool,
     /// Our close_notify is queued.
@@ -75,6 +78,7 @@ impl Session {
         Ok(Session {
             tls: ServerConnection::new(config)?,
             readable: false,
+            closing: false,
             input_ended: false,
             said_goodbye: false,
             received: false,
@@ -91,6 +95,7 @@ impl Session {
         counters: &WorkerCounters,
     ) -> Result<Served, Failure> {
         self.readable |= ready.readable || ready.closing;
+        self.closing |= ready.closing;
         let mut served = Served {
             turn: Turn::Waiting,
             moved: false,
@@ -123,7 +128,8 @@ impl Session {
                 return Ok(served);
             }
             reads += 1;
-            match self.tls.read_tls(&mut Wire(socket)) {
+            let mut wire = Wire::new(socket);
+            match self.tls.read_tls(&mut wire) {
                 Ok(0) if self.tls.is_handshaking() && !self.received => {
                     served.turn = Turn::Ended(Ending::PeerClosed);
                     return Ok(served);
@@ -138,6 +144,11 @@ impl Session {
                     self.received = true;
                     served.moved = true;
                     counters.bytes_received.add(read as u64);
+                    // As in the plain echo: no read that fails with
+                    // WouldBlock after every message.
+                    if wire.drained && SHORT_READ_DRAINS && !self.closing {
+                        self.readable = false;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.readable = false;
@@ -151,7 +162,7 @@ impl Session {
                 Err(e) => {
                     // The alert that tells the peer why, if the socket
                     // takes it now.
-                    let _ = self.tls.write_tls(&mut Wire(socket));
+                    let _ = self.tls.write_tls(&mut Wire::new(socket));
                     return Err(if self.tls.is_handshaking() {
                         Failure::Handshake(e)
                     } else {
@@ -187,7 +198,7 @@ impl Session {
             self.said_goodbye = true;
         }
         while self.tls.wants_write() {
-            if !matches!(self.tls.write_tls(&mut Wire(socket)), Ok(written) if written > 0) {
+            if !matches!(self.tls.write_tls(&mut Wire::new(socket)), Ok(written) if written > 0) {
                 break;
             }
         }
@@ -201,7 +212,7 @@ impl Session {
         moved: &mut bool,
     ) -> Result<bool, Failure> {
         while self.tls.wants_write() {
-            match self.tls.write_tls(&mut Wire(socket)) {
+            match self.tls.write_tls(&mut Wire::new(socket)) {
                 Ok(0) => return Err(Failure::Io(io::ErrorKind::WriteZero.into())),
                 Ok(written) => {
                     *moved = true;
@@ -218,17 +229,32 @@ impl Session {
 
 /// The socket, as rustls reads and writes it: through the same calls as the
 /// plain echo (see `socket_calls`).
-struct Wire<'a>(&'a TcpStream);
+struct Wire<'a> {
+    socket: &'a TcpStream,
+    /// The last read got less than rustls asked for: the socket is empty.
+    drained: bool,
+}
+
+impl Wire<'_> {
+    fn new(socket: &TcpStream) -> Wire<'_> {
+        Wire {
+            socket,
+            drained: false,
+        }
+    }
+}
 
 impl Read for Wire<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        socket_calls::recv(self.0, buf)
+        let read = socket_calls::recv(self.socket, buf)?;
+        self.drained = read < buf.len();
+        Ok(read)
     }
 }
 
 impl Write for Wire<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        socket_calls::send(self.0, buf)
+        socket_calls::send(self.socket, buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
