@@ -70,6 +70,9 @@ install_packages() {
         [gcc]=gcc
         [/usr/include/libnetfilter_queue/libnetfilter_queue.h]=libnetfilter-queue-dev
         [socat]=socat
+        # tests/tls.rs: foreign TLS clients, and the test CA and certificates.
+        [openssl]=openssl
+        [ncat]=ncat
         [haproxy]=haproxy
         [systemd-analyze]=systemd
         [systemd-socket-activate]=systemd

@@ -23,6 +23,8 @@ use crate::server::listeners::TcpEndpoint;
 
 /// The descriptor name that turns on the PROXY protocol for a socket.
 pub(crate) const PROXY_PROTOCOL_FD_NAME: &str = "proxy-protocol";
+/// The descriptor name that makes a socket a TLS listener (`[tls]`).
+pub(crate) const TLS_FD_NAME: &str = "tls";
 /// The descriptor name of the socket that serves `/metrics`.
 pub(crate) const METRICS_FD_NAME: &str = "metrics";
 
@@ -86,6 +88,7 @@ pub(crate) fn inherited_sockets() -> Result<Option<Inherited>, StartupError> {
             listeners.tcp.push(TcpEndpoint {
                 listener: socket.into(),
                 proxy_protocol: name == PROXY_PROTOCOL_FD_NAME,
+                tls: name == TLS_FD_NAME,
             });
         } else if kind == socket2::Type::DGRAM {
             listeners.udp.push(socket.into());

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::server::config::ConfigError;
+use crate::server::tls::TlsError;
 use crate::shared::exit_code;
 
 /// Which socket kind an address failure concerns.
@@ -32,6 +33,9 @@ impl std::fmt::Display for Protocol {
 pub(crate) enum StartupError {
     #[error("{0}")]
     Config(#[from] ConfigError),
+
+    #[error("{0}")]
+    Tls(#[from] TlsError),
 
     #[error("cannot resolve host `{host}`: {source} (check the name, or use an IP address)")]
     Resolve { host: String, source: io::Error },
@@ -114,6 +118,8 @@ impl StartupError {
     pub(crate) fn exit_code(&self) -> i32 {
         match self {
             StartupError::Config(e) if e.unreadable => exit_code::NO_INPUT,
+            StartupError::Tls(e) if e.unreadable() => exit_code::NO_INPUT,
+            StartupError::Tls(_) => exit_code::CONFIG,
             StartupError::Config(_) | StartupError::ConflictingProxyProtocol { .. } => {
                 exit_code::CONFIG
             }

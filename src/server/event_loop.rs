@@ -35,6 +35,12 @@
 //! nothing for any other connection; the header's deadline is kept by the
 //! same sweep as idle timeouts. A connection on any other listener pays one
 //! branch on a flag that fits in its padding.
+//!
+//! TLS listeners (`[tls]`) add one more, the same way: a TLS connection's
+//! rustls session (`tls::Session`) waits in a side table beside it, and its
+//! turns go through the session rather than straight to the socket. The
+//! loop, the turns, the limits and the idle sweep are the same; a handshake
+//! that never completes is an idle connection.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -55,6 +61,7 @@ use crate::server::metrics::counters::{AcceptError, CloseReason, WorkerCounters}
 use crate::server::proxy_header::{HeaderError, PartialHeader};
 use crate::server::shutdown::TaskGuard;
 use crate::server::throttle::{Throttle, WARNING_INTERVAL};
+use crate::server::tls::{self, Tls};
 use crate::server::udp::{UdpEndpoint, UdpService};
 use crate::shared::readiness::{Readiness, SHORT_READ_DRAINS};
 use crate::shared::socket_calls;
@@ -67,7 +74,7 @@ const EVENTS_PER_POLL: usize = 1024;
 /// Reads one connection may do before the others get their turn: a peer
 /// that sends as fast as the worker echoes must not hold the loop (the
 /// other connections, accepts, the watchdog's ping).
-const READS_PER_TURN: usize = 4;
+pub(crate) const READS_PER_TURN: usize = 4;
 
 /// How finely idle timeouts are kept: a connection idle for the timeout
 /// is closed within a sixteenth of it more.
@@ -118,6 +125,10 @@ pub(crate) struct EventLoop {
     /// The PROXY protocol headers that came in pieces, by connection, until
     /// they are complete.
     partial_headers: HashMap<usize, PartialHeader>,
+    /// The TLS listeners' certificate, when there are any.
+    tls: Option<Arc<Tls>>,
+    /// The TLS connections' sessions, by connection.
+    sessions: HashMap<usize, Box<tls::Session>>,
     /// What this worker has done, for the metrics; written by it alone.
     counters: Arc<WorkerCounters>,
 }
@@ -128,6 +139,8 @@ struct Listening {
     address: Option<SocketAddr>,
     /// Its connections begin with a PROXY protocol header.
     proxy_protocol: bool,
+    /// Its connections speak TLS.
+    tls: bool,
 }
 
 /// The accept side's state: a backoff after errors, and throttled warnings.
@@ -140,23 +153,32 @@ struct Accepting {
     errors: Throttle,
 }
 
+/// The sockets one worker serves: every listener (each worker accepts from
+/// all of them) and its share of the UDP sockets.
+pub(crate) struct WorkerSockets {
+    pub(crate) listeners: Vec<TcpEndpoint>,
+    pub(crate) udp: Vec<UdpEndpoint>,
+}
+
 impl EventLoop {
-    /// A loop serving `listeners` and `udp` on `poll`, taking its commands from
+    /// A loop serving `sockets` on `poll`, taking its commands from
     /// `commands` (announced by a waker registered as `WAKE_TOKEN`).
     pub(crate) fn new(
         poll: Poll,
-        listeners: Vec<TcpEndpoint>,
-        udp: Vec<UdpEndpoint>,
+        sockets: WorkerSockets,
         limits: Arc<Limits>,
         guard: TaskGuard,
         commands: Inbox,
         counters: Arc<WorkerCounters>,
+        tls: Option<Arc<Tls>>,
     ) -> io::Result<EventLoop> {
+        let WorkerSockets { listeners, udp } = sockets;
         let mut registered = Vec::with_capacity(listeners.len());
         for (index, endpoint) in listeners.into_iter().enumerate() {
             let TcpEndpoint {
                 listener,
                 proxy_protocol,
+                tls,
             } = endpoint;
             listener.set_nonblocking(true)?;
             let address = listener.local_addr().ok();
@@ -167,6 +189,7 @@ impl EventLoop {
                 listener,
                 address,
                 proxy_protocol,
+                tls,
             }));
         }
         let udp = udp
@@ -197,6 +220,8 @@ impl EventLoop {
             unfinished: Vec::new(),
             udp_unfinished: Vec::new(),
             partial_headers: HashMap::new(),
+            tls,
+            sessions: HashMap::new(),
             counters,
         })
     }
@@ -259,6 +284,9 @@ impl EventLoop {
                         let _ = answer.send(());
                     }
                     Command::Close => {
+                        for (key, session) in &mut self.sessions {
+                            session.close(&self.connections[*key].stream);
+                        }
                         self.counters
                             .closed(CloseReason::Shutdown)
                             .add(self.connections.len() as u64);
@@ -314,11 +342,12 @@ impl EventLoop {
                 listener,
                 address,
                 proxy_protocol,
+                tls,
             }) = &self.listeners[index]
             else {
                 return;
             };
-            let (local, proxy_protocol) = (*address, *proxy_protocol);
+            let (local, proxy_protocol, tls) = (*address, *proxy_protocol, *tls);
             let (stream, peer) = match listener.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -357,8 +386,24 @@ impl EventLoop {
                 }
                 continue;
             };
-            self.open(stream, peer, proxy_protocol, permit, now);
+            let session = match tls.then(|| self.start_tls()).transpose() {
+                Ok(session) => session,
+                Err(e) => {
+                    debug!(%peer, error = %e, "connection failed");
+                    continue;
+                }
+            };
+            self.open(stream, peer, proxy_protocol, session, permit, now);
         }
+    }
+
+    /// A session for a connection to a TLS listener.
+    fn start_tls(&self) -> Result<Box<tls::Session>, rustls::Error> {
+        let tls = self
+            .tls
+            .as_ref()
+            .expect("only a worker given [tls] has TLS listeners");
+        tls.accept().map(Box::new)
     }
 
     fn open(
@@ -366,6 +411,7 @@ impl EventLoop {
         mut stream: TcpStream,
         peer: SocketAddr,
         awaiting_header: bool,
+        session: Option<Box<tls::Session>>,
         permit: ConnectionPermit,
         now: Instant,
     ) {
@@ -386,7 +432,11 @@ impl EventLoop {
             return;
         }
         if !awaiting_header {
-            debug!(%peer, "connection opened");
+            debug!(%peer, tls = session.is_some(), "connection opened");
+        }
+        let tls = session.is_some();
+        if let Some(session) = session {
+            self.sessions.insert(entry.key(), session);
         }
         entry.insert(Connection {
             stream,
@@ -396,6 +446,7 @@ impl EventLoop {
             closing: false,
             input_ended: false,
             awaiting_header,
+            tls,
             last_active: now,
             echoed: 0,
             _permit: permit,
@@ -440,6 +491,27 @@ impl EventLoop {
                 Err(HeaderFailure::Io(e)) => Err(e),
                 Err(HeaderFailure::SentNothing) => Ok(Turn::Ended(Ending::SentNothing)),
                 Err(failure) => return self.refuse(key, &failure),
+            }
+        } else if connection.tls {
+            let session = self
+                .sessions
+                .get_mut(&key)
+                .expect("a TLS connection has its session");
+            match session.echo(&connection.stream, ready, &mut self.scratch, &self.counters) {
+                Ok(served) => {
+                    if served.moved {
+                        connection.last_active = now;
+                    }
+                    connection.echoed += served.echoed;
+                    Ok(served.turn)
+                }
+                Err(tls::Failure::Io(e)) => Err(e),
+                Err(failure) => {
+                    if let Some(tls) = &self.tls {
+                        tls.handshake_failed(connection.peer, &failure);
+                    }
+                    Ok(Turn::Ended(Ending::TlsHandshake))
+                }
             }
         } else {
             connection.echo(ready, &mut self.scratch, &self.counters, now)
@@ -508,6 +580,14 @@ impl EventLoop {
             self.partial_headers.remove(&key);
             release_if_empty(&mut self.partial_headers);
         }
+        if connection.tls
+            && let Some(mut session) = self.sessions.remove(&key)
+        {
+            if matches!(how, Ok(Ending::IdleTimeout)) {
+                session.close(&connection.stream);
+            }
+            release_if_empty(&mut self.sessions);
+        }
         let _ = self.poll.registry().deregister(&mut connection.stream);
         let (peer, echoed) = (connection.peer, connection.echoed);
         let reason = match &how {
@@ -541,12 +621,12 @@ impl EventLoop {
     }
 }
 
-/// Lets go of the table of pending headers once none is pending: after a
-/// burst of headers in pieces it would otherwise keep its peak size for
-/// the worker's life.
-fn release_if_empty(partial_headers: &mut HashMap<usize, PartialHeader>) {
-    if partial_headers.is_empty() && partial_headers.capacity() > 0 {
-        *partial_headers = HashMap::new();
+/// Lets go of a side table (pending headers, TLS sessions) once it is
+/// empty: after a burst it would otherwise keep its peak size for the
+/// worker's life.
+fn release_if_empty<T>(table: &mut HashMap<usize, T>) {
+    if table.is_empty() && table.capacity() > 0 {
+        *table = HashMap::new();
     }
 }
 
@@ -559,7 +639,7 @@ fn is_peer_error(e: &io::Error) -> bool {
 }
 
 /// How a connection's turn ended.
-enum Turn {
+pub(crate) enum Turn {
     /// It waits for the next readiness event.
     Waiting,
     /// It used up its turn with more to read.
@@ -569,7 +649,7 @@ enum Turn {
 
 /// Why a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ending {
+pub(crate) enum Ending {
     /// The peer closed (or half-closed) and got everything back.
     PeerClosed,
     /// Nothing moved for `idle_timeout`.
@@ -579,6 +659,8 @@ enum Ending {
     /// The peer closed without sending a byte, on a `proxy_protocol`
     /// listener: a health check or a port scan, not a broken header.
     SentNothing,
+    /// The TLS handshake failed, or the peer closed in the middle of it.
+    TlsHandshake,
 }
 
 impl Ending {
@@ -590,6 +672,7 @@ impl Ending {
             Ending::NoProxyHeader => CloseReason::ProxyHeader,
             // A health check or a port scan: the peer closed, as any does.
             Ending::SentNothing => CloseReason::Peer,
+            Ending::TlsHandshake => CloseReason::TlsHandshake,
         }
     }
 }
@@ -645,6 +728,8 @@ struct Connection {
     /// A PROXY protocol header must come first (its listener says so) and
     /// is not complete yet; `peer` is the load balancer until it is.
     awaiting_header: bool,
+    /// It speaks TLS, through its session in `sessions`.
+    tls: bool,
     /// When bytes last moved, for the idle timeout; while the header is
     /// awaited, when the connection was accepted, for its deadline.
     last_active: Instant,

@@ -16,6 +16,7 @@ use tracing::{error, info, warn};
 use crate::server::config::DAEMON_LOG_DIRECTORY;
 use crate::server::config::{
     CONFIG_ENV_VAR, Config, ConfigSource, LogConfig, Overrides, SYSTEM_CONFIG_PATH, ServerConfig,
+    TlsConfig,
 };
 use crate::server::error::StartupError;
 use crate::server::limits::Limits;
@@ -26,6 +27,7 @@ use crate::server::metrics::{self, counters::Reloads};
 use crate::server::notify::Notifier;
 use crate::server::shutdown::{RUNTIME_SHUTDOWN_TIMEOUT, ShutdownController};
 use crate::server::signals::{Request, Signals};
+use crate::server::tls::Tls;
 use crate::server::udp::UdpEndpoint;
 use crate::server::workers::Workers;
 use crate::shared::exit_code;
@@ -62,6 +64,11 @@ fn run_to_exit(launch: Launch) -> i32 {
     );
     let mut config = match Config::load(&source, &launch.overrides) {
         Ok(config) => config,
+        Err(e) => return report(&e.into()),
+    };
+    // Read before privileges are dropped, and by --check-config too.
+    let tls = match config.tls.as_ref().map(Tls::load).transpose() {
+        Ok(tls) => tls.map(Arc::new),
         Err(e) => return report(&e.into()),
     };
     if launch.check_config {
@@ -106,6 +113,7 @@ fn run_to_exit(launch: Launch) -> i32 {
         config,
         source,
         overrides: launch.overrides,
+        tls,
     };
     let result = runtime.block_on(run(service, listeners, &logging, &mut notifier));
     // What is left of UDP and the control tasks is dropped here (TCP
@@ -176,7 +184,12 @@ fn open_and_detach(
 /// passes the echo's: `[metrics] listen` applies no more than `listen`
 /// does (the activated unit has no network to bind it in).
 fn open_listeners(config: &Config) -> Result<Listeners, StartupError> {
-    let mut listeners = Listeners::open(&config.server)?;
+    let mut listeners = Listeners::open(&config.server, config.tls.as_ref())?;
+    if listeners.any_tls() && config.tls.is_none() {
+        return Err(StartupError::Activation(
+            "a socket named tls was passed, but the configuration has no [tls] section with the certificate to serve it with".to_string(),
+        ));
+    }
     if listeners.origin == Origin::Configured
         && let Some(address) = config.metrics.address()
     {
@@ -202,6 +215,8 @@ struct Service {
     config: Config,
     source: ConfigSource,
     overrides: Overrides,
+    /// The TLS listeners' certificate, if `[tls]` was there at the start.
+    tls: Option<Arc<Tls>>,
 }
 
 async fn run(
@@ -227,8 +242,15 @@ async fn run(
     }
     // Last, so that nothing can fail once connections are being accepted.
     let worker_count = Workers::count_for(service.config.server.workers);
-    let mut workers = Workers::start(worker_count, listeners.tcp, udp, &limits, &controller)
-        .map_err(StartupError::Runtime)?;
+    let mut workers = Workers::start(
+        worker_count,
+        listeners.tcp,
+        udp,
+        &limits,
+        service.tls.as_ref(),
+        &controller,
+    )
+    .map_err(StartupError::Runtime)?;
     let metrics_address = match listeners.metrics {
         Some(listener) => {
             let address = listener.local_addr().map_err(StartupError::Runtime)?;
@@ -386,6 +408,16 @@ impl Service {
                 return false;
             }
         };
+        // The certificate is part of the configuration: if it does not
+        // load, nothing changes, as with a broken file.
+        if let (Some(tls), Some(settings)) = (&self.tls, &new.tls)
+            && let Err(e) = tls.reload(settings)
+        {
+            error!(
+                "SIGHUP: the configuration was not reloaded, the running one (and its certificate) stays in effect: {e}"
+            );
+            return false;
+        }
         limits.update(&new.server);
         logging.set_level(new.log.level);
         let needs_restart = self.config.restart_only_changes(&new);
@@ -410,6 +442,14 @@ impl Service {
             },
             daemon: running.daemon,
             metrics: running.metrics,
+            tls: match (running.tls, new.tls) {
+                (Some(running), Some(new)) => Some(TlsConfig {
+                    listen: running.listen,
+                    ..new
+                }),
+                // Turned on or off: only a restart does that.
+                (running, _) => running,
+            },
         };
         true
     }

@@ -12,14 +12,14 @@
 //! the echo path. A reload also makes every TCP worker sweep at once, so a
 //! changed idle timeout applies to open connections at once.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::server::config::ServerConfig;
-use crate::server::throttle::{Throttle, WARNING_INTERVAL};
+use crate::server::throttle::{Failures, WARNING_INTERVAL};
 
 #[derive(Debug)]
 pub(crate) struct Limits {
@@ -31,11 +31,8 @@ pub(crate) struct Limits {
     proxy_protocol_timeout_ns: AtomicU64,
     open_connections: AtomicUsize,
     /// Connections closed without a valid PROXY protocol header in time,
-    /// by all workers since the start.
-    proxy_header_failures: AtomicU64,
-    /// One warning line per interval for all workers together. Only a
-    /// failure takes the lock, never the echo.
-    proxy_header_warnings: Mutex<Throttle>,
+    /// by all workers since the start, and the throttle of their warning.
+    proxy_header_failures: Failures,
     reloaded: watch::Sender<()>,
 }
 
@@ -47,8 +44,7 @@ impl Limits {
             udp_rate_limit: AtomicU32::new(0),
             proxy_protocol_timeout_ns: AtomicU64::new(0),
             open_connections: AtomicUsize::new(0),
-            proxy_header_failures: AtomicU64::new(0),
-            proxy_header_warnings: Mutex::new(Throttle::new(WARNING_INTERVAL)),
+            proxy_header_failures: Failures::new(WARNING_INTERVAL),
             reloaded: watch::Sender::new(()),
         };
         limits.update(config);
@@ -96,13 +92,7 @@ impl Limits {
     /// how many there have been, and, when this one is to be logged, how
     /// many went unlogged since the last line.
     pub(crate) fn count_proxy_header_failure(&self) -> (u64, Option<u64>) {
-        let total = self.proxy_header_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        let logged = self
-            .proxy_header_warnings
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .event();
-        (total, logged)
+        self.proxy_header_failures.count()
     }
 
     /// Datagrams per second per source address; 0 means unlimited.

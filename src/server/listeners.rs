@@ -17,7 +17,7 @@ use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
 use socket2::{Domain, Socket, Type};
 
 use crate::server::activation::{self, Inherited};
-use crate::server::config::{ListenEntry, ServerConfig};
+use crate::server::config::{ListenEntry, ServerConfig, TlsConfig};
 use crate::server::error::{Protocol, StartupError};
 use crate::shared::address::HostPort;
 
@@ -39,12 +39,23 @@ pub(crate) struct Listeners {
     pub(crate) origin: Origin,
 }
 
-/// A listening TCP socket, and whether its connections begin with a PROXY
-/// protocol header.
+/// A listening TCP socket, whether its connections begin with a PROXY
+/// protocol header, and whether they speak TLS.
 #[derive(Debug)]
 pub(crate) struct TcpEndpoint {
     pub(crate) listener: TcpListener,
     pub(crate) proxy_protocol: bool,
+    pub(crate) tls: bool,
+}
+
+impl TcpEndpoint {
+    /// The same listening socket, for another worker.
+    pub(crate) fn try_clone(&self) -> std::io::Result<TcpEndpoint> {
+        Ok(TcpEndpoint {
+            listener: self.listener.try_clone()?,
+            ..*self
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +69,10 @@ pub(crate) enum Origin {
 impl Listeners {
     /// The sockets to serve: those passed by a service manager if any, else
     /// every configured address, resolved and bound.
-    pub(crate) fn open(config: &ServerConfig) -> Result<Listeners, StartupError> {
+    pub(crate) fn open(
+        config: &ServerConfig,
+        tls: Option<&TlsConfig>,
+    ) -> Result<Listeners, StartupError> {
         match activation::inherited_sockets()? {
             Some(Inherited { tcp, udp, metrics }) => Ok(Listeners {
                 tcp,
@@ -66,13 +80,17 @@ impl Listeners {
                 metrics,
                 origin: Origin::Activated,
             }),
-            None => Listeners::bind(config),
+            None => Listeners::bind(config, tls),
         }
     }
 
     /// Resolves and binds every configured address: TCP always, UDP too when
-    /// enabled, on the same port as TCP (which matters when the port is 0).
-    pub(crate) fn bind(config: &ServerConfig) -> Result<Listeners, StartupError> {
+    /// enabled, on the same port as TCP (which matters when the port is 0),
+    /// and the TLS addresses (TCP only).
+    pub(crate) fn bind(
+        config: &ServerConfig,
+        tls: Option<&TlsConfig>,
+    ) -> Result<Listeners, StartupError> {
         let mut listeners = Listeners {
             tcp: Vec::new(),
             udp: Vec::new(),
@@ -90,6 +108,25 @@ impl Listeners {
             listeners.tcp.push(TcpEndpoint {
                 listener,
                 proxy_protocol,
+                tls: false,
+            });
+        }
+        // Resolved apart from the plain ones: an address that is both is
+        // refused by the second bind, not merged into one listener.
+        let tls_entries: Vec<ListenEntry> = tls
+            .map(|tls| tls.listen.get_ref().clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|address| ListenEntry {
+                address,
+                proxy_protocol: false,
+            })
+            .collect();
+        for (addr, _) in resolve_all(&tls_entries)? {
+            listeners.tcp.push(TcpEndpoint {
+                listener: bind_tcp(addr)?,
+                proxy_protocol: false,
+                tls: true,
             });
         }
         Ok(listeners)
@@ -97,13 +134,17 @@ impl Listeners {
 
     /// The bound addresses, as the start-up line reports them.
     pub(crate) fn describe(&self) -> BoundAddresses {
-        let tcp = self.tcp.iter().filter_map(|t| t.listener.local_addr().ok());
+        let tcp = self.tcp.iter().filter_map(|t| {
+            let scheme = if t.tls { "tls" } else { "tcp" };
+            t.listener.local_addr().ok().map(|a| (scheme, a))
+        });
         let udp = self.udp.iter().filter_map(|s| s.local_addr().ok());
-        BoundAddresses(
-            tcp.map(|a| (Protocol::Tcp, a))
-                .chain(udp.map(|a| (Protocol::Udp, a)))
-                .collect(),
-        )
+        BoundAddresses(tcp.chain(udp.map(|a| ("udp", a))).collect())
+    }
+
+    /// Whether any listener speaks TLS.
+    pub(crate) fn any_tls(&self) -> bool {
+        self.tcp.iter().any(|t| t.tls)
     }
 
     /// The addresses whose connections begin with a PROXY protocol
@@ -138,16 +179,12 @@ impl Listeners {
     }
 }
 
-/// A list like `tcp://127.0.0.1:7 udp://127.0.0.1:7`.
-pub(crate) struct BoundAddresses(Vec<(Protocol, SocketAddr)>);
+/// A list like `tcp://127.0.0.1:7 udp://127.0.0.1:7 tls://127.0.0.1:65443`.
+pub(crate) struct BoundAddresses(Vec<(&'static str, SocketAddr)>);
 
 impl fmt::Display for BoundAddresses {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, (protocol, addr)) in self.0.iter().enumerate() {
-            let scheme = match protocol {
-                Protocol::Tcp => "tcp",
-                Protocol::Udp => "udp",
-            };
+        for (i, (scheme, addr)) in self.0.iter().enumerate() {
             write!(f, "{}{scheme}://{addr}", if i == 0 { "" } else { " " })?;
         }
         Ok(())

@@ -80,9 +80,15 @@ impl Logging {
             (LogFormat::Text, true) => format.with_ansi(false).without_time().boxed(),
             (LogFormat::Text, false) => format.with_ansi(ansi).boxed(),
         };
+        // rustls logs through `log` what a peer can trigger on every
+        // connection (a warning for an IP address sent as the server name,
+        // from socat and `openssl s_client`): unthrottled, that would flood
+        // the log. Failed handshakes are logged, throttled, by `tls`.
+        let quiet_rustls =
+            tracing_subscriber::filter::filter_fn(|meta| !meta.target().starts_with("rustls"));
         tracing_subscriber::registry()
             .with(filter)
-            .with(format)
+            .with(format.with_filter(quiet_rustls))
             .try_init()
             .map_err(|e| StartupError::Runtime(std::io::Error::other(e)))?;
         Ok(Logging {

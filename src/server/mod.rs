@@ -11,11 +11,13 @@
 //! ```text
 //! launch ─┬─> config ─> (shared) address, duration
 //!         ├─> listeners ─> activation
-//!         ├─> workers ─┬─> event_loop ─> mailbox, limits, metrics::counters, proxy_header, shutdown, throttle, udp
+//!         ├─> workers ─┬─> event_loop ─> mailbox, limits, metrics::counters, proxy_header, shutdown, throttle, tls, udp
+//!         │            │                 (tls ─> config, throttle; its session borrows event_loop's Turn)
 //!         │            └─> mailbox, udp
 //!         ├─> udp ─> limits, metrics::counters, throttle
 //!         ├─> metrics ─> limits, throttle (the /metrics endpoint; its `counters` use nothing)
 //!         ├─> limits ─> config
+//!         ├─> tls (loads and reloads the certificate)
 //!         ├─> logging, notify, signals, shutdown, daemon (Unix only)
 //!         └─> error (StartupError: every reason not to start, and its exit code)
 //! ```
@@ -49,6 +51,7 @@ pub(crate) mod proxy_header;
 pub(crate) mod shutdown;
 pub(crate) mod signals;
 pub(crate) mod throttle;
+pub(crate) mod tls;
 pub(crate) mod udp;
 pub(crate) mod workers;
 

@@ -4,6 +4,8 @@
 //! same event thousands of times a second. The first one is logged at once;
 //! after that, at most one line per interval, saying how many were folded in.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How often the echo path's warnings (refusals, accept errors, PROXY
@@ -40,6 +42,36 @@ impl Throttle {
                 Some(std::mem::take(&mut self.suppressed))
             }
         }
+    }
+}
+
+/// A daemon-wide count of one kind of failure, with the throttle of its
+/// warning: one line per interval for all workers together. Only a failure
+/// takes the lock, never the echo.
+#[derive(Debug)]
+pub(crate) struct Failures {
+    total: AtomicU64,
+    warnings: Mutex<Throttle>,
+}
+
+impl Failures {
+    pub(crate) fn new(interval: Duration) -> Failures {
+        Failures {
+            total: AtomicU64::new(0),
+            warnings: Mutex::new(Throttle::new(interval)),
+        }
+    }
+
+    /// Counts one. Returns how many there have been, and, when this one is
+    /// to be logged, how many went unlogged since the last line.
+    pub(crate) fn count(&self) -> (u64, Option<u64>) {
+        let total = self.total.fetch_add(1, Ordering::Relaxed) + 1;
+        let logged = self
+            .warnings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .event();
+        (total, logged)
     }
 }
 

@@ -31,12 +31,13 @@ use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
-use crate::server::event_loop::EventLoop;
+use crate::server::event_loop::{EventLoop, WorkerSockets};
 use crate::server::limits::Limits;
 use crate::server::listeners::TcpEndpoint;
 use crate::server::mailbox::{self, Command, Mailbox};
 use crate::server::metrics::counters::WorkerCounters;
 use crate::server::shutdown::{Shutdown, ShutdownController};
+use crate::server::tls::Tls;
 use crate::server::udp::UdpEndpoint;
 
 /// The worker threads.
@@ -72,6 +73,7 @@ impl Workers {
         listeners: Vec<TcpEndpoint>,
         udp: Vec<UdpEndpoint>,
         limits: &Arc<Limits>,
+        tls: Option<&Arc<Tls>>,
         controller: &ShutdownController,
     ) -> io::Result<Workers> {
         let mut threads = Vec::with_capacity(count);
@@ -85,20 +87,18 @@ impl Workers {
             let counters = Arc::new(WorkerCounters::default());
             let event_loop = EventLoop::new(
                 poll,
-                listeners
-                    .iter()
-                    .map(|endpoint| {
-                        Ok(TcpEndpoint {
-                            listener: endpoint.listener.try_clone()?,
-                            proxy_protocol: endpoint.proxy_protocol,
-                        })
-                    })
-                    .collect::<io::Result<_>>()?,
-                udp,
+                WorkerSockets {
+                    listeners: listeners
+                        .iter()
+                        .map(TcpEndpoint::try_clone)
+                        .collect::<io::Result<_>>()?,
+                    udp,
+                },
                 Arc::clone(limits),
                 controller.guard(),
                 inbox,
                 Arc::clone(&counters),
+                tls.cloned(),
             )?;
             let thread = std::thread::Builder::new()
                 .name(format!("echo-worker-{index}"))

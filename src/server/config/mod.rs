@@ -16,7 +16,7 @@ mod source;
 
 use std::fmt;
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -40,6 +40,9 @@ pub(crate) struct Config {
     pub(crate) daemon: DaemonConfig,
     #[serde(default = "defaults::section")]
     pub(crate) metrics: MetricsConfig,
+    /// TLS listeners; none unless the section is there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tls: Option<TlsConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -202,18 +205,10 @@ impl MetricsConfig {
             return Ok(());
         };
         let metrics = listen.get_ref();
-        let wildcard = |host: &Host| {
-            host.as_str()
-                .trim_matches(['[', ']'])
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_unspecified())
-        };
-        let clash = server.listen_entries().into_iter().find(|entry| {
-            let echo = &entry.address;
-            metrics.port != 0
-                && echo.port == metrics.port
-                && (echo.host == metrics.host || wildcard(&echo.host) || wildcard(&metrics.host))
-        });
+        let clash = server
+            .listen_entries()
+            .into_iter()
+            .find(|entry| overlap(&entry.address, metrics));
         match clash {
             Some(entry) => Err((
                 Some(listen.span()),
@@ -225,6 +220,96 @@ impl MetricsConfig {
             None => Ok(()),
         }
     }
+}
+
+/// The TLS echo: listeners of its own beside the plain ones, and the
+/// certificate they present. The files are read by `server::tls`, at start
+/// and on every reload; a relative path is taken from the config file's
+/// directory, so that it means the same after `--daemon` leaves the working
+/// directory.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TlsConfig {
+    /// `HOST:PORT` entries, never one of `[server] listen`'s.
+    pub(crate) listen: Spanned<Vec<HostPort>>,
+    /// The certificate chain in PEM: the server's certificate first.
+    pub(crate) certificate: PathBuf,
+    /// The certificate's private key in PEM (PKCS#8, PKCS#1 or SEC1).
+    pub(crate) key: PathBuf,
+    /// When set, clients must present a certificate issued by one of these
+    /// CAs (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) client_ca: Option<PathBuf>,
+    /// Application protocols offered by ALPN, most preferred first; a
+    /// client that offers ALPN but none of these is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) alpn: Vec<String>,
+}
+
+impl TlsConfig {
+    fn validate(&self, server: &ServerConfig) -> Result<(), (Option<Range<usize>>, String)> {
+        let listen = &self.listen;
+        if listen.get_ref().is_empty() {
+            return Err((
+                Some(listen.span()),
+                "[tls] listen is empty: give at least one \"ADDRESS:PORT\" (e.g. \"0.0.0.0:65443\")"
+                    .to_string(),
+            ));
+        }
+        for tls in listen.get_ref() {
+            if let Some(plain) = server
+                .listen_entries()
+                .into_iter()
+                .find(|entry| overlap(&entry.address, tls))
+            {
+                return Err((
+                    Some(listen.span()),
+                    format!(
+                        "the TLS address {tls} overlaps the plain echo address {}: give [tls] a port of its own (e.g. 65443)",
+                        plain.address
+                    ),
+                ));
+            }
+        }
+        if let Some(bad) = self
+            .alpn
+            .iter()
+            .find(|protocol| protocol.is_empty() || protocol.len() > 255)
+        {
+            return Err((
+                None,
+                format!(
+                    "[tls] alpn: \"{bad}\" is not a protocol name (1 to 255 bytes, e.g. \"echo\")"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Takes relative paths from `directory`.
+    fn anchor(&mut self, directory: &Path) {
+        for path in [&mut self.certificate, &mut self.key]
+            .into_iter()
+            .chain(self.client_ca.as_mut())
+        {
+            if path.is_relative() {
+                *path = directory.join(&*path);
+            }
+        }
+    }
+}
+
+/// Whether two listen addresses would be the same socket: the same port
+/// (not 0, which is a port of its own each time) on the same host or a
+/// wildcard.
+fn overlap(a: &HostPort, b: &HostPort) -> bool {
+    let wildcard = |host: &Host| {
+        host.as_str()
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_unspecified())
+    };
+    a.port != 0 && a.port == b.port && (a.host == b.host || wildcard(&a.host) || wildcard(&b.host))
 }
 
 /// Where a daemon (`--daemon`) logs when `[log] directory` is not set:
@@ -320,6 +405,14 @@ impl Config {
             .metrics
             .validate(&config.server)
             .map_err(|(span, message)| ConfigError::at(source.origin(), text, span, &message))?;
+        if let Some(tls) = &mut config.tls {
+            tls.validate(&config.server).map_err(|(span, message)| {
+                ConfigError::at(source.origin(), text, span, &message)
+            })?;
+            if let Some(directory) = source.path().and_then(Path::parent) {
+                tls.anchor(directory);
+            }
+        }
         config.server.normalize();
         Ok(config)
     }
@@ -400,6 +493,11 @@ impl Config {
             ("log.max_files", new.log.max_files != old.log.max_files),
             ("daemon", new.daemon != old.daemon),
             ("metrics.listen", new.metrics != old.metrics),
+            (
+                "tls.listen",
+                new.tls.as_ref().map(|tls| tls.listen.get_ref())
+                    != old.tls.as_ref().map(|tls| tls.listen.get_ref()),
+            ),
         ]
         .into_iter()
         .filter_map(|(name, changed)| changed.then_some(name))
@@ -832,6 +930,56 @@ mod tests {
     }
 
     #[test]
+    fn tls_is_off_unless_its_section_is_there() {
+        assert_eq!(Config::default().tls, None);
+        let config = Config::parse(
+            "[tls]\nlisten = [\"0.0.0.0:65443\"]\ncertificate = \"tls/server.pem\"\nkey = \"/keys/server.key\"\nalpn = [\"echo\"]\n",
+            &ConfigSource::CommandLine(PathBuf::from("/etc/echo-server/config.toml")),
+        )
+        .unwrap();
+        let tls = config.tls.as_ref().unwrap();
+        // Relative paths are the config file's directory's.
+        assert_eq!(
+            tls.certificate,
+            Path::new("/etc/echo-server/tls/server.pem")
+        );
+        assert_eq!(tls.key, Path::new("/keys/server.key"));
+        assert_eq!(tls.client_ca, None);
+        assert_eq!(tls.alpn, ["echo"]);
+        let printed = config.to_toml();
+        assert!(printed.contains("[tls]"), "{printed}");
+    }
+
+    #[test]
+    fn bad_tls_sections_say_what_is_wrong() {
+        for (input, needle) in [
+            (
+                "[tls]\nlisten = []\ncertificate = \"c\"\nkey = \"k\"\n",
+                "[tls] listen is empty",
+            ),
+            (
+                "[tls]\nlisten = [\"127.0.0.1:65443\"]\ncertificate = \"c\"\n",
+                "missing field `key`",
+            ),
+            (
+                "[tls]\nlisten = [\"127.0.0.1:65443\"]\ncertificate = \"c\"\nkey = \"k\"\nalpn = [\"\"]\n",
+                "is not a protocol name",
+            ),
+            (
+                "[tls]\nlisten = [\"127.0.0.1:65443\"]\ncertificate = \"c\"\nkey = \"k\"\nciphers = \"all\"\n",
+                "unknown field `ciphers`",
+            ),
+            (
+                "[server]\nlisten = [\"0.0.0.0:65443\"]\n[tls]\nlisten = [\"127.0.0.1:65443\"]\ncertificate = \"c\"\nkey = \"k\"\n",
+                "give [tls] a port of its own",
+            ),
+        ] {
+            let err = parse(input).unwrap_err();
+            assert!(err.message.contains(needle), "{input}: {err}");
+        }
+    }
+
+    #[test]
     fn restart_only_changes_are_named() {
         let old = Config::default();
         let new = parse(
@@ -852,5 +1000,23 @@ mod tests {
         assert_eq!(plain.restart_only_changes(&proxied), ["server.listen"]);
         let metrics = parse("[metrics]\nlisten = \"127.0.0.1:9862\"\n").unwrap();
         assert_eq!(old.restart_only_changes(&metrics), ["metrics.listen"]);
+        // A TLS listener needs a restart; its certificate does not.
+        let tls = |listen: &str, certificate: &str| {
+            parse(&format!(
+                "[tls]\nlisten = [\"{listen}\"]\ncertificate = \"{certificate}\"\nkey = \"k\"\n"
+            ))
+            .unwrap()
+        };
+        let running = tls("127.0.0.1:65443", "a.pem");
+        assert_eq!(old.restart_only_changes(&running), ["tls.listen"]);
+        assert!(
+            running
+                .restart_only_changes(&tls("127.0.0.1:65443", "b.pem"))
+                .is_empty()
+        );
+        assert_eq!(
+            running.restart_only_changes(&tls("127.0.0.1:65444", "a.pem")),
+            ["tls.listen"]
+        );
     }
 }

@@ -50,15 +50,18 @@ pub(crate) enum CloseReason {
     Error,
     /// Still open when the daemon stopped, after `shutdown_grace`.
     Shutdown,
+    /// The TLS handshake failed, or the peer closed in the middle of it.
+    TlsHandshake,
 }
 
 impl CloseReason {
-    pub(crate) const ALL: [CloseReason; 5] = [
+    pub(crate) const ALL: [CloseReason; 6] = [
         CloseReason::Peer,
         CloseReason::IdleTimeout,
         CloseReason::ProxyHeader,
         CloseReason::Error,
         CloseReason::Shutdown,
+        CloseReason::TlsHandshake,
     ];
 
     /// The `reason` label.
@@ -69,6 +72,7 @@ impl CloseReason {
             CloseReason::ProxyHeader => "proxy_header",
             CloseReason::Error => "error",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::TlsHandshake => "tls_handshake",
         }
     }
 }
