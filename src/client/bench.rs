@@ -259,7 +259,7 @@ async fn find_server(options: &BenchOptions) -> Result<SocketAddr, Failure> {
     let echo = if options.udp {
         udp_echo(&options.target, &probe, options.timeout).await?
     } else {
-        tcp_echo(&options.target, &probe, options.timeout).await?
+        tcp_echo(&options.target, None, &probe, options.timeout).await?
     };
     judge_echo(&probe, &echo.bytes)?;
     Ok(echo.address)

@@ -20,11 +20,11 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use super::tls::Tls;
 use super::{Failure, Verdict, connect_tcp, within};
 use crate::shared::address::HostPort;
 use crate::shared::exit_code;
@@ -39,6 +39,8 @@ pub struct PipeOptions {
     /// Bound on connecting, and on waiting for the server while it owes
     /// something and sends nothing.
     pub timeout: Duration,
+    /// Over TLS, with this configuration.
+    pub tls: Option<Arc<Tls>>,
 }
 
 /// Why a pipe failed: at the server's end, or at ours (standard input or
@@ -103,13 +105,28 @@ async fn pipe(options: &PipeOptions) -> Result<(), PipeError> {
     let stream = within(options.timeout, connect_tcp(&options.target))
         .await
         .map_err(PipeError::Remote)?;
-    let (from_server, to_server) = stream.into_split();
+    match &options.tls {
+        None => pipe_over(stream, options.timeout).await,
+        Some(tls) => {
+            let stream = within(options.timeout, tls.handshake(stream, &options.target))
+                .await
+                .map_err(PipeError::Remote)?;
+            pipe_over(stream, options.timeout).await
+        }
+    }
+}
+
+async fn pipe_over<S: AsyncRead + AsyncWrite>(
+    stream: S,
+    timeout: Duration,
+) -> Result<(), PipeError> {
+    let (from_server, to_server) = tokio::io::split(stream);
     let unechoed = Arc::new(Unechoed {
         owed: Mutex::default(),
         room: Semaphore::new(MAX_UNECHOED),
     });
     let upload = upload(to_server, Arc::clone(&unechoed));
-    let download = download(from_server, Arc::clone(&unechoed), options.timeout);
+    let download = download(from_server, Arc::clone(&unechoed), timeout);
     tokio::pin!(upload, download);
     let mut input_done = false;
     let echoed = loop {
@@ -131,8 +148,11 @@ async fn pipe(options: &PipeOptions) -> Result<(), PipeError> {
 }
 
 /// Standard input to the server; returns once input has ended and the
-/// sending side is shut down.
-async fn upload(mut to_server: OwnedWriteHalf, unechoed: Arc<Unechoed>) -> Result<(), PipeError> {
+/// sending side is shut down (over TLS, after `close_notify`).
+async fn upload(
+    mut to_server: impl AsyncWrite + Unpin,
+    unechoed: Arc<Unechoed>,
+) -> Result<(), PipeError> {
     let mut stdin = tokio::io::stdin();
     let mut buf = vec![0u8; CHUNK];
     loop {
@@ -166,7 +186,7 @@ async fn upload(mut to_server: OwnedWriteHalf, unechoed: Arc<Unechoed>) -> Resul
 /// server closes or owes something for `timeout` without sending any of it;
 /// returns how many there were.
 async fn download(
-    mut from_server: OwnedReadHalf,
+    mut from_server: impl AsyncRead + Unpin,
     unechoed: Arc<Unechoed>,
     timeout: Duration,
 ) -> Result<u64, PipeError> {
