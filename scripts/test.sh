@@ -65,6 +65,9 @@ install_packages() {
         [iptables]=iptables
         [ip6tables]=iptables
         [socat]=socat
+        # tests/tls_client.rs: test certificates, and TLS echoes to check against.
+        [openssl]=openssl
+        [stunnel4]=stunnel4
         [haproxy]=haproxy
         [systemd-analyze]=systemd
         [systemd-socket-activate]=systemd

@@ -233,11 +233,16 @@ fn human_line(report: &TargetReport) -> String {
     }
     if let Some(tls) = &report.tls {
         line.push_str(&format!(", {} {}", tls.version, tls.cipher_suite));
-        if let Some(days) = tls.certificate_expires_in_days {
-            line.push_str(&format!(
-                ", certificate expires in {days:.0} days ({})",
-                tls.certificate_not_after.as_deref().unwrap_or_default()
-            ));
+        let not_after = tls.certificate_not_after.as_deref().unwrap_or_default();
+        match tls.certificate_expires_in_days {
+            Some(days) if days < 0.0 => line.push_str(&format!(
+                ", certificate expired {:.0} days ago ({not_after})",
+                -days
+            )),
+            Some(days) => line.push_str(&format!(
+                ", certificate expires in {days:.0} days ({not_after})"
+            )),
+            None => {}
         }
     }
     if let Some(error) = &report.error {

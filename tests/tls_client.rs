@@ -1,0 +1,493 @@
+//! `echo-client --tls` against TLS echo servers this project did not write:
+//! socat (`OPENSSL-LISTEN … PIPE`) and stunnel in front of echo-server's
+//! plain TCP listener, with certificates the `openssl` CLI makes for each
+//! run: a CA, a server certificate, an expired one, one for another name,
+//! and a client certificate for mutual TLS.
+
+#![cfg(unix)]
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{CLIENT, Finished, PATIENCE, Server, TestDir, finish_with_patience, random_bytes};
+use serde_json::Value;
+
+/// Exit code of a refused certificate (`exit_code::CERTIFICATE`).
+const CERTIFICATE: i32 = echo_service::shared::exit_code::CERTIFICATE;
+
+/// A test PKI, made with `openssl` in a directory of its own.
+struct Pki {
+    dir: TestDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let pki = Pki {
+            dir: TestDir::new(),
+        };
+        pki.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "365",
+            "-subj",
+            "/CN=echo test CA",
+        ]);
+        let server_names = "subjectAltName=DNS:localhost,IP:127.0.0.1";
+        pki.issue("server", server_names, "30");
+        pki.issue("expired", server_names, "-1");
+        pki.issue("wrong", "subjectAltName=DNS:wrong.example", "30");
+        pki.issue("client", "extendedKeyUsage=clientAuth", "30");
+        pki
+    }
+
+    /// `NAME.pem` and `NAME.key`, signed by the CA, with `extension`,
+    /// valid from now for `days` (-1: expired yesterday).
+    fn issue(&self, name: &str, extension: &str, days: &str) {
+        let extensions = self
+            .dir
+            .write(&format!("{name}.ext"), &format!("{extension}\n"));
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ]);
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            days,
+            "-extfile",
+            extensions.to_str().unwrap(),
+        ]);
+    }
+
+    fn openssl(&self, args: &[&str]) -> Finished {
+        let mut command = Command::new("openssl");
+        command.args(args).current_dir(self.dir.path());
+        let run = finish_with_patience(command, b"");
+        assert_eq!(run.code, 0, "openssl {args:?}: {}", run.stderr);
+        run
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn arg(&self, name: &str) -> String {
+        self.file(name).to_str().unwrap().to_string()
+    }
+
+    /// The certificate's notAfter as `openssl x509` reads it, in RFC 3339.
+    fn not_after(&self, name: &str) -> String {
+        let run = self.openssl(&[
+            "x509",
+            "-in",
+            &format!("{name}.pem"),
+            "-noout",
+            "-enddate",
+            "-dateopt",
+            "iso_8601",
+        ]);
+        run.stdout()
+            .trim()
+            .strip_prefix("notAfter=")
+            .expect("openssl prints notAfter=")
+            .replace(' ', "T")
+    }
+}
+
+/// A foreign server, killed with everything it forked when dropped (in a
+/// process group of its own, without the test's standard output).
+struct Foreign {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Foreign {
+    fn start(command: &mut Command, addr: SocketAddr) -> Foreign {
+        let child = command
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{command:?} (installed by scripts/test.sh): {e}"));
+        let deadline = Instant::now() + PATIENCE;
+        while TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "{command:?} did not listen on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Foreign { child, addr }
+    }
+
+    /// socat's TLS echo with the certificate `name`; `verify` adds socat's
+    /// options for client certificates (`verify=0`: none asked for).
+    fn socat(pki: &Pki, name: &str, verify: &str) -> Foreign {
+        let addr = free_addr();
+        Foreign::start(
+            Command::new("socat").args([
+                &format!(
+                    "OPENSSL-LISTEN:{},bind=127.0.0.1,fork,reuseaddr,cert={},key={},{verify}",
+                    addr.port(),
+                    pki.arg(&format!("{name}.pem")),
+                    pki.arg(&format!("{name}.key")),
+                ),
+                "PIPE",
+            ]),
+            addr,
+        )
+    }
+
+    /// stunnel with the server certificate in front of `backend`, a plain echo.
+    fn stunnel(pki: &Pki, backend: SocketAddr) -> Foreign {
+        let addr = free_addr();
+        let config = pki.dir.write(
+            "stunnel.conf",
+            &format!(
+                "foreground = yes\npid =\n[echo]\naccept = {addr}\nconnect = {backend}\n\
+                 cert = {}\nkey = {}\n",
+                pki.arg("server.pem"),
+                pki.arg("server.key")
+            ),
+        );
+        Foreign::start(Command::new("stunnel4").arg(config), addr)
+    }
+
+    fn target(&self) -> String {
+        format!("localhost:{}", self.addr.port())
+    }
+}
+
+impl Drop for Foreign {
+    fn drop(&mut self) {
+        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(group, common::Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn client(args: &[&str], input: &[u8]) -> Finished {
+    let mut command = Command::new(CLIENT);
+    command.args(args);
+    finish_with_patience(command, input)
+}
+
+fn json(run: &Finished) -> Value {
+    serde_json::from_slice(&run.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", run.stdout()))
+}
+
+/// send, check (JSON, with what the handshake settled) and a 10 MiB pipe,
+/// byte for byte, through `server`, trusting `ca`.
+fn sends_checks_and_pipes(pki: &Pki, server: &Foreign) {
+    let target = server.target();
+    let ca = pki.arg("ca.pem");
+    let tls = ["--tls", "--ca", &ca];
+    let sent = client(
+        &[
+            &["send", "-t", &target][..],
+            &tls,
+            &["hello", "over", "TLS"],
+        ]
+        .concat(),
+        b"",
+    );
+    assert_eq!(
+        (sent.code, sent.stdout()),
+        (0, "hello over TLS".to_string()),
+        "{}",
+        sent.stderr
+    );
+
+    let checked = client(
+        &[
+            &["check", &target, "-n", "2", "-i", "0s", "--json"][..],
+            &tls,
+        ]
+        .concat(),
+        b"",
+    );
+    assert_eq!(checked.code, 0, "{}{}", checked.stdout(), checked.stderr);
+    let report = &json(&checked)["targets"][0];
+    assert_eq!(report["protocol"], "TLS");
+    let session = &report["tls"];
+    assert!(
+        ["TLSv1.3", "TLSv1.2"].contains(&session["version"].as_str().unwrap()),
+        "{session}"
+    );
+    assert!(
+        session["cipher_suite"].as_str().unwrap().starts_with("TLS"),
+        "{session}"
+    );
+    assert_eq!(session["certificate_not_after"], pki.not_after("server"));
+    let days = session["certificate_expires_in_days"].as_f64().unwrap();
+    assert!((29.9..=30.0).contains(&days), "{session}");
+
+    let human = client(&[&["check", &target][..], &tls].concat(), b"");
+    assert_eq!(human.code, 0, "{}", human.stderr);
+    assert!(human.stdout().contains("over TLS"), "{}", human.stdout());
+    assert!(
+        human.stdout().contains("certificate expires in 30 days"),
+        "{}",
+        human.stdout()
+    );
+
+    let data = random_bytes(10 << 20, 20);
+    let piped = client(&[&["pipe", &target][..], &tls].concat(), &data);
+    assert_eq!(piped.code, 0, "{}", piped.stderr);
+    assert!(piped.stdout == data, "the 10 MiB came back different");
+}
+
+#[test]
+fn socat_echoes_over_tls() {
+    let pki = Pki::new();
+    let socat = Foreign::socat(&pki, "server", "verify=0");
+    sends_checks_and_pipes(&pki, &socat);
+}
+
+#[test]
+fn stunnel_in_front_of_echo_server_echoes_over_tls() {
+    let pki = Pki::new();
+    let echo_server = Server::start("");
+    let stunnel = Foreign::stunnel(&pki, echo_server.addr());
+    sends_checks_and_pipes(&pki, &stunnel);
+}
+
+/// Each refused certificate gets its own words and the certificate exit
+/// code; --server-name and --insecure get past the ones they are for.
+#[test]
+fn refused_certificates_say_why() {
+    let pki = Pki::new();
+    let ca = pki.arg("ca.pem");
+    let send = |server: &Foreign, extra: &[&str]| {
+        let target = server.target();
+        client(
+            &[&["send", "-t", &target, "--tls"][..], extra, &["ping"]].concat(),
+            b"",
+        )
+    };
+    let refused = |run: &Finished, words: &str| {
+        assert_eq!(run.code, CERTIFICATE, "{}", run.stderr);
+        assert!(run.stderr.contains(words), "{}", run.stderr);
+        assert!(run.stdout.is_empty(), "{}", run.stdout());
+    };
+
+    let expired = Foreign::socat(&pki, "expired", "verify=0");
+    refused(
+        &send(&expired, &["--ca", &ca]),
+        "the server's certificate expired",
+    );
+    let insecure = send(&expired, &["--insecure"]);
+    assert_eq!(
+        (insecure.code, insecure.stdout()),
+        (0, "ping".to_string()),
+        "{}",
+        insecure.stderr
+    );
+    assert!(
+        insecure.stderr.contains("warning: --insecure"),
+        "{}",
+        insecure.stderr
+    );
+    let checked = client(
+        &["check", &expired.target(), "--tls", "--insecure", "--json"],
+        b"",
+    );
+    let days = json(&checked)["targets"][0]["tls"]["certificate_expires_in_days"].as_f64();
+    assert!(days.is_some_and(|days| days < 0.0), "{}", checked.stdout());
+
+    let wrong = Foreign::socat(&pki, "wrong", "verify=0");
+    refused(
+        &send(&wrong, &["--ca", &ca]),
+        "not for the name `localhost`; it is for wrong.example",
+    );
+    let named = send(&wrong, &["--ca", &ca, "--server-name", "wrong.example"]);
+    assert_eq!(
+        (named.code, named.stdout()),
+        (0, "ping".to_string()),
+        "{}",
+        named.stderr
+    );
+
+    let server = Foreign::socat(&pki, "server", "verify=0");
+    // The test CA is in no system store.
+    refused(&send(&server, &[]), "not signed by a CA this client trusts");
+    let checked = client(&["check", &server.target(), "--tls", "--json"], b"");
+    assert_eq!(checked.code, CERTIFICATE, "{}", checked.stdout());
+    assert_eq!(json(&checked)["targets"][0]["verdict"], "certificate");
+}
+
+/// A server that asks for a client certificate refuses a client without
+/// one, in words that say what to give, and echoes to one with it.
+#[test]
+fn mutual_tls_needs_the_client_certificate() {
+    let pki = Pki::new();
+    let ca = pki.arg("ca.pem");
+    let socat = Foreign::socat(&pki, "server", &format!("verify=1,cafile={ca}"));
+    let target = socat.target();
+    let without = client(&["send", "-t", &target, "--tls", "--ca", &ca, "ping"], b"");
+    assert_eq!(without.code, CERTIFICATE, "{}", without.stderr);
+    assert!(
+        without
+            .stderr
+            .contains("requires a client certificate; give one with --cert"),
+        "{}",
+        without.stderr
+    );
+    let (cert, key) = (pki.arg("client.pem"), pki.arg("client.key"));
+    let identity = ["--tls", "--ca", &ca, "--cert", &cert, "--key", &key];
+    let with = client(
+        &[&["send", "-t", &target][..], &identity, &["ping"]].concat(),
+        b"",
+    );
+    assert_eq!(
+        (with.code, with.stdout()),
+        (0, "ping".to_string()),
+        "{}",
+        with.stderr
+    );
+    let data = random_bytes(1 << 20, 21);
+    let piped = client(&[&["pipe", &target][..], &identity].concat(), &data);
+    assert_eq!(piped.code, 0, "{}", piped.stderr);
+    assert!(piped.stdout == data, "the echo came back different");
+    // A certificate the server's CA did not sign.
+    let (cert, key) = (pki.arg("expired.pem"), pki.arg("expired.key"));
+    let refused = client(
+        &[
+            "send", "-t", &target, "--tls", "--ca", &ca, "--cert", &cert, "--key", &key, "ping",
+        ],
+        b"",
+    );
+    assert_eq!(refused.code, CERTIFICATE, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("refused the client certificate"),
+        "{}",
+        refused.stderr
+    );
+}
+
+/// As a Nagios plugin, the certificate's expiry has thresholds of its own
+/// and its own performance datum; in the Prometheus textfile, a timestamp.
+#[test]
+fn monitoring_outputs_watch_the_certificate_expiry() {
+    let pki = Pki::new();
+    let socat = Foreign::socat(&pki, "server", "verify=0");
+    let target = socat.target();
+    let ca = pki.arg("ca.pem");
+    let nagios = |thresholds: &[&str]| {
+        let args = [
+            &["check", &target, "--tls", "--ca", &ca, "--format", "nagios"][..],
+            thresholds,
+        ];
+        client(&args.concat(), b"")
+    };
+    let ok = nagios(&[]);
+    assert_eq!(ok.code, 0, "{}", ok.stdout());
+    assert!(ok.stdout().starts_with("ECHO OK - "), "{}", ok.stdout());
+    assert!(
+        ok.stdout().contains("certificate expires in 30 days"),
+        "{}",
+        ok.stdout()
+    );
+    assert!(
+        ok.stdout().contains(" cert_days=30;20:;15:;;"),
+        "{}",
+        ok.stdout()
+    );
+    let warning = nagios(&["--cert-warning", "45"]);
+    assert_eq!(warning.code, 1, "{}", warning.stdout());
+    assert!(
+        warning.stdout().starts_with("ECHO WARNING - "),
+        "{}",
+        warning.stdout()
+    );
+    let critical = nagios(&["--cert-warning", "60", "--cert-critical", "31"]);
+    assert_eq!(critical.code, 2, "{}", critical.stdout());
+
+    let textfile = client(
+        &[
+            "check", &target, "--tls", "--ca", &ca, "--format", "textfile",
+        ],
+        b"",
+    );
+    assert_eq!(textfile.code, 0, "{}", textfile.stderr);
+    let not_after: std::time::SystemTime =
+        humantime::parse_rfc3339(&pki.not_after("server")).unwrap();
+    let seconds = not_after
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let series = format!(
+        "echo_check_tls_cert_expiry_timestamp_seconds{{target=\"{target}\",protocol=\"tls\"}} {seconds}.0"
+    );
+    assert!(
+        textfile.stdout().contains(&series),
+        "{series} in:\n{}",
+        textfile.stdout()
+    );
+}
+
+/// Files that cannot be used are usage errors that name the file.
+#[test]
+fn unusable_tls_files_are_usage_errors() {
+    let pki = Pki::new();
+    let missing = pki.file("missing.pem");
+    let run = client(
+        &["send", "--tls", "--ca", missing.to_str().unwrap(), "x"],
+        b"",
+    );
+    assert_eq!(run.code, 64, "{}", run.stderr);
+    assert!(run.stderr.contains("missing.pem"), "{}", run.stderr);
+    let key_as_cert = client(&["send", "--tls", "--ca", &pki.arg("ca.key"), "x"], b"");
+    assert_eq!(key_as_cert.code, 64, "{}", key_as_cert.stderr);
+    assert!(
+        key_as_cert.stderr.contains("no CERTIFICATE block"),
+        "{}",
+        key_as_cert.stderr
+    );
+    let over_udp = client(&["send", "--udp", "--tls", "x"], b"");
+    assert_eq!(over_udp.code, 64, "{}", over_udp.stderr);
+}
