@@ -220,8 +220,8 @@ fn json(run: &Finished) -> Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", run.stdout()))
 }
 
-/// send, check (JSON, with what the handshake settled) and a 10 MiB pipe,
-/// byte for byte, through `server`, trusting `ca`.
+/// send, check (JSON, with what the handshake settled), a 10 MiB pipe,
+/// byte for byte, and a short bench through `server`, trusting the test CA.
 fn sends_checks_and_pipes(pki: &Pki, server: &Foreign) {
     let target = server.target();
     let ca = pki.arg("ca.pem");
@@ -279,6 +279,27 @@ fn sends_checks_and_pipes(pki: &Pki, server: &Foreign) {
     let piped = client(&[&["pipe", &target][..], &tls].concat(), &data);
     assert_eq!(piped.code, 0, "{}", piped.stderr);
     assert!(piped.stdout == data, "the 10 MiB came back different");
+
+    benches(&target, &tls);
+}
+
+/// A second's bench, small messages and large ones (many TLS records per
+/// batch), without a single error.
+fn benches(target: &str, tls: &[&str]) {
+    for shape in [
+        &["-c", "8"][..],
+        &["-c", "2", "--size", "300000", "--pipeline", "2"],
+    ] {
+        let args = [&["bench", target, "-d", "1s", "--json"][..], tls, shape].concat();
+        let run = client(&args, b"");
+        assert_eq!(run.code, 0, "{args:?}: {}{}", run.stdout(), run.stderr);
+        let report = json(&run);
+        assert_eq!(report["protocol"], "TLS");
+        assert!(report["requests"].as_u64().unwrap() > 0, "{report}");
+        for (kind, count) in report["errors"].as_object().unwrap() {
+            assert_eq!(count, 0, "{kind} errors: {report}");
+        }
+    }
 }
 
 #[test]
@@ -316,6 +337,11 @@ fn refused_certificates_say_why() {
     };
 
     let expired = Foreign::socat(&pki, "expired", "verify=0");
+    let bench = client(
+        &["bench", &expired.target(), "--tls", "--ca", &ca, "-d", "1s"],
+        b"",
+    );
+    refused(&bench, "the server's certificate expired");
     refused(
         &send(&expired, &["--ca", &ca]),
         "the server's certificate expired",
@@ -389,6 +415,7 @@ fn mutual_tls_needs_the_client_certificate() {
         "{}",
         with.stderr
     );
+    benches(&target, &identity);
     let data = random_bytes(1 << 20, 21);
     let piped = client(&[&["pipe", &target][..], &identity].concat(), &data);
     assert_eq!(piped.code, 0, "{}", piped.stderr);

@@ -183,6 +183,8 @@ struct BenchArgs {
     /// Bench over UDP instead of TCP.
     #[arg(long)]
     udp: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Bound on one round trip; slower ones count as timeouts.
     #[arg(long, default_value = "5s", value_name = "DURATION")]
     timeout: HumanDuration,
@@ -210,7 +212,7 @@ struct PipeArgs {
     tls: TlsArgs,
 }
 
-/// TLS, for `send`, `check` and `pipe`.
+/// TLS, for `send`, `check`, `bench` and `pipe`.
 #[derive(Debug, Args)]
 struct TlsArgs {
     /// Talk TLS 1.2 or 1.3 to the server (echo-server's [tls] listener, stunnel, a TLS proxy).
@@ -512,6 +514,7 @@ fn bench_options(args: BenchArgs) -> BenchOptions {
     let options = BenchOptions {
         target: args.target_option.unwrap_or(args.target),
         udp: args.udp,
+        tls: tls(args.tls, args.udp),
         connections: args.connections as usize,
         duration: positive(args.duration, "--duration"),
         warmup: args.warmup.0,

@@ -278,8 +278,11 @@ pub(crate) struct Echo {
 }
 
 /// One TCP exchange within `timeout`, over TLS with `tls`: connect, send
-/// `payload` and half-close (over TLS, `close_notify` first), read as many
-/// bytes back. If the time allows, one byte more is awaited (briefly: a
+/// `payload` and half-close, read as many bytes back. Over TLS the
+/// half-close (`close_notify`) waits for the whole echo: under TLS 1.2 it
+/// asks the peer to close at once, discarding what it has not sent yet
+/// (RFC 5246, 7.2.1), and TLS proxies such as stunnel may drop the rest of
+/// an echo that is still on its way. If the time allows, one byte more is awaited (briefly: a
 /// correct server closes at once), so an echo with extra bytes is caught;
 /// one is proof enough, and reading on would let a server that streams
 /// without end fill the memory.
@@ -293,13 +296,13 @@ pub(crate) async fn tcp_echo(
     let stream = within(timeout, connect_tcp(target)).await?;
     let address = stream.peer_addr().map_err(|e| Failure::io(&e))?;
     let Some(tls) = tls else {
-        return echo_over(stream, address, payload, deadline, timeout)
+        return echo_over(stream, address, payload, deadline, timeout, false)
             .await
             .map(|(echo, _)| echo);
     };
     let stream = until(deadline, timeout, tls.handshake(stream, target)).await?;
     let session = tls::Session::of(&stream);
-    let (echo, _) = echo_over(stream, address, payload, deadline, timeout).await?;
+    let (echo, _) = echo_over(stream, address, payload, deadline, timeout, true).await?;
     Ok(Echo {
         tls: Some(session),
         ..echo
@@ -316,7 +319,7 @@ pub(crate) async fn tcp_echo_keeping_stream(
     let deadline = Instant::now() + timeout;
     let stream = within(timeout, connect_tcp(target)).await?;
     let address = stream.peer_addr().map_err(|e| Failure::io(&e))?;
-    echo_over(stream, address, payload, deadline, timeout).await
+    echo_over(stream, address, payload, deadline, timeout, false).await
 }
 
 /// [`within`], for a part of an exchange that must end by `deadline`,
@@ -331,20 +334,26 @@ async fn until<T>(
         .unwrap_or_else(|_| Err(Failure::timed_out(limit)))
 }
 
-/// The exchange of [`tcp_echo`] on a connected stream, plain or TLS.
+/// The exchange of [`tcp_echo`] on a connected stream, plain or TLS,
+/// half-closed once the payload is sent or, `after_echo`, once its echo is
+/// back.
 async fn echo_over<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     address: SocketAddr,
     payload: &[u8],
     deadline: Instant,
     timeout: Duration,
+    after_echo: bool,
 ) -> Result<(Echo, S), Failure> {
     let (mut stream, mut echo) = until(deadline, timeout, async {
         let started = Instant::now();
         let (mut reader, mut writer) = tokio::io::split(stream);
         let write = async {
             writer.write_all(payload).await?;
-            writer.shutdown().await
+            if !after_echo {
+                writer.shutdown().await?;
+            }
+            Ok(())
         };
         let read = async {
             let mut bytes = Vec::with_capacity(payload.len());
@@ -354,8 +363,20 @@ async fn echo_over<S: AsyncRead + AsyncWrite + Unpin>(
                 .await?;
             Ok((bytes, Instant::now()))
         };
-        let ((), (bytes, finished)) =
-            tokio::try_join!(write, read).map_err(|e| Failure::stream(&e))?;
+        let (written, read) = tokio::join!(write, read);
+        let (bytes, finished) = match (written, read) {
+            (Ok(()), Ok(read)) => read,
+            // Over TLS, why a server cut the connection short (it wants a
+            // client certificate, say) comes as an alert that only the read
+            // side sees; a write into the closed connection says less.
+            (_, Err(e)) if tls::certificate_failure(&e).is_some() => {
+                return Err(Failure::io(&e));
+            }
+            (Err(e), _) | (Ok(()), Err(e)) => return Err(Failure::stream(&e)),
+        };
+        if after_echo {
+            writer.shutdown().await.map_err(|e| Failure::stream(&e))?;
+        }
         Ok((
             reader.unsplit(writer),
             Echo {

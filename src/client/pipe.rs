@@ -8,7 +8,10 @@
 //! `MAX_UNECHOED` of them: beyond that, reading standard input waits for the
 //! echo to catch up, so memory stays bounded whatever the server does. When
 //! input ends, the sending side is shut down (a TCP half-close) and the
-//! command ends once the server has sent everything back and closed.
+//! command ends once the server has sent everything back and closed. Over
+//! TLS the half-close (`close_notify`) waits until the echo has caught up,
+//! as in `tcp_echo`: a TLS 1.2 peer, or stunnel, may close at once on it
+//! and drop the rest of the echo.
 //!
 //! A transfer may take as long as it needs, but a server that owes an echo
 //! (or, once input has ended, the end of its stream) and sends nothing for
@@ -106,26 +109,29 @@ async fn pipe(options: &PipeOptions) -> Result<(), PipeError> {
         .await
         .map_err(PipeError::Remote)?;
     match &options.tls {
-        None => pipe_over(stream, options.timeout).await,
+        None => pipe_over(stream, options.timeout, false).await,
         Some(tls) => {
             let stream = within(options.timeout, tls.handshake(stream, &options.target))
                 .await
                 .map_err(PipeError::Remote)?;
-            pipe_over(stream, options.timeout).await
+            pipe_over(stream, options.timeout, true).await
         }
     }
 }
 
+/// The pipe on a connected stream, half-closed when input ends or,
+/// `after_echo`, once the echo has caught up with it.
 async fn pipe_over<S: AsyncRead + AsyncWrite>(
     stream: S,
     timeout: Duration,
+    after_echo: bool,
 ) -> Result<(), PipeError> {
     let (from_server, to_server) = tokio::io::split(stream);
     let unechoed = Arc::new(Unechoed {
         owed: Mutex::default(),
         room: Semaphore::new(MAX_UNECHOED),
     });
-    let upload = upload(to_server, Arc::clone(&unechoed));
+    let upload = upload(to_server, Arc::clone(&unechoed), after_echo);
     let download = download(from_server, Arc::clone(&unechoed), timeout);
     tokio::pin!(upload, download);
     let mut input_done = false;
@@ -148,10 +154,11 @@ async fn pipe_over<S: AsyncRead + AsyncWrite>(
 }
 
 /// Standard input to the server; returns once input has ended and the
-/// sending side is shut down (over TLS, after `close_notify`).
+/// sending side is shut down (`after_echo`: once all of it was echoed).
 async fn upload(
     mut to_server: impl AsyncWrite + Unpin,
     unechoed: Arc<Unechoed>,
+    after_echo: bool,
 ) -> Result<(), PipeError> {
     let mut stdin = tokio::io::stdin();
     let mut buf = vec![0u8; CHUNK];
@@ -174,6 +181,15 @@ async fn upload(
             .write_all(&buf[..n])
             .await
             .map_err(|e| PipeError::Remote(Failure::stream(&e)))?;
+    }
+    if after_echo {
+        // Every byte echoed gives its room back: all of it is there again
+        // once nothing is owed.
+        let _all_echoed = unechoed
+            .room
+            .acquire_many(MAX_UNECHOED as u32)
+            .await
+            .expect("the semaphore is never closed");
     }
     unechoed.owed().end_of_input();
     to_server

@@ -82,7 +82,7 @@ impl Tls {
         } else {
             builder.with_root_certificates(roots(options.ca.as_deref())?)
         };
-        let config = match &options.identity {
+        let mut config = match &options.identity {
             None => builder.with_no_client_auth(),
             Some((cert, key)) => {
                 let chain = certificates(cert)?;
@@ -97,6 +97,11 @@ impl Tls {
                     .map_err(|e| format!("--cert/--key: {e}"))?
             }
         };
+        // Every connection a full handshake: each probe sees the
+        // certificate the server has now, and servers that get resumption
+        // wrong with client certificates (OpenSSL without a session id
+        // context, as in socat) answer with an internal error alert.
+        config.resumption = rustls::client::Resumption::disabled();
         let server_name = options
             .server_name
             .as_deref()
@@ -125,6 +130,15 @@ impl Tls {
         }
     }
 
+    /// What a connection to `target` needs, for `bench`'s load threads,
+    /// which drive rustls themselves.
+    pub(crate) fn for_target(&self, target: &HostPort) -> Result<TargetTls, Failure> {
+        Ok(TargetTls {
+            config: Arc::clone(&self.config),
+            name: self.server_name_for(target)?,
+        })
+    }
+
     /// The TLS handshake over a connected `stream`.
     pub(crate) async fn handshake(
         &self,
@@ -136,6 +150,21 @@ impl Tls {
             .connect(name, stream)
             .await
             .map_err(|e| Failure::io(&e))
+    }
+}
+
+/// The configuration and the expected name for connections to one target.
+#[derive(Debug)]
+pub(crate) struct TargetTls {
+    config: Arc<ClientConfig>,
+    name: ServerName<'static>,
+}
+
+impl TargetTls {
+    /// A new client session, its handshake not yet begun.
+    pub(crate) fn connection(&self) -> io::Result<rustls::ClientConnection> {
+        rustls::ClientConnection::new(Arc::clone(&self.config), self.name.clone())
+            .map_err(io::Error::other)
     }
 }
 
