@@ -310,7 +310,8 @@ pub(crate) async fn tcp_echo(
 }
 
 /// A plain [`tcp_echo`], handing back the connection as well, for what
-/// only it can still tell (the MSS it ended up with).
+/// only it can still tell (the MSS it ended up with, for Linux's `mtu`).
+#[cfg(target_os = "linux")]
 pub(crate) async fn tcp_echo_keeping_stream(
     target: &HostPort,
     payload: &[u8],
