@@ -8,206 +8,14 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use common::{CLIENT, Finished, PATIENCE, Server, TestDir, finish_with_patience, random_bytes};
+use common::tls::{Foreign, Pki};
+use common::{CLIENT, Finished, Server, finish_with_patience, random_bytes};
 use serde_json::Value;
 
 /// Exit code of a refused certificate (`exit_code::CERTIFICATE`).
 const CERTIFICATE: i32 = echo_service::shared::exit_code::CERTIFICATE;
-
-/// A test PKI, made with `openssl` in a directory of its own.
-struct Pki {
-    dir: TestDir,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let pki = Pki {
-            dir: TestDir::new(),
-        };
-        pki.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "365",
-            "-subj",
-            "/CN=echo test CA",
-        ]);
-        let server_names = "subjectAltName=DNS:localhost,IP:127.0.0.1";
-        pki.issue("server", server_names, "30");
-        pki.issue("expired", server_names, "-1");
-        pki.issue("wrong", "subjectAltName=DNS:wrong.example", "30");
-        pki.issue("client", "extendedKeyUsage=clientAuth", "30");
-        pki
-    }
-
-    /// `NAME.pem` and `NAME.key`, signed by the CA, with `extension`,
-    /// valid from now for `days` (-1: expired yesterday).
-    fn issue(&self, name: &str, extension: &str, days: &str) {
-        let extensions = self
-            .dir
-            .write(&format!("{name}.ext"), &format!("{extension}\n"));
-        self.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={name}"),
-        ]);
-        self.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            days,
-            "-extfile",
-            extensions.to_str().unwrap(),
-        ]);
-    }
-
-    fn openssl(&self, args: &[&str]) -> Finished {
-        let mut command = Command::new("openssl");
-        command.args(args).current_dir(self.dir.path());
-        let run = finish_with_patience(command, b"");
-        assert_eq!(run.code, 0, "openssl {args:?}: {}", run.stderr);
-        run
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn arg(&self, name: &str) -> String {
-        self.file(name).to_str().unwrap().to_string()
-    }
-
-    /// The certificate's notAfter as `openssl x509` reads it, in RFC 3339.
-    fn not_after(&self, name: &str) -> String {
-        let run = self.openssl(&[
-            "x509",
-            "-in",
-            &format!("{name}.pem"),
-            "-noout",
-            "-enddate",
-            "-dateopt",
-            "iso_8601",
-        ]);
-        run.stdout()
-            .trim()
-            .strip_prefix("notAfter=")
-            .expect("openssl prints notAfter=")
-            .replace(' ', "T")
-    }
-}
-
-/// A foreign server, killed with everything it forked when dropped (in a
-/// process group of its own, without the test's standard output).
-struct Foreign {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Foreign {
-    fn start(command: &mut Command, addr: SocketAddr) -> Foreign {
-        let child = command
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{command:?} (installed by scripts/test.sh): {e}"));
-        let deadline = Instant::now() + PATIENCE;
-        while TcpStream::connect(addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "{command:?} did not listen on {addr}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Foreign { child, addr }
-    }
-
-    /// socat's TLS echo with the certificate `name`; `verify` adds socat's
-    /// options for client certificates (`verify=0`: none asked for).
-    fn socat(pki: &Pki, name: &str, verify: &str) -> Foreign {
-        let addr = free_addr();
-        Foreign::start(
-            Command::new("socat").args([
-                &format!(
-                    "OPENSSL-LISTEN:{},bind=127.0.0.1,fork,reuseaddr,cert={},key={},{verify}",
-                    addr.port(),
-                    pki.arg(&format!("{name}.pem")),
-                    pki.arg(&format!("{name}.key")),
-                ),
-                "PIPE",
-            ]),
-            addr,
-        )
-    }
-
-    /// stunnel with the server certificate in front of `backend`, a plain echo.
-    fn stunnel(pki: &Pki, backend: SocketAddr) -> Foreign {
-        let addr = free_addr();
-        let config = pki.dir.write(
-            "stunnel.conf",
-            &format!(
-                "foreground = yes\npid =\n[echo]\naccept = {addr}\nconnect = {backend}\n\
-                 cert = {}\nkey = {}\n",
-                pki.arg("server.pem"),
-                pki.arg("server.key")
-            ),
-        );
-        Foreign::start(Command::new("stunnel4").arg(config), addr)
-    }
-
-    fn target(&self) -> String {
-        format!("localhost:{}", self.addr.port())
-    }
-}
-
-impl Drop for Foreign {
-    fn drop(&mut self) {
-        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::killpg(group, common::Signal::SIGKILL);
-        let _ = self.child.wait();
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 fn client(args: &[&str], input: &[u8]) -> Finished {
     let mut command = Command::new(CLIENT);
@@ -394,15 +202,20 @@ fn mutual_tls_needs_the_client_certificate() {
     let ca = pki.arg("ca.pem");
     let socat = Foreign::socat(&pki, "server", &format!("verify=1,cafile={ca}"));
     let target = socat.target();
-    let without = client(&["send", "-t", &target, "--tls", "--ca", &ca, "ping"], b"");
-    assert_eq!(without.code, CERTIFICATE, "{}", without.stderr);
-    assert!(
-        without
-            .stderr
-            .contains("requires a client certificate; give one with --cert"),
-        "{}",
-        without.stderr
-    );
+    let data = random_bytes(1 << 20, 21);
+    for without in [
+        client(&["send", "-t", &target, "--tls", "--ca", &ca, "ping"], b""),
+        client(&["pipe", &target, "--tls", "--ca", &ca], &data),
+    ] {
+        assert_eq!(without.code, CERTIFICATE, "{}", without.stderr);
+        assert!(
+            without
+                .stderr
+                .contains("requires a client certificate; give one with --cert"),
+            "{}",
+            without.stderr
+        );
+    }
     let (cert, key) = (pki.arg("client.pem"), pki.arg("client.key"));
     let identity = ["--tls", "--ca", &ca, "--cert", &cert, "--key", &key];
     let with = client(
@@ -416,7 +229,6 @@ fn mutual_tls_needs_the_client_certificate() {
         with.stderr
     );
     benches(&target, &identity);
-    let data = random_bytes(1 << 20, 21);
     let piped = client(&[&["pipe", &target][..], &identity].concat(), &data);
     assert_eq!(piped.code, 0, "{}", piped.stderr);
     assert!(piped.stdout == data, "the echo came back different");

@@ -138,6 +138,9 @@ async fn pipe_over<S: AsyncRead + AsyncWrite>(
     let echoed = loop {
         tokio::select! {
             sent = &mut upload, if !input_done => {
+                if let Err(PipeError::Remote(failure)) = sent {
+                    return Err(PipeError::Remote(why_cut_off(failure, &mut download).await));
+                }
                 sent?;
                 input_done = true;
             }
@@ -151,6 +154,21 @@ async fn pipe_over<S: AsyncRead + AsyncWrite>(
         ))));
     }
     Ok(())
+}
+
+/// Over TLS, a server that refuses the client (it wants a client
+/// certificate, say) sends an alert and closes; sending may fail first,
+/// with only a broken pipe to show. The alert is the download's to read:
+/// it is given a moment to tell.
+async fn why_cut_off(
+    failure: Failure,
+    download: impl Future<Output = Result<u64, PipeError>>,
+) -> Failure {
+    const ALERT_WAIT: Duration = Duration::from_millis(100);
+    match tokio::time::timeout(ALERT_WAIT, download).await {
+        Ok(Err(PipeError::Remote(why))) if why.verdict == Verdict::Certificate => why,
+        _ => failure,
+    }
 }
 
 /// Standard input to the server; returns once input has ended and the

@@ -403,14 +403,17 @@ impl Connection {
                 match connected(stream) {
                     Ok(true) if matches!(self.socket, Some(Socket::Tls(..))) => {
                         self.phase = Phase::Handshaking;
-                        return self.handshake(token, driver, now);
+                        self.handshake(token, driver, now);
                     }
                     Ok(true) => self.next_batch(token, driver, now),
                     Ok(false) => return,
                     Err(failure) => return self.fail_to_connect(token, driver, failure, now),
                 }
             }
-            (Phase::Handshaking, _) => return self.handshake(token, driver, now),
+            // On to reading after it: the handshake may end on a read that
+            // did not block, and where readiness is reported again only
+            // after one that did (Windows), the echo would wait forever.
+            (Phase::Handshaking, _) => self.handshake(token, driver, now),
             (Phase::InFlight, Some(_)) if ready.writable && !self.all_written() => {
                 if let Err(failure) = self.send(&mut driver.outbox) {
                     return self.fail(token, driver, failure, now);
