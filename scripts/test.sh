@@ -70,9 +70,12 @@ install_packages() {
         [gcc]=gcc
         [/usr/include/libnetfilter_queue/libnetfilter_queue.h]=libnetfilter-queue-dev
         [socat]=socat
-        # tests/tls.rs: foreign TLS clients, and the test CA and certificates.
+        # tests/tls.rs and tests/tls_client.rs: the test CA and certificates,
+        # foreign TLS clients (s_client, ncat) and TLS echoes to check
+        # against (stunnel in front of a plain echo).
         [openssl]=openssl
         [ncat]=ncat
+        [stunnel4]=stunnel4
         [haproxy]=haproxy
         [systemd-analyze]=systemd
         [systemd-socket-activate]=systemd

@@ -5,7 +5,7 @@
 //! | module | owns | used by |
 //! |---|---|---|
 //! | [`server`] | the daemon: configuration, binding, the TCP worker threads and their event loops, UDP, limits, signals, logging, its Prometheus metrics, systemd and `--daemon` | `echo-server` |
-//! | [`client`] | `send`, `check`, `bench` and `pipe`, how an exchange is judged, and the hosts file (`client::inventory`) | `echo-client` |
+//! | [`client`] | `send`, `check`, `bench` and `pipe`, how an exchange is judged, their TLS (`client::tls`), and the hosts file (`client::inventory`) | `echo-client` |
 //! | [`shared`] | the facts both sides agree on: the spelling of `HOST:PORT` (`address`) and of durations (`duration`), writing results (`output`), the man pages and completions the binaries print (`manual`), and the event-loop helpers of the server and `bench` (`readiness`, `socket_calls`) | both |
 //!
 //! The binaries in `src/bin/` are thin: they parse the command line with

@@ -31,8 +31,9 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::tls::{Foreign, Pki};
 use common::{Finished, Server, finish_with_patience, finish_within, random_bytes};
-use echo_service::shared::exit_code::{OK, TIMED_OUT, UNREACHABLE, USAGE};
+use echo_service::shared::exit_code::{CERTIFICATE, OK, TIMED_OUT, UNREACHABLE, USAGE};
 use serde_json::Value;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -308,6 +309,50 @@ fn ten_mebibytes_through_pipe_come_back_byte_for_byte() {
     assert_eq!(run.code, OK, "{}", run.stderr);
     assert_eq!(run.stdout.len(), file.len());
     assert!(run.stdout == file, "the piped file came back different");
+}
+
+/// rustls with ring on Winsock and mio's IOCP: every TLS verb against
+/// socat, the CA given as a file; the system store (Windows' own, through
+/// Wine's crypt32) does not hold the test CA, so without it the
+/// certificate is refused.
+#[test]
+fn tls_verbs_through_socat() {
+    let pki = Pki::new();
+    let socat = Foreign::socat(&pki, "server", "verify=0");
+    let target = socat.target();
+    let ca = pki.arg("ca.pem");
+    let tls = ["--tls", "--ca", &ca];
+    let run = client(&[&["send", "-t", &target][..], &tls, &["hello"]].concat());
+    assert_eq!(
+        (run.code, run.stdout()),
+        (OK, "hello".to_string()),
+        "{}",
+        run.stderr
+    );
+    let run = client(&[&["check", &target, "--json"][..], &tls].concat());
+    assert_eq!(run.code, OK, "{}{}", run.stdout(), run.stderr);
+    let session = &json(&run)["targets"][0]["tls"];
+    assert_eq!(session["certificate_not_after"], pki.not_after("server"));
+    let file = random_bytes(1 << 20, 19);
+    let run = client_with_input(&[&["pipe", &target][..], &tls].concat(), &file);
+    assert_eq!(run.code, OK, "{}", run.stderr);
+    assert!(run.stdout == file, "the piped file came back different");
+    let run = client(
+        &[
+            &["bench", &target, "-d", "1s", "-c", "4", "--json"][..],
+            &tls,
+        ]
+        .concat(),
+    );
+    assert_eq!(run.code, OK, "{}{}", run.stdout(), run.stderr);
+    assert!(
+        json(&run)["requests"].as_u64().unwrap() > 0,
+        "{}",
+        run.stdout()
+    );
+    let run = client(&["send", "-t", &target, "--tls", "hello"]);
+    assert_eq!(run.code, CERTIFICATE, "{}", run.stderr);
+    assert!(run.stderr.contains("not signed by a CA"), "{}", run.stderr);
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::parser::ValueSource;
 use clap::{Args, Parser, Subcommand};
@@ -13,6 +14,7 @@ use echo_service::client::inventory;
 use echo_service::client::mtu::{self, MtuOptions};
 use echo_service::client::pipe::{self, PipeOptions};
 use echo_service::client::send::{self, SendOptions};
+use echo_service::client::tls::{Tls, TlsOptions};
 use echo_service::client::{MAX_UDP_PAYLOAD, UDP_PROBE_HEADER};
 use echo_service::shared::address::HostPort;
 use echo_service::shared::duration::HumanDuration;
@@ -31,7 +33,8 @@ use echo_service::shared::protocol::{DEFAULT_HOST, DEFAULT_PORT};
 /// message follows --.
 ///
 /// Exit codes: 0 healthy, 1 an echo came back wrong, 2 could not connect,
-/// 3 timed out, 64 usage error, 69 not supported on this platform (mtu).
+/// 3 timed out, 4 a TLS certificate was refused, 64 usage error, 69 not supported on this
+/// platform (mtu).
 #[derive(Debug, Parser)]
 #[command(name = "echo-client", version, term_width = 100)]
 struct Cli {
@@ -64,6 +67,8 @@ struct SendArgs {
     /// Send one UDP datagram instead.
     #[arg(long)]
     udp: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Print the echo as a hex dump.
     #[arg(long)]
     hex: bool,
@@ -96,6 +101,8 @@ struct CheckArgs {
     /// duplicated and reordered answers, and jitter.
     #[arg(long)]
     udp: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Bytes per probe (over UDP, at least 24: a header, then random bytes).
     #[arg(short, long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=16 * 1024 * 1024))]
     size: u32,
@@ -125,6 +132,13 @@ struct CheckArgs {
     /// With --format nagios: CRITICAL when outside a range, as for --warning.
     #[arg(short, long, value_name = "RTT[,LOSS%]")]
     critical: Option<Thresholds>,
+    /// With --format nagios and --tls: WARNING when the server's certificate expires in fewer
+    /// days [default: 20, as check_ssl_cert].
+    #[arg(long, value_name = "DAYS")]
+    cert_warning: Option<f64>,
+    /// With --format nagios and --tls: CRITICAL when it expires in fewer days [default: 15].
+    #[arg(long, value_name = "DAYS")]
+    cert_critical: Option<f64>,
     /// With --format textfile: replace FILE atomically instead of printing (for
     /// node_exporter's textfile directory, FILE ends in .prom).
     #[arg(short, long, value_name = "FILE")]
@@ -169,6 +183,8 @@ struct BenchArgs {
     /// Bench over UDP instead of TCP.
     #[arg(long)]
     udp: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Bound on one round trip; slower ones count as timeouts.
     #[arg(long, default_value = "5s", value_name = "DURATION")]
     timeout: HumanDuration,
@@ -192,6 +208,51 @@ struct PipeArgs {
     /// Give up when connecting takes this long, or the echo stops for this long.
     #[arg(long, default_value = "5s", value_name = "DURATION")]
     timeout: HumanDuration,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// TLS, for `send`, `check`, `bench` and `pipe`.
+#[derive(Debug, Args)]
+struct TlsArgs {
+    /// Talk TLS 1.2 or 1.3 to the server (echo-server's [tls] listener, stunnel, a TLS proxy).
+    #[arg(long)]
+    tls: bool,
+    /// With --tls: trust the CA certificates of this PEM file instead of the system's.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    ca: Option<PathBuf>,
+    /// With --tls: the name the server's certificate must be for (default: the target's host).
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    server_name: Option<String>,
+    /// With --tls: a client certificate (PEM, with its chain) for a server that asks for one.
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "key"])]
+    cert: Option<PathBuf>,
+    /// With --tls: the client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "cert"])]
+    key: Option<PathBuf>,
+    /// With --tls: accept any server certificate, with a warning every time (for tests).
+    #[arg(long, requires = "tls", conflicts_with = "ca")]
+    insecure: bool,
+}
+
+/// The TLS configuration the arguments ask for, if any; a file that cannot
+/// be used is a usage error. Not over UDP: there is no DTLS.
+fn tls(args: TlsArgs, udp: bool) -> Option<Arc<Tls>> {
+    if !args.tls {
+        return None;
+    }
+    if udp {
+        usage_error("--tls is for TCP: there is no TLS over UDP (DTLS) here");
+    }
+    let options = TlsOptions {
+        ca: args.ca,
+        server_name: args.server_name,
+        identity: args.cert.zip(args.key),
+        insecure: args.insecure,
+    };
+    Some(Arc::new(
+        Tls::new(&options).unwrap_or_else(|e| usage_error(e)),
+    ))
 }
 
 #[derive(Debug, Args)]
@@ -278,6 +339,7 @@ fn main() {
         Command::Pipe(args) => Job::Pipe(PipeOptions {
             target: args.target_option.unwrap_or(args.target),
             timeout: positive(args.timeout, "--timeout"),
+            tls: tls(args.tls, false),
         }),
         Command::Mtu(args) => Job::Mtu(MtuOptions {
             target: args.target_option.unwrap_or(args.target),
@@ -376,6 +438,7 @@ fn send_options(args: SendArgs) -> SendOptions {
     SendOptions {
         target: args.target,
         udp: args.udp,
+        tls: tls(args.tls, args.udp),
         hex: args.hex,
         timeout: positive(args.timeout, "--timeout"),
         message,
@@ -411,12 +474,19 @@ fn check_options(args: CheckArgs) -> CheckOptions {
     if !nagios && (args.warning.is_some() || args.critical.is_some()) {
         usage_error("--warning and --critical are thresholds of --format nagios");
     }
+    if !nagios && (args.cert_warning.is_some() || args.cert_critical.is_some()) {
+        usage_error("--cert-warning and --cert-critical are thresholds of --format nagios");
+    }
+    if !args.tls.tls && (args.cert_warning.is_some() || args.cert_critical.is_some()) {
+        usage_error("--cert-warning and --cert-critical judge the certificate of --tls");
+    }
     if args.output.is_some() && args.format != CheckFormat::Textfile {
         usage_error("--output is where --format textfile writes");
     }
     CheckOptions {
         targets,
         udp: args.udp,
+        tls: tls(args.tls, args.udp),
         size: args.size as usize,
         count: args.count,
         interval: args.interval.0,
@@ -428,6 +498,12 @@ fn check_options(args: CheckArgs) -> CheckOptions {
             (CheckFormat::Nagios, false) => Format::Nagios(NagiosThresholds {
                 warning: args.warning.unwrap_or_default(),
                 critical: args.critical.unwrap_or_default(),
+                certificate_warning_days: args
+                    .cert_warning
+                    .unwrap_or(NagiosThresholds::CERTIFICATE_WARNING_DAYS),
+                certificate_critical_days: args
+                    .cert_critical
+                    .unwrap_or(NagiosThresholds::CERTIFICATE_CRITICAL_DAYS),
             }),
             (CheckFormat::Textfile, false) => Format::Textfile(args.output),
         },
@@ -438,6 +514,7 @@ fn bench_options(args: BenchArgs) -> BenchOptions {
     let options = BenchOptions {
         target: args.target_option.unwrap_or(args.target),
         udp: args.udp,
+        tls: tls(args.tls, args.udp),
         connections: args.connections as usize,
         duration: positive(args.duration, "--duration"),
         warmup: args.warmup.0,

@@ -23,6 +23,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::path::StreamAccount;
+use super::tls::Tls;
 use super::{Failure, MAX_UDP_PAYLOAD, Verdict, judge_echo, print_result, tcp_echo, udp_echo};
 use crate::shared::address::HostPort;
 use crate::shared::exit_code;
@@ -35,6 +36,8 @@ const HISTOGRAM_ROWS: usize = 10;
 pub struct BenchOptions {
     pub target: HostPort,
     pub udp: bool,
+    /// Over TLS, with this configuration.
+    pub tls: Option<Arc<Tls>>,
     pub connections: usize,
     /// How long round trips are counted and timed.
     pub duration: Duration,
@@ -181,9 +184,17 @@ impl BenchOptions {
 /// Runs the benchmark, prints the report and returns the exit code.
 pub async fn run(options: BenchOptions) -> i32 {
     // Find the address that answers once, up front: a name that does not
-    // resolve or a server that is down is one clear error, not thousands.
-    let addr = match find_server(&options).await {
-        Ok(addr) => addr,
+    // resolve, a server that is down or a refused certificate is one clear
+    // error, not thousands.
+    let found = find_server(&options).await.and_then(|addr| {
+        let tls = options
+            .tls
+            .as_ref()
+            .map(|tls| tls.for_target(&options.target));
+        Ok((addr, tls.transpose()?))
+    });
+    let (addr, tls) = match found {
+        Ok(found) => found,
         Err(failure) => {
             eprintln!("echo-client: {}: {failure}", options.target);
             return failure.verdict.exit_code();
@@ -195,6 +206,7 @@ pub async fn run(options: BenchOptions) -> i32 {
     let plan = Arc::new(Plan {
         addr,
         udp: options.udp,
+        tls,
         block: batch::shared_block(options.size),
         pipeline: options.pipeline,
         timeout: options.timeout,
@@ -285,7 +297,13 @@ async fn find_server(options: &BenchOptions) -> Result<SocketAddr, Failure> {
     let echo = if options.udp {
         udp_echo(&options.target, &probe, options.timeout).await?
     } else {
-        tcp_echo(&options.target, &probe, options.timeout).await?
+        tcp_echo(
+            &options.target,
+            options.tls.as_deref(),
+            &probe,
+            options.timeout,
+        )
+        .await?
     };
     judge_echo(&probe, &echo.bytes)?;
     Ok(echo.address)
@@ -372,7 +390,11 @@ fn build_report(
     };
     BenchReport {
         target: options.target.to_string(),
-        protocol: if options.udp { "UDP" } else { "TCP" },
+        protocol: match (options.udp, &options.tls) {
+            (true, _) => "UDP",
+            (false, None) => "TCP",
+            (false, Some(_)) => "TLS",
+        },
         connections: options.connections,
         size: options.size,
         pipeline: options.pipeline,
@@ -514,6 +536,7 @@ mod tests {
         let options = BenchOptions {
             target: "127.0.0.1:7".parse().unwrap(),
             udp: false,
+            tls: None,
             connections: 10,
             duration: Duration::from_secs(1),
             warmup: Duration::ZERO,

@@ -20,6 +20,7 @@ mod textfile;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -27,13 +28,16 @@ use serde::Serialize;
 pub use self::nagios::{NagiosState, NagiosThresholds, Range, Thresholds};
 use super::bench::round_to_microseconds;
 use super::path::{self, PathDetails, StreamPlan};
-use super::{Failure, Verdict, judge_echo, print_result, resolve, tcp_echo};
+use super::tls::{Session, Tls};
+use super::{Echo, Failure, Verdict, judge_echo, print_result, resolve, tcp_echo};
 use crate::shared::address::HostPort;
 
 #[derive(Debug, Clone)]
 pub struct CheckOptions {
     pub targets: Vec<HostPort>,
     pub udp: bool,
+    /// Over TLS, with this configuration.
+    pub tls: Option<Arc<Tls>>,
     /// Bytes per probe.
     pub size: usize,
     /// Probes per target.
@@ -84,6 +88,10 @@ pub(crate) struct TargetReport {
     /// client's own timing error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) path: Option<PathReport>,
+    /// Over TLS: the protocol version, cipher suite and certificate expiry
+    /// of the last handshake that completed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tls: Option<Session>,
     /// Why the worst probe failed.
     pub(crate) error: Option<String>,
 }
@@ -223,6 +231,20 @@ fn human_line(report: &TargetReport) -> String {
     if let Some(path) = &report.path {
         line.push_str(&jitter_words(&path.details));
     }
+    if let Some(tls) = &report.tls {
+        line.push_str(&format!(", {} {}", tls.version, tls.cipher_suite));
+        let not_after = tls.certificate_not_after.as_deref().unwrap_or_default();
+        match tls.certificate_expires_in_days {
+            Some(days) if days < 0.0 => line.push_str(&format!(
+                ", certificate expired {:.0} days ago ({not_after})",
+                -days
+            )),
+            Some(days) => line.push_str(&format!(
+                ", certificate expires in {days:.0} days ({not_after})"
+            )),
+            None => {}
+        }
+    }
     if let Some(error) = &report.error {
         line.push_str(&format!(": {error}"));
     }
@@ -279,7 +301,11 @@ async fn check_target(target: HostPort, options: CheckOptions) -> TargetReport {
 fn empty_report(target: &HostPort, options: &CheckOptions) -> TargetReport {
     TargetReport {
         target: target.to_string(),
-        protocol: if options.udp { "UDP" } else { "TCP" },
+        protocol: match (options.udp, &options.tls) {
+            (true, _) => "UDP",
+            (false, None) => "TCP",
+            (false, Some(_)) => "TLS",
+        },
         verdict: Verdict::Healthy,
         exit_code: 0,
         address: None,
@@ -290,6 +316,7 @@ fn empty_report(target: &HostPort, options: &CheckOptions) -> TargetReport {
         size: options.size,
         rtt_ms: None,
         path: None,
+        tls: None,
         error: None,
     }
 }
@@ -369,10 +396,11 @@ async fn check_by_connections(
             tokio::time::sleep(options.interval).await;
         }
         match probe_with_retries(target, options).await {
-            Ok((address, rtt)) => {
+            Ok(echo) => {
                 report.healthy += 1;
-                report.address = Some(address);
-                rtts.push(rtt.as_secs_f64() * 1000.0);
+                report.address = Some(echo.address);
+                rtts.push(echo.rtt.as_secs_f64() * 1000.0);
+                report.tls = echo.tls.or(report.tls.take());
             }
             Err(failure) => {
                 if failure.verdict != Verdict::Mismatch {
@@ -389,18 +417,15 @@ async fn check_by_connections(
     report.rtt_ms = RttSummary::of(&rtts);
 }
 
-async fn probe_with_retries(
-    target: &HostPort,
-    options: &CheckOptions,
-) -> Result<(SocketAddr, Duration), Failure> {
+async fn probe_with_retries(target: &HostPort, options: &CheckOptions) -> Result<Echo, Failure> {
     let mut attempt = 0;
     loop {
         let payload: Vec<u8> = std::iter::repeat_with(|| fastrand::u8(..))
             .take(options.size)
             .collect();
-        match tcp_echo(target, &payload, options.timeout)
+        match tcp_echo(target, options.tls.as_deref(), &payload, options.timeout)
             .await
-            .and_then(|echo| judge_echo(&payload, &echo.bytes).map(|()| (echo.address, echo.rtt)))
+            .and_then(|echo| judge_echo(&payload, &echo.bytes).map(|()| echo))
         {
             // A wrong echo is an answer, not a transient failure: never retried.
             Err(failure) if failure.verdict != Verdict::Mismatch && attempt < options.retries => {

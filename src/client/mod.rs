@@ -19,16 +19,18 @@ pub mod mtu;
 pub(crate) mod path;
 pub mod pipe;
 pub mod send;
+pub mod tls;
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::Instant;
 
+use self::tls::Tls;
 use crate::shared::address::HostPort;
 use crate::shared::exit_code;
 use crate::shared::protocol::MAX_DATAGRAM;
@@ -49,7 +51,8 @@ fn print_result(output: &[u8], code: i32) -> i32 {
 }
 
 /// How an exchange ended. With several, the worst one decides the exit
-/// code: a wrong echo (something corrupts data) is worse than a timeout,
+/// code: a wrong echo (something corrupts data) is worse than a refused
+/// TLS certificate (a person must act), which is worse than a timeout,
 /// which is worse than a refused connection (the service is plainly down).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -58,6 +61,7 @@ pub(crate) enum Verdict {
     Unreachable,
     #[serde(rename = "timeout")]
     TimedOut,
+    Certificate,
     Mismatch,
 }
 
@@ -68,6 +72,7 @@ impl Verdict {
             Verdict::Mismatch => exit_code::MISMATCH,
             Verdict::Unreachable => exit_code::UNREACHABLE,
             Verdict::TimedOut => exit_code::TIMED_OUT,
+            Verdict::Certificate => exit_code::CERTIFICATE,
         }
     }
 
@@ -76,7 +81,8 @@ impl Verdict {
             Verdict::Healthy => 0,
             Verdict::Unreachable => 1,
             Verdict::TimedOut => 2,
-            Verdict::Mismatch => 3,
+            Verdict::Certificate => 3,
+            Verdict::Mismatch => 4,
         }
     }
 
@@ -94,6 +100,7 @@ impl Verdict {
             Verdict::Healthy => "healthy",
             Verdict::Unreachable => "unreachable",
             Verdict::TimedOut => "timeout",
+            Verdict::Certificate => "certificate",
             Verdict::Mismatch => "mismatch",
         }
     }
@@ -138,6 +145,13 @@ impl Failure {
         }
     }
 
+    pub(crate) fn certificate(message: impl Into<String>) -> Failure {
+        Failure {
+            verdict: Verdict::Certificate,
+            ..Failure::unreachable(message)
+        }
+    }
+
     pub(crate) fn closed(message: impl Into<String>) -> Failure {
         Failure {
             closed: true,
@@ -145,8 +159,12 @@ impl Failure {
         }
     }
 
-    /// Classifies an I/O error on a connection.
+    /// Classifies an I/O error on a connection (over TLS, a refused
+    /// certificate comes as one too).
     pub(crate) fn io(error: &io::Error) -> Failure {
+        if let Some(failure) = tls::certificate_failure(error) {
+            return failure;
+        }
         let hint = match error.kind() {
             io::ErrorKind::ConnectionRefused => " (is the echo server running on that port?)",
             io::ErrorKind::TimedOut => {
@@ -252,41 +270,91 @@ async fn udp_socket_to(addr: SocketAddr) -> Result<UdpSocket, Failure> {
 pub(crate) struct Echo {
     pub(crate) address: SocketAddr,
     pub(crate) bytes: Vec<u8>,
-    /// From the first byte sent to the last expected byte received.
+    /// From the first byte sent to the last expected byte received (after
+    /// the TLS handshake, if any).
     pub(crate) rtt: Duration,
+    /// Over TLS: what the handshake settled.
+    pub(crate) tls: Option<tls::Session>,
 }
 
-/// One TCP exchange within `timeout`: connect, send `payload` and
-/// half-close, read as many bytes back. If the time allows, one byte more
-/// is awaited (briefly: a correct server closes at once), so an echo with
-/// extra bytes is caught; one is proof enough, and reading on would let a
-/// server that streams without end fill the memory.
+/// One TCP exchange within `timeout`, over TLS with `tls`: connect, send
+/// `payload` and half-close, read as many bytes back. Over TLS the
+/// half-close (`close_notify`) waits for the whole echo: under TLS 1.2 it
+/// asks the peer to close at once, discarding what it has not sent yet
+/// (RFC 5246, 7.2.1), and TLS proxies such as stunnel may drop the rest of
+/// an echo that is still on its way. If the time allows, one byte more is awaited (briefly: a
+/// correct server closes at once), so an echo with extra bytes is caught;
+/// one is proof enough, and reading on would let a server that streams
+/// without end fill the memory.
 pub(crate) async fn tcp_echo(
     target: &HostPort,
+    tls: Option<&Tls>,
     payload: &[u8],
     timeout: Duration,
 ) -> Result<Echo, Failure> {
-    tcp_echo_keeping_stream(target, payload, timeout)
-        .await
-        .map(|(echo, _)| echo)
+    let deadline = Instant::now() + timeout;
+    let stream = within(timeout, connect_tcp(target)).await?;
+    let address = stream.peer_addr().map_err(|e| Failure::io(&e))?;
+    let Some(tls) = tls else {
+        return echo_over(stream, address, payload, deadline, timeout, false)
+            .await
+            .map(|(echo, _)| echo);
+    };
+    let stream = until(deadline, timeout, tls.handshake(stream, target)).await?;
+    let session = tls::Session::of(&stream);
+    let (echo, _) = echo_over(stream, address, payload, deadline, timeout, true).await?;
+    Ok(Echo {
+        tls: Some(session),
+        ..echo
+    })
 }
 
-/// [`tcp_echo`], handing back the connection as well, for what only it can
-/// still tell (the MSS it ended up with).
+/// A plain [`tcp_echo`], handing back the connection as well, for what
+/// only it can still tell (the MSS it ended up with, for Linux's `mtu`).
+#[cfg(target_os = "linux")]
 pub(crate) async fn tcp_echo_keeping_stream(
     target: &HostPort,
     payload: &[u8],
     timeout: Duration,
 ) -> Result<(Echo, TcpStream), Failure> {
     let deadline = Instant::now() + timeout;
-    let (mut stream, mut echo) = within(timeout, async {
-        let mut stream = connect_tcp(target).await?;
-        let address = stream.peer_addr().map_err(|e| Failure::io(&e))?;
+    let stream = within(timeout, connect_tcp(target)).await?;
+    let address = stream.peer_addr().map_err(|e| Failure::io(&e))?;
+    echo_over(stream, address, payload, deadline, timeout, false).await
+}
+
+/// [`within`], for a part of an exchange that must end by `deadline`,
+/// `limit` after the whole began.
+async fn until<T>(
+    deadline: Instant,
+    limit: Duration,
+    part: impl Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
+    tokio::time::timeout_at(deadline, part)
+        .await
+        .unwrap_or_else(|_| Err(Failure::timed_out(limit)))
+}
+
+/// The exchange of [`tcp_echo`] on a connected stream, plain or TLS,
+/// half-closed once the payload is sent or, `after_echo`, once its echo is
+/// back.
+async fn echo_over<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    address: SocketAddr,
+    payload: &[u8],
+    deadline: Instant,
+    timeout: Duration,
+    after_echo: bool,
+) -> Result<(Echo, S), Failure> {
+    let (mut stream, mut echo) = until(deadline, timeout, async {
         let started = Instant::now();
-        let (mut reader, mut writer) = stream.split();
+        let (mut reader, mut writer) = tokio::io::split(stream);
         let write = async {
             writer.write_all(payload).await?;
-            writer.shutdown().await
+            if !after_echo {
+                writer.shutdown().await?;
+            }
+            Ok(())
         };
         let read = async {
             let mut bytes = Vec::with_capacity(payload.len());
@@ -296,14 +364,27 @@ pub(crate) async fn tcp_echo_keeping_stream(
                 .await?;
             Ok((bytes, Instant::now()))
         };
-        let ((), (bytes, finished)) =
-            tokio::try_join!(write, read).map_err(|e| Failure::stream(&e))?;
+        let (written, read) = tokio::join!(write, read);
+        let (bytes, finished) = match (written, read) {
+            (Ok(()), Ok(read)) => read,
+            // Over TLS, why a server cut the connection short (it wants a
+            // client certificate, say) comes as an alert that only the read
+            // side sees; a write into the closed connection says less.
+            (_, Err(e)) if tls::certificate_failure(&e).is_some() => {
+                return Err(Failure::io(&e));
+            }
+            (Err(e), _) | (Ok(()), Err(e)) => return Err(Failure::stream(&e)),
+        };
+        if after_echo {
+            writer.shutdown().await.map_err(|e| Failure::stream(&e))?;
+        }
         Ok((
-            stream,
+            reader.unsplit(writer),
             Echo {
                 address,
                 bytes,
                 rtt: finished - started,
+                tls: None,
             },
         ))
     })
@@ -356,6 +437,7 @@ async fn udp_exchange(address: SocketAddr, payload: &[u8]) -> Result<Echo, Failu
         address,
         bytes: buf,
         rtt,
+        tls: None,
     })
 }
 
@@ -398,6 +480,8 @@ mod tests {
         assert_eq!(TimedOut.worst(Unreachable), TimedOut);
         assert_eq!(Unreachable.worst(Mismatch), Mismatch);
         assert_eq!(Mismatch.worst(TimedOut), Mismatch);
+        assert_eq!(TimedOut.worst(Certificate), Certificate);
+        assert_eq!(Mismatch.worst(Certificate), Mismatch);
     }
 
     #[test]

@@ -8,7 +8,10 @@
 //! `MAX_UNECHOED` of them: beyond that, reading standard input waits for the
 //! echo to catch up, so memory stays bounded whatever the server does. When
 //! input ends, the sending side is shut down (a TCP half-close) and the
-//! command ends once the server has sent everything back and closed.
+//! command ends once the server has sent everything back and closed. Over
+//! TLS the half-close (`close_notify`) waits until the echo has caught up,
+//! as in `tcp_echo`: a TLS 1.2 peer, or stunnel, may close at once on it
+//! and drop the rest of the echo.
 //!
 //! A transfer may take as long as it needs, but a server that owes an echo
 //! (or, once input has ended, the end of its stream) and sends nothing for
@@ -20,11 +23,11 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use super::tls::Tls;
 use super::{Failure, Verdict, connect_tcp, within};
 use crate::shared::address::HostPort;
 use crate::shared::exit_code;
@@ -39,6 +42,8 @@ pub struct PipeOptions {
     /// Bound on connecting, and on waiting for the server while it owes
     /// something and sends nothing.
     pub timeout: Duration,
+    /// Over TLS, with this configuration.
+    pub tls: Option<Arc<Tls>>,
 }
 
 /// Why a pipe failed: at the server's end, or at ours (standard input or
@@ -103,18 +108,39 @@ async fn pipe(options: &PipeOptions) -> Result<(), PipeError> {
     let stream = within(options.timeout, connect_tcp(&options.target))
         .await
         .map_err(PipeError::Remote)?;
-    let (from_server, to_server) = stream.into_split();
+    match &options.tls {
+        None => pipe_over(stream, options.timeout, false).await,
+        Some(tls) => {
+            let stream = within(options.timeout, tls.handshake(stream, &options.target))
+                .await
+                .map_err(PipeError::Remote)?;
+            pipe_over(stream, options.timeout, true).await
+        }
+    }
+}
+
+/// The pipe on a connected stream, half-closed when input ends or,
+/// `after_echo`, once the echo has caught up with it.
+async fn pipe_over<S: AsyncRead + AsyncWrite>(
+    stream: S,
+    timeout: Duration,
+    after_echo: bool,
+) -> Result<(), PipeError> {
+    let (from_server, to_server) = tokio::io::split(stream);
     let unechoed = Arc::new(Unechoed {
         owed: Mutex::default(),
         room: Semaphore::new(MAX_UNECHOED),
     });
-    let upload = upload(to_server, Arc::clone(&unechoed));
-    let download = download(from_server, Arc::clone(&unechoed), options.timeout);
+    let upload = upload(to_server, Arc::clone(&unechoed), after_echo);
+    let download = download(from_server, Arc::clone(&unechoed), timeout);
     tokio::pin!(upload, download);
     let mut input_done = false;
     let echoed = loop {
         tokio::select! {
             sent = &mut upload, if !input_done => {
+                if let Err(PipeError::Remote(failure)) = sent {
+                    return Err(PipeError::Remote(why_cut_off(failure, &mut download).await));
+                }
                 sent?;
                 input_done = true;
             }
@@ -130,9 +156,28 @@ async fn pipe(options: &PipeOptions) -> Result<(), PipeError> {
     Ok(())
 }
 
+/// Over TLS, a server that refuses the client (it wants a client
+/// certificate, say) sends an alert and closes; sending may fail first,
+/// with only a broken pipe to show. The alert is the download's to read:
+/// it is given a moment to tell.
+async fn why_cut_off(
+    failure: Failure,
+    download: impl Future<Output = Result<u64, PipeError>>,
+) -> Failure {
+    const ALERT_WAIT: Duration = Duration::from_millis(100);
+    match tokio::time::timeout(ALERT_WAIT, download).await {
+        Ok(Err(PipeError::Remote(why))) if why.verdict == Verdict::Certificate => why,
+        _ => failure,
+    }
+}
+
 /// Standard input to the server; returns once input has ended and the
-/// sending side is shut down.
-async fn upload(mut to_server: OwnedWriteHalf, unechoed: Arc<Unechoed>) -> Result<(), PipeError> {
+/// sending side is shut down (`after_echo`: once all of it was echoed).
+async fn upload(
+    mut to_server: impl AsyncWrite + Unpin,
+    unechoed: Arc<Unechoed>,
+    after_echo: bool,
+) -> Result<(), PipeError> {
     let mut stdin = tokio::io::stdin();
     let mut buf = vec![0u8; CHUNK];
     loop {
@@ -155,6 +200,15 @@ async fn upload(mut to_server: OwnedWriteHalf, unechoed: Arc<Unechoed>) -> Resul
             .await
             .map_err(|e| PipeError::Remote(Failure::stream(&e)))?;
     }
+    if after_echo {
+        // Every byte echoed gives its room back: all of it is there again
+        // once nothing is owed.
+        let _all_echoed = unechoed
+            .room
+            .acquire_many(MAX_UNECHOED as u32)
+            .await
+            .expect("the semaphore is never closed");
+    }
     unechoed.owed().end_of_input();
     to_server
         .shutdown()
@@ -166,7 +220,7 @@ async fn upload(mut to_server: OwnedWriteHalf, unechoed: Arc<Unechoed>) -> Resul
 /// server closes or owes something for `timeout` without sending any of it;
 /// returns how many there were.
 async fn download(
-    mut from_server: OwnedReadHalf,
+    mut from_server: impl AsyncRead + Unpin,
     unechoed: Arc<Unechoed>,
     timeout: Duration,
 ) -> Result<u64, PipeError> {

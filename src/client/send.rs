@@ -2,8 +2,10 @@
 //! says whether the echo was exact.
 
 use std::io::IsTerminal;
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::tls::Tls;
 use super::{hexdump::hexdump, judge_echo, print_result, tcp_echo, udp_echo};
 use crate::shared::address::HostPort;
 use crate::shared::exit_code;
@@ -12,6 +14,8 @@ use crate::shared::exit_code;
 pub struct SendOptions {
     pub target: HostPort,
     pub udp: bool,
+    /// Over TLS, with this configuration.
+    pub tls: Option<Arc<Tls>>,
     pub hex: bool,
     pub timeout: Duration,
     pub message: Vec<u8>,
@@ -22,7 +26,13 @@ pub async fn run(options: SendOptions) -> i32 {
     let exchange = if options.udp {
         udp_echo(&options.target, &options.message, options.timeout).await
     } else {
-        tcp_echo(&options.target, &options.message, options.timeout).await
+        tcp_echo(
+            &options.target,
+            options.tls.as_deref(),
+            &options.message,
+            options.timeout,
+        )
+        .await
     };
     let echo = match exchange {
         Ok(echo) => echo.bytes,

@@ -67,6 +67,12 @@ exit_codes! {
         echo_server: None,
         echo_client: Some("no complete echo within `--timeout`; `pipe`: no progress of the echo for `--timeout`"),
     }
+    /// Over TLS, a certificate was refused: the server's (expired, for
+    /// another name, from an unknown CA) or the client's.
+    CERTIFICATE = 4 {
+        echo_server: None,
+        echo_client: Some("`--tls`: a certificate was refused: the server's is expired, not yet valid, for another name or from a CA not trusted (see `--ca`), or the server requires or refused the client's (`--cert`, `--key`)"),
+    }
     /// The command line (or the client's hosts file) is wrong (EX_USAGE).
     USAGE = 64 {
         echo_server: Some("bad command line (EX_USAGE)"),

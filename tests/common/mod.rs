@@ -11,6 +11,7 @@ pub mod deploy;
 pub mod netns;
 pub mod ssh_host;
 pub mod systemd_host;
+pub mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

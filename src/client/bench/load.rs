@@ -12,13 +12,18 @@
 //! Linux, kqueue on the BSDs and macOS, IOCP on Windows), so the client
 //! still builds and runs the same everywhere.
 //!
+//! Over TLS, each connection drives its own `rustls::ClientConnection` in
+//! the same loop: records are read and written with the same readiness,
+//! and at most one write window of plaintext is encrypted ahead of what the
+//! socket takes, so memory stays bounded as over plain TCP.
+//!
 //! Timers stay out of the hot path too: a round trip's timeout is checked by
 //! a sweep at the earliest moment one can expire, not by a timer armed per
 //! batch, and only paced or paused connections wait in a queue.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,6 +35,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::batch::{Answer, Batch, Outbox};
 use crate::client::path::StreamAccount;
+use crate::client::tls::TargetTls;
 use crate::client::{Failure, MAX_UDP_PAYLOAD, Verdict, udp_local_for};
 use crate::shared::protocol::MAX_DATAGRAM;
 use crate::shared::readiness::{Readiness, SHORT_READ_DRAINS};
@@ -49,6 +55,8 @@ const EVENTS_PER_POLL: usize = 1024;
 pub(crate) struct Plan {
     pub(crate) addr: SocketAddr,
     pub(crate) udp: bool,
+    /// Over TLS, with this configuration.
+    pub(crate) tls: Option<TargetTls>,
     /// Every message's body (see `batch`).
     pub(crate) block: Arc<[u8]>,
     pub(crate) pipeline: usize,
@@ -253,6 +261,7 @@ impl Driver<'_> {
 
 enum Socket {
     Tcp(TcpStream),
+    Tls(TcpStream, Box<rustls::ClientConnection>),
     Udp(UdpSocket),
 }
 
@@ -261,6 +270,8 @@ enum Socket {
 enum Phase {
     /// A TCP connect is under way.
     Connecting,
+    /// Connected; the TLS handshake is under way.
+    Handshaking,
     /// A batch is out; its echo is awaited.
     InFlight,
     /// Paced by `--rate` until its next batch is due.
@@ -332,18 +343,23 @@ impl Connection {
                 .and_then(|socket| socket.connect(addr).map(|()| socket))
                 .map(Socket::Udp)
         } else {
-            TcpStream::connect(addr).map(Socket::Tcp)
+            TcpStream::connect(addr).and_then(|stream| match &driver.plan.tls {
+                None => Ok(Socket::Tcp(stream)),
+                Some(tls) => Ok(Socket::Tls(stream, Box::new(tls.connection()?))),
+            })
         };
         let registered = opened.and_then(|mut socket| {
             let interest = Interest::READABLE | Interest::WRITABLE;
             match &mut socket {
-                Socket::Tcp(stream) => driver.poll.registry().register(stream, token, interest),
+                Socket::Tcp(stream) | Socket::Tls(stream, _) => {
+                    driver.poll.registry().register(stream, token, interest)
+                }
                 Socket::Udp(udp) => driver.poll.registry().register(udp, token, interest),
             }
             .map(|()| socket)
         });
         match registered {
-            Ok(socket @ Socket::Tcp(_)) => {
+            Ok(socket @ (Socket::Tcp(_) | Socket::Tls(..))) => {
                 self.socket = Some(socket);
                 self.phase = Phase::Connecting;
                 self.began = now;
@@ -367,7 +383,11 @@ impl Connection {
 
     /// When what is in flight times out, if anything is.
     fn expires(&self, timeout: Duration) -> Option<Instant> {
-        matches!(self.phase, Phase::Connecting | Phase::InFlight).then(|| self.began + timeout)
+        matches!(
+            self.phase,
+            Phase::Connecting | Phase::Handshaking | Phase::InFlight
+        )
+        .then(|| self.began + timeout)
     }
 
     /// Queues the connection to go on at `at`.
@@ -386,7 +406,7 @@ impl Connection {
             Phase::Idle => self.send_batch(token, driver, now, now),
             Phase::Paused if self.socket.is_none() => return self.open(token, driver, now),
             Phase::Paused => self.next_batch(token, driver, now),
-            Phase::Connecting | Phase::InFlight | Phase::Done => {}
+            Phase::Connecting | Phase::Handshaking | Phase::InFlight | Phase::Done => {}
         }
         self.read_what_came(token, driver, now);
     }
@@ -395,16 +415,22 @@ impl Connection {
         self.readable |= ready.readable || ready.closing;
         self.closing |= ready.closing;
         match (self.phase, &self.socket) {
-            (Phase::Connecting, Some(Socket::Tcp(stream))) => match connected(stream) {
-                Ok(true) => self.next_batch(token, driver, now),
-                Ok(false) => return,
-                Err(failure) => {
-                    driver.counters.count_failure(&failure, true);
-                    self.close(driver);
-                    return self.pause(token, driver, now);
+            (Phase::Connecting, Some(Socket::Tcp(stream) | Socket::Tls(stream, _))) => {
+                match connected(stream) {
+                    Ok(true) if matches!(self.socket, Some(Socket::Tls(..))) => {
+                        self.phase = Phase::Handshaking;
+                        self.handshake(token, driver, now);
+                    }
+                    Ok(true) => self.next_batch(token, driver, now),
+                    Ok(false) => return,
+                    Err(failure) => return self.fail_to_connect(token, driver, failure, now),
                 }
-            },
-            (Phase::InFlight, Some(_)) if ready.writable && !self.all_sent() => {
+            }
+            // On to reading after it: the handshake may end on a read that
+            // did not block, and where readiness is reported again only
+            // after one that did (Windows), the echo would wait forever.
+            (Phase::Handshaking, _) => self.handshake(token, driver, now),
+            (Phase::InFlight, Some(_)) if ready.writable && !self.all_written() => {
                 if let Err(failure) = self.send(&mut driver.outbox) {
                     return self.fail(token, driver, failure, now);
                 }
@@ -422,6 +448,7 @@ impl Connection {
         while self.readable && matches!(self.phase, Phase::InFlight | Phase::Idle) {
             let read = match self.socket {
                 Some(Socket::Tcp(_)) => self.read_tcp(token, driver, now),
+                Some(Socket::Tls(..)) => self.read_tls(token, driver, now),
                 Some(Socket::Udp(_)) => self.receive_udp(token, driver, now),
                 None => unreachable!("only an open connection is in flight or idle"),
             };
@@ -471,9 +498,56 @@ impl Connection {
 
     fn all_sent(&self) -> bool {
         match self.socket {
-            Some(Socket::Tcp(_)) => self.sent == self.batch.len(),
+            Some(Socket::Tcp(_) | Socket::Tls(..)) => self.sent == self.batch.len(),
             _ => self.sent == self.batch.messages(),
         }
+    }
+
+    /// Whether the batch has gone to the socket: over TLS, its records too.
+    fn all_written(&self) -> bool {
+        self.all_sent()
+            && match &self.socket {
+                Some(Socket::Tls(_, tls)) => !tls.wants_write(),
+                _ => true,
+            }
+    }
+
+    /// Drives the TLS handshake as far as the socket allows; once it is
+    /// done, the first batch goes.
+    fn handshake(&mut self, token: Token, driver: &mut Driver, now: Instant) {
+        let Some(Socket::Tls(stream, tls)) = &mut self.socket else {
+            unreachable!("only a TLS connection shakes hands");
+        };
+        loop {
+            if let Err(failure) = flush(stream, tls) {
+                return self.fail_to_connect(token, driver, failure, now);
+            }
+            if !tls.is_handshaking() {
+                return self.next_batch(token, driver, now);
+            }
+            if !self.readable {
+                return;
+            }
+            match receive_records(stream, tls) {
+                Ok(true) => {}
+                Ok(false) => self.readable = false,
+                Err(failure) => return self.fail_to_connect(token, driver, failure, now),
+            }
+        }
+    }
+
+    /// A failed connect or handshake: counted as a connect error, and
+    /// retried after a pause.
+    fn fail_to_connect(
+        &mut self,
+        token: Token,
+        driver: &mut Driver,
+        failure: Failure,
+        now: Instant,
+    ) {
+        driver.counters.count_failure(&failure, true);
+        self.close(driver);
+        self.pause(token, driver, now);
     }
 
     /// Sends what the socket takes of the rest of the batch. Most batches
@@ -486,6 +560,12 @@ impl Connection {
                 Some(Socket::Tcp(stream)) => {
                     socket_calls::send(stream, self.batch.outgoing(self.sent, outbox))
                 }
+                // Plaintext is taken only once the last of it has gone out
+                // as records: the window bounds what rustls holds.
+                Some(Socket::Tls(stream, tls)) => match flush(stream, tls)? {
+                    false => Err(io::ErrorKind::WouldBlock.into()),
+                    true => tls.writer().write(self.batch.outgoing(self.sent, outbox)),
+                },
                 Some(Socket::Udp(socket)) => socket
                     .send(self.batch.message(self.sent, outbox))
                     .map(|_| 1),
@@ -496,11 +576,14 @@ impl Connection {
                 Ok(written) => self.sent += written,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if matches!(self.socket, Some(Socket::Tcp(_))) => {
+                Err(e) if matches!(self.socket, Some(Socket::Tcp(_) | Socket::Tls(..))) => {
                     return Err(Failure::stream(&e));
                 }
                 Err(e) => return Err(Failure::io(&e)),
             }
+        }
+        if let Some(Socket::Tls(stream, tls)) = &mut self.socket {
+            flush(stream, tls)?;
         }
         Ok(())
     }
@@ -530,11 +613,49 @@ impl Connection {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(Failure::stream(&e)),
         };
-        if got > expected || !self.batch.matches(self.echoed, &driver.inbox[..got]) {
-            return Err(Failure::mismatch("wrong echo"));
-        }
         if got < asked && SHORT_READ_DRAINS && !self.closing {
             self.readable = false;
+        }
+        self.take_echo(token, driver, got, expected, now)
+    }
+
+    /// Over TLS: the plaintext rustls has, checked as [`read_tcp`] checks a
+    /// read; when it has none, one read of records from the socket.
+    fn read_tls(&mut self, token: Token, driver: &mut Driver, now: Instant) -> Result<(), Failure> {
+        let Some(Socket::Tls(stream, tls)) = &mut self.socket else {
+            unreachable!("only a TLS connection reads records");
+        };
+        let expected = if self.phase == Phase::InFlight {
+            self.batch.len() - self.echoed
+        } else {
+            0
+        };
+        let asked = expected.min(READ_WINDOW) + 1;
+        match tls.reader().read(&mut driver.inbox[..asked]) {
+            Ok(0) => return Err(Failure::closed("the server ended the TLS session mid-echo")),
+            Ok(got) => return self.take_echo(token, driver, got, expected, now),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(Failure::stream(&e)),
+        }
+        if !receive_records(stream, tls)? {
+            self.readable = false;
+        }
+        // What the server's records ask for (a key update) goes at once.
+        flush(stream, tls).map(|_| ())
+    }
+
+    /// `got` bytes of echo in the inbox, of `expected`: checked, counted,
+    /// and when the echo is whole, on to the next batch.
+    fn take_echo(
+        &mut self,
+        token: Token,
+        driver: &mut Driver,
+        got: usize,
+        expected: usize,
+        now: Instant,
+    ) -> Result<(), Failure> {
+        if got > expected || !self.batch.matches(self.echoed, &driver.inbox[..got]) {
+            return Err(Failure::mismatch("wrong echo"));
         }
         let size = self.batch.size();
         let whole_before = self.echoed / size;
@@ -641,10 +762,42 @@ impl Connection {
     fn close(&mut self, driver: &mut Driver) {
         self.readable = false;
         self.closing = false;
-        if let Some(Socket::Tcp(mut stream)) = self.socket.take() {
+        if let Some(Socket::Tcp(mut stream) | Socket::Tls(mut stream, _)) = self.socket.take() {
             // Deregistered before it closes, as mio asks of every platform.
             let _ = driver.poll.registry().deregister(&mut stream);
         }
+    }
+}
+
+/// Writes the TLS records rustls has ready; `Ok(false)` if the socket took
+/// not all of them.
+fn flush(stream: &mut TcpStream, tls: &mut rustls::ClientConnection) -> Result<bool, Failure> {
+    while tls.wants_write() {
+        match tls.write_tls(stream) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Failure::stream(&e)),
+        }
+    }
+    Ok(true)
+}
+
+/// One read of TLS records from the socket, processed; `Ok(false)` if the
+/// socket had none. A refused certificate comes out here as a failure.
+fn receive_records(
+    stream: &mut TcpStream,
+    tls: &mut rustls::ClientConnection,
+) -> Result<bool, Failure> {
+    match tls.read_tls(stream) {
+        Ok(0) => Err(Failure::closed("the server closed the connection")),
+        Ok(_) => tls
+            .process_new_packets()
+            .map(|_| true)
+            .map_err(|e| Failure::io(&io::Error::new(io::ErrorKind::InvalidData, e))),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
+        Err(e) => Err(Failure::stream(&e)),
     }
 }
 

@@ -165,15 +165,36 @@ impl FromStr for Thresholds {
 }
 
 /// The warning and critical thresholds of a run.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NagiosThresholds {
     pub warning: Thresholds,
     pub critical: Thresholds,
+    /// Over TLS: WARNING when the server's certificate expires in fewer
+    /// days than this.
+    pub certificate_warning_days: f64,
+    /// Over TLS: CRITICAL when it expires in fewer days than this.
+    pub certificate_critical_days: f64,
 }
 
 impl NagiosThresholds {
+    /// `check_ssl_cert`'s defaults, the plugin Nagios and Icinga sites
+    /// already watch certificates with: 20 and 15 days.
+    pub const CERTIFICATE_WARNING_DAYS: f64 = 20.0;
+    pub const CERTIFICATE_CRITICAL_DAYS: f64 = 15.0;
+
     fn judges_loss(&self) -> bool {
         self.warning.loss_percent.is_some() || self.critical.loss_percent.is_some()
+    }
+}
+
+impl Default for NagiosThresholds {
+    fn default() -> NagiosThresholds {
+        NagiosThresholds {
+            warning: Thresholds::default(),
+            critical: Thresholds::default(),
+            certificate_warning_days: Self::CERTIFICATE_WARNING_DAYS,
+            certificate_critical_days: Self::CERTIFICATE_CRITICAL_DAYS,
+        }
     }
 }
 
@@ -231,6 +252,15 @@ pub(super) fn render(
                 ),
             ]
             .into_iter()
+            .chain(certificate_days(report).map(|days| {
+                // Ranges that alert below the thresholds: `20:`.
+                format!(
+                    "{}={days};{}:;{}:;;",
+                    label(report, "cert_days"),
+                    thresholds.certificate_warning_days,
+                    thresholds.certificate_critical_days
+                )
+            }))
             .chain(report.path.map(|path| {
                 // UDP only; unknown (U) where the client cannot vouch for it.
                 let details = path.details;
@@ -289,10 +319,19 @@ fn judge(report: &TargetReport, thresholds: &NagiosThresholds) -> (NagiosState, 
     if let Some(rtt) = report.rtt_ms {
         summary.push_str(&format!(", rtt avg {:.3} ms", rtt.avg));
     }
+    let days = certificate_days(report);
+    if let Some(days) = days {
+        summary.push_str(&format!(", certificate expires in {days:.0} days"));
+    }
     if let Some(error) = &report.error {
         summary.push_str(&format!(": {error}"));
     }
-    let state = if report.verdict == Verdict::Mismatch || report.healthy == 0 {
+    let certificate = match days {
+        Some(days) if days < thresholds.certificate_critical_days => NagiosState::Critical,
+        Some(days) if days < thresholds.certificate_warning_days => NagiosState::Warning,
+        _ => NagiosState::Ok,
+    };
+    let echo = if report.verdict == Verdict::Mismatch || report.healthy == 0 {
         NagiosState::Critical
     } else if report.lost > 0 && !thresholds.judges_loss() {
         // Without loss thresholds, as in the other formats, any lost probe
@@ -305,7 +344,12 @@ fn judge(report: &TargetReport, thresholds: &NagiosThresholds) -> (NagiosState, 
     } else {
         NagiosState::Ok
     };
-    (state, summary)
+    (echo.max(certificate), summary)
+}
+
+/// Days until the server's certificate expires, over TLS.
+fn certificate_days(report: &TargetReport) -> Option<f64> {
+    report.tls.as_ref()?.certificate_expires_in_days
 }
 
 fn exceeds(report: &TargetReport, level: &Thresholds) -> bool {
@@ -423,6 +467,7 @@ mod tests {
             size: 64,
             rtt_ms: avg.map(|avg| RttSummary::of(&[avg]).unwrap()),
             path: None,
+            tls: None,
             error: (lost > 0).then(|| "no complete echo within 1s".to_string()),
         }
     }
@@ -431,6 +476,7 @@ mod tests {
         NagiosThresholds {
             warning: warning.parse().unwrap(),
             critical: critical.parse().unwrap(),
+            ..NagiosThresholds::default()
         }
     }
 

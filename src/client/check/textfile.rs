@@ -48,6 +48,7 @@ struct Series {
     reordered_ratio: Gauges,
     jitter: Gauges,
     client_late_max: Gauges,
+    certificate_expiry: Gauges,
     last_run: Gauges,
 }
 
@@ -67,6 +68,7 @@ impl Series {
             reordered_ratio: Gauges::default(),
             jitter: Gauges::default(),
             client_late_max: Gauges::default(),
+            certificate_expiry: Gauges::default(),
             last_run: Gauges::default(),
         };
         let plain = [
@@ -77,7 +79,7 @@ impl Series {
             ),
             (
                 "exit_code",
-                "echo-client's exit code for the target: 0 healthy, 1 mismatch, 2 unreachable, 3 timeout",
+                "echo-client's exit code for the target: 0 healthy, 1 mismatch, 2 unreachable, 3 timeout, 4 certificate refused",
                 &series.exit_code,
             ),
             (
@@ -141,6 +143,13 @@ impl Series {
                 "UDP: how late the client sent a probe at worst, its own timing error",
                 &series.client_late_max,
             ),
+            // A timestamp, as blackbox_exporter's probe_ssl_earliest_cert_expiry:
+            // alert rules subtract time() and pick their own thresholds.
+            (
+                "tls_cert_expiry_timestamp",
+                "TLS: when the server's certificate expires (its notAfter), in seconds since the Unix epoch",
+                &series.certificate_expiry,
+            ),
             // Per target, not per file: two jobs writing files into one
             // collector directory must not claim the same series.
             (
@@ -173,6 +182,13 @@ impl Series {
             set(&self.rtt_min, rtt.min / 1000.0);
             set(&self.rtt_avg, rtt.avg / 1000.0);
             set(&self.rtt_max, rtt.max / 1000.0);
+        }
+        if let Some(not_after) = report
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.certificate_not_after_unix)
+        {
+            set(&self.certificate_expiry, not_after as f64);
         }
         if let Some(path) = &report.path {
             let details = &path.details;
@@ -313,6 +329,7 @@ mod tests {
             size: 64,
             rtt_ms: RttSummary::of(rtts),
             path: None,
+            tls: None,
             error: None,
         }
     }

@@ -1,0 +1,201 @@
+//! TLS peers for the client's tests: a test PKI made with the `openssl`
+//! CLI for each run, and foreign TLS echo servers (socat, stunnel) to
+//! check against. Shared by tests/tls_client.rs and the Windows client's
+//! tests, so both check the same servers with the same certificates.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{Finished, PATIENCE, TestDir, finish_with_patience};
+
+/// A test PKI, made with `openssl` in a directory of its own.
+pub struct Pki {
+    dir: TestDir,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let pki = Pki {
+            dir: TestDir::new(),
+        };
+        pki.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "365",
+            "-subj",
+            "/CN=echo test CA",
+        ]);
+        let server_names = "subjectAltName=DNS:localhost,IP:127.0.0.1";
+        pki.issue("server", server_names, "30");
+        pki.issue("expired", server_names, "-1");
+        pki.issue("wrong", "subjectAltName=DNS:wrong.example", "30");
+        pki.issue("client", "extendedKeyUsage=clientAuth", "30");
+        pki
+    }
+
+    /// `NAME.pem` and `NAME.key`, signed by the CA, with `extension`,
+    /// valid from now for `days` (-1: expired yesterday).
+    fn issue(&self, name: &str, extension: &str, days: &str) {
+        let extensions = self
+            .dir
+            .write(&format!("{name}.ext"), &format!("{extension}\n"));
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ]);
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            days,
+            "-extfile",
+            extensions.to_str().unwrap(),
+        ]);
+    }
+
+    fn openssl(&self, args: &[&str]) -> Finished {
+        let mut command = Command::new("openssl");
+        command.args(args).current_dir(self.dir.path());
+        let run = finish_with_patience(command, b"");
+        assert_eq!(run.code, 0, "openssl {args:?}: {}", run.stderr);
+        run
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn arg(&self, name: &str) -> String {
+        self.file(name).to_str().unwrap().to_string()
+    }
+
+    /// The certificate's notAfter as `openssl x509` reads it, in RFC 3339.
+    pub fn not_after(&self, name: &str) -> String {
+        let run = self.openssl(&[
+            "x509",
+            "-in",
+            &format!("{name}.pem"),
+            "-noout",
+            "-enddate",
+            "-dateopt",
+            "iso_8601",
+        ]);
+        run.stdout()
+            .trim()
+            .strip_prefix("notAfter=")
+            .expect("openssl prints notAfter=")
+            .replace(' ', "T")
+    }
+}
+
+/// A foreign server, killed with everything it forked when dropped (in a
+/// process group of its own, without the test's standard output).
+pub struct Foreign {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Foreign {
+    fn start(command: &mut Command, addr: SocketAddr) -> Foreign {
+        let child = command
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{command:?} (installed by scripts/test.sh): {e}"));
+        let deadline = Instant::now() + PATIENCE;
+        while TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "{command:?} did not listen on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Foreign { child, addr }
+    }
+
+    /// socat's TLS echo with the certificate `name`; `verify` adds socat's
+    /// options for client certificates (`verify=0`: none asked for).
+    pub fn socat(pki: &Pki, name: &str, verify: &str) -> Foreign {
+        let addr = free_addr();
+        Foreign::start(
+            Command::new("socat").args([
+                &format!(
+                    "OPENSSL-LISTEN:{},bind=127.0.0.1,fork,reuseaddr,cert={},key={},{verify}",
+                    addr.port(),
+                    pki.arg(&format!("{name}.pem")),
+                    pki.arg(&format!("{name}.key")),
+                ),
+                "PIPE",
+            ]),
+            addr,
+        )
+    }
+
+    /// stunnel with the server certificate in front of `backend`, a plain echo.
+    pub fn stunnel(pki: &Pki, backend: SocketAddr) -> Foreign {
+        let addr = free_addr();
+        let config = pki.dir.write(
+            "stunnel.conf",
+            &format!(
+                "foreground = yes\npid =\n[echo]\naccept = {addr}\nconnect = {backend}\n\
+                 cert = {}\nkey = {}\n",
+                pki.arg("server.pem"),
+                pki.arg("server.key")
+            ),
+        );
+        Foreign::start(Command::new("stunnel4").arg(config), addr)
+    }
+
+    pub fn target(&self) -> String {
+        format!("localhost:{}", self.addr.port())
+    }
+}
+
+impl Drop for Foreign {
+    fn drop(&mut self) {
+        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(group, super::Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
