@@ -15,6 +15,8 @@
 
 mod common;
 
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
 use common::netns::{Hold, Network, SERVER_V4, SERVER_V6};
 use serde_json::Value;
 
@@ -34,6 +36,15 @@ const OUTSIDE: f64 = 0.001;
 /// One probe to each target before any fault, so that the first datagrams
 /// of a measurement do not wait for neighbour discovery (ARP, NDP): the
 /// path is known to work before it is measured.
+/// The emulated networks here are built and measured one at a time: a
+/// figure of time (delay, jitter, the client's own lateness) taken while
+/// another test's client and server compete for this machine's two cores
+/// measures the machine, not the path.
+fn one_network_at_a_time() -> MutexGuard<'static, ()> {
+    static NETWORKS: Mutex<()> = Mutex::new(());
+    NETWORKS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn warm_up(network: &Network, targets: &[&str]) {
     let mut args = vec!["check", "--udp", "-t", "5s"];
     args.extend_from_slice(targets);
@@ -85,6 +96,7 @@ fn the_bounds_are_the_binomial_quantiles_stated() {
 
 #[test]
 fn reported_loss_is_the_routers_random_loss_within_binomial_bounds() {
+    let _alone = one_network_at_a_time();
     let network = Network::build();
     let _server = network.start_echo_server();
     let v4 = format!("{SERVER_V4}:7007");
@@ -140,6 +152,7 @@ fn reported_loss_is_the_routers_random_loss_within_binomial_bounds() {
 
 #[test]
 fn loss_thresholds_judge_udp_paths_too() {
+    let _alone = one_network_at_a_time();
     let network = Network::build();
     let _server = network.start_echo_server();
     // 30% each way: 218 to 292 of 500 lost (43.6% to 58.4%), so
@@ -240,6 +253,7 @@ const SWAP_EVERY: u32 = 8;
 
 #[test]
 fn injected_reordering_is_reported_as_rfc_4737s_ratio() {
+    let _alone = one_network_at_a_time();
     let network = Network::build();
     let _server = network.start_echo_server();
     let v4 = format!("{SERVER_V4}:7007");
@@ -265,6 +279,7 @@ fn injected_reordering_is_reported_as_rfc_4737s_ratio() {
 
 #[test]
 fn duplicated_datagrams_are_counted_once_and_reported() {
+    let _alone = one_network_at_a_time();
     let network = Network::build();
     let _server = network.start_echo_server();
     let v4 = format!("{SERVER_V4}:7007");
@@ -314,6 +329,7 @@ const HOLDER_SLACK_MS: f64 = 10.0;
 
 #[test]
 fn a_fixed_delay_raises_every_round_trip_and_adds_no_jitter() {
+    let _alone = one_network_at_a_time();
     let network = Network::build();
     let _server = network.start_echo_server();
     let v4 = format!("{SERVER_V4}:7007");
@@ -344,6 +360,7 @@ fn a_fixed_delay_raises_every_round_trip_and_adds_no_jitter() {
 
 #[test]
 fn alternating_delays_are_reported_as_jitter_of_their_difference() {
+    let _alone = one_network_at_a_time();
     let network = Network::build();
     let _server = network.start_echo_server();
     let v4 = format!("{SERVER_V4}:7007");
@@ -399,6 +416,7 @@ fn punctual_udp_bench(network: &Network, target: &str, args: &[&str]) -> Value {
 
 #[test]
 fn bench_over_udp_reports_the_paths_jitter_and_reordering() {
+    let _alone = one_network_at_a_time();
     let network = Network::build();
     let _server = network.start_echo_server();
     let target = format!("{SERVER_V4}:7007");
@@ -439,6 +457,7 @@ fn bench_over_udp_reports_the_paths_jitter_and_reordering() {
 
 #[test]
 fn through_a_nat_and_an_mss_clamp_check_bench_and_pipe_prove_the_path() {
+    let _alone = one_network_at_a_time();
     let network = Network::build();
     network.masquerade_toward_server();
     network.clamp_mss(1200);

@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 /// The server's addresses, as the client reaches them through the router.
 pub const SERVER_V4: &str = "198.19.0.2";
@@ -43,7 +44,7 @@ pub struct Network {
 }
 
 /// Runs `ip ARGS` to success, or fails the test loudly with what `ip` said.
-fn ip(args: &[&str]) {
+fn ip(args: &[&str]) -> String {
     let output = Command::new("ip")
         .args(args)
         .output()
@@ -55,6 +56,7 @@ fn ip(args: &[&str]) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 impl Network {
@@ -124,6 +126,7 @@ impl Network {
         for (namespace, to, via) in routes {
             ip(&["-n", namespace, "route", "add", to, "via", via]);
         }
+        network.wait_for_ipv6_addresses();
         network.exec(
             &network.router,
             "sysctl",
@@ -134,6 +137,28 @@ impl Network {
             ],
         );
         network
+    }
+
+    /// Waits until no IPv6 address is tentative. Even without duplicate
+    /// address detection, an address is tentative until its link has a
+    /// carrier, and a veth end learns that its peer is up asynchronously
+    /// (the kernel's link watch, up to a second later): a server binding
+    /// an address before then fails with EADDRNOTAVAIL.
+    fn wait_for_ipv6_addresses(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for namespace in [&self.client, &self.router, &self.server] {
+            loop {
+                let tentative = ip(&["-n", namespace, "-6", "addr", "show", "tentative"]);
+                if tentative.trim().is_empty() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "IPv6 addresses in {namespace} still tentative after 10 s:\n{tentative}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
 
     /// A veth pair with one end in `namespace` and the other in the router.
