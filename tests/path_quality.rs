@@ -45,6 +45,40 @@ fn one_network_at_a_time() -> MutexGuard<'static, ()> {
     NETWORKS.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The far side's echo, over IPv4 and IPv6.
+fn targets() -> [String; 2] {
+    [format!("{SERVER_V4}:7007"), format!("[{SERVER_V6}]:7007")]
+}
+
+/// A network of the test's own with echo-server serving on its far side,
+/// each of `targets` warmed up: the clean path a test then breaks. Dropped
+/// in the order of its fields: the server, the network, then the turn.
+struct ServedNetwork {
+    _server: common::Server,
+    network: Network,
+    _alone: MutexGuard<'static, ()>,
+}
+
+impl std::ops::Deref for ServedNetwork {
+    type Target = Network;
+
+    fn deref(&self) -> &Network {
+        &self.network
+    }
+}
+
+fn served_network(targets: &[&str]) -> ServedNetwork {
+    let alone = one_network_at_a_time();
+    let network = Network::build();
+    let server = network.start_echo_server();
+    warm_up(&network, targets);
+    ServedNetwork {
+        _server: server,
+        network,
+        _alone: alone,
+    }
+}
+
 fn warm_up(network: &Network, targets: &[&str]) {
     let mut args = vec!["check", "--udp", "-t", "5s"];
     args.extend_from_slice(targets);
@@ -96,12 +130,8 @@ fn the_bounds_are_the_binomial_quantiles_stated() {
 
 #[test]
 fn reported_loss_is_the_routers_random_loss_within_binomial_bounds() {
-    let _alone = one_network_at_a_time();
-    let network = Network::build();
-    let _server = network.start_echo_server();
-    let v4 = format!("{SERVER_V4}:7007");
-    let v6 = format!("[{SERVER_V6}]:7007");
-    warm_up(&network, &[&v4, &v6]);
+    let [v4, v6] = targets();
+    let network = served_network(&[&v4, &v6]);
     for each_way in [0.0, 0.05, 0.30] {
         network.random_loss_each_way(each_way);
         // A probe is lost if the router drops it on the way out or its
@@ -152,13 +182,10 @@ fn reported_loss_is_the_routers_random_loss_within_binomial_bounds() {
 
 #[test]
 fn loss_thresholds_judge_udp_paths_too() {
-    let _alone = one_network_at_a_time();
-    let network = Network::build();
-    let _server = network.start_echo_server();
+    let [target, _] = targets();
+    let network = served_network(&[&target]);
     // 30% each way: 218 to 292 of 500 lost (43.6% to 58.4%), so
     // CRITICAL above 40% and WARNING above 20% both apply; CRITICAL wins.
-    let target = format!("{SERVER_V4}:7007");
-    warm_up(&network, &[&target]);
     network.random_loss_each_way(0.30);
     let run = network.run_client(&[
         "check", "--udp", &target, "-n", "500", "-i", INTERVAL, "-t", "1s", "--format", "nagios",
@@ -253,12 +280,8 @@ const SWAP_EVERY: u32 = 8;
 
 #[test]
 fn injected_reordering_is_reported_as_rfc_4737s_ratio() {
-    let _alone = one_network_at_a_time();
-    let network = Network::build();
-    let _server = network.start_echo_server();
-    let v4 = format!("{SERVER_V4}:7007");
-    let v6 = format!("[{SERVER_V6}]:7007");
-    warm_up(&network, &[&v4, &v6]);
+    let [v4, v6] = targets();
+    let network = served_network(&[&v4, &v6]);
     for target in [&v4, &v6] {
         // A holder of its own per run: it counts from the run's first
         // probe, so 400 probes make exactly 50 swapped pairs, the later of
@@ -279,12 +302,8 @@ fn injected_reordering_is_reported_as_rfc_4737s_ratio() {
 
 #[test]
 fn duplicated_datagrams_are_counted_once_and_reported() {
-    let _alone = one_network_at_a_time();
-    let network = Network::build();
-    let _server = network.start_echo_server();
-    let v4 = format!("{SERVER_V4}:7007");
-    let v6 = format!("[{SERVER_V6}]:7007");
-    warm_up(&network, &[&v4, &v6]);
+    let [v4, v6] = targets();
+    let network = served_network(&[&v4, &v6]);
     // One probe in 4 reaches the server twice and is echoed twice: of 100
     // probes exactly 25 answers come twice (a count per family, so per
     // target). Tolerance: none, the copies are counted by the router.
@@ -329,12 +348,8 @@ const HOLDER_SLACK_MS: f64 = 10.0;
 
 #[test]
 fn a_fixed_delay_raises_every_round_trip_and_adds_no_jitter() {
-    let _alone = one_network_at_a_time();
-    let network = Network::build();
-    let _server = network.start_echo_server();
-    let v4 = format!("{SERVER_V4}:7007");
-    let v6 = format!("[{SERVER_V6}]:7007");
-    warm_up(&network, &[&v4, &v6]);
+    let [v4, v6] = targets();
+    let network = served_network(&[&v4, &v6]);
     for target in [&v4, &v6] {
         let clean = clean_udp_check(&network, target, 100, "10ms");
         let holder = network.hold_toward_server(Hold::Delay(DELAY_MS));
@@ -360,12 +375,8 @@ fn a_fixed_delay_raises_every_round_trip_and_adds_no_jitter() {
 
 #[test]
 fn alternating_delays_are_reported_as_jitter_of_their_difference() {
-    let _alone = one_network_at_a_time();
-    let network = Network::build();
-    let _server = network.start_echo_server();
-    let v4 = format!("{SERVER_V4}:7007");
-    let v6 = format!("[{SERVER_V6}]:7007");
-    warm_up(&network, &[&v4, &v6]);
+    let [v4, v6] = targets();
+    let network = served_network(&[&v4, &v6]);
     for target in [&v4, &v6] {
         // Every second probe held 20 ms, the others not: each round trip
         // differs from the one before by 20 ms, and RFC 3550's jitter,
@@ -416,11 +427,8 @@ fn punctual_udp_bench(network: &Network, target: &str, args: &[&str]) -> Value {
 
 #[test]
 fn bench_over_udp_reports_the_paths_jitter_and_reordering() {
-    let _alone = one_network_at_a_time();
-    let network = Network::build();
-    let _server = network.start_echo_server();
-    let target = format!("{SERVER_V4}:7007");
-    warm_up(&network, &[&target]);
+    let [target, _] = targets();
+    let network = served_network(&[&target]);
     // One message at a time, 50 ms apart, every second one held 20 ms: a
     // jitter of 20 × (1 - (15/16)^59) = 19.6 ms after 60 answers, within
     // the bounds of the check above, and nothing overtaken.
@@ -469,7 +477,7 @@ fn through_a_nat_and_an_mss_clamp_check_bench_and_pipe_prove_the_path() {
     );
     let _server = network.start_echo_server();
     let input = common::random_bytes(1 << 20, 19);
-    for target in [format!("{SERVER_V4}:7007"), format!("[{SERVER_V6}]:7007")] {
+    for target in targets() {
         // The server has no route to the client: every answer below came
         // back through the router's address translation.
         let run = network.run_client(&["check", &target, "-t", "5s"]);
