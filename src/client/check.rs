@@ -27,7 +27,7 @@ use serde::Serialize;
 
 pub use self::nagios::{NagiosState, NagiosThresholds, Range, Thresholds};
 use super::bench::round_to_microseconds;
-use super::path::{self, PathDetails, StreamPlan};
+use super::path::{self, PathDetails, StreamPlan, percent_of};
 use super::tls::{Session, Tls};
 use super::{Echo, Failure, Verdict, judge_echo, print_result, resolve, tcp_echo};
 use crate::shared::address::HostPort;
@@ -291,9 +291,7 @@ async fn check_target(target: HostPort, options: CheckOptions) -> TargetReport {
     } else {
         check_by_connections(&target, &options, &mut report).await;
     }
-    // Two decimals: a share of at most a few thousand probes.
-    report.loss_percent =
-        (f64::from(report.lost) * 10_000.0 / f64::from(report.probes)).round() / 100.0;
+    report.loss_percent = percent_of(u64::from(report.lost), u64::from(report.probes));
     report.exit_code = report.verdict.exit_code();
     report
 }

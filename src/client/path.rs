@@ -400,10 +400,7 @@ impl StreamAccount {
     /// RFC 4737's reordered-packet ratio over the answers that came, in
     /// percent with two decimals.
     pub(crate) fn reordered_percent(&self) -> f64 {
-        if self.arrived == 0 {
-            return 0.0;
-        }
-        (self.reordered as f64 * 10_000.0 / self.arrived as f64).round() / 100.0
+        percent_of(self.reordered, self.arrived)
     }
 
     /// The jitter in milliseconds, once two answers came in time.
@@ -488,6 +485,15 @@ fn analyse(recording: &Recording, timeout: Duration) -> PathFigures {
         .jitter_ms
         .is_some_and(|jitter| details.client_late_ms.max < jitter);
     figures
+}
+
+/// `part` of `whole` in percent, to two decimals (finer is noise at a few
+/// thousand probes); 0 of nothing is 0.
+pub(crate) fn percent_of(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        return 0.0;
+    }
+    (part as f64 * 10_000.0 / whole as f64).round() / 100.0
 }
 
 #[cfg(test)]

@@ -241,6 +241,11 @@ impl Batch {
         self.answered.push_back(sequence);
     }
 
+    /// How many of this batch's messages have no answer yet.
+    pub(crate) fn unanswered(&self) -> usize {
+        self.unanswered.len()
+    }
+
     /// After a failure: this batch's unanswered messages may still be
     /// answered later, and that is not an error.
     pub(crate) fn forget_unanswered(&mut self) {

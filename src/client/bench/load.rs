@@ -81,6 +81,9 @@ pub(crate) struct Counters {
     pub(crate) mismatches: AtomicU64,
     /// UDP answers that came again, as the path copied them: not errors.
     pub(crate) duplicated: AtomicU64,
+    /// UDP messages given up at their timeout (those answered late among
+    /// them), as `check --udp` counts its lost probes.
+    pub(crate) lost: AtomicU64,
     /// Each UDP socket's late and reordered answers and jitter, added as
     /// its load thread ends.
     pub(crate) streams: Mutex<Vec<StreamAccount>>,
@@ -239,8 +242,13 @@ impl Driver<'_> {
 
     /// Counts a round trip whose echo arrived at `arrived`, if that falls
     /// in the measured window.
+    /// Whether what happens at `at` counts: after the warm-up, before the end.
+    fn measures(&self, at: Instant) -> bool {
+        (self.plan.measured_from..self.plan.deadline).contains(&at)
+    }
+
     fn record(&mut self, arrived: Instant, latency: Duration) {
-        if arrived < self.plan.measured_from || arrived >= self.plan.deadline {
+        if !self.measures(arrived) {
             return;
         }
         let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX).max(1);
@@ -689,7 +697,7 @@ impl Connection {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(Failure::io(&e)),
         };
-        let measured = (driver.plan.measured_from..driver.plan.deadline).contains(&now);
+        let measured = driver.measures(now);
         match self.batch.answer(&driver.inbox[..len]) {
             Answer::Expected(sequence) => {
                 if measured {
@@ -739,6 +747,12 @@ impl Connection {
         driver.counters.count_failure(&failure, false);
         match self.socket {
             Some(Socket::Udp(_)) => {
+                if failure.verdict == Verdict::TimedOut && driver.measures(now) {
+                    driver
+                        .counters
+                        .lost
+                        .fetch_add(self.batch.unanswered() as u64, Ordering::Relaxed);
+                }
                 self.batch.forget_unanswered();
                 if failure.verdict == Verdict::Unreachable {
                     // A closed port answers at once: do not spin on it.
