@@ -1,7 +1,7 @@
-//! TLS peers for the client's tests: a test PKI made with the `openssl`
-//! CLI for each run, and foreign TLS echo servers (socat, stunnel) to
-//! check against. Shared by tests/tls_client.rs and the Windows client's
-//! tests, so both check the same servers with the same certificates.
+//! TLS peers for the tests: a test PKI made with the `openssl` CLI for
+//! each run, and foreign TLS echo servers (socat, stunnel) to check
+//! against. Shared by tests/tls.rs, tests/tls_client.rs and the Windows
+//! client's tests, so all use the same certificates, made the same way.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -11,9 +11,15 @@ use std::time::{Duration, Instant};
 
 use super::{Finished, PATIENCE, TestDir, finish_with_patience};
 
-/// A test PKI, made with `openssl` in a directory of its own.
+/// A test PKI, made with `openssl` in a directory of its own: the CA `ca`
+/// with server certificates for localhost (`server`; `server2` for
+/// rotation; `expired`, expired yesterday), one for another name
+/// (`wrong`) and a client certificate (`client`); another CA, `other-ca`,
+/// with a client certificate of its own (`stranger`); and `other.key`, a
+/// key that belongs to no certificate. Each certificate's subject is
+/// `CN=NAME`.
 pub struct Pki {
-    dir: TestDir,
+    pub dir: TestDir,
 }
 
 impl Pki {
@@ -21,7 +27,31 @@ impl Pki {
         let pki = Pki {
             dir: TestDir::new(),
         };
+        pki.ca("ca");
+        pki.ca("other-ca");
+        let server_names = "subjectAltName=DNS:localhost,IP:127.0.0.1";
+        pki.issue("ca", "server", server_names, "30");
+        pki.issue("ca", "server2", server_names, "60");
+        pki.issue("ca", "expired", server_names, "-1");
+        pki.issue("ca", "wrong", "subjectAltName=DNS:wrong.example", "30");
+        let client = "extendedKeyUsage=clientAuth";
+        pki.issue("ca", "client", client, "30");
+        pki.issue("other-ca", "stranger", client, "30");
         pki.openssl(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "other.key",
+        ]);
+        pki
+    }
+
+    /// A self-signed CA: `NAME.pem` and `NAME.key`.
+    fn ca(&self, name: &str) {
+        self.openssl(&[
             "req",
             "-x509",
             "-newkey",
@@ -30,28 +60,24 @@ impl Pki {
             "ec_paramgen_curve:P-256",
             "-nodes",
             "-keyout",
-            "ca.key",
+            &format!("{name}.key"),
             "-out",
-            "ca.pem",
+            &format!("{name}.pem"),
             "-days",
             "365",
             "-subj",
-            "/CN=echo test CA",
+            &format!("/CN=echo test {name}"),
         ]);
-        let server_names = "subjectAltName=DNS:localhost,IP:127.0.0.1";
-        pki.issue("server", server_names, "30");
-        pki.issue("expired", server_names, "-1");
-        pki.issue("wrong", "subjectAltName=DNS:wrong.example", "30");
-        pki.issue("client", "extendedKeyUsage=clientAuth", "30");
-        pki
     }
 
-    /// `NAME.pem` and `NAME.key`, signed by the CA, with `extension`,
-    /// valid from now for `days` (-1: expired yesterday).
-    fn issue(&self, name: &str, extension: &str, days: &str) {
-        let extensions = self
-            .dir
-            .write(&format!("{name}.ext"), &format!("{extension}\n"));
+    /// `NAME.pem` and `NAME.key`, signed by the CA `ca` as a version 3
+    /// certificate (webpki refuses version 1) with `extension`, valid from
+    /// now for `days` (-1: expired yesterday).
+    fn issue(&self, ca: &str, name: &str, extension: &str, days: &str) {
+        let extensions = self.dir.write(
+            &format!("{name}.ext"),
+            &format!("basicConstraints=CA:FALSE\n{extension}\n"),
+        );
         self.openssl(&[
             "req",
             "-newkey",
@@ -72,9 +98,9 @@ impl Pki {
             "-in",
             &format!("{name}.csr"),
             "-CA",
-            "ca.pem",
+            &format!("{ca}.pem"),
             "-CAkey",
-            "ca.key",
+            &format!("{ca}.key"),
             "-CAcreateserial",
             "-out",
             &format!("{name}.pem"),
