@@ -11,14 +11,16 @@
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::Command;
 
 use common::deploy::{assert_ok, broken_build, echo_check, new_build};
 use common::systemd_host::SystemdHost;
+use common::tls::{Pki, rustls_client, rustls_connect};
 use common::{
-    Finished, PATIENCE, SERVER, TestDir, bash_completion_script, echo_once, finish_with_patience,
-    free_port,
+    CLIENT, Finished, PATIENCE, SERVER, TestDir, bash_completion_script, echo_once,
+    finish_with_patience, free_port,
 };
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -127,7 +129,12 @@ fn deployed_over_openssh_it_runs_as_a_real_systemd_service() {
             .contains("all connections finished")
     );
 
-    // The host rates the unit as the offline check does.
+    assert_exposure_as_offline(&host);
+}
+
+/// The host rates echo-server.service (with what drop-ins it has) as the
+/// offline check of the shipped unit does.
+fn assert_exposure_as_offline(host: &SystemdHost) {
     let mut offline = Command::new("systemd-analyze");
     offline.args([
         "security",
@@ -146,6 +153,99 @@ fn deployed_over_openssh_it_runs_as_a_real_systemd_service() {
             .to_string()
     };
     assert_eq!(exposure(&on_host), exposure(&offline));
+}
+
+/// `[tls]` under systemd with the drop-in systemd/echo-server-tls.conf: a
+/// key only root may read reaches the DynamicUser= service as a systemd
+/// credential; a certificate renewed on disk plus `systemctl reload` is
+/// served to new connections while an old one keeps echoing; a new key is
+/// refused by a reload (systemd 252 copies credentials only at start), the
+/// old certificate and key staying, and served after a restart.
+#[test]
+fn tls_under_systemd_reads_a_root_only_key_and_rotates_on_reload() {
+    let host = SystemdHost::boot();
+    let pki = Pki::new();
+    pki.renew("server", "renewed", "60");
+    let upload = |file: PathBuf, path: &str, mode: &str| {
+        let bytes = std::fs::read(&file).unwrap();
+        let uploaded =
+            host.ssh_with_input(&format!("install -D -m {mode} /dev/stdin {path}"), &bytes);
+        assert_ok(&format!("upload {}", file.display()), &uploaded);
+    };
+    let (certificate, key) = (
+        "/etc/echo-server/tls/server.pem",
+        "/etc/echo-server/tls/server.key",
+    );
+    upload(pki.file("server.pem"), certificate, "0644");
+    upload(pki.file("server.key"), key, "0600");
+    upload(
+        PathBuf::from(format!("{ROOT}/systemd/echo-server-tls.conf")),
+        "/etc/systemd/system/echo-server.service.d/tls.conf",
+        "0644",
+    );
+    let tls_port = free_port();
+    install(
+        &host,
+        "openssh",
+        ["--binary", SERVER],
+        &format!(
+            "[tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\ncertificate = {certificate:?}\nkey = {key:?}\n"
+        ),
+    );
+    assert_eq!(host.ssh_ok("systemctl is-active echo-server"), "active");
+    assert_eq!(host.ssh_ok(&format!("stat -c '%U %a' {key}")), "root 600");
+    let pid = host.ssh_ok("systemctl show -p MainPID --value echo-server");
+    assert_ne!(host.ssh_ok(&format!("stat -c %U /proc/{pid}")), "root");
+    assert_exposure_as_offline(&host);
+
+    // The certificate's notAfter that `echo-client check --tls` reports.
+    let target = format!("localhost:{tls_port}");
+    let served = || {
+        let mut check = Command::new(CLIENT);
+        check.args([
+            "check",
+            &target,
+            "--tls",
+            "--ca",
+            &pki.arg("ca.pem"),
+            "--json",
+        ]);
+        let checked = finish_with_patience(check, b"");
+        assert_ok("echo-client check --tls", &checked);
+        let report: serde_json::Value = serde_json::from_slice(&checked.stdout).unwrap();
+        report["targets"][0]["tls"]["certificate_not_after"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(served(), pki.not_after("server"));
+    let mut old = rustls_connect(
+        &rustls_client(&pki),
+        SocketAddr::from(([127, 0, 0, 1], tls_port)),
+    );
+
+    // Renewed for the same key: a reload serves it.
+    upload(pki.file("renewed.pem"), certificate, "0644");
+    let reloads = "journalctl -u echo-server --no-pager | grep -c 'configuration reloaded'";
+    let before = host.ssh(reloads).stdout().trim().to_string();
+    host.ssh_ok("systemctl reload echo-server");
+    host.wait_until(&format!("[ $({reloads}) -gt {before} ]"), "reload");
+    assert_eq!(served(), pki.not_after("renewed"));
+    echo_once(&mut old, b"after the reload");
+
+    // A new key: the credential still holds the old one, so the reload
+    // refuses the pair and the renewed certificate stays.
+    upload(pki.file("server2.pem"), certificate, "0644");
+    upload(pki.file("server2.key"), key, "0600");
+    host.ssh_ok("systemctl reload echo-server");
+    host.wait_until(
+        "journalctl -u echo-server --no-pager | grep -q 'configuration was not reloaded'",
+        "refused reload",
+    );
+    assert_eq!(served(), pki.not_after("renewed"));
+    echo_once(&mut old, b"after the refused reload");
+    host.ssh_ok("systemctl restart echo-server");
+    assert_eq!(served(), pki.not_after("server2"));
 }
 
 #[test]

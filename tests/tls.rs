@@ -23,9 +23,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::Arc;
 
-use common::tls::Pki;
+use common::tls::{Pki, rustls_client, rustls_connect};
 use common::{Launcher, PATIENCE, Server, finish_with_patience, random_bytes, run};
 use nix::sys::signal::Signal;
 
@@ -307,41 +306,6 @@ fn broken_files_stop_the_start_with_what_to_do() {
             finished.stderr
         );
     }
-}
-
-/// A rustls client that trusts the test CA.
-fn rustls_client(pki: &Pki) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(pki.file("ca.pem")).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
-}
-
-/// A TLS connection to `addr`, its handshake complete and one echo done.
-fn rustls_connect(
-    config: &Arc<rustls::ClientConfig>,
-    addr: SocketAddr,
-) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let connection = rustls::ClientConnection::new(Arc::clone(config), name).unwrap();
-    let socket = TcpStream::connect(addr).unwrap();
-    socket.set_read_timeout(Some(PATIENCE)).unwrap();
-    let mut stream = rustls::StreamOwned::new(connection, socket);
-    stream.write_all(b"hi").unwrap();
-    let mut echoed = [0; 2];
-    stream.read_exact(&mut echoed).unwrap();
-    assert_eq!(&echoed, b"hi");
-    stream
 }
 
 #[test]

@@ -3,10 +3,12 @@
 //! against. Shared by tests/tls.rs, tests/tls_client.rs and the Windows
 //! client's tests, so all use the same certificates, made the same way.
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Finished, PATIENCE, TestDir, finish_with_patience};
@@ -111,6 +113,28 @@ impl Pki {
         ]);
     }
 
+    /// `RENEWED.pem`: the certificate `name` renewed for the same key, valid
+    /// from now for `days`, as a CA renews one for the same request.
+    pub fn renew(&self, name: &str, renewed: &str, days: &str) {
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{renewed}.pem"),
+            "-days",
+            days,
+            "-extfile",
+            &format!("{name}.ext"),
+        ]);
+    }
+
     fn openssl(&self, args: &[&str]) -> Finished {
         let mut command = Command::new("openssl");
         command.args(args).current_dir(self.dir.path());
@@ -144,6 +168,41 @@ impl Pki {
             .expect("openssl prints notAfter=")
             .replace(' ', "T")
     }
+}
+
+/// A rustls client that trusts the test CA.
+pub fn rustls_client(pki: &Pki) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(pki.file("ca.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// A TLS connection to `addr`, its handshake complete and one echo done.
+pub fn rustls_connect(
+    config: &Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let connection = rustls::ClientConnection::new(Arc::clone(config), name).unwrap();
+    let socket = TcpStream::connect(addr).unwrap();
+    socket.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut stream = rustls::StreamOwned::new(connection, socket);
+    stream.write_all(b"hi").unwrap();
+    let mut echoed = [0; 2];
+    stream.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"hi");
+    stream
 }
 
 /// A foreign server, killed with everything it forked when dropped (in a
