@@ -17,10 +17,10 @@ use std::process::Command;
 
 use common::deploy::{assert_ok, broken_build, echo_check, new_build};
 use common::systemd_host::SystemdHost;
-use common::tls::{Pki, rustls_client, rustls_connect};
+use common::tls::{Pki, rustls_client, rustls_connect, served_not_after};
 use common::{
-    CLIENT, Finished, PATIENCE, SERVER, TestDir, bash_completion_script, echo_once,
-    finish_with_patience, free_port,
+    Finished, PATIENCE, SERVER, TestDir, bash_completion_script, echo_once, finish_with_patience,
+    free_port,
 };
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -198,26 +198,8 @@ fn tls_under_systemd_reads_a_root_only_key_and_rotates_on_reload() {
     assert_ne!(host.ssh_ok(&format!("stat -c %U /proc/{pid}")), "root");
     assert_exposure_as_offline(&host);
 
-    // The certificate's notAfter that `echo-client check --tls` reports.
     let target = format!("localhost:{tls_port}");
-    let served = || {
-        let mut check = Command::new(CLIENT);
-        check.args([
-            "check",
-            &target,
-            "--tls",
-            "--ca",
-            &pki.arg("ca.pem"),
-            "--json",
-        ]);
-        let checked = finish_with_patience(check, b"");
-        assert_ok("echo-client check --tls", &checked);
-        let report: serde_json::Value = serde_json::from_slice(&checked.stdout).unwrap();
-        report["targets"][0]["tls"]["certificate_not_after"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let served = || served_not_after(&pki, &target);
     assert_eq!(served(), pki.not_after("server"));
     let mut old = rustls_connect(
         &rustls_client(&pki),

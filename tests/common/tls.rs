@@ -205,6 +205,27 @@ pub fn rustls_connect(
     stream
 }
 
+/// The notAfter of the certificate a TLS echo at `target` serves to a new
+/// connection, as `echo-client check --tls` reports it (trusting the CA).
+pub fn served_not_after(pki: &Pki, target: &str) -> String {
+    let mut check = Command::new(super::CLIENT);
+    check.args([
+        "check",
+        target,
+        "--tls",
+        "--ca",
+        &pki.arg("ca.pem"),
+        "--json",
+    ]);
+    let checked = finish_with_patience(check, b"");
+    assert_eq!(checked.code, 0, "{}{}", checked.stdout(), checked.stderr);
+    let report: serde_json::Value = serde_json::from_slice(&checked.stdout).unwrap();
+    report["targets"][0]["tls"]["certificate_not_after"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no certificate in {report}"))
+        .to_string()
+}
+
 /// A foreign server, killed with everything it forked when dropped (in a
 /// process group of its own, without the test's standard output).
 pub struct Foreign {
