@@ -528,3 +528,68 @@ fn the_debian_package_installs_upgrades_and_purges() {
     assert_eq!(left, "", "left behind by the purge");
     assert_ne!(echo_check(port).code, 0, "still echoing after the purge");
 }
+
+/// `echo-deploy tls push` to a systemd host: the certificate and key
+/// installed (the key 0600 root) with the credentials drop-in, and a
+/// `[tls]` config pushed after them; a certificate renewed for the same key
+/// is reloaded into the same process while an old connection keeps
+/// echoing; a new key restarts the service.
+#[test]
+fn echo_deploy_pushes_a_tls_certificate_and_key() {
+    let host = SystemdHost::boot();
+    let pki = Pki::new();
+    pki.renew("server", "renewed", "60");
+    let Installed { port, work, .. } = install(&host, "openssh", ["--binary", SERVER], "");
+    let push = |certificate: &str, key: &str| {
+        let pushed = host.deploy(
+            "openssh",
+            &["tls", "push", &pki.arg(certificate), &pki.arg(key)],
+        );
+        assert_ok("echo-deploy tls push", &pushed);
+        pushed.stdout()
+    };
+    let pushed = push("server.pem", "server.key");
+    assert!(pushed.contains("echo-server restarted"), "{pushed}");
+    assert_eq!(
+        host.ssh_ok("stat -c '%U %a' /etc/echo-server/tls/server.key"),
+        "root 600"
+    );
+    let tls_port = free_port();
+    let config = work.write(
+        "tls.toml",
+        &format!(
+            "[server]\nport = {port}\n[tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\n\
+             certificate = \"/etc/echo-server/tls/server.pem\"\n\
+             key = \"/etc/echo-server/tls/server.key\"\n"
+        ),
+    );
+    let pushed = host.deploy(
+        "openssh",
+        &["config", "push", "--restart", config.to_str().unwrap()],
+    );
+    assert_ok("echo-deploy config push", &pushed);
+    let target = format!("localhost:{tls_port}");
+    assert_eq!(served_not_after(&pki, &target), pki.not_after("server"));
+
+    let pid = host.ssh_ok("systemctl show -p MainPID --value echo-server");
+    let mut old = rustls_connect(
+        &rustls_client(&pki),
+        SocketAddr::from(([127, 0, 0, 1], tls_port)),
+    );
+    let pushed = push("renewed.pem", "server.key");
+    assert!(pushed.contains("echo-server reloaded"), "{pushed}");
+    host.wait_until(
+        "journalctl -u echo-server --no-pager | grep -q 'configuration reloaded'",
+        "reload",
+    );
+    assert_eq!(served_not_after(&pki, &target), pki.not_after("renewed"));
+    assert_eq!(
+        host.ssh_ok("systemctl show -p MainPID --value echo-server"),
+        pid
+    );
+    echo_once(&mut old, b"after the renewal");
+
+    let pushed = push("server2.pem", "server2.key");
+    assert!(pushed.contains("echo-server restarted"), "{pushed}");
+    assert_eq!(served_not_after(&pki, &target), pki.not_after("server2"));
+}
