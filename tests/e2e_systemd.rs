@@ -215,8 +215,9 @@ fn tls_under_systemd_reads_a_root_only_key_and_rotates_on_reload() {
     assert_eq!(served(), pki.not_after("renewed"));
     echo_once(&mut old, b"after the reload");
 
-    // A new key: the credential still holds the old one, so the reload
-    // refuses the pair and the renewed certificate stays.
+    // A new key: systemd does not copy it into the credentials on a
+    // reload, and the new file in place of the mounted one is root's alone,
+    // so the reload refuses the pair and the renewed certificate stays.
     upload(pki.file("server2.pem"), certificate, "0644");
     upload(pki.file("server2.key"), key, "0600");
     host.ssh_ok("systemctl reload echo-server");
@@ -224,9 +225,17 @@ fn tls_under_systemd_reads_a_root_only_key_and_rotates_on_reload() {
         "journalctl -u echo-server --no-pager | grep -q 'configuration was not reloaded'",
         "refused reload",
     );
+    let credential_is_the_key =
+        format!("cmp -s /run/credentials/echo-server.service/tls-key {key}");
+    assert_ne!(
+        host.ssh(&credential_is_the_key).code,
+        0,
+        "refreshed on reload"
+    );
     assert_eq!(served(), pki.not_after("renewed"));
     echo_once(&mut old, b"after the refused reload");
     host.ssh_ok("systemctl restart echo-server");
+    host.ssh_ok(&credential_is_the_key);
     assert_eq!(served(), pki.not_after("server2"));
 }
 
