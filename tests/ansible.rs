@@ -410,8 +410,9 @@ fn the_role_installs_the_release_binaries_where_there_is_no_package() {
     assert_eq!(changed(&second.stdout()), [0], "{}", second.stdout());
 }
 
-/// TLS through the role: the certificate and key from the controller, the
-/// key root's alone and handed to the service by the drop-in; a second run
+/// TLS through the role: `--check` of a first TLS setup; the certificate
+/// and key from the controller, the key root's alone and handed to the
+/// service by the drop-in; a second run
 /// changes nothing; a certificate renewed for the same key is served after
 /// a reload (the same process), a new key after a restart.
 #[test]
@@ -433,6 +434,19 @@ fn the_role_installs_the_tls_certificate_and_key() {
     };
     let host = &fleet.hosts[0].0;
     let target = format!("localhost:{tls_port}");
+
+    // Without TLS first; then --check, with the TLS files not on the host
+    // yet, foresees the restart and changes nothing.
+    fleet.playbook(&fleet.inventory(release_binaries));
+    let checked = fleet.playbook_with(&inventory("server.pem", "server.key"), &["--check"]);
+    assert!(
+        checked
+            .stdout()
+            .contains("RUNNING HANDLER [echo_server : Restart echo-server]"),
+        "{}",
+        checked.stdout()
+    );
+    assert_ne!(host.ssh("test -e /etc/echo-server/tls").code, 0);
 
     fleet.playbook(&inventory("server.pem", "server.key"));
     assert_eq!(served_not_after(&pki, &target), pki.not_after("server"));
