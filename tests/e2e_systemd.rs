@@ -542,7 +542,8 @@ fn the_debian_package_installs_upgrades_and_purges() {
 /// installed (the key 0600 root) with the credentials drop-in, and a
 /// `[tls]` config pushed after them; a certificate renewed for the same key
 /// is reloaded into the same process while an old connection keeps
-/// echoing; a new key restarts the service.
+/// echoing; a new key restarts the service; `uninstall --purge` leaves
+/// neither drop-in nor key behind.
 #[test]
 fn echo_deploy_pushes_a_tls_certificate_and_key() {
     let host = SystemdHost::boot();
@@ -601,4 +602,15 @@ fn echo_deploy_pushes_a_tls_certificate_and_key() {
     let pushed = push("server2.pem", "server2.key");
     assert!(pushed.contains("echo-server restarted"), "{pushed}");
     assert_eq!(served_not_after(&pki, &target), pki.not_after("server2"));
+
+    // The drop-in goes with the unit, the key with the config.
+    assert_ok(
+        "uninstall --purge",
+        &host.deploy("openssh", &["uninstall", "--purge"]),
+    );
+    assert_ne!(
+        host.ssh("ls -d /etc/systemd/system/echo-server.service* /etc/echo-server")
+            .code,
+        0
+    );
 }
