@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use common::ssh_host::SshHost;
 use common::systemd_host::SystemdHost;
+use common::tls::{Pki, served_not_after};
 use common::{CLIENT, DEPLOY, Finished, SERVER, TestDir, finish_within, free_port};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -407,6 +408,79 @@ fn the_role_installs_the_release_binaries_where_there_is_no_package() {
     assert_eq!(finish_within(command, b"", Duration::from_secs(30)).code, 0);
     let second = fleet.playbook(&inventory);
     assert_eq!(changed(&second.stdout()), [0], "{}", second.stdout());
+}
+
+/// TLS through the role: `--check` of a first TLS setup; the certificate
+/// and key from the controller, the key root's alone and handed to the
+/// service by the drop-in; a second run
+/// changes nothing; a certificate renewed for the same key is served after
+/// a reload (the same process), a new key after a restart.
+#[test]
+fn the_role_installs_the_tls_certificate_and_key() {
+    let fleet = Fleet::boot_hosts(1);
+    let pki = Pki::new();
+    pki.renew("server", "renewed", "60");
+    let tls_port = free_port();
+    let inventory = |certificate: &str, key: &str| {
+        fleet.inventory(|i| {
+            format!(
+                "{} echo_server_tls_listen='[\"127.0.0.1:{tls_port}\"]' \
+                 echo_server_tls_certificate={} echo_server_tls_key={}",
+                release_binaries(i),
+                pki.arg(certificate),
+                pki.arg(key)
+            )
+        })
+    };
+    let host = &fleet.hosts[0].0;
+    let target = format!("localhost:{tls_port}");
+
+    // Without TLS first; then --check, with the TLS files not on the host
+    // yet, foresees the restart and changes nothing.
+    fleet.playbook(&fleet.inventory(release_binaries));
+    let checked = fleet.playbook_with(&inventory("server.pem", "server.key"), &["--check"]);
+    assert!(
+        checked
+            .stdout()
+            .contains("RUNNING HANDLER [echo_server : Restart echo-server]"),
+        "{}",
+        checked.stdout()
+    );
+    assert_ne!(host.ssh("test -e /etc/echo-server/tls").code, 0);
+
+    fleet.playbook(&inventory("server.pem", "server.key"));
+    assert_eq!(served_not_after(&pki, &target), pki.not_after("server"));
+    assert_eq!(
+        host.ssh_ok("stat -c '%U %a' /etc/echo-server/tls/server.key"),
+        "root 600"
+    );
+    assert_eq!(
+        host.ssh_ok("systemctl show -p DropInPaths --value echo-server"),
+        "/etc/systemd/system/echo-server.service.d/tls.conf"
+    );
+    let second = fleet.playbook(&inventory("server.pem", "server.key"));
+    assert_eq!(changed(&second.stdout()), [0], "{}", second.stdout());
+
+    let pid = main_pid(host);
+    fleet.playbook(&inventory("renewed.pem", "server.key"));
+    // The reload's SIGHUP may still be on its way when the play ends.
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    while served_not_after(&pki, &target) != pki.not_after("renewed") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the renewed certificate is not served"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        main_pid(host),
+        pid,
+        "a new certificate restarted the service"
+    );
+
+    fleet.playbook(&inventory("server2.pem", "server2.key"));
+    assert_eq!(served_not_after(&pki, &target), pki.not_after("server2"));
+    assert_ne!(main_pid(host), pid, "a new key did not restart the service");
 }
 
 /// A log level that, written into the TOML as it is, ends its string and

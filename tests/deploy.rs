@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use common::deploy::{assert_ok, broken_build, echo_check, new_build};
 use common::ssh_host::{HostOptions, SshHost};
+use common::tls::{Pki, served_not_after};
 use common::{
     CLIENT, DEPLOY, Finished, LogLines, SERVER, TestDir, finish_with_patience, finish_within,
     free_port,
@@ -988,4 +989,83 @@ fn a_host_name_is_never_run_as_code_here() {
     let status = finish_with_patience(command, b"");
     assert_eq!(status.code, 1, "{}", status.stderr);
     assert!(!pwned.exists(), "the host name ran as a command");
+}
+
+/// `tls push` where there is no systemd (the daemon mode): its usage
+/// mistakes are usage errors; a key that does not belong to the
+/// certificate is refused before anything changes; a pair under file names
+/// a shell would misread goes in (the key 0600 root), and the daemon,
+/// restarted (a reload would read the key as the daemon's user), serves
+/// it over TLS once the config names it.
+#[test]
+fn tls_push_refuses_a_mismatched_pair_and_installs_a_good_one() {
+    let pki = Pki::new();
+    let (certificate, key) = (pki.arg("server.pem"), pki.arg("server.key"));
+    for args in [
+        &["--host", "h", "tls"][..],
+        &["--host", "h", "tls", "push", &certificate],
+        &["--host", "h", "tls", "push", "/no/such.pem", &key],
+    ] {
+        let mut command = Command::new(DEPLOY);
+        command.args(args);
+        let finished = finish_with_patience(command, b"");
+        assert_eq!(finished.code, 64, "{args:?}: {}", finished.stderr);
+    }
+
+    let (host, port, _work) = installed_host();
+    let refused = host.deploy(
+        "openssh",
+        &["tls", "push", &certificate, &pki.arg("other.key")],
+    );
+    assert_failed(
+        "tls push of a key of another certificate",
+        &refused,
+        "the certificate and key do not load, nothing changed",
+    );
+    assert_ne!(host.shell("test -e /etc/echo-server/tls").code, 0);
+
+    let odd = |name: &str, from: &str| {
+        let path = pki.dir.path().join(name);
+        std::fs::copy(pki.file(from), &path).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let pushed = host.deploy(
+        "openssh",
+        &[
+            "tls",
+            "push",
+            &odd("a cert; $(touch x) 'q'.pem", "server.pem"),
+            &odd("-key \"*\".pem", "server.key"),
+        ],
+    );
+    assert_ok("tls push", &pushed);
+    assert!(
+        pushed.stdout().contains("echo-server restarted"),
+        "{}",
+        pushed.stdout()
+    );
+    assert_eq!(
+        host.shell("stat -c '%U %a' /etc/echo-server/tls/server.key")
+            .stdout()
+            .trim(),
+        "root 600"
+    );
+    let tls_port = free_port();
+    let config = pki.dir.write(
+        "tls.toml",
+        &format!(
+            "[server]\nport = {port}\n[tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\n\
+             certificate = \"/etc/echo-server/tls/server.pem\"\n\
+             key = \"/etc/echo-server/tls/server.key\"\n"
+        ),
+    );
+    let pushed = host.deploy(
+        "openssh",
+        &["config", "push", "--restart", config.to_str().unwrap()],
+    );
+    assert_ok("config push of [tls]", &pushed);
+    assert_eq!(
+        served_not_after(&pki, &format!("localhost:{tls_port}")),
+        pki.not_after("server")
+    );
 }

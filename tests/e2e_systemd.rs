@@ -11,11 +11,13 @@
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::Command;
 
 use common::deploy::{assert_ok, broken_build, echo_check, new_build};
 use common::systemd_host::SystemdHost;
+use common::tls::{Pki, rustls_client, rustls_connect, served_not_after};
 use common::{
     Finished, PATIENCE, SERVER, TestDir, bash_completion_script, echo_once, finish_with_patience,
     free_port,
@@ -127,7 +129,12 @@ fn deployed_over_openssh_it_runs_as_a_real_systemd_service() {
             .contains("all connections finished")
     );
 
-    // The host rates the unit as the offline check does.
+    assert_exposure_as_offline(&host);
+}
+
+/// The host rates echo-server.service (with what drop-ins it has) as the
+/// offline check of the shipped unit does.
+fn assert_exposure_as_offline(host: &SystemdHost) {
     let mut offline = Command::new("systemd-analyze");
     offline.args([
         "security",
@@ -146,6 +153,90 @@ fn deployed_over_openssh_it_runs_as_a_real_systemd_service() {
             .to_string()
     };
     assert_eq!(exposure(&on_host), exposure(&offline));
+}
+
+/// `[tls]` under systemd with the drop-in systemd/echo-server-tls.conf: a
+/// key only root may read reaches the DynamicUser= service as a systemd
+/// credential; a certificate renewed on disk plus `systemctl reload` is
+/// served to new connections while an old one keeps echoing; a new key is
+/// refused by a reload (systemd 252 copies credentials only at start), the
+/// old certificate and key staying, and served after a restart.
+#[test]
+fn tls_under_systemd_reads_a_root_only_key_and_rotates_on_reload() {
+    let host = SystemdHost::boot();
+    let pki = Pki::new();
+    pki.renew("server", "renewed", "60");
+    let upload = |file: PathBuf, path: &str, mode: &str| {
+        let bytes = std::fs::read(&file).unwrap();
+        let uploaded =
+            host.ssh_with_input(&format!("install -D -m {mode} /dev/stdin {path}"), &bytes);
+        assert_ok(&format!("upload {}", file.display()), &uploaded);
+    };
+    let (certificate, key) = (
+        "/etc/echo-server/tls/server.pem",
+        "/etc/echo-server/tls/server.key",
+    );
+    upload(pki.file("server.pem"), certificate, "0644");
+    upload(pki.file("server.key"), key, "0600");
+    upload(
+        PathBuf::from(format!("{ROOT}/systemd/echo-server-tls.conf")),
+        "/etc/systemd/system/echo-server.service.d/tls.conf",
+        "0644",
+    );
+    let tls_port = free_port();
+    install(
+        &host,
+        "openssh",
+        ["--binary", SERVER],
+        &format!(
+            "[tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\ncertificate = {certificate:?}\nkey = {key:?}\n"
+        ),
+    );
+    assert_eq!(host.ssh_ok("systemctl is-active echo-server"), "active");
+    assert_eq!(host.ssh_ok(&format!("stat -c '%U %a' {key}")), "root 600");
+    let pid = host.ssh_ok("systemctl show -p MainPID --value echo-server");
+    assert_ne!(host.ssh_ok(&format!("stat -c %U /proc/{pid}")), "root");
+    assert_exposure_as_offline(&host);
+
+    let target = format!("localhost:{tls_port}");
+    let served = || served_not_after(&pki, &target);
+    assert_eq!(served(), pki.not_after("server"));
+    let mut old = rustls_connect(
+        &rustls_client(&pki),
+        SocketAddr::from(([127, 0, 0, 1], tls_port)),
+    );
+
+    // Renewed for the same key: a reload serves it.
+    upload(pki.file("renewed.pem"), certificate, "0644");
+    let reloads = "journalctl -u echo-server --no-pager | grep -c 'configuration reloaded'";
+    let before = host.ssh(reloads).stdout().trim().to_string();
+    host.ssh_ok("systemctl reload echo-server");
+    host.wait_until(&format!("[ $({reloads}) -gt {before} ]"), "reload");
+    assert_eq!(served(), pki.not_after("renewed"));
+    echo_once(&mut old, b"after the reload");
+
+    // A new key: systemd does not copy it into the credentials on a
+    // reload, and the new file in place of the mounted one is root's alone,
+    // so the reload refuses the pair and the renewed certificate stays.
+    upload(pki.file("server2.pem"), certificate, "0644");
+    upload(pki.file("server2.key"), key, "0600");
+    host.ssh_ok("systemctl reload echo-server");
+    host.wait_until(
+        "journalctl -u echo-server --no-pager | grep -q 'configuration was not reloaded'",
+        "refused reload",
+    );
+    let credential_is_the_key =
+        format!("cmp -s /run/credentials/echo-server.service/tls-key {key}");
+    assert_ne!(
+        host.ssh(&credential_is_the_key).code,
+        0,
+        "refreshed on reload"
+    );
+    assert_eq!(served(), pki.not_after("renewed"));
+    echo_once(&mut old, b"after the refused reload");
+    host.ssh_ok("systemctl restart echo-server");
+    host.ssh_ok(&credential_is_the_key);
+    assert_eq!(served(), pki.not_after("server2"));
 }
 
 #[test]
@@ -445,4 +536,81 @@ fn the_debian_package_installs_upgrades_and_purges() {
     );
     assert_eq!(left, "", "left behind by the purge");
     assert_ne!(echo_check(port).code, 0, "still echoing after the purge");
+}
+
+/// `echo-deploy tls push` to a systemd host: the certificate and key
+/// installed (the key 0600 root) with the credentials drop-in, and a
+/// `[tls]` config pushed after them; a certificate renewed for the same key
+/// is reloaded into the same process while an old connection keeps
+/// echoing; a new key restarts the service; `uninstall --purge` leaves
+/// neither drop-in nor key behind.
+#[test]
+fn echo_deploy_pushes_a_tls_certificate_and_key() {
+    let host = SystemdHost::boot();
+    let pki = Pki::new();
+    pki.renew("server", "renewed", "60");
+    let Installed { port, work, .. } = install(&host, "openssh", ["--binary", SERVER], "");
+    let push = |certificate: &str, key: &str| {
+        let pushed = host.deploy(
+            "openssh",
+            &["tls", "push", &pki.arg(certificate), &pki.arg(key)],
+        );
+        assert_ok("echo-deploy tls push", &pushed);
+        pushed.stdout()
+    };
+    let pushed = push("server.pem", "server.key");
+    assert!(pushed.contains("echo-server restarted"), "{pushed}");
+    assert_eq!(
+        host.ssh_ok("stat -c '%U %a' /etc/echo-server/tls/server.key"),
+        "root 600"
+    );
+    let tls_port = free_port();
+    let config = work.write(
+        "tls.toml",
+        &format!(
+            "[server]\nport = {port}\n[tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\n\
+             certificate = \"/etc/echo-server/tls/server.pem\"\n\
+             key = \"/etc/echo-server/tls/server.key\"\n"
+        ),
+    );
+    let pushed = host.deploy(
+        "openssh",
+        &["config", "push", "--restart", config.to_str().unwrap()],
+    );
+    assert_ok("echo-deploy config push", &pushed);
+    let target = format!("localhost:{tls_port}");
+    assert_eq!(served_not_after(&pki, &target), pki.not_after("server"));
+
+    let pid = host.ssh_ok("systemctl show -p MainPID --value echo-server");
+    let mut old = rustls_connect(
+        &rustls_client(&pki),
+        SocketAddr::from(([127, 0, 0, 1], tls_port)),
+    );
+    let pushed = push("renewed.pem", "server.key");
+    assert!(pushed.contains("echo-server reloaded"), "{pushed}");
+    host.wait_until(
+        "journalctl -u echo-server --no-pager | grep -q 'configuration reloaded'",
+        "reload",
+    );
+    assert_eq!(served_not_after(&pki, &target), pki.not_after("renewed"));
+    assert_eq!(
+        host.ssh_ok("systemctl show -p MainPID --value echo-server"),
+        pid
+    );
+    echo_once(&mut old, b"after the renewal");
+
+    let pushed = push("server2.pem", "server2.key");
+    assert!(pushed.contains("echo-server restarted"), "{pushed}");
+    assert_eq!(served_not_after(&pki, &target), pki.not_after("server2"));
+
+    // The drop-in goes with the unit, the key with the config.
+    assert_ok(
+        "uninstall --purge",
+        &host.deploy("openssh", &["uninstall", "--purge"]),
+    );
+    assert_ne!(
+        host.ssh("ls -d /etc/systemd/system/echo-server.service* /etc/echo-server")
+            .code,
+        0
+    );
 }

@@ -4,8 +4,10 @@
 //! through a half-close and 100 MiB streamed; a client without a
 //! certificate is refused when `client_ca` asks for one; a SIGHUP serves a
 //! new certificate to new connections while an old one keeps echoing, and a
-//! broken new key keeps the old certificate. The CA, certificates and keys
-//! are made by the `openssl` command at test time.
+//! broken new key keeps the old certificate. echo-client's `--tls` checks,
+//! sends, pipes and benches against it, with and without a client
+//! certificate. The CA, certificates and keys are made by the `openssl`
+//! command at test time (tests/common/tls.rs).
 //!
 //! rustls, the daemon's own TLS library, is used as a client only where a
 //! foreign program cannot say what is checked: whether the daemon's last
@@ -19,129 +21,20 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::Arc;
 
-use common::{Launcher, PATIENCE, Server, TestDir, finish_with_patience, random_bytes, run};
+use common::tls::{Pki, rustls_client, rustls_connect};
+use common::{Launcher, PATIENCE, Server, finish_with_patience, random_bytes, run};
 use nix::sys::signal::Signal;
 
-/// A CA, two server certificates of its issue (the second for rotation), a
-/// client certificate, another CA with a client certificate of its own, and
-/// a key that belongs to none of them.
-struct Pki {
-    dir: TestDir,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let pki = Pki {
-            dir: TestDir::new(),
-        };
-        pki.ca("ca");
-        pki.ca("other-ca");
-        let server_names = "subjectAltName=DNS:localhost,IP:127.0.0.1";
-        pki.issue("ca", "server", "/CN=server-one", server_names);
-        pki.issue("ca", "server2", "/CN=server-two", server_names);
-        let client = "extendedKeyUsage=clientAuth";
-        pki.issue("ca", "client", "/CN=client", client);
-        pki.issue("other-ca", "stranger", "/CN=stranger", client);
-        pki.openssl(&[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            "other.key",
-        ]);
-        pki
-    }
-
-    /// A self-signed CA: `NAME.pem` and `NAME.key`.
-    fn ca(&self, name: &str) {
-        self.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN=echo test {name}"),
-        ]);
-    }
-
-    /// `NAME.pem` and `NAME.key`, issued by the CA `ca` as a version 3
-    /// certificate (webpki refuses version 1).
-    fn issue(&self, ca: &str, name: &str, subject: &str, extension: &str) {
-        let (key, csr, pem, ext) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.pem"),
-            format!("{name}.ext"),
-        );
-        self.dir
-            .write(&ext, &format!("basicConstraints=CA:FALSE\n{extension}\n"));
-        self.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            subject,
-        ]);
-        self.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-out",
-            &pem,
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-        ]);
-    }
-
-    fn openssl(&self, args: &[&str]) {
-        let mut command = Command::new("openssl");
-        command.args(args).current_dir(self.dir.path());
-        let finished = finish_with_patience(command, b"");
-        assert_eq!(finished.code, 0, "openssl {args:?}: {}", finished.stderr);
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// A `[tls]` section on a port of its own, with `extra` lines.
-    fn section(&self, certificate: &str, key: &str, extra: &str) -> String {
-        format!(
-            "[tls]\nlisten = [\"127.0.0.1:0\"]\ncertificate = {:?}\nkey = {:?}\n{extra}",
-            self.path(certificate),
-            self.path(key)
-        )
-    }
+/// A `[tls]` section on a port of its own, with `extra` lines.
+fn section(pki: &Pki, certificate: &str, key: &str, extra: &str) -> String {
+    format!(
+        "[tls]\nlisten = [\"127.0.0.1:0\"]\ncertificate = {:?}\nkey = {:?}\n{extra}",
+        pki.file(certificate),
+        pki.file(key)
+    )
 }
 
 /// A server with a plain and a TLS listener, and the TLS listener's address.
@@ -170,7 +63,7 @@ impl SClient {
             .arg("s_client")
             .args(["-connect", &addr.to_string(), "-servername", "localhost"])
             .arg("-CAfile")
-            .arg(pki.path("ca.pem"))
+            .arg(pki.file("ca.pem"))
             // -quiet: no session details on standard output, and an end of
             // standard input does not close the connection.
             .args(["-verify_return_error", "-quiet"])
@@ -227,7 +120,7 @@ fn served_subject(pki: &Pki, addr: SocketAddr) -> String {
         .arg("s_client")
         .args(["-connect", &addr.to_string(), "-servername", "localhost"])
         .arg("-CAfile")
-        .arg(pki.path("ca.pem"))
+        .arg(pki.file("ca.pem"))
         .arg("-verify_return_error");
     let finished = finish_with_patience(client, b"");
     let mut subject = Command::new("openssl");
@@ -250,7 +143,7 @@ fn socat(pki: &Pki, addr: SocketAddr, extra: &str, payload: &[u8]) -> common::Fi
         "-",
         &format!(
             "OPENSSL:{addr},cafile={}{extra}",
-            pki.path("ca.pem").display()
+            pki.file("ca.pem").display()
         ),
     ]);
     finish_with_patience(command, payload)
@@ -259,7 +152,7 @@ fn socat(pki: &Pki, addr: SocketAddr, extra: &str, payload: &[u8]) -> common::Fi
 #[test]
 fn s_client_gets_echoes_over_tls_1_3_and_1_2_and_not_over_1_1() {
     let pki = Pki::new();
-    let (server, addr) = start(&pki.section("server.pem", "server.key", ""));
+    let (server, addr) = start(&section(&pki, "server.pem", "server.key", ""));
     for version in ["-tls1_3", "-tls1_2"] {
         let mut client = SClient::connect(&pki, addr, &[version]);
         for (round, len) in [1, 100, 16 * 1024, 32 * 1024].into_iter().enumerate() {
@@ -275,7 +168,7 @@ fn s_client_gets_echoes_over_tls_1_3_and_1_2_and_not_over_1_1() {
     client
         .args(["s_client", "-connect", &addr.to_string(), "-tls1_1"])
         .arg("-CAfile")
-        .arg(pki.path("ca.pem"));
+        .arg(pki.file("ca.pem"));
     let finished = finish_with_patience(client, b"");
     assert_ne!(
         finished.code, 0,
@@ -288,7 +181,7 @@ fn s_client_gets_echoes_over_tls_1_3_and_1_2_and_not_over_1_1() {
 #[test]
 fn socat_and_ncat_get_100_mib_back_through_a_half_close() {
     let pki = Pki::new();
-    let (_server, addr) = start(&pki.section("server.pem", "server.key", ""));
+    let (_server, addr) = start(&section(&pki, "server.pem", "server.key", ""));
     let payload = random_bytes(100 << 20, 7);
     let finished = socat(&pki, addr, "", &payload);
     assert_eq!(finished.code, 0, "socat: {}", finished.stderr);
@@ -300,7 +193,7 @@ fn socat_and_ncat_get_100_mib_back_through_a_half_close() {
     );
     let mut ncat = Command::new("ncat");
     ncat.args(["--ssl", "--ssl-verify", "--ssl-trustfile"])
-        .arg(pki.path("ca.pem"))
+        .arg(pki.file("ca.pem"))
         .args(["localhost", &addr.port().to_string()]);
     let finished = finish_with_patience(ncat, &payload);
     assert_eq!(finished.code, 0, "ncat: {}", finished.stderr);
@@ -315,12 +208,12 @@ fn socat_and_ncat_get_100_mib_back_through_a_half_close() {
 #[test]
 fn client_ca_refuses_a_client_without_a_certificate_of_its_issue() {
     let pki = Pki::new();
-    let client_ca = format!("client_ca = {:?}\n", pki.path("ca.pem"));
-    let (server, addr) = start(&pki.section("server.pem", "server.key", &client_ca));
+    let client_ca = format!("client_ca = {:?}\n", pki.file("ca.pem"));
+    let (server, addr) = start(&section(&pki, "server.pem", "server.key", &client_ca));
     let with_cert = format!(
         ",cert={},key={}",
-        pki.path("client.pem").display(),
-        pki.path("client.key").display()
+        pki.file("client.pem").display(),
+        pki.file("client.key").display()
     );
     let finished = socat(&pki, addr, &with_cert, b"mutual\n");
     assert_eq!(finished.stdout(), "mutual\n", "{}", finished.stderr);
@@ -329,8 +222,8 @@ fn client_ca_refuses_a_client_without_a_certificate_of_its_issue() {
         String::new(),
         format!(
             ",cert={},key={}",
-            pki.path("stranger.pem").display(),
-            pki.path("stranger.key").display()
+            pki.file("stranger.pem").display(),
+            pki.file("stranger.key").display()
         ),
     ] {
         let finished = socat(&pki, addr, &extra, b"let me in\n");
@@ -347,30 +240,30 @@ fn client_ca_refuses_a_client_without_a_certificate_of_its_issue() {
 #[test]
 fn a_reload_serves_the_new_certificate_to_new_connections_only() {
     let pki = Pki::new();
-    let (server, addr) = start(&pki.section("server.pem", "server.key", ""));
-    assert!(served_subject(&pki, addr).contains("server-one"));
+    let (server, addr) = start(&section(&pki, "server.pem", "server.key", ""));
+    assert_eq!(served_subject(&pki, addr), "subject=CN = server");
     let mut old = SClient::connect(&pki, addr, &[]);
     assert_eq!(old.round_trip(b"before\n"), b"before\n");
 
     server.rewrite_config(&format!(
         "[server]\nport = 0\n{}",
-        pki.section("server2.pem", "server2.key", "")
+        section(&pki, "server2.pem", "server2.key", "")
     ));
     let reloads = server.log.count("configuration reloaded");
     server.signal(Signal::SIGHUP);
     server.log.wait_for_after(reloads, "configuration reloaded");
-    assert!(served_subject(&pki, addr).contains("server-two"));
+    assert_eq!(served_subject(&pki, addr), "subject=CN = server2");
     assert_eq!(old.round_trip(b"after\n"), b"after\n");
 
     // A key that does not belong to the certificate: the last good one stays.
     server.rewrite_config(&format!(
         "[server]\nport = 0\n{}",
-        pki.section("server.pem", "other.key", "")
+        section(&pki, "server.pem", "other.key", "")
     ));
     server.signal(Signal::SIGHUP);
     let refused = server.log.wait_for("does not belong to certificate");
     assert!(refused.contains("not reloaded"), "{refused}");
-    assert!(served_subject(&pki, addr).contains("server-two"));
+    assert_eq!(served_subject(&pki, addr), "subject=CN = server2");
     assert_eq!(old.round_trip(b"still\n"), b"still\n");
 }
 
@@ -391,7 +284,10 @@ fn broken_files_stop_the_start_with_what_to_do() {
     ] {
         let config = pki.dir.write(
             "config.toml",
-            &format!("[server]\nport = 0\n{}", pki.section(certificate, key, "")),
+            &format!(
+                "[server]\nport = 0\n{}",
+                section(&pki, certificate, key, "")
+            ),
         );
         let mut command = Command::new(common::SERVER);
         command
@@ -412,47 +308,12 @@ fn broken_files_stop_the_start_with_what_to_do() {
     }
 }
 
-/// A rustls client that trusts the test CA.
-fn rustls_client(pki: &Pki) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(pki.path("ca.pem")).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
-}
-
-/// A TLS connection to `addr`, its handshake complete and one echo done.
-fn rustls_connect(
-    config: &Arc<rustls::ClientConfig>,
-    addr: SocketAddr,
-) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let connection = rustls::ClientConnection::new(Arc::clone(config), name).unwrap();
-    let socket = TcpStream::connect(addr).unwrap();
-    socket.set_read_timeout(Some(PATIENCE)).unwrap();
-    let mut stream = rustls::StreamOwned::new(connection, socket);
-    stream.write_all(b"hi").unwrap();
-    let mut echoed = [0; 2];
-    stream.read_exact(&mut echoed).unwrap();
-    assert_eq!(&echoed, b"hi");
-    stream
-}
-
 #[test]
 fn shutdown_and_idle_timeout_end_with_close_notify() {
     let pki = Pki::new();
     let (mut server, addr) = start(&format!(
         "idle_timeout = \"1s\"\nshutdown_grace = \"200ms\"\n{}",
-        pki.section("server.pem", "server.key", "")
+        section(&pki, "server.pem", "server.key", "")
     ));
     let config = rustls_client(&pki);
     // Idle: closed with a close_notify, which rustls reads as a clean end
@@ -479,7 +340,7 @@ fn an_idle_tls_connection_costs_under_16_kib() {
     let pki = Pki::new();
     let (server, addr) = start(&format!(
         "workers = 1\n{}",
-        pki.section("server.pem", "server.key", "")
+        section(&pki, "server.pem", "server.key", "")
     ));
     let config = rustls_client(&pki);
     // The first connections grow the worker's tables and rustls's session
@@ -514,15 +375,15 @@ fn the_shipped_example_is_valid_once_uncommented() {
         .collect::<String>()
         .replace(
             "/etc/echo-server/tls/server.pem",
-            &pki.path("server.pem").display().to_string(),
+            &pki.file("server.pem").display().to_string(),
         )
         .replace(
             "/etc/echo-server/tls/server.key",
-            &pki.path("server.key").display().to_string(),
+            &pki.file("server.key").display().to_string(),
         )
         .replace(
             "/etc/echo-server/tls/client-ca.pem",
-            &pki.path("ca.pem").display().to_string(),
+            &pki.file("ca.pem").display().to_string(),
         );
     assert!(section.contains("certificate = "), "{section}");
     let config = pki
@@ -538,7 +399,12 @@ fn the_shipped_example_is_valid_once_uncommented() {
 #[test]
 fn alpn_refuses_a_client_that_offers_only_other_protocols() {
     let pki = Pki::new();
-    let (server, addr) = start(&pki.section("server.pem", "server.key", "alpn = [\"echo\"]\n"));
+    let (server, addr) = start(&section(
+        &pki,
+        "server.pem",
+        "server.key",
+        "alpn = [\"echo\"]\n",
+    ));
     let mut client = SClient::connect(&pki, addr, &["-alpn", "h2,echo"]);
     assert_eq!(client.round_trip(b"alpn\n"), b"alpn\n");
     let mut client = SClient::connect(&pki, addr, &["-alpn", "h2"]);
@@ -554,7 +420,7 @@ fn an_activated_socket_named_tls_speaks_tls() {
     let pki = Pki::new();
     let config = pki.dir.write(
         "activated.toml",
-        &pki.section("server.pem", "server.key", ""),
+        &section(&pki, "server.pem", "server.key", ""),
     );
     let ports = [common::free_port(), common::free_port()];
     let (mut child, log) = common::socket_activate(&[
@@ -580,4 +446,124 @@ fn an_activated_socket_named_tls_speaks_tls() {
     assert_eq!(plain, b"plain");
     common::send_signal(&child, Signal::SIGTERM);
     assert_eq!(common::wait_with_patience(&mut child).code(), Some(0));
+}
+
+/// echo-client with `args`, `input` on its standard input.
+fn echo_client(args: &[&str], input: &[u8]) -> common::Finished {
+    let mut command = Command::new(common::CLIENT);
+    command.args(args);
+    finish_with_patience(command, input)
+}
+
+/// The project's own client against its own server: `check --tls` reports
+/// TLS 1.3, the cipher suite and the days until the certificate expires;
+/// `send`, a byte-exact `pipe` and a short `bench` go through.
+#[test]
+fn echo_client_checks_sends_pipes_and_benches_over_tls() {
+    let pki = Pki::new();
+    let (_server, addr) = start(&section(&pki, "server.pem", "server.key", ""));
+    let target = format!("localhost:{}", addr.port());
+    let ca = pki.arg("ca.pem");
+    let tls = ["--tls", "--ca", &ca];
+
+    let checked = echo_client(&[&["check", &target][..], &tls].concat(), b"");
+    assert_eq!(checked.code, 0, "{}{}", checked.stdout(), checked.stderr);
+    let line = checked.stdout();
+    assert!(line.contains(" TLSv1.3 TLS13_"), "{line}");
+    assert!(
+        line.contains(&format!(
+            "certificate expires in 30 days ({})",
+            pki.not_after("server")
+        )),
+        "{line}"
+    );
+
+    let sent = echo_client(
+        &[&["send", "-t", &target][..], &tls, &["over", "TLS"]].concat(),
+        b"",
+    );
+    assert_eq!(
+        (sent.code, sent.stdout()),
+        (0, "over TLS".to_string()),
+        "{}",
+        sent.stderr
+    );
+
+    let data = random_bytes(10 << 20, 30);
+    let piped = echo_client(&[&["pipe", &target][..], &tls].concat(), &data);
+    assert_eq!(piped.code, 0, "{}", piped.stderr);
+    assert!(piped.stdout == data, "the 10 MiB came back different");
+
+    let benched = echo_client(
+        &[
+            &["bench", &target, "-d", "1s", "-c", "4", "--json"][..],
+            &tls,
+        ]
+        .concat(),
+        b"",
+    );
+    assert_eq!(benched.code, 0, "{}{}", benched.stdout(), benched.stderr);
+    let report: serde_json::Value = serde_json::from_slice(&benched.stdout).unwrap();
+    assert_eq!(report["protocol"], "TLS");
+    assert!(report["requests"].as_u64().unwrap() > 0, "{report}");
+    for (kind, count) in report["errors"].as_object().unwrap() {
+        assert_eq!(count, 0, "{kind} errors: {report}");
+    }
+}
+
+/// With `client_ca`, echo-client echoes with `--cert`/`--key` of its CA,
+/// and without them fails with the certificate exit code and words that
+/// say what to give.
+#[test]
+fn echo_client_needs_its_certificate_where_client_ca_is_set() {
+    const CERTIFICATE: i32 = echo_service::shared::exit_code::CERTIFICATE;
+    let pki = Pki::new();
+    let client_ca = format!("client_ca = {:?}\n", pki.file("ca.pem"));
+    let (_server, addr) = start(&section(&pki, "server.pem", "server.key", &client_ca));
+    let target = format!("localhost:{}", addr.port());
+    let (ca, cert, key) = (
+        pki.arg("ca.pem"),
+        pki.arg("client.pem"),
+        pki.arg("client.key"),
+    );
+    let identity = ["--tls", "--ca", &ca, "--cert", &cert, "--key", &key];
+
+    let checked = echo_client(&[&["check", &target][..], &identity].concat(), b"");
+    assert_eq!(checked.code, 0, "{}{}", checked.stdout(), checked.stderr);
+    let data = random_bytes(1 << 20, 31);
+    let piped = echo_client(&[&["pipe", &target][..], &identity].concat(), &data);
+    assert_eq!(piped.code, 0, "{}", piped.stderr);
+    assert!(piped.stdout == data, "the echo came back different");
+
+    for without in [
+        echo_client(&["check", &target, "--tls", "--ca", &ca], b""),
+        echo_client(&["send", "-t", &target, "--tls", "--ca", &ca, "ping"], b""),
+    ] {
+        assert_eq!(
+            without.code,
+            CERTIFICATE,
+            "{}{}",
+            without.stdout(),
+            without.stderr
+        );
+        let said = format!("{}{}", without.stdout(), without.stderr);
+        assert!(
+            said.contains("the server requires a client certificate; give one with --cert"),
+            "{said}"
+        );
+    }
+    // A client certificate of another CA is refused too.
+    let (cert, key) = (pki.arg("stranger.pem"), pki.arg("stranger.key"));
+    let stranger = echo_client(
+        &[
+            "send", "-t", &target, "--tls", "--ca", &ca, "--cert", &cert, "--key", &key, "ping",
+        ],
+        b"",
+    );
+    assert_eq!(stranger.code, CERTIFICATE, "{}", stranger.stderr);
+    assert!(
+        stranger.stderr.contains("refused the client certificate"),
+        "{}",
+        stranger.stderr
+    );
 }

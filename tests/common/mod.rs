@@ -540,7 +540,7 @@ pub fn connect_from(source: std::net::Ipv4Addr, port: u16) -> TcpStream {
 }
 
 /// Sends `message` and reads exactly its echo back.
-pub fn echo_once(stream: &mut TcpStream, message: &[u8]) {
+pub fn echo_once(stream: &mut (impl Read + Write), message: &[u8]) {
     stream.write_all(message).unwrap();
     let mut echo = vec![0; message.len()];
     stream.read_exact(&mut echo).unwrap();

@@ -1,19 +1,27 @@
-//! TLS peers for the client's tests: a test PKI made with the `openssl`
-//! CLI for each run, and foreign TLS echo servers (socat, stunnel) to
-//! check against. Shared by tests/tls_client.rs and the Windows client's
-//! tests, so both check the same servers with the same certificates.
+//! TLS peers for the tests: a test PKI made with the `openssl` CLI for
+//! each run, and foreign TLS echo servers (socat, stunnel) to check
+//! against. Shared by tests/tls.rs, tests/tls_client.rs and the Windows
+//! client's tests, so all use the same certificates, made the same way.
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Finished, PATIENCE, TestDir, finish_with_patience};
 
-/// A test PKI, made with `openssl` in a directory of its own.
+/// A test PKI, made with `openssl` in a directory of its own: the CA `ca`
+/// with server certificates for localhost (`server`; `server2` for
+/// rotation; `expired`, expired yesterday), one for another name
+/// (`wrong`) and a client certificate (`client`); another CA, `other-ca`,
+/// with a client certificate of its own (`stranger`); and `other.key`, a
+/// key that belongs to no certificate. Each certificate's subject is
+/// `CN=NAME`.
 pub struct Pki {
-    dir: TestDir,
+    pub dir: TestDir,
 }
 
 impl Pki {
@@ -21,7 +29,31 @@ impl Pki {
         let pki = Pki {
             dir: TestDir::new(),
         };
+        pki.ca("ca");
+        pki.ca("other-ca");
+        let server_names = "subjectAltName=DNS:localhost,IP:127.0.0.1";
+        pki.issue("ca", "server", server_names, "30");
+        pki.issue("ca", "server2", server_names, "60");
+        pki.issue("ca", "expired", server_names, "-1");
+        pki.issue("ca", "wrong", "subjectAltName=DNS:wrong.example", "30");
+        let client = "extendedKeyUsage=clientAuth";
+        pki.issue("ca", "client", client, "30");
+        pki.issue("other-ca", "stranger", client, "30");
         pki.openssl(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "other.key",
+        ]);
+        pki
+    }
+
+    /// A self-signed CA: `NAME.pem` and `NAME.key`.
+    fn ca(&self, name: &str) {
+        self.openssl(&[
             "req",
             "-x509",
             "-newkey",
@@ -30,28 +62,24 @@ impl Pki {
             "ec_paramgen_curve:P-256",
             "-nodes",
             "-keyout",
-            "ca.key",
+            &format!("{name}.key"),
             "-out",
-            "ca.pem",
+            &format!("{name}.pem"),
             "-days",
             "365",
             "-subj",
-            "/CN=echo test CA",
+            &format!("/CN=echo test {name}"),
         ]);
-        let server_names = "subjectAltName=DNS:localhost,IP:127.0.0.1";
-        pki.issue("server", server_names, "30");
-        pki.issue("expired", server_names, "-1");
-        pki.issue("wrong", "subjectAltName=DNS:wrong.example", "30");
-        pki.issue("client", "extendedKeyUsage=clientAuth", "30");
-        pki
     }
 
-    /// `NAME.pem` and `NAME.key`, signed by the CA, with `extension`,
-    /// valid from now for `days` (-1: expired yesterday).
-    fn issue(&self, name: &str, extension: &str, days: &str) {
-        let extensions = self
-            .dir
-            .write(&format!("{name}.ext"), &format!("{extension}\n"));
+    /// `NAME.pem` and `NAME.key`, signed by the CA `ca` as a version 3
+    /// certificate (webpki refuses version 1) with `extension`, valid from
+    /// now for `days` (-1: expired yesterday).
+    fn issue(&self, ca: &str, name: &str, extension: &str, days: &str) {
+        let extensions = self.dir.write(
+            &format!("{name}.ext"),
+            &format!("basicConstraints=CA:FALSE\n{extension}\n"),
+        );
         self.openssl(&[
             "req",
             "-newkey",
@@ -72,9 +100,9 @@ impl Pki {
             "-in",
             &format!("{name}.csr"),
             "-CA",
-            "ca.pem",
+            &format!("{ca}.pem"),
             "-CAkey",
-            "ca.key",
+            &format!("{ca}.key"),
             "-CAcreateserial",
             "-out",
             &format!("{name}.pem"),
@@ -82,6 +110,28 @@ impl Pki {
             days,
             "-extfile",
             extensions.to_str().unwrap(),
+        ]);
+    }
+
+    /// `RENEWED.pem`: the certificate `name` renewed for the same key, valid
+    /// from now for `days`, as a CA renews one for the same request.
+    pub fn renew(&self, name: &str, renewed: &str, days: &str) {
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{renewed}.pem"),
+            "-days",
+            days,
+            "-extfile",
+            &format!("{name}.ext"),
         ]);
     }
 
@@ -118,6 +168,62 @@ impl Pki {
             .expect("openssl prints notAfter=")
             .replace(' ', "T")
     }
+}
+
+/// A rustls client that trusts the test CA.
+pub fn rustls_client(pki: &Pki) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(pki.file("ca.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// A TLS connection to `addr`, its handshake complete and one echo done.
+pub fn rustls_connect(
+    config: &Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let connection = rustls::ClientConnection::new(Arc::clone(config), name).unwrap();
+    let socket = TcpStream::connect(addr).unwrap();
+    socket.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut stream = rustls::StreamOwned::new(connection, socket);
+    stream.write_all(b"hi").unwrap();
+    let mut echoed = [0; 2];
+    stream.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"hi");
+    stream
+}
+
+/// The notAfter of the certificate a TLS echo at `target` serves to a new
+/// connection, as `echo-client check --tls` reports it (trusting the CA).
+pub fn served_not_after(pki: &Pki, target: &str) -> String {
+    let mut check = Command::new(super::CLIENT);
+    check.args([
+        "check",
+        target,
+        "--tls",
+        "--ca",
+        &pki.arg("ca.pem"),
+        "--json",
+    ]);
+    let checked = finish_with_patience(check, b"");
+    assert_eq!(checked.code, 0, "{}{}", checked.stdout(), checked.stderr);
+    let report: serde_json::Value = serde_json::from_slice(&checked.stdout).unwrap();
+    report["targets"][0]["tls"]["certificate_not_after"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no certificate in {report}"))
+        .to_string()
 }
 
 /// A foreign server, killed with everything it forked when dropped (in a
