@@ -40,8 +40,9 @@ server pinned to CPU 0 and the load on CPU 1:
            sizes driven by echo-client bench --tls (round trips/s, p99, the
            server's CPU per round trip), new connections each doing a full
            handshake and a one-byte echo (handshakes/s, CPU per handshake),
-           and memory per idle TLS connection (at most 1,000); stunnel's CPU
-           and memory include the C server's, with ratios against stunnel
+           and memory per idle TLS connection (1,000 of them, or
+           --idle-connections if fewer); stunnel's CPU and memory include
+           the C server's; ratios against stunnel
   metrics  echo-server with its Prometheus metrics off and on (scraped twice
            a second), the same cells: the server's CPU per round trip, on
            against off (target: within 2%; not part of all)
