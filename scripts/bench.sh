@@ -5,12 +5,12 @@ set -euo pipefail
 
 usage() {
     cat <<'USAGE'
-Usage: ./scripts/bench.sh [all|cells|udp|churn|idle|client|scaling|metrics|noise] [OPTIONS]
+Usage: ./scripts/bench.sh [all|cells|udp|churn|idle|client|scaling|tls|metrics|noise] [OPTIONS]
 
 Builds echo-server, echo-client and the reference servers, then runs each
 server pinned to CPU 0 and the load on CPU 1:
 
-  all      cells, udp, churn, idle, client and scaling (the default)
+  all      cells, udp, churn, idle, client, scaling and tls (the default)
   cells    ping-pong at 1, 50 and 500 connections x 64 B and 4 KiB messages
            against echo-server, a minimal C epoll server (the reference) and
            a minimal tokio server: round trips/s, p50/p99/p99.9 latency and
@@ -34,6 +34,15 @@ server pinned to CPU 0 and the load on CPU 1:
            count, driven by echo-client bench with a load thread per CPU of
            its own: with 4 CPUs or more the servers get the first half of
            the CPUs and the load the second; with 2 they share both
+  tls      echo-server's [tls] listener against stunnel in front of the C
+           epoll server, the same certificate (made with openssl in a
+           temporary directory): ping-pong at the cells' connections and
+           sizes driven by echo-client bench --tls (round trips/s, p99, the
+           server's CPU per round trip), new connections each doing a full
+           handshake and a one-byte echo (handshakes/s, CPU per handshake),
+           and memory per idle TLS connection (1,000 of them, or
+           --idle-connections if fewer); stunnel's CPU and memory include
+           the C server's; ratios against stunnel
   metrics  echo-server with its Prometheus metrics off and on (scraped twice
            a second), the same cells: the server's CPU per round trip, on
            against off (target: within 2%; not part of all)
@@ -72,10 +81,10 @@ build() {
 }
 
 main() {
-    local parts=cells,udp,churn,idle,client,scaling
+    local parts=cells,udp,churn,idle,client,scaling,tls
     case "${1:-all}" in
         all) ;;
-        cells | udp | churn | idle | client | scaling | metrics | noise) parts=$1 ;;
+        cells | udp | churn | idle | client | scaling | tls | metrics | noise) parts=$1 ;;
         -h | --help)
             usage
             return 0
@@ -114,6 +123,14 @@ main() {
                 ;;
         esac
     done
+    if [[ ,$parts, == *,tls,* ]]; then
+        local stunnel
+        if ! stunnel=$(command -v stunnel4 || command -v stunnel); then
+            echo "bench.sh: the tls part needs stunnel: apt-get install stunnel4 (or run another part)" >&2
+            return 1
+        fi
+        options+=(--stunnel "$stunnel")
+    fi
     local out
     out=$(mktemp -d)
     # shellcheck disable=SC2064 # expand now: out is local

@@ -10,6 +10,7 @@ from bench_runs import (
     PROXIED,
     REFERENCE,
     SERVER_CPU,
+    STUNNEL,
     BenchError,
 )
 from bench_stats import CONFIDENCE, pooled_ratio
@@ -33,6 +34,8 @@ MIN_UDP_RATE_RATIO = 1.0
 MAX_UDP_BATCHED_CPU_RATIO = 0.80
 # echo-server's CPU per connection against the C epoll server's, in churn.
 MAX_CHURN_CPU_RATIO = 1.10
+# What an idle TLS connection may cost echo-server (issue 20's aim).
+MAX_TLS_IDLE_BYTES = 16 * 1024
 
 README_BEGIN = "<!-- scripts/bench.sh --readme: begin -->"
 README_END = "<!-- scripts/bench.sh --readme: end -->"
@@ -140,6 +143,45 @@ def udp_and_churn_targets(udp, churn):
             churn, REFERENCE, "cpu_vs_reference", max,
             f"churn CPU per connection ≤ {MAX_CHURN_CPU_RATIO:.2f}× C in every cell",
             lambda median: median <= MAX_CHURN_CPU_RATIO),
+    ]
+
+
+def tls_targets(tls):
+    """echo-server's TLS ahead of stunnel in front of the C server on every
+    figure: round trips per second and CPU per round trip in every cell,
+    p99 at the busiest connection count, handshakes per second and CPU per
+    handshake, and memory per idle TLS connection (also within
+    MAX_TLS_IDLE_BYTES)."""
+    if not tls:
+        return []
+    cells = tls["cells"]
+    busiest = max(r["connections"] for r in cells)
+    idle = {result["server"]: result["bytes_per_idle_connection"] for result in tls["idle"]}
+    return [
+        *worst_cell_target(
+            cells, STUNNEL, "rate_vs_reference", min,
+            "TLS round trips/s ≥ stunnel's in every cell", lambda median: median >= 1.0),
+        *worst_cell_target(
+            cells, STUNNEL, "cpu_vs_reference", max,
+            "TLS server CPU per round trip ≤ stunnel's in every cell",
+            lambda median: median <= 1.0),
+        *worst_cell_target(
+            cells, STUNNEL, "p99_vs_reference", max,
+            f"TLS p99 at {busiest} connections ≤ stunnel's",
+            lambda median: median <= 1.0,
+            cells={(r["connections"], r["size"]) for r in cells if r["connections"] == busiest}),
+        *worst_cell_target(
+            tls["handshakes"], STUNNEL, "rate_vs_reference", min,
+            "TLS handshakes/s ≥ stunnel's", lambda median: median >= 1.0),
+        *worst_cell_target(
+            tls["handshakes"], STUNNEL, "cpu_vs_reference", max,
+            "TLS server CPU per handshake ≤ stunnel's", lambda median: median <= 1.0),
+        {
+            "target": f"idle memory per TLS connection ≤ stunnel's and ≤ {MAX_TLS_IDLE_BYTES} B",
+            "met": idle[PRODUCT] <= min(idle[STUNNEL], MAX_TLS_IDLE_BYTES),
+            "figure": f"{idle[PRODUCT]:,} B against {idle[STUNNEL]:,} B at "
+                      f"{tls['idle'][0]['connections']:,} connections",
+        },
     ]
 
 
@@ -316,12 +358,47 @@ def render_text(report):
         if report["proxy_protocol_cost"]:
             lines.append(f"PROXY protocol cost: {PROXIED}'s CPU per connection against "
                          f"{PRODUCT}'s, " + describe_pooled(report["proxy_protocol_cost"]))
+    if report["tls"]:
+        lines += render_tls(report["tls"])
     if report["targets"]:
         lines += ["", "targets"]
         for target in report["targets"]:
             lines.append(f"  {'met   ' if target['met'] else 'MISSED'}  {target['target']}: "
                          f"{target['figure']}")
     return "\n".join(lines)
+
+
+def render_tls(tls):
+    lines = ["", f"tls: echo-server's [tls] listener against {STUNNEL} (stunnel's figures "
+                 "include the C server's); ping-pong by echo-client bench --tls;",
+             "p99: median of the runs' own; vs stunnel: median of each round's ratio to "
+             "stunnel's run",
+             f"{'conns':>5} {'size':>6}  {'server':<18}{'round trips/s':>14}{'p50 µs':>9}"
+             f"{'p99 µs':>9}{'CPU ns/rt':>11}{'rate vs':>9}{'CPU vs':>8}{'p99 vs':>8}"]
+    for label, row in labelled_by_cell(tls["cells"]):
+        lines.append(
+            label + f"{row['server']:<18}{row['requests_per_s']:>14,.0f}{row['p50_us']:>9.1f}"
+            f"{row['p99_us']:>9.1f}{row['cpu_ns_per_round_trip']:>11,.0f}"
+            + "".join(f"{row[key]['median']:>{width}.2f}" for key, width in (
+                ("rate_vs_reference", 9), ("cpu_vs_reference", 8), ("p99_vs_reference", 8))))
+    lines += [f"handshakes: new connections (full handshake, one-byte echo, close) from "
+              f"{tls['handshakes'][0]['connections']} clients",
+              f"{'server':<18}{'handshakes/s':>13}{'CPU µs/hs':>11}{'rate vs':>9}{'CPU vs':>8}"
+              "  protocol"]
+    for row in tls["handshakes"]:
+        last = row["rounds"][-1]
+        lines.append(f"{row['server']:<18}{row['handshakes_per_s']:>13,.0f}"
+                     f"{row['cpu_ns_per_handshake'] / 1000:>11,.1f}"
+                     f"{row['rate_vs_reference']['median']:>9.2f}"
+                     f"{row['cpu_vs_reference']['median']:>8.2f}"
+                     f"  {last['version']} {last['cipher']}")
+    lines.append("idle memory: server RSS growth per idle TLS connection (handshake done)")
+    for result in tls["idle"]:
+        lines.append(
+            f"  {result['server']:<18}{result['bytes_per_idle_connection']:>8,} B  "
+            f"({result['connections']:,} connections: {result['rss_before_kib']:,} KiB -> "
+            f"{result['rss_after_kib']:,} KiB)")
+    return lines
 
 
 def readme_block(path):

@@ -11,6 +11,7 @@ import re
 import resource
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -43,6 +44,20 @@ C_UDP_BATCH = "C recvmmsg"
 UDP_BENCH_RATE_LIMIT = 1_000_000
 # The message of the churn part: one small echo per connection.
 CHURN_SIZE = 64
+# The TLS part: echo-server's [tls] listener against stunnel in front of
+# the C epoll server, what a user would pick instead.
+STUNNEL = f"stunnel + {REFERENCE}"
+# What the TLS part's ping-pong adds to the warm-up per connection, so that
+# the connections' handshakes are done before the measured window: about
+# twice what a handshake cost the slower server here (some 1.5 ms of CPU).
+HANDSHAKE_ALLOWANCE_S = 0.003
+# Concurrent clients of the TLS part's handshake load (scripts/tls_handshakes.py).
+HANDSHAKE_CLIENTS = 8
+# Idle TLS connections held open at once: completing each handshake from
+# Python takes a millisecond or two, and stunnel gives each a thread.
+TLS_IDLE_CONNECTIONS = 1000
+# The name the bench's certificate is for, which its clients ask for.
+TLS_SERVER_NAME = "localhost"
 GENERATOR = "C generator"
 ECHO_CLIENT = "echo-client"
 STARTUP_PATIENCE_S = 10
@@ -53,19 +68,24 @@ class BenchError(Exception):
 
 
 class Server:
-    """An echo server under test, pinned to `cpus` (SERVER_CPU unless told)."""
+    """An echo server under test, pinned to `cpus` (SERVER_CPU unless told).
+
+    It is ready when its log shows `address_pattern`, whose group is its
+    address; or, for a server that says nothing when ready (`address`
+    given, and no pattern), when a connection to that address succeeds.
+    """
 
     def __init__(self, name, argv, address_pattern, workdir, cpus=SERVER_CPU,
-                 generator_flags=()):
+                 generator_flags=(), address=None):
         self.name = name
         # What the load generator must add to speak to it.
         self.generator_flags = list(generator_flags)
         self.cpus = cpus
         self.argv = argv
-        self.address_pattern = re.compile(address_pattern)
+        self.address_pattern = address_pattern and re.compile(address_pattern)
         self.log_path = os.path.join(workdir, re.sub(r"\W+", "-", name) + ".log")
         self.process = None
-        self.address = None
+        self.address = address
 
     def start(self):
         with open(self.log_path, "w", encoding="utf-8") as log:
@@ -77,10 +97,7 @@ class Server:
             )
         deadline = time.monotonic() + STARTUP_PATIENCE_S
         while time.monotonic() < deadline:
-            match = self.address_pattern.search(self.log())
-            if match:
-                host, port = match.group(1).rsplit(":", 1)
-                self.address = (host, int(port))
+            if self.ready():
                 return self
             if self.process.poll() is not None:
                 break
@@ -88,10 +105,28 @@ class Server:
         self.stop()
         raise BenchError(f"{self.name} did not start:\n{self.log()}")
 
+    def ready(self):
+        if not self.address_pattern:
+            try:
+                socket.create_connection(self.address, timeout=1).close()
+                return True
+            except OSError:
+                return False
+        match = self.address_pattern.search(self.log())
+        if match:
+            host, port = match.group(1).rsplit(":", 1)
+            self.address = (host, int(port))
+        return bool(match)
+
     @property
     def pid(self):
         # taskset execs the server, so its pid is the server's.
         return self.process.pid
+
+    @property
+    def pids(self):
+        """The processes that serve the echo."""
+        return [self.pid]
 
     def log(self):
         with open(self.log_path, encoding="utf-8", errors="replace") as log:
@@ -112,6 +147,63 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def free_port():
+    """A loopback port free now, for a server that cannot be told port 0."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Terminated:
+    """A plain echo server with a TLS terminator in front: stunnel, as a
+    user puts it in front of an echo without TLS, both pinned to the server
+    CPU. What serves the echo is the two together, so its CPU time and its
+    memory are the sum of both processes'."""
+
+    def __init__(self, name, backend, stunnel, tls_files, workdir):
+        self.name = name
+        self.backend = backend
+        self.stunnel, self.tls_files, self.workdir = stunnel, tls_files, workdir
+        self.front = None
+        self.address = None
+
+    def start(self):
+        self.backend.start()
+        host, port = self.backend.address
+        self.address = ("127.0.0.1", free_port())
+        config = os.path.join(self.workdir, "stunnel.conf")
+        with open(config, "w", encoding="utf-8") as out:
+            # stunnel's leanest: no log line per connection (the service's
+            # debug level; the default, notice, writes three), and
+            # TCP_NODELAY on both sides, as the two echo servers set it.
+            out.write(
+                "foreground = yes\npid =\n"
+                "socket = l:TCP_NODELAY=1\nsocket = r:TCP_NODELAY=1\n"
+                f"[echo]\ndebug = warning\naccept = {self.address[0]}:{self.address[1]}\n"
+                f"connect = {host}:{port}\ncert = {self.tls_files['certificate']}\n"
+                f"key = {self.tls_files['key']}\n")
+        self.front = Server(f"stunnel in front of {self.backend.name}", [self.stunnel, config],
+                            None, self.workdir, address=self.address)
+        try:
+            self.front.start()
+        except BenchError:
+            self.backend.stop()
+            raise
+        return self
+
+    @property
+    def pids(self):
+        return self.backend.pids + self.front.pids
+
+    def rss_kib(self):
+        return self.backend.rss_kib() + self.front.rss_kib()
+
+    def stop(self):
+        if self.front:
+            self.front.stop()
+        self.backend.stop()
 
 
 def server_kinds(args):
@@ -180,20 +272,71 @@ def pingpong(args, server, connections, size):
     }
 
 
-def echo_client_bench(args, server, connections, size, cpus=LOAD_CPU):
+def echo_client_bench(args, server, connections, size, cpus=LOAD_CPU, flags=(), warmup=None):
     """One run of `echo-client bench` in the generator's place, with a load
-    thread per CPU of `cpus`."""
+    thread per CPU of `cpus`, `flags` added (--tls and its options) and the
+    warm-up of `args` unless told: its JSON report."""
     host, port = server.address
+    warmup = args.warmup if warmup is None else warmup
     command = [
         "taskset", "--cpu-list", cpus, args.echo_client, "bench", f"{host}:{port}",
         "--json", "-c", str(connections), "-s", str(size),
-        "-d", f"{args.duration}s", "--warmup", f"{args.warmup}s",
+        "-d", f"{args.duration}s", "--warmup", f"{warmup}s", *flags,
     ]
-    report = run_json(command, "echo-client bench", args.duration + args.warmup + 60)
+    report = run_json(command, "echo-client bench", args.duration + warmup + 60)
     errors = report["errors"]
     if any(errors.values()):
         raise BenchError(f"echo-client bench saw errors: {errors}")
-    return report["requests_per_s"]
+    return report
+
+
+def process_cpu_ns(pids):
+    """Nanoseconds the processes have been on a CPU, with the threads that
+    have ended (/proc/PID/stat: user and system time, in clock ticks).
+    Coarser than the generator's scheduler accounting, which sums live
+    threads only: stunnel ends a thread with each connection."""
+    tick_ns = 1e9 / os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            # Past the command's parentheses: state is field 3, utime 14, stime 15.
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) * tick_ns
+    return total
+
+
+class CpuWindow:
+    """The CPU time of a server's processes over a load tool's measured
+    window, for tools that cannot read it themselves: sampled from a thread
+    at the window's planned edges, `warmup` and `warmup + duration` seconds
+    after entering (just before the tool starts). The tool's own start (a
+    process and, for echo-client, a first echo) shifts its window a few
+    milliseconds later, the same for every server; at a steady rate that
+    changes the CPU per echo by nothing measurable."""
+
+    def __init__(self, server, warmup, duration):
+        self.pids, self.warmup, self.duration = server.pids, warmup, duration
+        self.samples = []
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+
+    def sample(self):
+        started = time.monotonic()
+        for edge in (self.warmup, self.warmup + self.duration):
+            time.sleep(max(0.0, started + edge - time.monotonic()))
+            self.samples.append(process_cpu_ns(self.pids))
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_):
+        self.thread.join()
+
+    @property
+    def cpu_ns(self):
+        if len(self.samples) != 2:
+            raise BenchError("the load ended before its measured window did")
+        return self.samples[1] - self.samples[0]
 
 
 def cells_of(args):
@@ -273,7 +416,7 @@ def bench_cells(args, kinds, workdir):
                         [GENERATOR, ECHO_CLIENT], round_index, cell_index,
                         lambda tool, cell=cell: (
                             pingpong(args, product, *cell)["requests_per_s"]
-                            if tool == GENERATOR else echo_client_bench(args, product, *cell)))
+                            if tool == GENERATOR else echo_client_bench(args, product, *cell)["requests_per_s"]))
                     for tool, runs_of_tool in rates.items():
                         tool_rates[cell][tool].append(runs_of_tool)
                 progress(f"round {round_index + 1}/{args.rounds}: {cell[0]} × {cell[1]} B done")
@@ -462,7 +605,7 @@ def bench_scaling(args, workdir):
             for cell in cells:
                 for server in order:
                     rates[(server.name, cell)].append(
-                        echo_client_bench(args, server, *cell, cpus=load_cpus))
+                        echo_client_bench(args, server, *cell, cpus=load_cpus)["requests_per_s"])
                 progress(f"scaling round {round_index + 1}/{args.rounds}: "
                          f"{cell[0]} × {cell[1]} B done")
     finally:
@@ -589,33 +732,40 @@ def bench_metrics(args, workdir):
     return {"cells": results, "on_vs_off_overall": pooled, "scrapes": scrapes}
 
 
-def compare_in_rounds(args, servers, cells, run, reference, part):
+def in_rounds(args, servers, cells, run, part):
     """Every cell for every server in rounds, the servers' order rotating
-    from round to round, as the cells part runs them; `run(server, cell)`
-    gives one run of `generator_run`.
-
-    Returns a row per cell and server: medians of the runs, latency
-    percentiles of all rounds' echoes together, loss summed over the rounds,
-    and the paired ratios of rate and CPU per echo against `reference`'s
-    run of the same round.
-    """
+    from round to round, as the cells part runs them: each server's runs
+    (`run(server, cell)`) by (server name, cell)."""
     runs = {(server.name, cell): [] for server in servers for cell in cells}
-    latencies = {key: collections.Counter() for key in runs}
     try:
         for server in servers:
             server.start()
         for round_index in range(args.rounds):
             for cell in cells:
                 for server in rotated(servers, round_index):
-                    result = run(server, cell)
-                    latencies[(server.name, cell)].update(
-                        dict(result.pop("latency_histogram_ns")))
-                    runs[(server.name, cell)].append(result)
+                    runs[(server.name, cell)].append(run(server, cell))
                 progress(f"{part} round {round_index + 1}/{args.rounds}: "
                          f"{cell[0]} × {cell[1]} B done")
     finally:
         for server in servers:
             server.stop()
+    return runs
+
+
+def compare_in_rounds(args, servers, cells, run, reference, part):
+    """Every cell for every server in rounds (`in_rounds`); `run(server,
+    cell)` gives one run of `generator_run`.
+
+    Returns a row per cell and server: medians of the runs, latency
+    percentiles of all rounds' echoes together, loss summed over the rounds,
+    and the paired ratios of rate and CPU per echo against `reference`'s
+    run of the same round.
+    """
+    runs = in_rounds(args, servers, cells, run, part)
+    latencies = {key: collections.Counter() for key in runs}
+    for key, cell_runs in runs.items():
+        for result in cell_runs:
+            latencies[key].update(dict(result.pop("latency_histogram_ns")))
     rows = []
     for cell in cells:
         reference_runs = runs[(reference, cell)]
@@ -715,15 +865,16 @@ def raise_fd_limit(wanted):
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
-def idle_memory(server, connections):
-    """How much the server's RSS grows per idle connection."""
+def idle_memory(server, connections, connect=socket.create_connection):
+    """How much the server's RSS grows per idle connection, each opened by
+    `connect(address, timeout)` (over TLS: with its handshake done)."""
     raise_fd_limit(connections + 100)
     time.sleep(0.5)
     before = server.rss_kib()
     sockets = []
     try:
         for _ in range(connections):
-            conn = socket.create_connection(server.address, timeout=10)
+            conn = connect(server.address, timeout=10)
             sockets.append(conn)
             conn.sendall(b"x")
             if conn.recv(1) != b"x":
@@ -754,6 +905,181 @@ def bench_idle(args, kinds, workdir):
             server.stop()
         progress(f"idle memory of {name} done")
     return results
+
+
+def make_certificates(workdir):
+    """A CA and a certificate for TLS_SERVER_NAME (and 127.0.0.1) issued by
+    it, P-256 keys, made with the openssl command line into the workdir:
+    the certificate and key both servers present, and the CA their clients
+    trust."""
+    tls = os.path.join(workdir, "tls")
+    os.makedirs(tls)
+    files = {name: os.path.join(tls, file) for name, file in (
+        ("ca", "ca.pem"), ("ca_key", "ca.key"), ("certificate", "server.pem"),
+        ("key", "server.key"), ("request", "server.csr"), ("extensions", "server.ext"))}
+    with open(files["extensions"], "w", encoding="ascii") as extensions:
+        extensions.write(f"basicConstraints=CA:FALSE\n"
+                         f"subjectAltName=DNS:{TLS_SERVER_NAME},IP:127.0.0.1\n")
+    new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    for command in (
+        ["req", "-x509", *new_key, "-keyout", files["ca_key"], "-out", files["ca"],
+         "-days", "2", "-subj", "/CN=echo bench CA"],
+        ["req", *new_key, "-keyout", files["key"], "-out", files["request"],
+         "-subj", f"/CN={TLS_SERVER_NAME}"],
+        ["x509", "-req", "-in", files["request"], "-CA", files["ca"], "-CAkey", files["ca_key"],
+         "-CAcreateserial", "-out", files["certificate"], "-days", "2",
+         "-extfile", files["extensions"]],
+    ):
+        result = subprocess.run(["openssl", *command], capture_output=True, text=True,
+                                check=False)
+        if result.returncode != 0:
+            raise BenchError(f"openssl {command[0]} failed:\n{result.stderr}")
+    return files
+
+
+def tls_config(config_path, workdir, tls_files):
+    """A copy of the shipped configuration with its [tls] section on, on a
+    free loopback port, with the bench's certificate and key."""
+    return edited_config(config_path, workdir, "tls.toml", [
+        (r"^# \[tls\]$", "[tls]", "the tls part turns on"),
+        (r'^# listen = \["0\.0\.0\.0:65443"\]$', 'listen = ["127.0.0.1:0"]',
+         "the tls part sets"),
+        (r"^# certificate = .*$", f'certificate = "{tls_files["certificate"]}"',
+         "the tls part sets"),
+        (r"^# key = .*$", f'key = "{tls_files["key"]}"', "the tls part sets"),
+    ])
+
+
+def handshake_run(args, server, tls_files):
+    """One run of scripts/tls_handshakes.py: new connections, each a full
+    handshake and a one-byte echo, from HANDSHAKE_CLIENTS clients; the
+    server's CPU time per handshake over the measured window."""
+    host, port = server.address
+    command = [
+        "taskset", "--cpu-list", LOAD_CPU, sys.executable,
+        os.path.join(os.path.dirname(os.path.abspath(__file__)), "tls_handshakes.py"),
+        "--ca", tls_files["ca"], "--server-name", TLS_SERVER_NAME,
+        "-c", str(HANDSHAKE_CLIENTS), "-w", str(args.warmup), "-d", str(args.duration),
+        host, str(port),
+    ]
+    with CpuWindow(server, args.warmup, args.duration) as window:
+        run = run_json(command, f"the handshake load against {server.name}",
+                       args.duration + args.warmup + 60)
+    if run["handshakes"] == 0:
+        raise BenchError(f"{server.name} completed no TLS handshake")
+    return {
+        "handshakes_per_s": run["handshakes_per_s"],
+        "cpu_ns_per_handshake": window.cpu_ns / run["handshakes"],
+        "version": run["version"],
+        "cipher": run["cipher"],
+    }
+
+
+def tls_pingpong(args, server, tls_files, connections, size):
+    """One run of `echo-client bench --tls`, and the server's CPU time per
+    round trip over its measured window."""
+    flags = ["--tls", "--ca", tls_files["ca"], "--server-name", TLS_SERVER_NAME]
+    # Every connection's handshake before the measured window, not in it.
+    warmup = args.warmup + connections * HANDSHAKE_ALLOWANCE_S
+    with CpuWindow(server, warmup, args.duration) as window:
+        report = echo_client_bench(args, server, connections, size, flags=flags,
+                                   warmup=warmup)
+    if report["requests"] == 0:
+        raise BenchError(f"{server.name} echoed nothing over TLS at {connections} × {size} B")
+    return {
+        "requests_per_s": report["requests_per_s"],
+        "p50_us": report["latency_ms"]["p50"] * 1000,
+        "p99_us": report["latency_ms"]["p99"] * 1000,
+        "cpu_ns_per_round_trip": window.cpu_ns / report["requests"],
+    }
+
+
+def tls_connect(tls_files):
+    """`socket.create_connection` over TLS, the handshake done."""
+    context = ssl.create_default_context(cafile=tls_files["ca"])
+
+    def connect(address, timeout):
+        plain = socket.create_connection(address, timeout=timeout)
+        try:
+            return context.wrap_socket(plain, server_hostname=TLS_SERVER_NAME)
+        except OSError:
+            plain.close()
+            raise
+    return connect
+
+
+def paired_rows(runs, names, cells, reference, ratios):
+    """A row per cell and server (of `names`): the medians of its runs' figures, the runs,
+    and the paired ratios against `reference`'s run of the same round, as
+    {ratio name: figure}."""
+    rows = []
+    for cell in cells:
+        reference_runs = runs[(reference, cell)]
+        for name in names:
+            cell_runs = runs[(name, cell)]
+            numbers = [key for key, value in cell_runs[0].items()
+                       if isinstance(value, (int, float))]
+            rows.append({
+                "server": name,
+                "connections": cell[0],
+                "size": cell[1],
+                **{key: median_of(cell_runs, key) for key in numbers},
+                **{ratio: paired_ratio([r[key] for r in cell_runs],
+                                       [r[key] for r in reference_runs])
+                   for ratio, key in ratios.items()},
+                "rounds": cell_runs,
+            })
+    return rows
+
+
+def bench_tls(args, workdir):
+    """echo-server's [tls] listener against stunnel in front of the C epoll
+    server, both with the same certificate and key (P-256, made here), both
+    pinned to the server CPU, in rounds: ping-pong at every cell, driven by
+    `echo-client bench --tls`; new connections (handshake and a one-byte
+    echo) driven by scripts/tls_handshakes.py; and memory per idle TLS
+    connection. stunnel's CPU time and memory include the C server's."""
+    tls_files = make_certificates(workdir)
+    _, reference_argv, reference_pattern = server_kinds(args)[0]
+
+    def servers():
+        return [
+            Terminated(STUNNEL, Server(REFERENCE, reference_argv, reference_pattern, workdir),
+                       args.stunnel, tls_files, workdir),
+            Server(PRODUCT, [args.echo_server, "--config",
+                             tls_config(args.config, workdir, tls_files), "--port", "0"],
+                   r"tls://([0-9.]+:[0-9]+)", workdir),
+        ]
+    names = [STUNNEL, PRODUCT]
+    cells = cells_of(args)
+    pingpong_runs = in_rounds(
+        args, servers(), cells,
+        lambda server, cell: tls_pingpong(args, server, tls_files, *cell), "tls")
+    handshake_cells = [(HANDSHAKE_CLIENTS, 1)]
+    handshake_runs = in_rounds(
+        args, servers(), handshake_cells,
+        lambda server, _: handshake_run(args, server, tls_files), "tls handshakes")
+    idle = []
+    for server in servers():
+        server.start()
+        try:
+            idle.append(idle_memory(server, min(TLS_IDLE_CONNECTIONS, args.idle_connections),
+                                    tls_connect(tls_files)))
+        finally:
+            server.stop()
+        progress(f"idle memory over TLS of {server.name} done")
+    return {
+        "cells": paired_rows(pingpong_runs, names, cells, STUNNEL, {
+            "rate_vs_reference": "requests_per_s",
+            "cpu_vs_reference": "cpu_ns_per_round_trip",
+            "p99_vs_reference": "p99_us",
+        }),
+        "handshakes": paired_rows(handshake_runs, names, handshake_cells, STUNNEL, {
+            "rate_vs_reference": "handshakes_per_s",
+            "cpu_vs_reference": "cpu_ns_per_handshake",
+        }),
+        "idle": idle,
+    }
 
 
 def progress(message):

@@ -34,6 +34,19 @@ other, on loopback, so the server's cost is measured alone:
   server's CPU per connection. Rounds and paired ratios as in cells. Also
   echo-server on a PROXY protocol listener (-m churn -P): what the header
   costs per connection, against the plain listener.
+* tls: echo-server's [tls] listener against stunnel in front of the C epoll
+  server (what a user would pick instead), the same certificate (made with
+  the openssl command line in the run's temporary directory): ping-pong
+  at every cell driven by `echo-client bench --tls` (the C generator speaks
+  no TLS), whose round trips per second and p99 it reports, with the
+  server's CPU per round trip sampled over its measured window
+  (`bench_runs.CpuWindow`); handshakes per second from new connections
+  (handshake, one-byte echo, close) driven by scripts/tls_handshakes.py,
+  and the server's CPU per handshake; memory per idle TLS connection.
+  stunnel's CPU and memory are its own plus the C server's: the whole of
+  what serves the echo. Rounds and paired ratios as in cells; p99 is each
+  run's own (echo-client prints percentiles, not a histogram), compared
+  round by round.
 * metrics (on request only): echo-server with its Prometheus metrics off
   and on (and scraped), paired the same way: the server's CPU per round
   trip, on against off (target: within 2%).
@@ -58,6 +71,7 @@ import tempfile
 
 from bench_report import (
     check_targets,
+    tls_targets,
     udp_and_churn_targets,
     not_measurably_slower,
     readme_block,
@@ -74,13 +88,14 @@ from bench_runs import (
     bench_metrics,
     bench_noise,
     bench_scaling,
+    bench_tls,
     bench_udp,
     describe_machine,
     server_kinds,
 )
 
 # The parts of a whole report (what --readme writes), and every part.
-WHOLE_REPORT = {"cells", "idle", "client", "scaling", "udp", "churn"}
+WHOLE_REPORT = {"cells", "idle", "client", "scaling", "udp", "churn", "tls"}
 PARTS = WHOLE_REPORT | {"metrics", "noise"}
 
 
@@ -114,6 +129,7 @@ def parse_args():
     for program in ("generator", "c-server", "c-udp-server", "tokio-server", "echo-server",
                     "echo-client", "config"):
         parser.add_argument(f"--{program}", required=True)
+    parser.add_argument("--stunnel", help="stunnel, for the tls part")
     parser.add_argument("--parts", default=",".join(sorted(WHOLE_REPORT)),
                         type=lambda text: set(text.split(",")))
     parser.add_argument("--connections", type=positive_list, default=[1, 50, 500])
@@ -132,6 +148,8 @@ def parse_args():
         parser.error("--readme writes the whole report: run it without a part")
     if not args.parts <= PARTS:
         parser.error(f"--parts takes {', '.join(sorted(PARTS))}")
+    if "tls" in args.parts and not args.stunnel:
+        parser.error("the tls part needs --stunnel")
     return args
 
 
@@ -158,6 +176,7 @@ def main():
         metrics = bench_metrics(args, workdir) if "metrics" in args.parts else None
         udp = bench_udp(args, workdir) if "udp" in args.parts else []
         churn = bench_churn(args, kinds, workdir) if "churn" in args.parts else []
+        tls = bench_tls(args, workdir) if "tls" in args.parts else None
     report = {
         "machine": describe_machine(),
         "settings": {
@@ -177,9 +196,10 @@ def main():
         "udp": udp,
         "churn": churn,
         "proxy_protocol_cost": proxy_protocol_cost(churn),
+        "tls": tls,
     }
     report["targets"] = (check_targets(report["cells"], idle, report["client_overall"], metrics)
-                         + udp_and_churn_targets(udp, churn))
+                         + udp_and_churn_targets(udp, churn) + tls_targets(tls))
     text = render_text(report)
     if args.readme:
         update_readme(args.readme, text)

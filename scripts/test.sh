@@ -72,7 +72,8 @@ install_packages() {
         [socat]=socat
         # tests/tls.rs and tests/tls_client.rs: the test CA and certificates,
         # foreign TLS clients (s_client, ncat) and TLS echoes to check
-        # against (stunnel in front of a plain echo).
+        # against (stunnel in front of a plain echo); scripts/bench.sh tls
+        # (tests/bench_script.rs): certificates, and stunnel to compare with.
         [openssl]=openssl
         [ncat]=ncat
         [stunnel4]=stunnel4

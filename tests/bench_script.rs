@@ -197,8 +197,14 @@ fn a_short_run_reports_every_server_cell_and_target() {
         "the proxied listener against the plain one, every round of every churn cell: {cost:#?}"
     );
     assert!(cost["median"].as_f64().unwrap() > 0.0, "{cost:#?}");
+    assert_eq!(
+        report["tls"]["cells"].as_array().unwrap().len(),
+        2 * 2 * 2,
+        "the tls part runs in the default one, at every cell: {:#?}",
+        report["tls"]
+    );
     let targets = report["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 5 + 3, "{targets:#?}");
+    assert_eq!(targets.len(), 5 + 3 + 6, "{targets:#?}");
     for wanted in [
         "UDP echoes/s ≥ 1.00× the plain C loop's in every cell",
         "UDP CPU per datagram ≤ 0.80× the plain C loop's with more than one flow",
@@ -270,6 +276,86 @@ fn the_metrics_part_pairs_metrics_on_with_off_and_judges_the_target() {
             .contains("metrics on"),
         "{targets:#?}"
     );
+    assert!(report["cells"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn the_tls_part_pairs_echo_server_with_stunnel_and_judges_every_figure() {
+    let report = bench_report(&[
+        "tls",
+        "--rounds",
+        "1",
+        "--duration",
+        "0.3",
+        "--connections",
+        "1,3",
+        "--sizes",
+        "64",
+        "--idle-connections",
+        "20",
+    ]);
+
+    let tls = &report["tls"];
+    let cells = tls["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 2 * 2, "{cells:#?}");
+    for server in ["stunnel + C epoll", "echo-server"] {
+        for connections in [1, 3] {
+            let cell = cells
+                .iter()
+                .find(|c| c["server"] == server && c["connections"] == connections)
+                .unwrap_or_else(|| panic!("no TLS cell for {server} at {connections}"));
+            assert_eq!(cell["size"], 64, "{cell:#?}");
+            for figure in [
+                "requests_per_s",
+                "p50_us",
+                "p99_us",
+                "cpu_ns_per_round_trip",
+            ] {
+                assert!(
+                    cell[figure].as_f64().unwrap() > 0.0,
+                    "{figure} in {cell:#?}"
+                );
+            }
+            for ratio in ["rate_vs_reference", "cpu_vs_reference", "p99_vs_reference"] {
+                assert_eq!(
+                    cell[ratio]["rounds"].as_array().unwrap().len(),
+                    1,
+                    "{ratio}: one paired ratio a round: {cell:#?}"
+                );
+            }
+        }
+    }
+    let handshakes = tls["handshakes"].as_array().unwrap();
+    assert_eq!(handshakes.len(), 2, "{handshakes:#?}");
+    for row in handshakes {
+        for figure in ["handshakes_per_s", "cpu_ns_per_handshake"] {
+            assert!(row[figure].as_f64().unwrap() > 0.0, "{figure} in {row:#?}");
+        }
+        let run = &row["rounds"][0];
+        assert!(
+            run["version"] == "TLSv1.3" || run["version"] == "TLSv1.2",
+            "{row:#?}"
+        );
+    }
+    let idle = tls["idle"].as_array().unwrap();
+    assert_eq!(idle.len(), 2, "{idle:#?}");
+    assert!(idle.iter().all(|i| i["connections"] == 20), "{idle:#?}");
+    let targets = report["targets"].as_array().unwrap();
+    for wanted in [
+        "TLS round trips/s ≥ stunnel's in every cell",
+        "TLS server CPU per round trip ≤ stunnel's in every cell",
+        "TLS p99 at 3 connections ≤ stunnel's",
+        "TLS handshakes/s ≥ stunnel's",
+        "TLS server CPU per handshake ≤ stunnel's",
+        "idle memory per TLS connection ≤ stunnel's and ≤ 16384 B",
+    ] {
+        assert!(
+            targets.iter().any(|t| t["target"] == wanted),
+            "{wanted}: {targets:#?}"
+        );
+    }
+    assert_eq!(targets.len(), 6, "{targets:#?}");
+    assert!(targets.iter().all(|t| t["met"].is_boolean()));
     assert!(report["cells"].as_array().unwrap().is_empty());
 }
 
