@@ -1,0 +1,95 @@
+//! Hostile peers against the daemon's TLS and UDP serving: what a careless
+//! or malicious client can make it hold, and for how long. Each test drives
+//! the daemon with real sockets the way an attacker would.
+//!
+//! Behind the `host-tests` feature: the certificates are made by the
+//! `openssl` command at test time.
+
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::{Launcher, PATIENCE, Server, TestDir, closed_by_server, run};
+
+/// A self-signed certificate for 127.0.0.1, and the key.
+fn certificate(dir: &TestDir) {
+    let (key, pem) = (dir.path().join("server.key"), dir.path().join("server.pem"));
+    run(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            pem.to_str().unwrap(),
+            "-subj",
+            "/CN=hostile",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+    );
+}
+
+/// A server with a TLS listener and `server` lines, and that listener's
+/// address.
+fn start_tls(dir: &TestDir, server: &str) -> (Server, SocketAddr) {
+    certificate(dir);
+    let config = format!(
+        "[server]\nport = 0\n{server}\n[tls]\nlisten = [\"127.0.0.1:0\"]\ncertificate = {:?}\nkey = {:?}\n",
+        dir.path().join("server.pem"),
+        dir.path().join("server.key"),
+    );
+    let server = Launcher::new(&config).start();
+    let started = server.log.wait_for("echo-server started");
+    let tls = started
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("tls://"))
+        .unwrap_or_else(|| panic!("no TLS address in {started:?}"))
+        .parse()
+        .unwrap();
+    (server, tls)
+}
+
+/// A slowloris on the handshake: a ClientHello that never ends, one byte at
+/// a time, each well within the idle timeout. rustls keeps the handshake
+/// message it is joining (up to 64 KiB) and the connection holds a slot of
+/// `max_connections`, so a handshake must end within the idle timeout of
+/// the accept, as a PROXY protocol header must within its own.
+#[test]
+fn a_handshake_trickled_below_the_idle_timeout_still_times_out() {
+    let dir = TestDir::new();
+    let (_server, addr) = start_tls(&dir, "idle_timeout = \"2s\"");
+    let mut stream = TcpStream::connect(addr).unwrap();
+    // A handshake record of 16 KiB, opening a ClientHello of 64 KiB.
+    stream
+        .write_all(&[0x16, 3, 1, 0x40, 0, 1, 0, 0xff, 0xfb])
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let give_up = Instant::now() + PATIENCE;
+    loop {
+        if closed_by_server(&mut stream) {
+            return;
+        }
+        assert!(
+            Instant::now() < give_up,
+            "a handshake trickled a byte every 500 ms was still open after {PATIENCE:?} (idle_timeout 2s)"
+        );
+        if stream.write_all(&[3]).is_err() {
+            return;
+        }
+    }
+}
