@@ -11,9 +11,12 @@ mod common;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Launcher, PATIENCE, Server, TestDir, closed_by_server, run};
+use common::{
+    CLIENT, Launcher, PATIENCE, Server, TestDir, closed_by_server, finish_with_patience, run,
+};
 
 /// A self-signed certificate for 127.0.0.1, and the key.
 fn certificate(dir: &TestDir) {
@@ -92,4 +95,32 @@ fn a_handshake_trickled_below_the_idle_timeout_still_times_out() {
             return;
         }
     }
+}
+
+/// The certificate every TLS tutorial makes first, `openssl req -x509`,
+/// is self-signed and a CA (basicConstraints CA:TRUE): OpenSSL clients take
+/// it given as the CA, rustls refuses it as a server's own. The client
+/// must say so in words that lead to the fix, not in rustls's debug text.
+#[test]
+fn a_ca_certificate_served_as_the_servers_own_is_explained() {
+    let dir = TestDir::new();
+    let (_server, addr) = start_tls(&dir, "");
+    let ca = dir.path().join("server.pem");
+    let finished = finish_with_patience(
+        {
+            let mut command = Command::new(CLIENT);
+            command
+                .args(["check", "--tls", "--ca"])
+                .arg(&ca)
+                .arg(addr.to_string());
+            command
+        },
+        b"",
+    );
+    let said = format!("{}{}", finished.stdout(), finished.stderr);
+    assert_eq!(finished.code, 4, "{said}");
+    assert!(
+        said.contains("is a CA certificate") && !said.contains("Other("),
+        "{said}"
+    );
 }
