@@ -124,3 +124,25 @@ fn a_ca_certificate_served_as_the_servers_own_is_explained() {
         "{said}"
     );
 }
+
+/// `--tls` against a plain echo port, the likeliest slip: the port sends
+/// the ClientHello straight back. The client must say that, not leave the
+/// operator with rustls's "got ClientHello when expecting ServerHello".
+#[test]
+fn tls_to_a_plain_echo_port_says_so() {
+    let dir = TestDir::new();
+    let (server, _) = start_tls(&dir, "");
+    let finished = finish_with_patience(
+        {
+            let mut command = Command::new(CLIENT);
+            command
+                .args(["check", "--tls", "--insecure"])
+                .arg(server.addr().to_string());
+            command
+        },
+        b"",
+    );
+    let said = format!("{}{}", finished.stdout(), finished.stderr);
+    assert_eq!(finished.code, 2, "{said}");
+    assert!(said.contains("plain TCP there, not TLS"), "{said}");
+}

@@ -352,6 +352,25 @@ pub(crate) fn certificate_failure(error: &io::Error) -> Option<Failure> {
     })
 }
 
+/// Whether the "server" sent back the client's own ClientHello: the port is
+/// a plain echo, and `--tls` is the mistake, not the network.
+pub(crate) fn echoed_hello(error: &io::Error) -> Option<Failure> {
+    let error = error.get_ref()?.downcast_ref::<rustls::Error>()?;
+    matches!(
+        error,
+        rustls::Error::InappropriateHandshakeMessage {
+            got_type: rustls::HandshakeType::ClientHello,
+            ..
+        }
+    )
+    .then(|| {
+        Failure::unreachable(
+            "the server sent back the TLS ClientHello: it echoes plain TCP there, not TLS; \
+             drop --tls, or connect to the server's TLS port",
+        )
+    })
+}
+
 /// A name as rustls presents it, `DnsName("a.example")` or
 /// `IpAddress(192.0.2.1)`, as the operator would write it.
 fn plain_name(presented: &str) -> &str {
