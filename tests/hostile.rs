@@ -3,7 +3,8 @@
 //! the daemon with real sockets the way an attacker would.
 //!
 //! Behind the `host-tests` feature: the certificates are made by the
-//! `openssl` command at test time.
+//! `openssl` command at test time, and the UDP flood runs in network
+//! namespaces (`common::netns`) with a `tc` rate limit.
 
 #![cfg(target_os = "linux")]
 
@@ -14,6 +15,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::netns::{Network, SERVER_V4};
 use common::{
     CLIENT, Launcher, PATIENCE, Server, TestDir, closed_by_server, finish_with_patience, run,
 };
@@ -145,4 +147,89 @@ fn tls_to_a_plain_echo_port_says_so() {
     let said = format!("{}{}", finished.stdout(), finished.stderr);
     assert_eq!(finished.code, 2, "{said}");
     assert!(said.contains("plain TCP there, not TLS"), "{said}");
+}
+
+/// A UDP flood into a slow link: the server's replies wait in the link's
+/// queue until its socket's send buffer is full, so `sendmmsg` would
+/// block. The replies it holds then must go once there is room, without
+/// another datagram to wake the socket: once the flood has passed, every
+/// byte received has been echoed. The link is a token bucket of 1 Mbit/s
+/// on the server's interface whose queue is longer than the send buffer (a
+/// shorter queue drops instead, and sends never block).
+#[test]
+fn udp_replies_that_waited_for_room_all_go_after_the_flood() {
+    let network = Network::build();
+    network.exec(
+        &network.server,
+        "tc",
+        &[
+            "qdisc", "add", "dev", "s0", "root", "tbf", "rate", "1mbit", "burst", "10kb", "limit",
+            "20mb",
+        ],
+    );
+    let metrics = format!("{SERVER_V4}:9862");
+    let _server = Launcher::new(&format!(
+        "[server]\nlisten = [\"{SERVER_V4}:7007\"]\nudp = true\nudp_rate_limit = 0\nworkers = 1\n\
+         [metrics]\nlisten = \"{metrics}\"\n"
+    ))
+    .wrapped_in(&["ip", "netns", "exec", &network.server])
+    .start();
+    // As fast as the client's socket takes them for 3 s: far more than 1
+    // Mbit/s.
+    let flood = format!(
+        r#"
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setblocking(False)
+end = time.time() + 3
+while time.time() < end:
+    try:
+        s.sendto(b"x" * 1400, ("{SERVER_V4}", 7007))
+    except BlockingIOError:
+        time.sleep(0.001)
+"#
+    );
+    in_namespace(&network.client, &flood);
+    // Until the link has drained: the bytes sent stand still.
+    let scrape = format!(
+        "import urllib.request; print(urllib.request.urlopen('http://{metrics}/metrics').read().decode())"
+    );
+    let udp_bytes = || {
+        let text = in_namespace(&network.server, &scrape);
+        let total = |name: &str| -> u64 {
+            text.lines()
+                .filter(|line| line.starts_with(name))
+                .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum()
+        };
+        (
+            total("echo_server_udp_received_bytes_total"),
+            total("echo_server_udp_sent_bytes_total"),
+        )
+    };
+    let give_up = Instant::now() + PATIENCE;
+    let mut last = udp_bytes();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = udp_bytes();
+        if now == last || Instant::now() > give_up {
+            break;
+        }
+        last = now;
+    }
+    let (received, sent) = last;
+    assert!(received > 0, "the flood did not arrive");
+    assert_eq!(
+        sent, received,
+        "UDP replies held while the socket waited for room were never sent"
+    );
+}
+
+/// Runs a Python program in `namespace`, to success; its standard output.
+fn in_namespace(namespace: &str, program: &str) -> String {
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", namespace, "python3", "-c", program]);
+    let finished = finish_with_patience(command, b"");
+    assert_eq!(finished.code, 0, "python3: {}", finished.stderr);
+    finished.stdout()
 }
