@@ -162,7 +162,8 @@ impl Failure {
     /// Classifies an I/O error on a connection (over TLS, a refused
     /// certificate comes as one too).
     pub(crate) fn io(error: &io::Error) -> Failure {
-        if let Some(failure) = tls::certificate_failure(error) {
+        if let Some(failure) = tls::certificate_failure(error).or_else(|| tls::echoed_hello(error))
+        {
             return failure;
         }
         let hint = match error.kind() {

@@ -310,6 +310,17 @@ pub(crate) fn certificate_failure(error: &io::Error) -> Option<Failure> {
             CertificateError::UnknownIssuer => "the server's certificate is not signed by a CA \
                 this client trusts; give the CA's certificate with --ca FILE"
                 .to_string(),
+            CertificateError::Other(other)
+                if matches!(
+                    other.0.downcast_ref::<webpki::Error>(),
+                    Some(webpki::Error::CaUsedAsEndEntity)
+                ) =>
+            {
+                "the server's certificate is a CA certificate (basicConstraints CA:TRUE, as \
+                 `openssl req -x509` makes by default): the server needs one issued by a CA, \
+                 or made with `-addext basicConstraints=critical,CA:FALSE`"
+                    .to_string()
+            }
             other => format!("the server's certificate was refused: {other:?}"),
         },
         rustls::Error::AlertReceived(alert) => match alert {
@@ -338,6 +349,25 @@ pub(crate) fn certificate_failure(error: &io::Error) -> Option<Failure> {
         verdict: Verdict::Certificate,
         closed: false,
         message,
+    })
+}
+
+/// Whether the "server" sent back the client's own ClientHello: the port is
+/// a plain echo, and `--tls` is the mistake, not the network.
+pub(crate) fn echoed_hello(error: &io::Error) -> Option<Failure> {
+    let error = error.get_ref()?.downcast_ref::<rustls::Error>()?;
+    matches!(
+        error,
+        rustls::Error::InappropriateHandshakeMessage {
+            got_type: rustls::HandshakeType::ClientHello,
+            ..
+        }
+    )
+    .then(|| {
+        Failure::unreachable(
+            "the server sent back the TLS ClientHello: it echoes plain TCP there, not TLS; \
+             drop --tls, or connect to the server's TLS port",
+        )
     })
 }
 

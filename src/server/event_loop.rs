@@ -40,7 +40,8 @@
 //! rustls session (`tls::Session`) waits in a side table beside it, and its
 //! turns go through the session rather than straight to the socket. The
 //! loop, the turns, the limits and the idle sweep are the same; a handshake
-//! that never completes is an idle connection.
+//! must complete within the idle timeout of the accept, however the bytes
+//! of it trickle in.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -499,7 +500,10 @@ impl EventLoop {
                 .expect("a TLS connection has its session");
             match session.echo(&connection.stream, ready, &mut self.scratch, &self.counters) {
                 Ok(served) => {
-                    if served.moved {
+                    // A handshake must end within the idle timeout of the
+                    // accept: one trickled a byte at a time would hold its
+                    // slot and rustls's buffer (up to 64 KiB) for ever.
+                    if served.moved && !session.is_handshaking() {
                         connection.last_active = now;
                     }
                     connection.echoed += served.echoed;

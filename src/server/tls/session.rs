@@ -190,6 +190,11 @@ impl Session {
         }
     }
 
+    /// Whether the handshake is still under way.
+    pub(crate) fn is_handshaking(&self) -> bool {
+        self.tls.is_handshaking()
+    }
+
     /// Sends a close_notify, as far as the socket takes it now: the daemon
     /// is closing the connection (idle, or shutting down).
     pub(crate) fn close(&mut self, socket: &TcpStream) {
