@@ -16,55 +16,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::netns::{Network, SERVER_V4};
-use common::{
-    CLIENT, Launcher, PATIENCE, Server, TestDir, closed_by_server, finish_with_patience, run,
-};
+use common::tls::{Pki, section, start};
+use common::{CLIENT, Launcher, PATIENCE, Server, closed_by_server, finish_with_patience};
 
-/// A self-signed certificate for 127.0.0.1, and the key.
-fn certificate(dir: &TestDir) {
-    let (key, pem) = (dir.path().join("server.key"), dir.path().join("server.pem"));
-    run(
-        "openssl",
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "2",
-            "-keyout",
-            key.to_str().unwrap(),
-            "-out",
-            pem.to_str().unwrap(),
-            "-subj",
-            "/CN=hostile",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ],
-    );
-}
-
-/// A server with a TLS listener and `server` lines, and that listener's
-/// address.
-fn start_tls(dir: &TestDir, server: &str) -> (Server, SocketAddr) {
-    certificate(dir);
-    let config = format!(
-        "[server]\nport = 0\n{server}\n[tls]\nlisten = [\"127.0.0.1:0\"]\ncertificate = {:?}\nkey = {:?}\n",
-        dir.path().join("server.pem"),
-        dir.path().join("server.key"),
-    );
-    let server = Launcher::new(&config).start();
-    let started = server.log.wait_for("echo-server started");
-    let tls = started
-        .split_whitespace()
-        .find_map(|word| word.strip_prefix("tls://"))
-        .unwrap_or_else(|| panic!("no TLS address in {started:?}"))
-        .parse()
-        .unwrap();
-    (server, tls)
+/// A server with a TLS listener serving `certificate` and `key` of `pki`,
+/// with `server` lines, and that listener's address.
+fn start_tls(pki: &Pki, certificate: &str, key: &str, server: &str) -> (Server, SocketAddr) {
+    start(&format!("{server}\n{}", section(pki, certificate, key, "")))
 }
 
 /// A slowloris on the handshake: a ClientHello that never ends, one byte at
@@ -74,8 +32,8 @@ fn start_tls(dir: &TestDir, server: &str) -> (Server, SocketAddr) {
 /// the accept, as a PROXY protocol header must within its own.
 #[test]
 fn a_handshake_trickled_below_the_idle_timeout_still_times_out() {
-    let dir = TestDir::new();
-    let (_server, addr) = start_tls(&dir, "idle_timeout = \"2s\"");
+    let pki = Pki::new();
+    let (_server, addr) = start_tls(&pki, "server.pem", "server.key", "idle_timeout = \"2s\"");
     let mut stream = TcpStream::connect(addr).unwrap();
     // A handshake record of 16 KiB, opening a ClientHello of 64 KiB.
     stream
@@ -105,9 +63,11 @@ fn a_handshake_trickled_below_the_idle_timeout_still_times_out() {
 /// must say so in words that lead to the fix, not in rustls's debug text.
 #[test]
 fn a_ca_certificate_served_as_the_servers_own_is_explained() {
-    let dir = TestDir::new();
-    let (_server, addr) = start_tls(&dir, "");
-    let ca = dir.path().join("server.pem");
+    // The test CA itself, made with `openssl req -x509`, served as the
+    // server's own certificate.
+    let pki = Pki::new();
+    let (_server, addr) = start_tls(&pki, "ca.pem", "ca.key", "");
+    let ca = pki.file("ca.pem");
     let finished = finish_with_patience(
         {
             let mut command = Command::new(CLIENT);
@@ -132,8 +92,8 @@ fn a_ca_certificate_served_as_the_servers_own_is_explained() {
 /// operator with rustls's "got ClientHello when expecting ServerHello".
 #[test]
 fn tls_to_a_plain_echo_port_says_so() {
-    let dir = TestDir::new();
-    let (server, _) = start_tls(&dir, "");
+    let pki = Pki::new();
+    let (server, _) = start_tls(&pki, "server.pem", "server.key", "");
     let finished = finish_with_patience(
         {
             let mut command = Command::new(CLIENT);

@@ -24,31 +24,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
-use common::tls::{Pki, rustls_client, rustls_connect};
-use common::{Launcher, PATIENCE, Server, finish_with_patience, random_bytes, run};
+use common::tls::{Pki, rustls_client, rustls_connect, section, start};
+use common::{PATIENCE, finish_with_patience, random_bytes, run};
 use nix::sys::signal::Signal;
-
-/// A `[tls]` section on a port of its own, with `extra` lines.
-fn section(pki: &Pki, certificate: &str, key: &str, extra: &str) -> String {
-    format!(
-        "[tls]\nlisten = [\"127.0.0.1:0\"]\ncertificate = {:?}\nkey = {:?}\n{extra}",
-        pki.file(certificate),
-        pki.file(key)
-    )
-}
-
-/// A server with a plain and a TLS listener, and the TLS listener's address.
-fn start(config: &str) -> (Server, SocketAddr) {
-    let server = Launcher::new(&format!("[server]\nport = 0\n{config}")).start();
-    let started = server.log.wait_for("echo-server started");
-    let tls = started
-        .split_whitespace()
-        .find_map(|word| word.strip_prefix("tls://"))
-        .unwrap_or_else(|| panic!("no TLS address in {started:?}"))
-        .parse()
-        .unwrap();
-    (server, tls)
-}
 
 /// `openssl s_client` connected, with its standard input and output.
 struct SClient {

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Finished, PATIENCE, TestDir, finish_with_patience};
+use super::{Finished, Launcher, PATIENCE, Server, TestDir, finish_with_patience};
 
 /// A test PKI, made with `openssl` in a directory of its own: the CA `ca`
 /// with server certificates for localhost (`server`; `server2` for
@@ -168,6 +168,28 @@ impl Pki {
             .expect("openssl prints notAfter=")
             .replace(' ', "T")
     }
+}
+
+/// A `[tls]` section on a port of its own, with `extra` lines.
+pub fn section(pki: &Pki, certificate: &str, key: &str, extra: &str) -> String {
+    format!(
+        "[tls]\nlisten = [\"127.0.0.1:0\"]\ncertificate = {:?}\nkey = {:?}\n{extra}",
+        pki.file(certificate),
+        pki.file(key)
+    )
+}
+
+/// A server with a plain and a TLS listener, and the TLS listener's address.
+pub fn start(config: &str) -> (Server, SocketAddr) {
+    let server = Launcher::new(&format!("[server]\nport = 0\n{config}")).start();
+    let started = server.log.wait_for("echo-server started");
+    let tls = started
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("tls://"))
+        .unwrap_or_else(|| panic!("no TLS address in {started:?}"))
+        .parse()
+        .unwrap();
+    (server, tls)
 }
 
 /// A rustls client that trusts the test CA.
