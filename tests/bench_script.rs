@@ -42,6 +42,27 @@ fn short_paired_run(part: &str) -> Value {
     ])
 }
 
+/// The report's row for `server` at `connections` (and `size`, if given).
+fn row_of<'a>(rows: &'a [Value], server: &str, connections: u64, size: Option<u64>) -> &'a Value {
+    rows.iter()
+        .find(|row| {
+            row["server"] == server
+                && row["connections"] == connections
+                && size.is_none_or(|size| row["size"] == size)
+        })
+        .unwrap_or_else(|| panic!("no row for {server} at {connections} × {size:?}: {rows:#?}"))
+}
+
+/// Each of `figures` in `row` is a number above zero.
+fn assert_positive(row: &Value, figures: &[&str]) {
+    for figure in figures {
+        assert!(
+            row[*figure].as_f64().is_some_and(|value| value > 0.0),
+            "{figure} in {row:#?}"
+        );
+    }
+}
+
 #[test]
 fn a_short_run_reports_every_server_cell_and_target() {
     let report = bench_report(&[
@@ -61,24 +82,17 @@ fn a_short_run_reports_every_server_cell_and_target() {
     assert_eq!(cells.len(), 3 * 2 * 2, "{cells:#?}");
     for server in ["C epoll", "tokio minimal", "echo-server"] {
         for (connections, size) in [(1, 64), (3, 64), (1, 5000), (3, 5000)] {
-            let cell = cells
-                .iter()
-                .find(|c| {
-                    c["server"] == server && c["connections"] == connections && c["size"] == size
-                })
-                .unwrap_or_else(|| panic!("no cell for {server} at {connections} × {size}"));
-            for figure in [
-                "requests_per_s",
-                "p50_us",
-                "p99_us",
-                "cpu_ns_per_round_trip",
-                "p99_all_rounds_vs_c",
-            ] {
-                assert!(
-                    cell[figure].as_f64().unwrap() > 0.0,
-                    "{figure} in {cell:#?}"
-                );
-            }
+            let cell = row_of(cells, server, connections, Some(size));
+            assert_positive(
+                cell,
+                &[
+                    "requests_per_s",
+                    "p50_us",
+                    "p99_us",
+                    "cpu_ns_per_round_trip",
+                    "p99_all_rounds_vs_c",
+                ],
+            );
             let percentile = |name: &str| cell[name].as_f64().unwrap();
             assert!(
                 percentile("p50_us") <= percentile("p99_us")
@@ -159,13 +173,11 @@ fn a_short_run_reports_every_server_cell_and_target() {
     assert_eq!(udp.len(), 3 * 2 * 2, "{udp:#?}");
     for server in ["C recvfrom", "C recvmmsg", "echo-server"] {
         for (flows, size) in [(1, 64), (3, 64), (1, 1400), (3, 1400)] {
-            let row = udp
-                .iter()
-                .find(|r| r["server"] == server && r["connections"] == flows && r["size"] == size)
-                .unwrap_or_else(|| panic!("no UDP cell for {server} at {flows} × {size}"));
-            for figure in ["requests_per_s", "cpu_ns_per_echo", "p50_us", "p99_us"] {
-                assert!(row[figure].as_f64().unwrap() > 0.0, "{figure} in {row:#?}");
-            }
+            let row = row_of(udp, server, flows, Some(size));
+            assert_positive(
+                row,
+                &["requests_per_s", "cpu_ns_per_echo", "p50_us", "p99_us"],
+            );
             let loss = row["loss"].as_f64().unwrap();
             assert!(
                 (0.0..1.0).contains(&loss),
@@ -180,14 +192,9 @@ fn a_short_run_reports_every_server_cell_and_target() {
     assert_eq!(churn.len(), 3 * 2, "{churn:#?}");
     for server in ["C epoll", "echo-server", "echo-server, PROXY v2"] {
         for clients in [1, 3] {
-            let row = churn
-                .iter()
-                .find(|r| r["server"] == server && r["connections"] == clients)
-                .unwrap_or_else(|| panic!("no churn cell for {server} at {clients}"));
+            let row = row_of(churn, server, clients, None);
             assert_eq!(row["size"], 64, "one small echo per connection: {row:#?}");
-            for figure in ["requests_per_s", "cpu_ns_per_echo"] {
-                assert!(row[figure].as_f64().unwrap() > 0.0, "{figure} in {row:#?}");
-            }
+            assert_positive(row, &["requests_per_s", "cpu_ns_per_echo"]);
             assert_eq!(row["lost"], 0, "TCP loses nothing: {row:#?}");
         }
     }
@@ -300,22 +307,17 @@ fn the_tls_part_pairs_echo_server_with_stunnel_and_judges_every_figure() {
     assert_eq!(cells.len(), 2 * 2, "{cells:#?}");
     for server in ["stunnel + C epoll", "echo-server"] {
         for connections in [1, 3] {
-            let cell = cells
-                .iter()
-                .find(|c| c["server"] == server && c["connections"] == connections)
-                .unwrap_or_else(|| panic!("no TLS cell for {server} at {connections}"));
+            let cell = row_of(cells, server, connections, None);
             assert_eq!(cell["size"], 64, "{cell:#?}");
-            for figure in [
-                "requests_per_s",
-                "p50_us",
-                "p99_us",
-                "cpu_ns_per_round_trip",
-            ] {
-                assert!(
-                    cell[figure].as_f64().unwrap() > 0.0,
-                    "{figure} in {cell:#?}"
-                );
-            }
+            assert_positive(
+                cell,
+                &[
+                    "requests_per_s",
+                    "p50_us",
+                    "p99_us",
+                    "cpu_ns_per_round_trip",
+                ],
+            );
             for ratio in ["rate_vs_reference", "cpu_vs_reference", "p99_vs_reference"] {
                 assert_eq!(
                     cell[ratio]["rounds"].as_array().unwrap().len(),
@@ -328,9 +330,7 @@ fn the_tls_part_pairs_echo_server_with_stunnel_and_judges_every_figure() {
     let handshakes = tls["handshakes"].as_array().unwrap();
     assert_eq!(handshakes.len(), 2, "{handshakes:#?}");
     for row in handshakes {
-        for figure in ["handshakes_per_s", "cpu_ns_per_handshake"] {
-            assert!(row[figure].as_f64().unwrap() > 0.0, "{figure} in {row:#?}");
-        }
+        assert_positive(row, &["handshakes_per_s", "cpu_ns_per_handshake"]);
         let run = &row["rounds"][0];
         assert!(
             run["version"] == "TLSv1.3" || run["version"] == "TLSv1.2",
