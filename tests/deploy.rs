@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use common::deploy::{assert_ok, broken_build, echo_check, new_build};
 use common::ssh_host::{HostOptions, SshHost};
-use common::tls::{Pki, served_not_after};
+use common::tls::{Pki, installed_tls_config, served_not_after};
 use common::{
     CLIENT, DEPLOY, Finished, LogLines, SERVER, TestDir, finish_with_patience, finish_within,
     free_port,
@@ -1051,14 +1051,9 @@ fn tls_push_refuses_a_mismatched_pair_and_installs_a_good_one() {
         "root 600"
     );
     let tls_port = free_port();
-    let config = pki.dir.write(
-        "tls.toml",
-        &format!(
-            "[server]\nport = {port}\n[tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\n\
-             certificate = \"/etc/echo-server/tls/server.pem\"\n\
-             key = \"/etc/echo-server/tls/server.key\"\n"
-        ),
-    );
+    let config = pki
+        .dir
+        .write("tls.toml", &installed_tls_config(port, tls_port));
     let pushed = host.deploy(
         "openssh",
         &["config", "push", "--restart", config.to_str().unwrap()],

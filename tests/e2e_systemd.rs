@@ -17,7 +17,7 @@ use std::process::Command;
 
 use common::deploy::{assert_ok, broken_build, echo_check, new_build};
 use common::systemd_host::SystemdHost;
-use common::tls::{Pki, rustls_client, rustls_connect, served_not_after};
+use common::tls::{Pki, installed_tls_config, rustls_client, rustls_connect, served_not_after};
 use common::{
     Finished, PATIENCE, SERVER, TestDir, bash_completion_script, echo_once, finish_with_patience,
     free_port,
@@ -565,14 +565,7 @@ fn echo_deploy_pushes_a_tls_certificate_and_key() {
         "root 600"
     );
     let tls_port = free_port();
-    let config = work.write(
-        "tls.toml",
-        &format!(
-            "[server]\nport = {port}\n[tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\n\
-             certificate = \"/etc/echo-server/tls/server.pem\"\n\
-             key = \"/etc/echo-server/tls/server.key\"\n"
-        ),
-    );
+    let config = work.write("tls.toml", &installed_tls_config(port, tls_port));
     let pushed = host.deploy(
         "openssh",
         &["config", "push", "--restart", config.to_str().unwrap()],

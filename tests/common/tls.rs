@@ -170,6 +170,17 @@ impl Pki {
     }
 }
 
+/// A host's configuration with a plain listener on `port` and a TLS one on
+/// `tls_port`, serving the certificate and key where echo-deploy and the
+/// Ansible role install them.
+pub fn installed_tls_config(port: u16, tls_port: u16) -> String {
+    format!(
+        "[server]\nport = {port}\n[tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\n\
+         certificate = \"/etc/echo-server/tls/server.pem\"\n\
+         key = \"/etc/echo-server/tls/server.key\"\n"
+    )
+}
+
 /// A `[tls]` section on a port of its own, with `extra` lines.
 pub fn section(pki: &Pki, certificate: &str, key: &str, extra: &str) -> String {
     format!(
