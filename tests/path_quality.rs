@@ -17,7 +17,7 @@ mod common;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use common::netns::{Hold, Network, SERVER_V4, SERVER_V6};
+use common::netns::{Hold, Network, ROUTER_TO_CLIENT, SERVER_V4, SERVER_V6};
 use serde_json::Value;
 
 /// Probes per target and run. With the round-trip loss of 30% each way
@@ -554,4 +554,58 @@ fn through_a_nat_and_an_mss_clamp_check_bench_and_pipe_prove_the_path() {
             .unwrap_or_else(|e| panic!("{e}: {} {}", run.stdout(), run.stderr));
         assert_eq!(report["mss"], 1200, "{report:#}");
     }
+}
+
+/// The router drops the first datagram toward the server and no other:
+/// `bench --udp` must still find its server (with its next datagram) and
+/// run, where one lost datagram used to stop it before it started.
+#[test]
+fn bench_over_udp_starts_though_its_first_datagram_is_lost() {
+    let [target, _] = targets();
+    let network = served_network(&[&target]);
+    // Packet 0 of every million from here on: the next one only.
+    network.exec(
+        &network.router,
+        "iptables",
+        &[
+            "-A",
+            "FORWARD",
+            "-i",
+            ROUTER_TO_CLIENT,
+            "-p",
+            "udp",
+            "-m",
+            "statistic",
+            "--mode",
+            "nth",
+            "--every",
+            "1000000",
+            "--packet",
+            "0",
+            "-j",
+            "DROP",
+        ],
+    );
+    let run = network.run_client(&[
+        "bench",
+        "--udp",
+        &target,
+        "-c",
+        "1",
+        "-d",
+        "1s",
+        "--rate",
+        "100",
+        "--timeout",
+        "200ms",
+        "--json",
+    ]);
+    let report: Value = serde_json::from_slice(&run.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {} {}", run.stdout(), run.stderr));
+    assert_eq!(run.code, 0, "{report:#}{}", run.stderr);
+    assert!(report["requests"].as_u64().unwrap() > 0, "{report:#}");
+    assert_eq!(
+        report["path"]["lost"], 0,
+        "only the finding datagram was lost: {report:#}"
+    );
 }
