@@ -16,8 +16,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::netns::{Network, SERVER_V4};
-use common::tls::{Pki, section, start};
-use common::{CLIENT, Launcher, PATIENCE, Server, closed_by_server, finish_with_patience};
+use common::tls::{Pki, rustls_client, rustls_connect, section, start};
+use common::{
+    CLIENT, Launcher, PATIENCE, Server, closed_by_server, echo_once, finish_with_patience,
+};
 
 /// A server with a TLS listener serving `certificate` and `key` of `pki`,
 /// with `server` lines, and that listener's address.
@@ -26,14 +28,20 @@ fn start_tls(pki: &Pki, certificate: &str, key: &str, server: &str) -> (Server, 
 }
 
 /// A slowloris on the handshake: a ClientHello that never ends, one byte at
-/// a time, each well within the idle timeout. rustls keeps the handshake
-/// message it is joining (up to 64 KiB) and the connection holds a slot of
-/// `max_connections`, so a handshake must end within the idle timeout of
-/// the accept, as a PROXY protocol header must within its own.
+/// a time. rustls keeps the handshake message it is joining (up to 64 KiB)
+/// and the connection holds a slot of `max_connections`, so a handshake
+/// must end within its own deadline of the accept, as a PROXY protocol
+/// header must within its own, even where idle connections are kept for
+/// ever (`idle_timeout = "0"`).
 #[test]
-fn a_handshake_trickled_below_the_idle_timeout_still_times_out() {
+fn a_trickled_handshake_times_out_though_idle_connections_never_do() {
     let pki = Pki::new();
-    let (_server, addr) = start_tls(&pki, "server.pem", "server.key", "idle_timeout = \"2s\"");
+    let (server, addr) = start_tls(
+        &pki,
+        "server.pem",
+        "server.key",
+        "idle_timeout = \"0\"\ntls_handshake_timeout = \"2s\"",
+    );
     let mut stream = TcpStream::connect(addr).unwrap();
     // A handshake record of 16 KiB, opening a ClientHello of 64 KiB.
     stream
@@ -44,17 +52,34 @@ fn a_handshake_trickled_below_the_idle_timeout_still_times_out() {
         .unwrap();
     let give_up = Instant::now() + PATIENCE;
     loop {
-        if closed_by_server(&mut stream) {
-            return;
+        if closed_by_server(&mut stream) || stream.write_all(&[3]).is_err() {
+            break;
         }
         assert!(
             Instant::now() < give_up,
-            "a handshake trickled a byte every 500 ms was still open after {PATIENCE:?} (idle_timeout 2s)"
+            "a handshake trickled a byte every 500 ms was still open after {PATIENCE:?} (idle_timeout 0, tls_handshake_timeout 2s)"
         );
-        if stream.write_all(&[3]).is_err() {
-            return;
-        }
     }
+    server
+        .log
+        .wait_for("no complete handshake 2s after the accept");
+}
+
+/// The handshake's deadline ends with the handshake: a TLS connection
+/// that completed it and then keeps quiet stays open past it, as
+/// `idle_timeout = "0"` says.
+#[test]
+fn a_completed_handshake_is_not_held_to_the_handshake_deadline() {
+    let pki = Pki::new();
+    let (_server, addr) = start_tls(
+        &pki,
+        "server.pem",
+        "server.key",
+        "idle_timeout = \"0\"\ntls_handshake_timeout = \"1s\"",
+    );
+    let mut quiet = rustls_connect(&rustls_client(&pki), addr);
+    std::thread::sleep(Duration::from_secs(3));
+    echo_once(&mut quiet, b"still here");
 }
 
 /// The certificate every TLS tutorial makes first, `openssl req -x509`,

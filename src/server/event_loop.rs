@@ -40,8 +40,9 @@
 //! rustls session (`tls::Session`) waits in a side table beside it, and its
 //! turns go through the session rather than straight to the socket. The
 //! loop, the turns, the limits and the idle sweep are the same; a handshake
-//! must complete within the idle timeout of the accept, however the bytes
-//! of it trickle in.
+//! must complete within `tls_handshake_timeout` of the accept, however the
+//! bytes of it trickle in and whatever the idle timeout (which may be
+//! never), kept by the same sweep.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -439,6 +440,7 @@ impl EventLoop {
         if let Some(session) = session {
             self.sessions.insert(entry.key(), session);
         }
+        let key = entry.key();
         entry.insert(Connection {
             stream,
             peer,
@@ -448,6 +450,7 @@ impl EventLoop {
             input_ended: false,
             awaiting_header,
             tls,
+            handshaking: tls,
             last_active: now,
             echoed: 0,
             _permit: permit,
@@ -455,15 +458,13 @@ impl EventLoop {
         });
         self.counters.accepted.add(1);
         self.counters.open.set(self.connections.len() as u64);
-        let expires = if awaiting_header {
-            Some(now + self.limits.proxy_protocol_timeout())
-        } else {
-            self.limits.idle_timeout().map(|limit| now + limit)
-        };
+        let expires = self.connections[key]
+            .deadline()
+            .limit(&self.limits)
+            .map(|limit| now + limit);
         self.next_sweep = match (self.next_sweep, expires) {
-            (Some(at), Some(expires)) if awaiting_header => Some(at.min(expires)),
-            (None, expires) => expires,
-            (at, _) => at,
+            (Some(at), Some(expires)) => Some(at.min(expires)),
+            (at, expires) => at.or(expires),
         };
     }
 
@@ -500,10 +501,12 @@ impl EventLoop {
                 .expect("a TLS connection has its session");
             match session.echo(&connection.stream, ready, &mut self.scratch, &self.counters) {
                 Ok(served) => {
-                    // A handshake must end within the idle timeout of the
-                    // accept: one trickled a byte at a time would hold its
-                    // slot and rustls's buffer (up to 64 KiB) for ever.
-                    if served.moved && !session.is_handshaking() {
+                    // Until the handshake is complete, the connection is
+                    // held to its deadline from the accept (`sweep`): one
+                    // trickled a byte at a time would hold its slot and
+                    // rustls's buffer (up to 64 KiB) for ever.
+                    if !session.is_handshaking() && (served.moved || connection.handshaking) {
+                        connection.handshaking = false;
                         connection.last_active = now;
                     }
                     connection.echoed += served.echoed;
@@ -528,41 +531,44 @@ impl EventLoop {
         }
     }
 
-    /// Closes the connections idle for the idle timeout and those still
-    /// without their PROXY protocol header at its deadline, and finds when
-    /// the next one can be. Sweeps come at most `SWEEPS_PER_TIMEOUT` times
-    /// per timeout, so a connection may stay open that much longer than
-    /// the timeout, and many connections cost a sweep no more often.
+    /// Closes the connections past their deadline (`Connection::deadline`):
+    /// idle for the idle timeout, still without their PROXY protocol header,
+    /// or still in their TLS handshake. Finds when the next one can be.
+    /// Sweeps come at most `SWEEPS_PER_TIMEOUT` times per timeout, so a
+    /// connection may stay open that much longer than the timeout, and
+    /// many connections cost a sweep no more often.
     fn sweep(&mut self, now: Instant) {
-        let idle_limit = self.limits.idle_timeout();
-        let header_limit = self.limits.proxy_protocol_timeout();
-        let (mut next_idle, mut next_header) = (None::<Instant>, None::<Instant>);
-        let (mut idle, mut late) = (Vec::new(), Vec::new());
+        let expiries = |deadline: Deadline| Expiries::new(deadline.limit(&self.limits));
+        let mut headers = expiries(Deadline::Header);
+        let mut handshakes = expiries(Deadline::Handshake);
+        let mut idle = expiries(Deadline::Idle);
         for (key, connection) in &self.connections {
-            let (limit, expired, next) = if connection.awaiting_header {
-                (header_limit, &mut late, &mut next_header)
-            } else if let Some(limit) = idle_limit {
-                (limit, &mut idle, &mut next_idle)
-            } else {
-                continue;
+            let expiries = match connection.deadline() {
+                Deadline::Header => &mut headers,
+                Deadline::Handshake => &mut handshakes,
+                Deadline::Idle => &mut idle,
             };
-            let expires = connection.last_active + limit;
-            if expires <= now {
-                expired.push(key);
-            } else if next.is_none_or(|at| expires < at) {
-                *next = Some(expires);
-            }
+            expiries.check(key, connection.last_active, now);
         }
-        let next_idle = next_idle
-            .zip(idle_limit)
-            .map(|(at, limit)| at.max(now + limit / SWEEPS_PER_TIMEOUT));
-        let next_header = next_header.map(|at| at.max(now + header_limit / SWEEPS_PER_TIMEOUT));
-        self.next_sweep = next_idle.into_iter().chain(next_header).min();
-        for key in idle {
+        self.next_sweep = [&idle, &headers, &handshakes]
+            .into_iter()
+            .filter_map(|expiries| expiries.next_sweep(now))
+            .min();
+        for key in idle.expired {
             self.close(key, Ok(Ending::IdleTimeout));
         }
-        for key in late {
-            self.refuse(key, &HeaderFailure::Timeout(header_limit));
+        for key in headers.expired {
+            self.refuse(
+                key,
+                &HeaderFailure::Timeout(self.limits.proxy_protocol_timeout()),
+            );
+        }
+        for key in handshakes.expired {
+            if let (Some(tls), Some(limit)) = (&self.tls, handshakes.limit) {
+                let failure = tls::Failure::TimedOut(limit);
+                tls.handshake_failed(self.connections[key].peer, &failure);
+            }
+            self.close(key, Ok(Ending::TlsHandshake));
         }
     }
 
@@ -640,6 +646,72 @@ fn is_peer_error(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
     )
+}
+
+/// What a connection must do within a limit of `last_active`, or be closed.
+#[derive(Clone, Copy)]
+enum Deadline {
+    /// Send its whole PROXY protocol header (`proxy_protocol_timeout`).
+    Header,
+    /// Complete its TLS handshake (`tls_handshake_timeout`, or the idle
+    /// timeout if that is shorter: a silent handshake is an idle
+    /// connection too).
+    Handshake,
+    /// Move a byte either way (`idle_timeout`).
+    Idle,
+}
+
+impl Deadline {
+    /// `None`: never.
+    fn limit(self, limits: &Limits) -> Option<Duration> {
+        match self {
+            Deadline::Header => Some(limits.proxy_protocol_timeout()),
+            Deadline::Handshake => {
+                let limit = limits.tls_handshake_timeout();
+                Some(limits.idle_timeout().map_or(limit, |idle| idle.min(limit)))
+            }
+            Deadline::Idle => limits.idle_timeout(),
+        }
+    }
+}
+
+/// The connections one kind of deadline has closed in a sweep, and when
+/// the next of them is due.
+struct Expiries {
+    /// `None`: this kind never expires.
+    limit: Option<Duration>,
+    expired: Vec<usize>,
+    next: Option<Instant>,
+}
+
+impl Expiries {
+    fn new(limit: Option<Duration>) -> Expiries {
+        Expiries {
+            limit,
+            expired: Vec::new(),
+            next: None,
+        }
+    }
+
+    /// Connection `key`, held to this deadline from `since`.
+    fn check(&mut self, key: usize, since: Instant, now: Instant) {
+        let Some(limit) = self.limit else {
+            return;
+        };
+        let expires = since + limit;
+        if expires <= now {
+            self.expired.push(key);
+        } else if self.next.is_none_or(|at| expires < at) {
+            self.next = Some(expires);
+        }
+    }
+
+    /// When to sweep for the next of them: when it is due, but no sooner
+    /// than a `SWEEPS_PER_TIMEOUT`th of the limit from now.
+    fn next_sweep(&self, now: Instant) -> Option<Instant> {
+        let (at, limit) = self.next.zip(self.limit)?;
+        Some(at.max(now + limit / SWEEPS_PER_TIMEOUT))
+    }
 }
 
 /// How a connection's turn ended.
@@ -734,8 +806,11 @@ struct Connection {
     awaiting_header: bool,
     /// It speaks TLS, through its session in `sessions`.
     tls: bool,
-    /// When bytes last moved, for the idle timeout; while the header is
-    /// awaited, when the connection was accepted, for its deadline.
+    /// It speaks TLS and its handshake is not complete yet.
+    handshaking: bool,
+    /// When bytes last moved, for the idle timeout; while the header or
+    /// the handshake is awaited, when the connection was accepted, for its
+    /// deadline.
     last_active: Instant,
     /// Bytes sent back.
     echoed: u64,
@@ -744,6 +819,17 @@ struct Connection {
 }
 
 impl Connection {
+    /// The deadline it is held to now.
+    fn deadline(&self) -> Deadline {
+        if self.awaiting_header {
+            Deadline::Header
+        } else if self.handshaking {
+            Deadline::Handshake
+        } else {
+            Deadline::Idle
+        }
+    }
+
     /// Reads until the PROXY protocol header is complete (then echoes the
     /// data that came with it and returns `true`) or the socket is empty
     /// (`false`). Pieces of a header wait in `partial_headers`.

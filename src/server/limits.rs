@@ -29,6 +29,8 @@ pub(crate) struct Limits {
     udp_rate_limit: AtomicU32,
     /// Nanoseconds; never 0 (the configuration refuses it).
     proxy_protocol_timeout_ns: AtomicU64,
+    /// Nanoseconds; never 0 (the configuration refuses it).
+    tls_handshake_timeout_ns: AtomicU64,
     open_connections: AtomicUsize,
     /// Connections closed without a valid PROXY protocol header in time,
     /// by all workers since the start, and the throttle of their warning.
@@ -43,6 +45,7 @@ impl Limits {
             idle_timeout_ns: AtomicU64::new(0),
             udp_rate_limit: AtomicU32::new(0),
             proxy_protocol_timeout_ns: AtomicU64::new(0),
+            tls_handshake_timeout_ns: AtomicU64::new(0),
             open_connections: AtomicUsize::new(0),
             proxy_header_failures: Failures::new(WARNING_INTERVAL),
             reloaded: watch::Sender::new(()),
@@ -57,6 +60,8 @@ impl Limits {
         let idle_ns = nanos(config.idle_timeout.0);
         self.proxy_protocol_timeout_ns
             .store(nanos(config.proxy_protocol_timeout.0), Ordering::Relaxed);
+        self.tls_handshake_timeout_ns
+            .store(nanos(config.tls_handshake_timeout.0), Ordering::Relaxed);
         self.max_connections
             .store(config.max_connections, Ordering::Relaxed);
         self.idle_timeout_ns.store(idle_ns, Ordering::Relaxed);
@@ -86,6 +91,12 @@ impl Limits {
     /// send its header.
     pub(crate) fn proxy_protocol_timeout(&self) -> Duration {
         Duration::from_nanos(self.proxy_protocol_timeout_ns.load(Ordering::Relaxed))
+    }
+
+    /// How long a connection to a TLS listener may take to complete its
+    /// handshake.
+    pub(crate) fn tls_handshake_timeout(&self) -> Duration {
+        Duration::from_nanos(self.tls_handshake_timeout_ns.load(Ordering::Relaxed))
     }
 
     /// Counts a connection closed for its PROXY protocol header. Returns

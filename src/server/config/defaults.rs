@@ -69,6 +69,7 @@ shipped_defaults! {
     server.idle_timeout: HumanDuration,
     server.shutdown_grace: HumanDuration,
     server.proxy_protocol_timeout: HumanDuration,
+    server.tls_handshake_timeout: HumanDuration,
     server.workers: usize,
     log.level: LogLevel,
     log.format: LogFormat,

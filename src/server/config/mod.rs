@@ -78,6 +78,13 @@ pub(crate) struct ServerConfig {
         deserialize_with = "non_zero_duration"
     )]
     pub(crate) proxy_protocol_timeout: HumanDuration,
+    /// How long a connection to a `[tls]` listener may take to complete
+    /// its handshake, whatever `idle_timeout` says.
+    #[serde(
+        default = "defaults::tls_handshake_timeout",
+        deserialize_with = "non_zero_duration"
+    )]
+    pub(crate) tls_handshake_timeout: HumanDuration,
     /// Threads serving TCP; 0 means one per CPU the daemon may run on.
     #[serde(default = "defaults::workers", deserialize_with = "worker_count")]
     pub(crate) workers: usize,
@@ -535,7 +542,7 @@ fn non_zero_duration<'de, D: Deserializer<'de>>(
     let value = HumanDuration::deserialize(deserializer)?;
     if value.0.is_zero() {
         return Err(serde::de::Error::custom(
-            "must be longer than 0: a connection that never sends its header must not stay open",
+            "must be longer than 0: \"0\" would let a connection that never gets that far hold its slot for ever",
         ));
     }
     Ok(value)
@@ -710,8 +717,11 @@ mod tests {
             assert!(err.message.contains(needle), "{input}: {err}");
             assert_eq!(err.position, Some(position), "{input}: {err}");
         }
-        let err = parse("[server]\nproxy_protocol_timeout = \"0\"\n").unwrap_err();
-        assert!(err.message.contains("longer than 0"), "{err}");
+        for key in ["proxy_protocol_timeout", "tls_handshake_timeout"] {
+            let err = parse(&format!("[server]\n{key} = \"0\"\n")).unwrap_err();
+            assert!(err.message.contains("longer than 0"), "{key}: {err}");
+            assert_eq!(err.position, Some((2, key.len() + 4)), "{key}: {err}");
+        }
     }
 
     #[test]

@@ -269,7 +269,7 @@ impl Collector for Sources {
         family(
             e,
             "tcp_connections_closed",
-            "TCP connections closed, by worker thread and reason: peer (it closed), idle_timeout, proxy_header (no valid PROXY protocol header in time), error, shutdown (still open after shutdown_grace), tls_handshake (the TLS handshake failed)",
+            "TCP connections closed, by worker thread and reason: peer (it closed), idle_timeout, proxy_header (no valid PROXY protocol header in time), error, shutdown (still open after shutdown_grace), tls_handshake (the TLS handshake failed, or was not complete within tls_handshake_timeout)",
             None,
             Counter,
             each_by(self.by_worker(), "reason", |c| {

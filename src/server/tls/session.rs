@@ -17,6 +17,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::sync::Arc;
+use std::time::Duration;
 
 use mio::net::TcpStream;
 use rustls::{ServerConfig, ServerConnection};
@@ -59,6 +60,9 @@ pub(crate) enum Failure {
     Handshake(rustls::Error),
     /// The peer closed during the handshake.
     Abandoned,
+    /// The handshake was not complete this long after the accept
+    /// (`tls_handshake_timeout`, or `idle_timeout` if shorter).
+    TimedOut(Duration),
     /// After the handshake: a broken record, or the socket failed.
     Io(io::Error),
 }
@@ -68,6 +72,10 @@ impl fmt::Display for Failure {
         match self {
             Failure::Handshake(e) => e.fmt(f),
             Failure::Abandoned => f.write_str("the peer closed during the handshake"),
+            Failure::TimedOut(limit) => write!(
+                f,
+                "no complete handshake {limit:?} after the accept (tls_handshake_timeout, or idle_timeout if shorter)"
+            ),
             Failure::Io(e) => e.fmt(f),
         }
     }
