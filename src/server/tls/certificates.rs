@@ -20,7 +20,7 @@ use crate::server::config::TlsConfig;
 /// Why `[tls]`'s files cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum TlsError {
-    #[error("[tls] {setting} = \"{}\": cannot read it: {source} (check the path; the daemon's user must be able to read it)", path.display())]
+    #[error("[tls] {setting} = \"{}\": cannot read it: {source} ({})", path.display(), unreadable_hint(setting, source))]
     Unreadable {
         setting: &'static str,
         path: PathBuf,
@@ -42,6 +42,21 @@ impl TlsError {
     /// The file could not be read, as opposed to being wrong.
     pub(crate) fn unreadable(&self) -> bool {
         matches!(self, TlsError::Unreadable { .. })
+    }
+}
+
+/// What to do about a file the daemon cannot read. Under systemd
+/// credentials (`systemd/echo-server-tls.conf`, which sets
+/// `$CREDENTIALS_DIRECTORY`) the key the daemon reads is systemd's copy,
+/// made at start: a key file replaced since then hides that copy and is
+/// root's alone, and only a restart gives the daemon the new one. The
+/// usual advice about the daemon's user would lead away from that.
+fn unreadable_hint(setting: &str, source: &io::Error) -> &'static str {
+    let under_credentials = std::env::var_os("CREDENTIALS_DIRECTORY").is_some();
+    if setting == "key" && source.kind() == io::ErrorKind::PermissionDenied && under_credentials {
+        "systemd gives the daemon its key only when it starts (LoadCredential=): after a new key, run `systemctl restart echo-server`"
+    } else {
+        "check the path; the daemon's user must be able to read it"
     }
 }
 
