@@ -318,6 +318,76 @@ fn tls_under_systemd_reads_a_root_only_key_and_rotates_on_reload() {
     assert_eq!(tls.served(), pki.not_after("server2"));
 }
 
+/// `[tls]` under systemd with the drop-in
+/// systemd/echo-server-tls-ssl-cert.conf: a key kept as Debian keeps them
+/// (root:ssl-cert 0640 in /etc/ssl/private, as the ssl-cert package in the
+/// host's root filesystem made them) is read by the DynamicUser= service
+/// through the group alone (its user without the group is refused the
+/// key); a new key with its certificate plus `systemctl reload` is served
+/// to new connections by the same process while an old connection keeps
+/// echoing; without the group, the start fails once (216/GROUP, no
+/// restarts in a loop) and works again once the group is back.
+#[test]
+fn tls_under_systemd_reads_an_ssl_cert_key_and_takes_a_new_key_on_reload() {
+    let tls = TlsService::start(
+        "echo-server-tls-ssl-cert.conf",
+        [
+            "/etc/ssl/certs/echo-server.pem",
+            "/etc/ssl/private/echo-server.key",
+        ],
+        "ssl-cert",
+        "0640",
+    );
+    let (host, pki, key) = (&tls.host, &tls.pki, tls.key);
+    assert_eq!(
+        host.ssh_ok(&format!("stat -c '%U:%G %a' /etc/ssl/private {key}")),
+        "root:ssl-cert 710\nroot:ssl-cert 640"
+    );
+    let pid = tls.main_pid();
+    let gid = host.ssh_ok("getent group ssl-cert | cut -d: -f3");
+    let groups = host.ssh_ok(&format!("grep '^Groups:' /proc/{pid}/status"));
+    assert!(groups.split_whitespace().any(|g| g == gid), "{groups}");
+    let uid = host.ssh_ok(&format!("stat -c %u /proc/{pid}"));
+    let read_key_with = |groups: &str| {
+        host.ssh(&format!(
+            "setpriv --reuid={uid} --regid={uid} {groups} cat {key} >/dev/null"
+        ))
+        .code
+    };
+    assert_eq!(read_key_with("--groups=ssl-cert"), 0);
+    assert_ne!(
+        read_key_with("--clear-groups"),
+        0,
+        "readable without the group"
+    );
+    assert_exposure_as_offline(host, Some("echo-server-tls-ssl-cert.conf"));
+    let mut old = tls.connect();
+
+    tls.put_certificate("server2");
+    tls.put_key("server2");
+    tls.reload("configuration reloaded");
+    assert_eq!(tls.served(), pki.not_after("server2"));
+    assert_eq!(tls.main_pid(), pid);
+    echo_once(&mut old, b"after the reload with a new key");
+    drop(old);
+
+    // Without the group (ssl-cert not installed): what docs/TLS.md says the
+    // operator sees.
+    host.ssh_ok("groupmod -n ssl-cert-gone ssl-cert");
+    assert_ne!(host.ssh("systemctl restart echo-server").code, 0);
+    assert_eq!(host.ssh_ok("systemctl is-failed echo-server"), "failed");
+    assert_eq!(
+        host.ssh_ok("systemctl show -p ExecMainStatus --value echo-server"),
+        "216"
+    );
+    host.wait_until(
+        "journalctl -b --no-pager UNIT=echo-server.service | grep -q 'Failed to determine supplementary groups'",
+        "the missing group in the journal",
+    );
+    host.ssh_ok("groupmod -n ssl-cert ssl-cert-gone && systemctl restart echo-server");
+    assert_eq!(tls.served(), pki.not_after("server2"));
+}
+
 #[test]
 fn socket_activation_serves_port_7_without_any_capability() {
     let host = SystemdHost::boot();
