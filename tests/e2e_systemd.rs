@@ -320,13 +320,14 @@ fn tls_under_systemd_reads_a_root_only_key_and_rotates_on_reload() {
 
 /// `[tls]` under systemd with the drop-in
 /// systemd/echo-server-tls-ssl-cert.conf: a key kept as Debian keeps them
-/// (root:ssl-cert 0640 in /etc/ssl/private, as the ssl-cert package in the
-/// host's root filesystem made them) is read by the DynamicUser= service
-/// through the group alone (its user without the group is refused the
-/// key); a new key with its certificate plus `systemctl reload` is served
-/// to new connections by the same process while an old connection keeps
-/// echoing; without the group, the start fails once (216/GROUP, no
-/// restarts in a loop) and works again once the group is back.
+/// (root:ssl-cert 0640 in /etc/ssl/private, the group and directory made by
+/// the ssl-cert package in the host's root filesystem) is read by the
+/// DynamicUser= service through the group alone (its user without the
+/// group is refused the key); a new key with its certificate plus
+/// `systemctl reload` is served to new connections by the same process
+/// while an old connection keeps echoing; without the group, the start
+/// fails once (216/GROUP, no restarts in a loop) and works again once the
+/// group is back.
 #[test]
 fn tls_under_systemd_reads_an_ssl_cert_key_and_takes_a_new_key_on_reload() {
     let tls = TlsService::start(
