@@ -29,7 +29,7 @@ USAGE
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 readonly CACHE=$PWD/target/e2e
 readonly ROOTFS=$CACHE/rootfs-bookworm
-readonly PACKAGES=systemd,systemd-sysv,openssh-server,dbus,iproute2,python3,procps,adduser,man-db,bash-completion
+readonly PACKAGES=systemd,systemd-sysv,openssh-server,dbus,iproute2,python3,procps,adduser,man-db,bash-completion,ssl-cert
 
 log() {
     printf 'e2e-host: %s\n' "$*" >&2

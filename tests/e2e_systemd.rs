@@ -129,18 +129,23 @@ fn deployed_over_openssh_it_runs_as_a_real_systemd_service() {
             .contains("all connections finished")
     );
 
-    assert_exposure_as_offline(&host);
+    assert_exposure_as_offline(&host, None);
 }
 
 /// The host rates echo-server.service (with what drop-ins it has) as the
-/// offline check of the shipped unit does.
-fn assert_exposure_as_offline(host: &SystemdHost) {
+/// offline check rates the shipped unit, with `drop_in` from systemd/ if
+/// one is given.
+fn assert_exposure_as_offline(host: &SystemdHost, drop_in: Option<&str>) {
+    let units = TestDir::new();
+    let unit = units.path().join("echo-server.service");
+    std::fs::copy(format!("{ROOT}/systemd/echo-server.service"), &unit).unwrap();
+    if let Some(drop_in) = drop_in {
+        let dir = units.path().join("echo-server.service.d");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::copy(format!("{ROOT}/systemd/{drop_in}"), dir.join("tls.conf")).unwrap();
+    }
     let mut offline = Command::new("systemd-analyze");
-    offline.args([
-        "security",
-        "--offline=yes",
-        &format!("{ROOT}/systemd/echo-server.service"),
-    ]);
+    offline.args(["security", "--offline=yes", unit.to_str().unwrap()]);
     let offline = finish_with_patience(offline, b"").stdout();
     let on_host = host.ssh_ok("systemd-analyze security echo-server.service | tail -n 1");
     // "→ Overall exposure level for echo-server.service: 1.4 OK 🙂": the number.
@@ -155,6 +160,114 @@ fn assert_exposure_as_offline(host: &SystemdHost) {
     assert_eq!(exposure(&on_host), exposure(&offline));
 }
 
+/// echo-server installed on a fresh systemd host with `[tls]` and one of
+/// the TLS drop-ins, serving the test PKI's certificates from
+/// `certificate` and its keys from `key` (owner root, group `key_group`,
+/// mode `key_mode`).
+struct TlsService {
+    host: SystemdHost,
+    pki: Pki,
+    certificate: &'static str,
+    key: &'static str,
+    key_group: &'static str,
+    key_mode: &'static str,
+    tls_port: u16,
+}
+
+impl TlsService {
+    /// Boots a host, puts the certificate and key `server` in place with
+    /// the drop-in `drop_in` from systemd/, installs echo-server and checks
+    /// that it serves `server` without running as root.
+    fn start(
+        drop_in: &str,
+        [certificate, key]: [&'static str; 2],
+        key_group: &'static str,
+        key_mode: &'static str,
+    ) -> TlsService {
+        let service = TlsService {
+            host: SystemdHost::boot(),
+            pki: Pki::new(),
+            certificate,
+            key,
+            key_group,
+            key_mode,
+            tls_port: free_port(),
+        };
+        service.put_certificate("server");
+        service.put_key("server");
+        service.upload(
+            PathBuf::from(format!("{ROOT}/systemd/{drop_in}")),
+            "/etc/systemd/system/echo-server.service.d/tls.conf",
+            "root",
+            "0644",
+        );
+        install(
+            &service.host,
+            "openssh",
+            ["--binary", SERVER],
+            &format!(
+                "[tls]\nlisten = [\"127.0.0.1:{}\"]\ncertificate = {certificate:?}\nkey = {key:?}\n",
+                service.tls_port
+            ),
+        );
+        let host = &service.host;
+        assert_eq!(host.ssh_ok("systemctl is-active echo-server"), "active");
+        let pid = service.main_pid();
+        assert_ne!(host.ssh_ok(&format!("stat -c %U /proc/{pid}")), "root");
+        assert_eq!(service.served(), service.pki.not_after("server"));
+        service
+    }
+
+    fn upload(&self, file: PathBuf, path: &str, group: &str, mode: &str) {
+        let bytes = std::fs::read(&file).unwrap();
+        let uploaded = self.host.ssh_with_input(
+            &format!("install -D -g {group} -m {mode} /dev/stdin {path}"),
+            &bytes,
+        );
+        assert_ok(&format!("upload {}", file.display()), &uploaded);
+    }
+
+    /// The test PKI's `NAME.pem` in place of the served certificate.
+    fn put_certificate(&self, name: &str) {
+        let file = self.pki.file(&format!("{name}.pem"));
+        self.upload(file, self.certificate, "root", "0644");
+    }
+
+    /// The test PKI's `NAME.key` in place of the served key.
+    fn put_key(&self, name: &str) {
+        let file = self.pki.file(&format!("{name}.key"));
+        self.upload(file, self.key, self.key_group, self.key_mode);
+    }
+
+    fn main_pid(&self) -> String {
+        self.host
+            .ssh_ok("systemctl show -p MainPID --value echo-server")
+    }
+
+    /// The notAfter of the certificate served to a new connection.
+    fn served(&self) -> String {
+        served_not_after(&self.pki, &format!("localhost:{}", self.tls_port))
+    }
+
+    fn connect(&self) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+        rustls_connect(
+            &rustls_client(&self.pki),
+            SocketAddr::from(([127, 0, 0, 1], self.tls_port)),
+        )
+    }
+
+    /// `systemctl reload`, then waits until the journal says `outcome`
+    /// ("configuration reloaded", "configuration was not reloaded") once
+    /// more than before.
+    fn reload(&self, outcome: &str) {
+        let count = format!("journalctl -u echo-server --no-pager | grep -c '{outcome}'");
+        let before = self.host.ssh(&count).stdout().trim().to_string();
+        self.host.ssh_ok("systemctl reload echo-server");
+        self.host
+            .wait_until(&format!("[ $({count}) -gt {before} ]"), outcome);
+    }
+}
+
 /// `[tls]` under systemd with the drop-in systemd/echo-server-tls.conf: a
 /// key only root may read reaches the DynamicUser= service as a systemd
 /// credential; a certificate renewed on disk plus `systemctl reload` is
@@ -163,68 +276,34 @@ fn assert_exposure_as_offline(host: &SystemdHost) {
 /// old certificate and key staying, and served after a restart.
 #[test]
 fn tls_under_systemd_reads_a_root_only_key_and_rotates_on_reload() {
-    let host = SystemdHost::boot();
-    let pki = Pki::new();
-    pki.renew("server", "renewed", "60");
-    let upload = |file: PathBuf, path: &str, mode: &str| {
-        let bytes = std::fs::read(&file).unwrap();
-        let uploaded =
-            host.ssh_with_input(&format!("install -D -m {mode} /dev/stdin {path}"), &bytes);
-        assert_ok(&format!("upload {}", file.display()), &uploaded);
-    };
-    let (certificate, key) = (
-        "/etc/echo-server/tls/server.pem",
-        "/etc/echo-server/tls/server.key",
+    let tls = TlsService::start(
+        "echo-server-tls.conf",
+        [
+            "/etc/echo-server/tls/server.pem",
+            "/etc/echo-server/tls/server.key",
+        ],
+        "root",
+        "0600",
     );
-    upload(pki.file("server.pem"), certificate, "0644");
-    upload(pki.file("server.key"), key, "0600");
-    upload(
-        PathBuf::from(format!("{ROOT}/systemd/echo-server-tls.conf")),
-        "/etc/systemd/system/echo-server.service.d/tls.conf",
-        "0644",
-    );
-    let tls_port = free_port();
-    install(
-        &host,
-        "openssh",
-        ["--binary", SERVER],
-        &format!(
-            "[tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\ncertificate = {certificate:?}\nkey = {key:?}\n"
-        ),
-    );
-    assert_eq!(host.ssh_ok("systemctl is-active echo-server"), "active");
+    let (host, pki, key) = (&tls.host, &tls.pki, tls.key);
     assert_eq!(host.ssh_ok(&format!("stat -c '%U %a' {key}")), "root 600");
-    let pid = host.ssh_ok("systemctl show -p MainPID --value echo-server");
-    assert_ne!(host.ssh_ok(&format!("stat -c %U /proc/{pid}")), "root");
-    assert_exposure_as_offline(&host);
-
-    let target = format!("localhost:{tls_port}");
-    let served = || served_not_after(&pki, &target);
-    assert_eq!(served(), pki.not_after("server"));
-    let mut old = rustls_connect(
-        &rustls_client(&pki),
-        SocketAddr::from(([127, 0, 0, 1], tls_port)),
-    );
+    assert_exposure_as_offline(host, None);
+    let mut old = tls.connect();
 
     // Renewed for the same key: a reload serves it.
-    upload(pki.file("renewed.pem"), certificate, "0644");
-    let reloads = "journalctl -u echo-server --no-pager | grep -c 'configuration reloaded'";
-    let before = host.ssh(reloads).stdout().trim().to_string();
-    host.ssh_ok("systemctl reload echo-server");
-    host.wait_until(&format!("[ $({reloads}) -gt {before} ]"), "reload");
-    assert_eq!(served(), pki.not_after("renewed"));
+    // 90 days: the checks below tell it from server2's 60 by notAfter.
+    pki.renew("server", "renewed", "90");
+    tls.put_certificate("renewed");
+    tls.reload("configuration reloaded");
+    assert_eq!(tls.served(), pki.not_after("renewed"));
     echo_once(&mut old, b"after the reload");
 
     // A new key: systemd does not copy it into the credentials on a
     // reload, and the new file in place of the mounted one is root's alone,
     // so the reload refuses the pair and the renewed certificate stays.
-    upload(pki.file("server2.pem"), certificate, "0644");
-    upload(pki.file("server2.key"), key, "0600");
-    host.ssh_ok("systemctl reload echo-server");
-    host.wait_until(
-        "journalctl -u echo-server --no-pager | grep -q 'configuration was not reloaded'",
-        "refused reload",
-    );
+    tls.put_certificate("server2");
+    tls.put_key("server2");
+    tls.reload("configuration was not reloaded");
     let credential_is_the_key =
         format!("cmp -s /run/credentials/echo-server.service/tls-key {key}");
     assert_ne!(
@@ -232,11 +311,82 @@ fn tls_under_systemd_reads_a_root_only_key_and_rotates_on_reload() {
         0,
         "refreshed on reload"
     );
-    assert_eq!(served(), pki.not_after("renewed"));
+    assert_eq!(tls.served(), pki.not_after("renewed"));
     echo_once(&mut old, b"after the refused reload");
     host.ssh_ok("systemctl restart echo-server");
     host.ssh_ok(&credential_is_the_key);
-    assert_eq!(served(), pki.not_after("server2"));
+    assert_eq!(tls.served(), pki.not_after("server2"));
+}
+
+/// `[tls]` under systemd with the drop-in
+/// systemd/echo-server-tls-ssl-cert.conf: a key kept as Debian keeps them
+/// (root:ssl-cert 0640 in /etc/ssl/private, the group and directory made by
+/// the ssl-cert package in the host's root filesystem) is read by the
+/// DynamicUser= service through the group alone (its user without the
+/// group is refused the key); a new key with its certificate plus
+/// `systemctl reload` is served to new connections by the same process
+/// while an old connection keeps echoing; without the group, the start
+/// fails once (216/GROUP, no restarts in a loop) and works again once the
+/// group is back.
+#[test]
+fn tls_under_systemd_reads_an_ssl_cert_key_and_takes_a_new_key_on_reload() {
+    let tls = TlsService::start(
+        "echo-server-tls-ssl-cert.conf",
+        [
+            "/etc/ssl/certs/echo-server.pem",
+            "/etc/ssl/private/echo-server.key",
+        ],
+        "ssl-cert",
+        "0640",
+    );
+    let (host, pki, key) = (&tls.host, &tls.pki, tls.key);
+    assert_eq!(
+        host.ssh_ok(&format!("stat -c '%U:%G %a' /etc/ssl/private {key}")),
+        "root:ssl-cert 710\nroot:ssl-cert 640"
+    );
+    let pid = tls.main_pid();
+    let gid = host.ssh_ok("getent group ssl-cert | cut -d: -f3");
+    let groups = host.ssh_ok(&format!("grep '^Groups:' /proc/{pid}/status"));
+    assert!(groups.split_whitespace().any(|g| g == gid), "{groups}");
+    let uid = host.ssh_ok(&format!("stat -c %u /proc/{pid}"));
+    let read_key_with = |groups: &str| {
+        host.ssh(&format!(
+            "setpriv --reuid={uid} --regid={uid} {groups} cat {key} >/dev/null"
+        ))
+        .code
+    };
+    assert_eq!(read_key_with("--groups=ssl-cert"), 0);
+    assert_ne!(
+        read_key_with("--clear-groups"),
+        0,
+        "readable without the group"
+    );
+    assert_exposure_as_offline(host, Some("echo-server-tls-ssl-cert.conf"));
+    let mut old = tls.connect();
+
+    tls.put_certificate("server2");
+    tls.put_key("server2");
+    tls.reload("configuration reloaded");
+    assert_eq!(tls.served(), pki.not_after("server2"));
+    assert_eq!(tls.main_pid(), pid);
+    echo_once(&mut old, b"after the reload with a new key");
+    drop(old);
+
+    // Without the group (ssl-cert not installed): what docs/TLS.md says the
+    // operator sees.
+    host.ssh_ok("groupmod -n ssl-cert-gone ssl-cert");
+    assert_ne!(host.ssh("systemctl restart echo-server").code, 0);
+    assert_eq!(host.ssh_ok("systemctl is-failed echo-server"), "failed");
+    assert_eq!(
+        host.ssh_ok("systemctl show -p ExecMainStatus --value echo-server"),
+        "216"
+    );
+    host.wait_until(
+        "journalctl -b --no-pager UNIT=echo-server.service | grep -q 'Failed to determine supplementary groups'",
+        "the missing group in the journal",
+    );
+    host.ssh_ok("groupmod -n ssl-cert ssl-cert-gone && systemctl restart echo-server");
+    assert_eq!(tls.served(), pki.not_after("server2"));
 }
 
 #[test]
@@ -548,7 +698,8 @@ fn the_debian_package_installs_upgrades_and_purges() {
 fn echo_deploy_pushes_a_tls_certificate_and_key() {
     let host = SystemdHost::boot();
     let pki = Pki::new();
-    pki.renew("server", "renewed", "60");
+    // 90 days: the checks below tell it from server2's 60 by notAfter.
+    pki.renew("server", "renewed", "90");
     let Installed { port, work, .. } = install(&host, "openssh", ["--binary", SERVER], "");
     let push = |certificate: &str, key: &str| {
         let pushed = host.deploy(
