@@ -419,7 +419,7 @@ fn the_role_installs_the_release_binaries_where_there_is_no_package() {
 fn the_role_installs_the_tls_certificate_and_key() {
     let fleet = Fleet::boot_hosts(1);
     let pki = Pki::new();
-    pki.renew("server", "renewed", "60");
+    pki.renew("server", "renewed");
     let tls_port = free_port();
     let inventory = |certificate: &str, key: &str| {
         fleet.inventory(|i| {

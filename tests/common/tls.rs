@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use super::{Finished, Launcher, PATIENCE, Server, TestDir, finish_with_patience};
 
+/// How long a renewed certificate is valid (`Pki::renew`).
+const RENEWED_DAYS: &str = "90";
+
 /// A test PKI, made with `openssl` in a directory of its own: the CA `ca`
 /// with server certificates for localhost (`server`; `server2` for
 /// rotation; `expired`, expired yesterday), one for another name
@@ -113,9 +116,12 @@ impl Pki {
         ]);
     }
 
-    /// `RENEWED.pem`: the certificate `name` renewed for the same key, valid
-    /// from now for `days`, as a CA renews one for the same request.
-    pub fn renew(&self, name: &str, renewed: &str, days: &str) {
+    /// `RENEWED.pem`: the certificate `name` renewed for the same key, as a
+    /// CA renews one for the same request, valid from now for
+    /// `RENEWED_DAYS`: longer than any certificate `new` issues, so that the
+    /// notAfter a server presents tells the renewed one from all of them
+    /// (with `server2`'s 60 days, both could end on the same second).
+    pub fn renew(&self, name: &str, renewed: &str) {
         self.openssl(&[
             "x509",
             "-req",
@@ -129,7 +135,7 @@ impl Pki {
             "-out",
             &format!("{renewed}.pem"),
             "-days",
-            days,
+            RENEWED_DAYS,
             "-extfile",
             &format!("{name}.ext"),
         ]);
