@@ -15,7 +15,6 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -124,7 +123,7 @@ impl Session {
                     self.said_goodbye = true;
                     continue;
                 }
-                socket.shutdown(Shutdown::Write).map_err(Failure::Io)?;
+                // Closing the socket sends the FIN after it.
                 served.turn = Turn::Ended(Ending::PeerClosed);
                 return Ok(served);
             }
