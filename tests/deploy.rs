@@ -992,24 +992,67 @@ fn a_host_name_is_never_run_as_code_here() {
 }
 
 /// `tls push` where there is no systemd (the daemon mode): its usage
-/// mistakes are usage errors; a key that does not belong to the
-/// certificate is refused before anything changes; a pair under file names
-/// a shell would misread goes in (the key 0600 root), and the daemon,
+/// mistakes are usage errors, a key access other than credential and
+/// ssl-cert among them; a key that does not belong to the certificate is
+/// refused before anything changes, and so is `--key-access ssl-cert`
+/// (the group is given by the systemd drop-in); a pair under file names a
+/// shell would misread goes in (the key 0600 root), and the daemon,
 /// restarted (a reload would read the key as the daemon's user), serves
 /// it over TLS once the config names it.
 #[test]
 fn tls_push_refuses_a_mismatched_pair_and_installs_a_good_one() {
     let pki = Pki::new();
     let (certificate, key) = (pki.arg("server.pem"), pki.arg("server.key"));
-    for args in [
-        &["--host", "h", "tls"][..],
-        &["--host", "h", "tls", "push", &certificate],
-        &["--host", "h", "tls", "push", "/no/such.pem", &key],
+    for (args, problem) in [
+        (&["--host", "h", "tls"][..], "tls needs 'push"),
+        (
+            &["--host", "h", "tls", "push", &certificate],
+            "tls push needs CERTIFICATE KEY",
+        ),
+        (
+            &["--host", "h", "tls", "push", "/no/such.pem", &key],
+            "no such file: /no/such.pem",
+        ),
+        (
+            &[
+                "--host",
+                "h",
+                "tls",
+                "push",
+                "--key-access",
+                "group",
+                &certificate,
+                &key,
+            ],
+            "--key-access is credential or ssl-cert",
+        ),
+        (
+            &["--host", "h", "tls", "push", "--key-access"],
+            "--key-access needs a value",
+        ),
+        (
+            &[
+                "--host",
+                "h",
+                "tls",
+                "push",
+                &certificate,
+                &key,
+                "--key-access",
+                "ssl-cert",
+            ],
+            "--key-access goes right after 'tls push'",
+        ),
     ] {
         let mut command = Command::new(DEPLOY);
         command.args(args);
         let finished = finish_with_patience(command, b"");
         assert_eq!(finished.code, 64, "{args:?}: {}", finished.stderr);
+        assert!(
+            finished.stderr.contains(problem),
+            "{args:?}: {}",
+            finished.stderr
+        );
     }
 
     let (host, port, _work) = installed_host();
@@ -1021,6 +1064,22 @@ fn tls_push_refuses_a_mismatched_pair_and_installs_a_good_one() {
         "tls push of a key of another certificate",
         &refused,
         "the certificate and key do not load, nothing changed",
+    );
+    let refused = host.deploy(
+        "openssh",
+        &[
+            "tls",
+            "push",
+            "--key-access",
+            "ssl-cert",
+            &certificate,
+            &key,
+        ],
+    );
+    assert_failed(
+        "tls push --key-access ssl-cert without systemd",
+        &refused,
+        "--key-access ssl-cert needs systemd",
     );
     assert_ne!(host.shell("test -e /etc/echo-server/tls").code, 0);
 

@@ -175,16 +175,13 @@ struct TlsService {
 }
 
 impl TlsService {
-    /// Boots a host, puts the certificate and key `server` in place with
-    /// the drop-in `drop_in` from systemd/, installs echo-server and checks
-    /// that it serves `server` without running as root.
-    fn start(
-        drop_in: &str,
+    /// A fresh host and test PKI, nothing installed yet.
+    fn boot(
         [certificate, key]: [&'static str; 2],
         key_group: &'static str,
         key_mode: &'static str,
     ) -> TlsService {
-        let service = TlsService {
+        TlsService {
             host: SystemdHost::boot(),
             pki: Pki::new(),
             certificate,
@@ -192,7 +189,19 @@ impl TlsService {
             key_group,
             key_mode,
             tls_port: free_port(),
-        };
+        }
+    }
+
+    /// Boots a host, puts the certificate and key `server` in place with
+    /// the drop-in `drop_in` from systemd/, installs echo-server and checks
+    /// that it serves `server` without running as root.
+    fn start(
+        drop_in: &str,
+        files: [&'static str; 2],
+        key_group: &'static str,
+        key_mode: &'static str,
+    ) -> TlsService {
+        let service = TlsService::boot(files, key_group, key_mode);
         service.put_certificate("server");
         service.put_key("server");
         service.upload(
@@ -206,8 +215,8 @@ impl TlsService {
             "openssh",
             ["--binary", SERVER],
             &format!(
-                "[tls]\nlisten = [\"127.0.0.1:{}\"]\ncertificate = {certificate:?}\nkey = {key:?}\n",
-                service.tls_port
+                "[tls]\nlisten = [\"127.0.0.1:{}\"]\ncertificate = {:?}\nkey = {:?}\n",
+                service.tls_port, service.certificate, service.key
             ),
         );
         let host = &service.host;
@@ -216,6 +225,77 @@ impl TlsService {
         assert_ne!(host.ssh_ok(&format!("stat -c %U /proc/{pid}")), "root");
         assert_eq!(service.served(), service.pki.not_after("server"));
         service
+    }
+
+    /// Boots a host where echo-deploy installs echo-server without TLS,
+    /// `tls push`es the certificate and key `server` with key access
+    /// `key_access` (`key_group` and `key_mode` are what echo-deploy gives
+    /// the key then), and `config push --restart`es a config whose `[tls]`
+    /// names them; checks that the push restarted the service and that
+    /// `server` is served.
+    fn deployed(key_access: &str) -> TlsService {
+        let (key_group, key_mode) = match key_access {
+            "ssl-cert" => ("ssl-cert", "0640"),
+            _ => ("root", "0600"),
+        };
+        let service = TlsService::boot(
+            [
+                "/etc/echo-server/tls/server.pem",
+                "/etc/echo-server/tls/server.key",
+            ],
+            key_group,
+            key_mode,
+        );
+        let Installed { port, work, .. } =
+            install(&service.host, "openssh", ["--binary", SERVER], "");
+        let pushed = service.push(key_access, "server.pem", "server.key");
+        assert!(pushed.contains("echo-server restarted"), "{pushed}");
+        let config = work.write("tls.toml", &installed_tls_config(port, service.tls_port));
+        let pushed = service.host.deploy(
+            "openssh",
+            &["config", "push", "--restart", config.to_str().unwrap()],
+        );
+        assert_ok("echo-deploy config push", &pushed);
+        assert_eq!(service.served(), service.pki.not_after("server"));
+        service
+    }
+
+    /// `echo-deploy tls push` of the test PKI's `certificate` and `key`
+    /// with `--key-access key_access`, which must work; what it printed.
+    fn push(&self, key_access: &str, certificate: &str, key: &str) -> String {
+        let pushed = self.try_push(key_access, certificate, key);
+        assert_ok(&format!("echo-deploy tls push ({key_access})"), &pushed);
+        pushed.stdout()
+    }
+
+    fn try_push(&self, key_access: &str, certificate: &str, key: &str) -> Finished {
+        let (certificate, key) = (self.pki.arg(certificate), self.pki.arg(key));
+        self.host.deploy(
+            "openssh",
+            &[
+                "tls",
+                "push",
+                "--key-access",
+                key_access,
+                &certificate,
+                &key,
+            ],
+        )
+    }
+
+    /// Owner, group and mode of the served key: `root:ssl-cert 640`.
+    fn key_owner_and_mode(&self) -> String {
+        self.host
+            .ssh_ok(&format!("stat -c '%U:%G %a' {}", self.key))
+    }
+
+    /// Whether the host's TLS drop-in is `drop_in` from systemd/.
+    fn has_drop_in(&self, drop_in: &str) -> bool {
+        let installed = self
+            .host
+            .ssh_ok("cat /etc/systemd/system/echo-server.service.d/tls.conf");
+        let shipped = std::fs::read_to_string(format!("{ROOT}/systemd/{drop_in}")).unwrap();
+        installed == shipped.trim_end()
     }
 
     fn upload(&self, file: PathBuf, path: &str, group: &str, mode: &str) {
@@ -260,11 +340,19 @@ impl TlsService {
     /// ("configuration reloaded", "configuration was not reloaded") once
     /// more than before.
     fn reload(&self, outcome: &str) {
+        self.awaiting(outcome, || self.host.ssh_ok("systemctl reload echo-server"));
+    }
+
+    /// Runs `change` (which reloads the service), then waits until the
+    /// journal says `outcome` once more than before: the reload's signal is
+    /// sent, not yet acted on, when systemctl returns.
+    fn awaiting<T>(&self, outcome: &str, change: impl FnOnce() -> T) -> T {
         let count = format!("journalctl -u echo-server --no-pager | grep -c '{outcome}'");
         let before = self.host.ssh(&count).stdout().trim().to_string();
-        self.host.ssh_ok("systemctl reload echo-server");
+        let result = change();
         self.host
             .wait_until(&format!("[ $({count}) -gt {before} ]"), outcome);
+        result
     }
 }
 
@@ -688,63 +776,47 @@ fn the_debian_package_installs_upgrades_and_purges() {
     assert_ne!(echo_check(port).code, 0, "still echoing after the purge");
 }
 
-/// `echo-deploy tls push` to a systemd host: the certificate and key
-/// installed (the key 0600 root) with the credentials drop-in, and a
-/// `[tls]` config pushed after them; a certificate renewed for the same key
-/// is reloaded into the same process while an old connection keeps
-/// echoing; a new key restarts the service; `uninstall --purge` leaves
-/// neither drop-in nor key behind.
+/// `echo-deploy tls push` to a systemd host, with the default key access
+/// (credential): the certificate and key installed (the key 0600 root)
+/// with the credentials drop-in, and a `[tls]` config pushed after them; a
+/// certificate renewed for the same key is reloaded into the same process
+/// while an old connection keeps echoing; a new key restarts the service;
+/// `uninstall --purge` leaves neither drop-in nor key behind.
 #[test]
 fn echo_deploy_pushes_a_tls_certificate_and_key() {
-    let host = SystemdHost::boot();
-    let pki = Pki::new();
-    pki.renew("server", "renewed");
-    let Installed { port, work, .. } = install(&host, "openssh", ["--binary", SERVER], "");
-    let push = |certificate: &str, key: &str| {
-        let pushed = host.deploy(
-            "openssh",
-            &["tls", "push", &pki.arg(certificate), &pki.arg(key)],
-        );
-        assert_ok("echo-deploy tls push", &pushed);
-        pushed.stdout()
-    };
-    let pushed = push("server.pem", "server.key");
-    assert!(pushed.contains("echo-server restarted"), "{pushed}");
-    assert_eq!(
-        host.ssh_ok("stat -c '%U %a' /etc/echo-server/tls/server.key"),
-        "root 600"
-    );
-    let tls_port = free_port();
-    let config = work.write("tls.toml", &installed_tls_config(port, tls_port));
-    let pushed = host.deploy(
-        "openssh",
-        &["config", "push", "--restart", config.to_str().unwrap()],
-    );
-    assert_ok("echo-deploy config push", &pushed);
-    let target = format!("localhost:{tls_port}");
-    assert_eq!(served_not_after(&pki, &target), pki.not_after("server"));
+    let tls = TlsService::deployed("credential");
+    let (host, pki) = (&tls.host, &tls.pki);
+    assert_eq!(tls.key_owner_and_mode(), "root:root 600");
+    assert!(tls.has_drop_in("echo-server-tls.conf"));
 
-    let pid = host.ssh_ok("systemctl show -p MainPID --value echo-server");
-    let mut old = rustls_connect(
-        &rustls_client(&pki),
-        SocketAddr::from(([127, 0, 0, 1], tls_port)),
-    );
-    let pushed = push("renewed.pem", "server.key");
+    let pid = tls.main_pid();
+    let mut old = tls.connect();
+    pki.renew("server", "renewed");
+    let pushed = tls.awaiting("configuration reloaded", || {
+        tls.push("credential", "renewed.pem", "server.key")
+    });
     assert!(pushed.contains("echo-server reloaded"), "{pushed}");
-    host.wait_until(
-        "journalctl -u echo-server --no-pager | grep -q 'configuration reloaded'",
-        "reload",
-    );
-    assert_eq!(served_not_after(&pki, &target), pki.not_after("renewed"));
-    assert_eq!(
-        host.ssh_ok("systemctl show -p MainPID --value echo-server"),
-        pid
-    );
+    assert_eq!(tls.served(), pki.not_after("renewed"));
+    assert_eq!(tls.main_pid(), pid);
     echo_once(&mut old, b"after the renewal");
 
-    let pushed = push("server2.pem", "server2.key");
-    assert!(pushed.contains("echo-server restarted"), "{pushed}");
-    assert_eq!(served_not_after(&pki, &target), pki.not_after("server2"));
+    // Without --key-access, as an operator writes it most of the time.
+    let pushed = host.deploy(
+        "openssh",
+        &[
+            "tls",
+            "push",
+            &pki.arg("server2.pem"),
+            &pki.arg("server2.key"),
+        ],
+    );
+    assert_ok("echo-deploy tls push", &pushed);
+    assert!(
+        pushed.stdout().contains("echo-server restarted"),
+        "{}",
+        pushed.stdout()
+    );
+    assert_eq!(tls.served(), pki.not_after("server2"));
 
     // The drop-in goes with the unit, the key with the config.
     assert_ok(
@@ -756,4 +828,70 @@ fn echo_deploy_pushes_a_tls_certificate_and_key() {
             .code,
         0
     );
+}
+
+/// `echo-deploy tls push --key-access ssl-cert` to a systemd host: the key
+/// installed `root:ssl-cert 0640` with the drop-in
+/// systemd/echo-server-tls-ssl-cert.conf; a new key pushed so is served
+/// after a reload, by the same process, while an old connection keeps
+/// echoing; on a host without the group ssl-cert the push is refused with
+/// what to do, before anything changes; switched to credential and back
+/// with the same key, the key's group and mode follow and the service
+/// restarts once each time and serves it.
+#[test]
+fn echo_deploy_pushes_a_key_of_the_group_ssl_cert_and_switches_back() {
+    let tls = TlsService::deployed("ssl-cert");
+    let (host, pki) = (&tls.host, &tls.pki);
+    assert_eq!(tls.key_owner_and_mode(), "root:ssl-cert 640");
+    assert!(tls.has_drop_in("echo-server-tls-ssl-cert.conf"));
+
+    let pid = tls.main_pid();
+    let mut old = tls.connect();
+    let pushed = tls.awaiting("configuration reloaded", || {
+        tls.push("ssl-cert", "server2.pem", "server2.key")
+    });
+    assert!(pushed.contains("echo-server reloaded"), "{pushed}");
+    assert_eq!(tls.served(), pki.not_after("server2"));
+    assert_eq!(tls.main_pid(), pid);
+    assert_eq!(tls.key_owner_and_mode(), "root:ssl-cert 640");
+    echo_once(&mut old, b"after the reload with a new key");
+    drop(old);
+
+    // Without the group (ssl-cert not installed), nothing changes: not the
+    // files, not the process.
+    let state = format!(
+        "stat -c '%U:%G %a' {key}; sha256sum {key} {} /etc/systemd/system/echo-server.service.d/tls.conf; \
+         systemctl show -p MainPID --value echo-server",
+        tls.certificate,
+        key = tls.key,
+    );
+    let before = host.ssh_ok(&state);
+    host.ssh_ok("groupmod -n ssl-cert-gone ssl-cert");
+    let refused = tls.try_push("ssl-cert", "server.pem", "server.key");
+    host.ssh_ok("groupmod -n ssl-cert ssl-cert-gone");
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("the host has no group ssl-cert: apt install ssl-cert"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(host.ssh_ok(&state), before);
+    assert_eq!(tls.served(), pki.not_after("server2"));
+
+    // Back to a credential with the same key, and to ssl-cert again: the
+    // same file, its group and mode changed in place, a restart for the
+    // new drop-in.
+    let pushed = tls.push("credential", "server2.pem", "server2.key");
+    assert!(pushed.contains("echo-server restarted"), "{pushed}");
+    assert_eq!(tls.key_owner_and_mode(), "root:root 600");
+    assert!(tls.has_drop_in("echo-server-tls.conf"));
+    assert_ne!(tls.main_pid(), pid);
+    assert_eq!(tls.served(), pki.not_after("server2"));
+    let pushed = tls.push("ssl-cert", "server2.pem", "server2.key");
+    assert!(pushed.contains("echo-server restarted"), "{pushed}");
+    assert_eq!(tls.key_owner_and_mode(), "root:ssl-cert 640");
+    assert!(tls.has_drop_in("echo-server-tls-ssl-cert.conf"));
+    assert_eq!(tls.served(), pki.not_after("server2"));
 }
