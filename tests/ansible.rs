@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use common::ssh_host::SshHost;
 use common::systemd_host::SystemdHost;
-use common::tls::{Pki, served_not_after};
-use common::{CLIENT, DEPLOY, Finished, SERVER, TestDir, finish_within, free_port};
+use common::tls::{Pki, rustls_client, rustls_connect, served_not_after};
+use common::{CLIENT, DEPLOY, Finished, SERVER, TestDir, echo_once, finish_within, free_port};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -410,35 +410,110 @@ fn the_role_installs_the_release_binaries_where_there_is_no_package() {
     assert_eq!(changed(&second.stdout()), [0], "{}", second.stdout());
 }
 
-/// TLS through the role: `--check` of a first TLS setup; the certificate
-/// and key from the controller, the key root's alone and handed to the
-/// service by the drop-in; a second run
-/// changes nothing; a certificate renewed for the same key is served after
-/// a reload (the same process), a new key after a restart.
-#[test]
-fn the_role_installs_the_tls_certificate_and_key() {
-    let fleet = Fleet::boot_hosts(1);
-    let pki = Pki::new();
-    pki.renew("server", "renewed");
-    let tls_port = free_port();
-    let inventory = |certificate: &str, key: &str| {
-        fleet.inventory(|i| {
+/// One host that the role gives a TLS listener on a port of its own,
+/// with the certificates and keys of a test PKI.
+struct TlsFleet {
+    fleet: Fleet,
+    pki: Pki,
+    tls_port: u16,
+}
+
+impl TlsFleet {
+    fn boot() -> TlsFleet {
+        TlsFleet {
+            fleet: Fleet::boot_hosts(1),
+            pki: Pki::new(),
+            tls_port: free_port(),
+        }
+    }
+
+    fn host(&self) -> &SystemdHost {
+        &self.fleet.hosts[0].0
+    }
+
+    /// An inventory that installs the release binaries and serves the
+    /// PKI's files `certificate` and `key`, with the variables `extra`.
+    fn inventory(&self, certificate: &str, key: &str, extra: &str) -> PathBuf {
+        self.fleet.inventory(|i| {
             format!(
-                "{} echo_server_tls_listen='[\"127.0.0.1:{tls_port}\"]' \
-                 echo_server_tls_certificate={} echo_server_tls_key={}",
+                "{} echo_server_tls_listen='[\"127.0.0.1:{}\"]' \
+                 echo_server_tls_certificate={} echo_server_tls_key={} {extra}",
                 release_binaries(i),
-                pki.arg(certificate),
-                pki.arg(key)
+                self.tls_port,
+                self.pki.arg(certificate),
+                self.pki.arg(key)
             )
         })
-    };
-    let host = &fleet.hosts[0].0;
-    let target = format!("localhost:{tls_port}");
+    }
+
+    /// The notAfter of the certificate served to a new connection.
+    fn served(&self) -> String {
+        served_not_after(&self.pki, &format!("localhost:{}", self.tls_port))
+    }
+
+    /// Waits until new connections get the certificate `name`: the
+    /// reload's SIGHUP may still be on its way when the play ends.
+    fn wait_until_served(&self, name: &str) {
+        let deadline = std::time::Instant::now() + common::PATIENCE;
+        while self.served() != self.pki.not_after(name) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the certificate {name} is not served"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn connect(&self) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+        rustls_connect(
+            &rustls_client(&self.pki),
+            std::net::SocketAddr::from(([127, 0, 0, 1], self.tls_port)),
+        )
+    }
+
+    /// Owner, group and mode of the installed key.
+    fn installed_key(&self) -> String {
+        self.host()
+            .ssh_ok("stat -c '%U:%G %a' /etc/echo-server/tls/server.key")
+    }
+
+    /// The unit's TLS drop-in, as installed.
+    fn drop_in(&self) -> String {
+        assert_eq!(
+            self.host()
+                .ssh_ok("systemctl show -p DropInPaths --value echo-server"),
+            "/etc/systemd/system/echo-server.service.d/tls.conf"
+        );
+        self.host()
+            .ssh_ok("cat /etc/systemd/system/echo-server.service.d/tls.conf")
+    }
+}
+
+/// A drop-in of systemd/, as `SystemdHost::ssh_ok` prints a file.
+fn systemd_file(name: &str) -> String {
+    std::fs::read_to_string(format!("{ROOT}/systemd/{name}"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+const SSL_CERT: &str = "echo_server_tls_key_access=ssl-cert";
+
+/// TLS through the role: `--check` of a first TLS setup; the certificate
+/// and key from the controller, the key root's alone and handed to the
+/// service by the credentials drop-in (the default key access); a second
+/// run changes nothing; a certificate renewed for the same key is served
+/// after a reload (the same process), a new key after a restart.
+#[test]
+fn the_role_installs_the_tls_certificate_and_key() {
+    let tls = TlsFleet::boot();
+    let (fleet, pki, host) = (&tls.fleet, &tls.pki, tls.host());
+    pki.renew("server", "renewed");
 
     // Without TLS first; then --check, with the TLS files not on the host
     // yet, foresees the restart and changes nothing.
     fleet.playbook(&fleet.inventory(release_binaries));
-    let checked = fleet.playbook_with(&inventory("server.pem", "server.key"), &["--check"]);
+    let checked = fleet.playbook_with(&tls.inventory("server.pem", "server.key", ""), &["--check"]);
     assert!(
         checked
             .stdout()
@@ -448,39 +523,102 @@ fn the_role_installs_the_tls_certificate_and_key() {
     );
     assert_ne!(host.ssh("test -e /etc/echo-server/tls").code, 0);
 
-    fleet.playbook(&inventory("server.pem", "server.key"));
-    assert_eq!(served_not_after(&pki, &target), pki.not_after("server"));
-    assert_eq!(
-        host.ssh_ok("stat -c '%U %a' /etc/echo-server/tls/server.key"),
-        "root 600"
-    );
-    assert_eq!(
-        host.ssh_ok("systemctl show -p DropInPaths --value echo-server"),
-        "/etc/systemd/system/echo-server.service.d/tls.conf"
-    );
-    let second = fleet.playbook(&inventory("server.pem", "server.key"));
+    fleet.playbook(&tls.inventory("server.pem", "server.key", ""));
+    assert_eq!(tls.served(), pki.not_after("server"));
+    assert_eq!(tls.installed_key(), "root:root 600");
+    assert_eq!(tls.drop_in(), systemd_file("echo-server-tls.conf"));
+    let second = fleet.playbook(&tls.inventory("server.pem", "server.key", ""));
     assert_eq!(changed(&second.stdout()), [0], "{}", second.stdout());
 
     let pid = main_pid(host);
-    fleet.playbook(&inventory("renewed.pem", "server.key"));
-    // The reload's SIGHUP may still be on its way when the play ends.
-    let deadline = std::time::Instant::now() + common::PATIENCE;
-    while served_not_after(&pki, &target) != pki.not_after("renewed") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the renewed certificate is not served"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    fleet.playbook(&tls.inventory("renewed.pem", "server.key", ""));
+    tls.wait_until_served("renewed");
     assert_eq!(
         main_pid(host),
         pid,
         "a new certificate restarted the service"
     );
 
-    fleet.playbook(&inventory("server2.pem", "server2.key"));
-    assert_eq!(served_not_after(&pki, &target), pki.not_after("server2"));
+    fleet.playbook(&tls.inventory("server2.pem", "server2.key", ""));
+    assert_eq!(tls.served(), pki.not_after("server2"));
     assert_ne!(main_pid(host), pid, "a new key did not restart the service");
+}
+
+/// The key access `ssl-cert`, switched to from `credential` and back: the
+/// switch installs the ssl-cert drop-in, gives the same key to the group
+/// ssl-cert (0640) and restarts the service once; a second run changes
+/// nothing; a new key is served after the play by the same process (a
+/// reload) while a connection made before keeps echoing; back to
+/// `credential`, the key is root's alone again, handed over as a
+/// credential after a restart.
+#[test]
+fn the_role_switches_the_tls_key_to_the_group_ssl_cert_and_back() {
+    let tls = TlsFleet::boot();
+    let (fleet, pki, host) = (&tls.fleet, &tls.pki, tls.host());
+
+    fleet.playbook(&tls.inventory("server2.pem", "server2.key", ""));
+    let credential_pid = main_pid(host);
+    fleet.playbook(&tls.inventory("server2.pem", "server2.key", SSL_CERT));
+    assert_eq!(tls.installed_key(), "root:ssl-cert 640");
+    assert_eq!(tls.drop_in(), systemd_file("echo-server-tls-ssl-cert.conf"));
+    let pid = main_pid(host);
+    assert_ne!(
+        pid, credential_pid,
+        "the new drop-in did not restart the service"
+    );
+    assert_eq!(tls.served(), pki.not_after("server2"));
+    let second = fleet.playbook(&tls.inventory("server2.pem", "server2.key", SSL_CERT));
+    assert_eq!(changed(&second.stdout()), [0], "{}", second.stdout());
+
+    let mut old = tls.connect();
+    fleet.playbook(&tls.inventory("server.pem", "server.key", SSL_CERT));
+    tls.wait_until_served("server");
+    assert_eq!(main_pid(host), pid, "a new key restarted the service");
+    assert_eq!(tls.installed_key(), "root:ssl-cert 640");
+    echo_once(&mut old, b"after the reload with a new key");
+
+    fleet.playbook(&tls.inventory("server.pem", "server.key", ""));
+    assert_eq!(tls.installed_key(), "root:root 600");
+    assert_eq!(tls.drop_in(), systemd_file("echo-server-tls.conf"));
+    assert_ne!(
+        main_pid(host),
+        pid,
+        "the new drop-in did not restart the service"
+    );
+    host.ssh_ok("cmp /run/credentials/echo-server.service/tls-key /etc/echo-server/tls/server.key");
+    assert_eq!(tls.served(), pki.not_after("server"));
+    let second = fleet.playbook(&tls.inventory("server.pem", "server.key", ""));
+    assert_eq!(changed(&second.stdout()), [0], "{}", second.stdout());
+}
+
+/// The key access `ssl-cert` on a host without the group (the ssl-cert
+/// package not installed): the preflight stops the play with the remedy,
+/// before anything is installed.
+#[test]
+fn a_host_without_the_group_ssl_cert_is_refused_before_anything_changes() {
+    let tls = TlsFleet::boot();
+    let host = tls.host();
+    host.ssh_ok("groupdel ssl-cert");
+    let refused = tls
+        .fleet
+        .run_playbook(&tls.inventory("server.pem", "server.key", SSL_CERT), &[]);
+    let output = refused.stdout();
+    assert_ne!(refused.code, 0, "the play accepted it:\n{output}");
+    assert!(
+        output.contains("the host has no group ssl-cert: apt install ssl-cert"),
+        "{output}"
+    );
+    assert_eq!(
+        role_tasks(&output).last(),
+        Some(&"Require the group ssl-cert"),
+        "{output}"
+    );
+    assert_eq!(changed(&output), [0], "{output}");
+    let untouched = host.ssh(
+        "test ! -e /usr/local/bin/echo-server && test ! -e /etc/echo-server \
+         && test ! -e /etc/systemd/system/echo-server.service.d",
+    );
+    assert_eq!(untouched.code, 0, "{output}");
 }
 
 /// A log level that, written into the TOML as it is, ends its string and
