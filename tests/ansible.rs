@@ -602,18 +602,11 @@ fn a_host_without_the_group_ssl_cert_is_refused_before_anything_changes() {
     let refused = tls
         .fleet
         .run_playbook(&tls.inventory("server.pem", "server.key", SSL_CERT), &[]);
-    let output = refused.stdout();
-    assert_ne!(refused.code, 0, "the play accepted it:\n{output}");
+    let output = stopped_at(&refused, "Require the group ssl-cert");
     assert!(
         output.contains("the host has no group ssl-cert: apt install ssl-cert"),
         "{output}"
     );
-    assert_eq!(
-        role_tasks(&output).last(),
-        Some(&"Require the group ssl-cert"),
-        "{output}"
-    );
-    assert_eq!(changed(&output), [0], "{output}");
     let untouched = host.ssh(
         "test ! -e /usr/local/bin/echo-server && test ! -e /etc/echo-server \
          && test ! -e /etc/systemd/system/echo-server.service.d",
@@ -860,21 +853,24 @@ fn role_tasks(output: &str) -> Vec<&str> {
         .collect()
 }
 
+/// The output of a play that failed, the last of the role's tasks to run
+/// being `task`, with nothing changed.
+fn stopped_at(refused: &Finished, task: &str) -> String {
+    let output = refused.stdout();
+    assert_ne!(refused.code, 0, "the play accepted it:\n{output}");
+    assert_eq!(role_tasks(&output).last(), Some(&task), "{output}");
+    assert_eq!(changed(&output), [0], "{output}");
+    output
+}
+
 #[test]
 fn a_host_without_systemd_is_refused_before_anything_changes() {
     let (host, refused) = play_on_a_host_without_systemd(serde_json::json!({}));
-    let output = refused.stdout();
-    assert_ne!(refused.code, 0, "the play accepted it:\n{output}");
+    let output = stopped_at(&refused, "Check that the host runs systemd");
     assert!(
         output.contains("does not run systemd") && output.contains("deploy/echo-deploy"),
         "{output}"
     );
-    assert_eq!(
-        role_tasks(&output).last(),
-        Some(&"Check that the host runs systemd"),
-        "{output}"
-    );
-    assert_eq!(changed(&output), [0], "{output}");
     let untouched =
         host.shell("test ! -e /usr/local/bin/echo-server && test ! -e /etc/echo-server");
     assert_eq!(untouched.code, 0, "{output}");

@@ -440,28 +440,26 @@ impl EventLoop {
         if let Some(session) = session {
             self.sessions.insert(entry.key(), session);
         }
-        let key = entry.key();
-        entry.insert(Connection {
-            stream,
-            peer,
-            unsent: Vec::new(),
-            readable: false,
-            closing: false,
-            input_ended: false,
-            awaiting_header,
-            tls,
-            handshaking: tls,
-            last_active: now,
-            echoed: 0,
-            _permit: permit,
-            _guard: guard,
-        });
+        let deadline = entry
+            .insert(Connection {
+                stream,
+                peer,
+                unsent: Vec::new(),
+                readable: false,
+                closing: false,
+                input_ended: false,
+                awaiting_header,
+                tls,
+                handshaking: tls,
+                last_active: now,
+                echoed: 0,
+                _permit: permit,
+                _guard: guard,
+            })
+            .deadline();
         self.counters.accepted.add(1);
         self.counters.open.set(self.connections.len() as u64);
-        let expires = self.connections[key]
-            .deadline()
-            .limit(&self.limits)
-            .map(|limit| now + limit);
+        let expires = deadline.limit(&self.limits).map(|limit| now + limit);
         self.next_sweep = match (self.next_sweep, expires) {
             (Some(at), Some(expires)) => Some(at.min(expires)),
             (at, expires) => at.or(expires),
