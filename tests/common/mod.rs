@@ -285,18 +285,64 @@ pub fn wait_with_patience(child: &mut Child) -> ExitStatus {
 }
 
 pub fn wait_within(child: &mut Child, patience: Duration) -> ExitStatus {
+    wait_or_explain(child, patience, String::new)
+}
+
+/// Waits for `child`; one that outlives `patience` is killed, and the test
+/// fails with its process tree as it was and whatever `so_far` tells, so
+/// that a hang seen once in CI says where it hung.
+fn wait_or_explain(
+    child: &mut Child,
+    patience: Duration,
+    so_far: impl Fn() -> String,
+) -> ExitStatus {
     let deadline = Instant::now() + patience;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
         if Instant::now() >= deadline {
+            let tree = process_tree(child.id());
             let _ = child.kill();
             let _ = child.wait();
-            panic!("process {} did not exit within {patience:?}", child.id());
+            panic!(
+                "process {} did not exit within {patience:?}\n\
+                 its processes then:\n{tree}{}",
+                child.id(),
+                so_far()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// `pid` and its descendants with their command lines and states, as `ps`
+/// shows them.
+fn process_tree(pid: u32) -> String {
+    let listing = Command::new("ps")
+        .args(["-e", "--forest", "-o", "pid,ppid,stat,wchan:20,args"])
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_else(|e| format!("(ps failed: {e})"));
+    let mut family = vec![pid.to_string()];
+    let mut tree = String::new();
+    for line in listing.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(own), Some(parent)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        if family
+            .iter()
+            .any(|member| member == own || member == parent)
+        {
+            if !family.iter().any(|member| member == own) {
+                family.push(own.to_string());
+            }
+            tree.push_str(line);
+            tree.push('\n');
+        }
+    }
+    tree
 }
 
 /// Sends `payload`, half-closes, and reads the echo to the end, writing and
@@ -384,23 +430,37 @@ pub fn finish_within(mut command: Command, input: &[u8], patience: Duration) -> 
         let _ = stdin.write_all(&input);
     });
     let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
     let out = std::thread::spawn(move || {
         let mut bytes = Vec::new();
         let _ = stdout.read_to_end(&mut bytes);
         bytes
     });
-    let err = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
+    let mut stderr = child.stderr.take().unwrap();
+    let err_so_far = Arc::new(Mutex::new(Vec::new()));
+    let err = std::thread::spawn({
+        let err_so_far = Arc::clone(&err_so_far);
+        move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(read @ 1..) = stderr.read(&mut chunk) {
+                err_so_far.lock().unwrap().extend_from_slice(&chunk[..read]);
+            }
+        }
     });
-    let status = wait_within(&mut child, patience);
+    let status = wait_or_explain(&mut child, patience, || {
+        let text = err_so_far.lock().unwrap();
+        format!(
+            "its standard error so far:\n{}",
+            String::from_utf8_lossy(&text)
+        )
+    });
     feeder.join().unwrap();
+    let stdout = out.join().unwrap();
+    err.join().unwrap();
+    let stderr = String::from_utf8_lossy(&err_so_far.lock().unwrap()).into_owned();
     Finished {
         code: status.code().unwrap_or(-1),
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
+        stdout,
+        stderr,
     }
 }
 
