@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::deploy::shipped_server;
 use common::ssh_host::SshHost;
 use common::systemd_host::SystemdHost;
 use common::tls::{Pki, rustls_client, rustls_connect, served_not_after};
@@ -125,7 +126,7 @@ fn ansible_playbook(work: &TestDir, args: &[&str], env: &[(&str, &str)]) -> Fini
 
 /// Host variables that install the release binaries rather than the package.
 fn release_binaries(_host: usize) -> String {
-    format!("echo_server_deb='' echo_server_binary={SERVER}")
+    format!("echo_server_deb='' echo_server_binary={}", shipped_server())
 }
 
 fn main_pid(host: &SystemdHost) -> String {

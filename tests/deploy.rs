@@ -15,12 +15,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use common::deploy::{assert_ok, broken_build, echo_check, new_build};
+use common::deploy::{
+    assert_ok, broken_build, echo_check, new_build, shipped_client, shipped_server, write_build,
+};
 use common::ssh_host::{HostOptions, SshHost};
 use common::tls::{Pki, installed_tls_config, served_not_after};
 use common::{
-    CLIENT, DEPLOY, Finished, LogLines, SERVER, TestDir, finish_with_patience, finish_within,
-    free_port,
+    CLIENT, DEPLOY, Finished, LogLines, SERVER, TestDir, finish_with_patience,
+    finish_within_explained, free_port,
 };
 
 /// A deployment step with a rollback takes several restarts and checks.
@@ -33,10 +35,11 @@ impl SshHost {
     }
 
     fn deploy_as(&self, user: &str, transport: &str, args: &[&str]) -> Finished {
-        finish_within(
+        finish_within_explained(
             self.deploy_command(user, transport, args),
             b"",
             DEPLOY_PATIENCE,
+            || self.state(),
         )
     }
 
@@ -89,7 +92,7 @@ impl SshHost {
     fn install_as(&self, user: &str, work: &TestDir, port: u16) -> Finished {
         let config = config_on_port(work.path(), port, "");
         let config = config.to_str().unwrap();
-        let args = ["--binary", SERVER, "--config", config, "install"];
+        let args = ["--binary", shipped_server(), "--config", config, "install"];
         self.deploy_as(user, "openssh", &args)
     }
 
@@ -127,24 +130,16 @@ impl SshHost {
 /// port) and stops it (SIGSTOP), so connections are accepted and never
 /// answered.
 fn wedged_build(dir: &Path, port: u16) -> PathBuf {
-    let path = dir.join("wedged/echo-server");
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(
-        &path,
-        format!(
-            "#!/bin/sh\ncase \"$1\" in\n  --version) echo 'echo-server 0.1.0-wedged' ;;\n  \
-             --generate) echo 'a stand-in for echo-server has no manual' ;;\n  \
-             --check-config) echo 'listen = [\"127.0.0.1:{port}\"]' ;;\n  \
-             --daemon) /opt/echo-server/previous/echo-server \"$@\" || exit\n    \
-             while [ $# -gt 0 ]; do [ \"$1\" = --pid-file ] && pidfile=$2; shift; done\n    \
-             kill -STOP \"$(cat \"$pidfile\")\" ;;\n  \
-             *) exit 1 ;;\nesac\n"
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::fs::copy(CLIENT, path.with_file_name("echo-client")).unwrap();
-    path
+    let script = format!(
+        "#!/bin/sh\ncase \"$1\" in\n  --version) echo 'echo-server 0.1.0-wedged' ;;\n  \
+         --generate) echo 'a stand-in for echo-server has no manual' ;;\n  \
+         --check-config) echo 'listen = [\"127.0.0.1:{port}\"]' ;;\n  \
+         --daemon) /opt/echo-server/previous/echo-server \"$@\" || exit\n    \
+         while [ $# -gt 0 ]; do [ \"$1\" = --pid-file ] && pidfile=$2; shift; done\n    \
+         kill -STOP \"$(cat \"$pidfile\")\" ;;\n  \
+         *) exit 1 ;;\nesac\n"
+    );
+    write_build(&dir.join("wedged"), script.as_bytes())
 }
 
 fn config_on_port(dir: &Path, port: u16, extra: &str) -> PathBuf {
@@ -185,7 +180,13 @@ fn lifecycle(transport: &str) {
 
     let installed = host.deploy(
         transport,
-        &["--binary", SERVER, "--config", config_arg, "install"],
+        &[
+            "--binary",
+            shipped_server(),
+            "--config",
+            config_arg,
+            "install",
+        ],
     );
     assert_ok("install", &installed);
     assert!(
@@ -679,7 +680,7 @@ fn rollback_never_makes_things_worse() {
         "openssh",
         &[
             "--binary",
-            SERVER,
+            shipped_server(),
             "--check-from",
             "here",
             "--echo-port",
@@ -891,8 +892,8 @@ fn an_interrupted_run_leaves_no_temporary_files_on_either_side() {
 
 #[test]
 fn a_full_disk_leaves_no_partial_release() {
-    let release_bytes =
-        std::fs::metadata(SERVER).unwrap().len() + std::fs::metadata(CLIENT).unwrap().len();
+    let release_bytes = std::fs::metadata(shipped_server()).unwrap().len()
+        + std::fs::metadata(shipped_client()).unwrap().len();
     let host = SshHost::start_with(&HostOptions {
         opt_bytes: Some(release_bytes * 3 / 2),
     });

@@ -15,7 +15,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::deploy::{assert_ok, broken_build, echo_check, new_build};
+use common::deploy::{assert_ok, broken_build, echo_check, new_build, shipped_server};
 use common::systemd_host::SystemdHost;
 use common::tls::{Pki, installed_tls_config, rustls_client, rustls_connect, served_not_after};
 use common::{
@@ -68,7 +68,7 @@ fn deployed_over_openssh_it_runs_as_a_real_systemd_service() {
     let Installed { port, target, .. } = install(
         &host,
         "openssh",
-        ["--binary", SERVER],
+        ["--binary", shipped_server()],
         "shutdown_grace = \"5s\"\n",
     );
     host.ssh_ok("systemctl start echo-server");
@@ -213,7 +213,7 @@ impl TlsService {
         install(
             &service.host,
             "openssh",
-            ["--binary", SERVER],
+            ["--binary", shipped_server()],
             &format!(
                 "[tls]\nlisten = [\"127.0.0.1:{}\"]\ncertificate = {:?}\nkey = {:?}\n",
                 service.tls_port, service.certificate, service.key
@@ -247,7 +247,7 @@ impl TlsService {
             key_mode,
         );
         let Installed { port, work, .. } =
-            install(&service.host, "openssh", ["--binary", SERVER], "");
+            install(&service.host, "openssh", ["--binary", shipped_server()], "");
         let pushed = service.push(key_access, "server.pem", "server.key");
         assert!(pushed.contains("echo-server restarted"), "{pushed}");
         let config = work.write("tls.toml", &installed_tls_config(port, service.tls_port));
@@ -480,7 +480,7 @@ fn tls_under_systemd_reads_an_ssl_cert_key_and_takes_a_new_key_on_reload() {
 #[test]
 fn socket_activation_serves_port_7_without_any_capability() {
     let host = SystemdHost::boot();
-    install(&host, "openssh", ["--binary", SERVER], "");
+    install(&host, "openssh", ["--binary", shipped_server()], "");
     host.ssh_ok("systemctl disable --now echo-server");
     // Port 7 is this machine's too: the host shares its network.
     assert!(
@@ -523,7 +523,7 @@ fn socket_activation_serves_port_7_without_any_capability() {
 #[test]
 fn deployed_over_putty_and_uninstalled_without_a_trace() {
     let host = SystemdHost::boot();
-    install(&host, "putty", ["--binary", SERVER], "");
+    install(&host, "putty", ["--binary", shipped_server()], "");
     assert_eq!(host.ssh_ok("systemctl is-active echo-server"), "active");
     let status = host.deploy("putty", &["status"]);
     assert_ok("status", &status);
@@ -559,7 +559,8 @@ fn deployed_over_putty_and_uninstalled_without_a_trace() {
 #[test]
 fn upgrades_and_rollbacks_under_systemd() {
     let host = SystemdHost::boot();
-    let Installed { port, work, .. } = install(&host, "openssh", ["--binary", SERVER], "");
+    let Installed { port, work, .. } =
+        install(&host, "openssh", ["--binary", shipped_server()], "");
     let first = host.ssh_ok("readlink /opt/echo-server/current");
 
     let upgraded = host.deploy(
@@ -625,7 +626,7 @@ fn upgrades_and_rollbacks_under_systemd() {
 #[test]
 fn an_enabled_service_comes_back_after_a_reboot() {
     let host = SystemdHost::boot_persistent();
-    let Installed { port, .. } = install(&host, "openssh", ["--binary", SERVER], "");
+    let Installed { port, .. } = install(&host, "openssh", ["--binary", shipped_server()], "");
     host.power_off();
     assert_ne!(
         echo_check(port).code,

@@ -318,7 +318,7 @@ fn wait_or_explain(
 
 /// `pid` and its descendants with their command lines and states, as `ps`
 /// shows them.
-fn process_tree(pid: u32) -> String {
+pub fn process_tree(pid: u32) -> String {
     let listing = Command::new("ps")
         .args(["-e", "--forest", "-o", "pid,ppid,stat,wchan:20,args"])
         .output()
@@ -417,7 +417,18 @@ pub fn finish_with_patience(command: Command, input: &[u8]) -> Finished {
 }
 
 /// `finish_with_patience` for commands that take longer, like deployments.
-pub fn finish_within(mut command: Command, input: &[u8], patience: Duration) -> Finished {
+pub fn finish_within(command: Command, input: &[u8], patience: Duration) -> Finished {
+    finish_within_explained(command, input, patience, String::new)
+}
+
+/// `finish_within` for a command that talks to something else (a host):
+/// a hang's report adds what `other_side` tells of it.
+pub fn finish_within_explained(
+    mut command: Command,
+    input: &[u8],
+    patience: Duration,
+    other_side: impl Fn() -> String,
+) -> Finished {
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -449,8 +460,9 @@ pub fn finish_within(mut command: Command, input: &[u8], patience: Duration) -> 
     let status = wait_or_explain(&mut child, patience, || {
         let text = err_so_far.lock().unwrap();
         format!(
-            "its standard error so far:\n{}",
-            String::from_utf8_lossy(&text)
+            "its standard error so far:\n{}\n{}",
+            String::from_utf8_lossy(&text),
+            other_side()
         )
     });
     feeder.join().unwrap();

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use super::{Finished, PATIENCE, SshLogin, TestDir, free_port, run};
+use super::{Finished, PATIENCE, SshLogin, TestDir, free_port, process_tree, run};
 
 /// Where the host sees the harness's directory.
 pub const INSIDE: &str = "/run/echo-test";
@@ -160,6 +160,16 @@ impl SshHost {
             fingerprint,
             dir,
         }
+    }
+
+    /// The host's processes and its sshd's log: what a test that hangs
+    /// talking to it reports.
+    pub fn state(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default();
+        format!(
+            "the host's processes:\n{}the host's sshd log:\n{log}",
+            process_tree(self.sshd.id())
+        )
     }
 
     /// Runs a command on the host, as root, over ssh.
