@@ -31,9 +31,9 @@
 //!    which names the client and is not echoed.
 //! 4. The control thread (signals, reloads, the watchdog) reaches a worker
 //!    only through its `server::mailbox`.
-//! 5. Each UDP socket belongs to one worker's loop (`server::udp`), which
-//!    reads every datagram waiting with one call and answers those its guard
-//!    lets through with another.
+//! 5. Each UDP socket has a thread of its own (`server::udp`), started with
+//!    the workers, which waits for a datagram, reads every one waiting with
+//!    the same call and answers those its guard lets through with another.
 
 pub mod client;
 pub mod server;

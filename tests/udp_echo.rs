@@ -7,7 +7,7 @@ mod common;
 use std::io::ErrorKind;
 use std::net::UdpSocket;
 
-use common::{Launcher, Server, udp_client};
+use common::{Launcher, Server, Signal, echo_once, udp_client};
 
 #[test]
 fn each_datagram_is_answered_with_the_same_bytes() {
@@ -119,6 +119,33 @@ fn a_source_over_its_rate_limit_is_dropped() {
         (5..=10).contains(&answered),
         "{answered} of 50 datagrams were answered at 5/s"
     );
+}
+
+/// The UDP socket closes with the listeners on the stop signal, not when
+/// the last connection has finished: its thread wakes from its wait for
+/// datagrams to stop. A restarted daemon (or another program) can then bind
+/// the port, which the daemon never shares (see below).
+#[test]
+fn a_stop_signal_closes_the_udp_socket_while_connections_finish() {
+    let server = Server::start("udp = true\nshutdown_grace = \"1m\"\n");
+    let socket = udp_client();
+    socket.connect(server.udp[0]).unwrap();
+    socket.send(b"before").unwrap();
+    let mut buf = [0u8; 16];
+    let len = socket.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..len], b"before");
+    let mut open = server.connect();
+    echo_once(&mut open, b"keeps the daemon in its grace period");
+
+    server.signal(Signal::SIGTERM);
+    server
+        .log
+        .wait_for("stopping: no longer accepting connections");
+    assert!(
+        UdpSocket::bind(server.udp[0]).is_ok(),
+        "the UDP port is still held after the stop signal"
+    );
+    echo_once(&mut open, b"still served");
 }
 
 #[test]

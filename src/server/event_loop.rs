@@ -24,9 +24,7 @@
 //! EMFILE must neither stop nor spin the loop, so it backs off and logs
 //! without flooding.
 //!
-//! UDP sockets (`udp`) are served by the same loop: each belongs to one
-//! worker, and is one more source of readiness beside its connections, read
-//! and answered a few batches per turn.
+//! UDP is not served here but by threads of its own (`udp`).
 //!
 //! Listeners with `proxy_protocol` add one state in front of the echo: a
 //! connection first reads its PROXY protocol header (`proxy_header`), from
@@ -64,7 +62,6 @@ use crate::server::proxy_header::{HeaderError, PartialHeader};
 use crate::server::shutdown::TaskGuard;
 use crate::server::throttle::{Throttle, WARNING_INTERVAL};
 use crate::server::tls::{self, Tls};
-use crate::server::udp::{UdpEndpoint, UdpService};
 use crate::shared::readiness::{Readiness, SHORT_READ_DRAINS};
 use crate::shared::socket_calls;
 
@@ -85,9 +82,8 @@ const SWEEPS_PER_TIMEOUT: u32 = 16;
 const FIRST_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
-/// The token of listener `index`, counted down from below `WAKE_TOKEN`;
-/// the UDP sockets' tokens follow, further down. Connections count up from
-/// zero.
+/// The token of listener `index`, counted down from below `WAKE_TOKEN`.
+/// Connections count up from zero.
 fn listener_token(index: usize) -> Token {
     Token(usize::MAX - 1 - index)
 }
@@ -96,7 +92,6 @@ fn listener_token(index: usize) -> Token {
 enum Source {
     Wake,
     Listener(usize),
-    Udp(usize),
     Connection(usize),
 }
 
@@ -106,8 +101,6 @@ pub(crate) struct EventLoop {
     poll: Poll,
     /// Closed (`None`) once the worker stops accepting.
     listeners: Vec<Option<Listening>>,
-    /// This worker's UDP sockets; closed (`None`) with the listeners.
-    udp: Vec<Option<UdpService>>,
     connections: Slab<Connection>,
     limits: Arc<Limits>,
     /// Cloned into every connection, so that shutdown knows when the last
@@ -122,8 +115,6 @@ pub(crate) struct EventLoop {
     /// Connections that used up their turn with more to read: readiness
     /// is reported once, so they are served again without an event.
     unfinished: Vec<usize>,
-    /// The same, for UDP sockets (by index).
-    udp_unfinished: Vec<usize>,
     /// The PROXY protocol headers that came in pieces, by connection, until
     /// they are complete.
     partial_headers: HashMap<usize, PartialHeader>,
@@ -155,26 +146,19 @@ struct Accepting {
     errors: Throttle,
 }
 
-/// The sockets one worker serves: every listener (each worker accepts from
-/// all of them) and its share of the UDP sockets.
-pub(crate) struct WorkerSockets {
-    pub(crate) listeners: Vec<TcpEndpoint>,
-    pub(crate) udp: Vec<UdpEndpoint>,
-}
-
 impl EventLoop {
-    /// A loop serving `sockets` on `poll`, taking its commands from
-    /// `commands` (announced by a waker registered as `WAKE_TOKEN`).
+    /// A loop serving `listeners` (each worker accepts from all of them) on
+    /// `poll`, taking its commands from `commands` (announced by a waker
+    /// registered as `WAKE_TOKEN`).
     pub(crate) fn new(
         poll: Poll,
-        sockets: WorkerSockets,
+        listeners: Vec<TcpEndpoint>,
         limits: Arc<Limits>,
         guard: TaskGuard,
         commands: Inbox,
         counters: Arc<WorkerCounters>,
         tls: Option<Arc<Tls>>,
     ) -> io::Result<EventLoop> {
-        let WorkerSockets { listeners, udp } = sockets;
         let mut registered = Vec::with_capacity(listeners.len());
         for (index, endpoint) in listeners.into_iter().enumerate() {
             let TcpEndpoint {
@@ -194,18 +178,9 @@ impl EventLoop {
                 tls,
             }));
         }
-        let udp = udp
-            .into_iter()
-            .enumerate()
-            .map(|(index, endpoint)| {
-                let token = listener_token(registered.len() + index);
-                UdpService::register(endpoint, poll.registry(), token).map(Some)
-            })
-            .collect::<io::Result<_>>()?;
         Ok(EventLoop {
             poll,
             listeners: registered,
-            udp,
             connections: Slab::new(),
             limits,
             guard: Some(guard),
@@ -220,7 +195,6 @@ impl EventLoop {
             },
             next_sweep: None,
             unfinished: Vec::new(),
-            udp_unfinished: Vec::new(),
             partial_headers: HashMap::new(),
             tls,
             sessions: HashMap::new(),
@@ -236,7 +210,7 @@ impl EventLoop {
                 .into_iter()
                 .flatten()
                 .min();
-            let timeout = if self.unfinished.is_empty() && self.udp_unfinished.is_empty() {
+            let timeout = if self.unfinished.is_empty() {
                 wake_at.map(|at| at.saturating_duration_since(Instant::now()))
             } else {
                 Some(Duration::ZERO)
@@ -252,12 +226,10 @@ impl EventLoop {
             // One clock read for all the events of a wake-up.
             let now = Instant::now();
             let unfinished = std::mem::take(&mut self.unfinished);
-            let udp_unfinished = std::mem::take(&mut self.udp_unfinished);
             for event in &events {
                 match self.source(event.token()) {
                     Source::Wake => {}
                     Source::Listener(index) => self.accept(index, now),
-                    Source::Udp(index) => self.serve_udp(index, Readiness::of(event), now),
                     Source::Connection(key) => self.on_ready(key, Readiness::of(event), now),
                 }
             }
@@ -265,9 +237,6 @@ impl EventLoop {
             // the last round cut short.
             for key in unfinished {
                 self.on_ready(key, Readiness::NOTHING_NEW, now);
-            }
-            for index in udp_unfinished {
-                self.serve_udp(index, Readiness::NOTHING_NEW, now);
             }
             loop {
                 let command = match self.commands.next() {
@@ -317,19 +286,8 @@ impl EventLoop {
         let below_wake = usize::MAX - 1 - token.0;
         if below_wake < self.listeners.len() {
             Source::Listener(below_wake)
-        } else if below_wake - self.listeners.len() < self.udp.len() {
-            Source::Udp(below_wake - self.listeners.len())
         } else {
             Source::Connection(token.0)
-        }
-    }
-
-    fn serve_udp(&mut self, index: usize, ready: Readiness, now: Instant) {
-        // None: closed earlier in this wake-up.
-        if let Some(service) = &mut self.udp[index]
-            && service.serve(ready, &self.limits, self.poll.registry(), now)
-        {
-            self.udp_unfinished.push(index);
         }
     }
 
@@ -618,17 +576,12 @@ impl EventLoop {
     }
 
     /// Closes the listeners (their sockets close once every worker has
-    /// closed its copies) and the UDP sockets, and lets go of the shutdown
+    /// closed its copies), and lets go of the shutdown
     /// guard, so that only the open connections keep the daemon waiting.
     fn stop_accepting(&mut self) {
         for listening in &mut self.listeners {
             if let Some(mut listening) = listening.take() {
                 let _ = self.poll.registry().deregister(&mut listening.listener);
-            }
-        }
-        for service in &mut self.udp {
-            if let Some(service) = service.take() {
-                service.deregister(self.poll.registry());
             }
         }
         self.accepting.retry_at = None;

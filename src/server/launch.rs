@@ -28,7 +28,7 @@ use crate::server::notify::Notifier;
 use crate::server::shutdown::{RUNTIME_SHUTDOWN_TIMEOUT, ShutdownController};
 use crate::server::signals::{Request, Signals};
 use crate::server::tls::Tls;
-use crate::server::udp::UdpEndpoint;
+use crate::server::udp::{UdpEndpoint, UdpWatch};
 use crate::server::workers::Workers;
 use crate::shared::exit_code;
 use crate::shared::output;
@@ -284,6 +284,7 @@ async fn run(
         addresses.clone(),
         Arc::clone(&limits),
         workers.mailboxes(),
+        workers.udp_watches(),
     ));
 
     loop {
@@ -337,13 +338,15 @@ fn status_line(addresses: &str, limits: &Limits) -> String {
 
 /// Keeps the service manager's view fresh: the connection count in the
 /// status, and watchdog pings (`WatchdogSec=`) sent only once every TCP
-/// worker has answered, so that a stuck loop, the main runtime or a
-/// worker's, stops the pings and gets the daemon restarted.
+/// worker has answered and every UDP thread still runs, so that a stuck
+/// loop, the main runtime or a worker's, or a UDP thread gone, stops the
+/// pings and gets the daemon restarted.
 async fn heartbeat(
     notifier: Notifier,
     addresses: String,
     limits: Arc<Limits>,
     workers: Vec<Mailbox>,
+    udp: Vec<UdpWatch>,
 ) {
     let mut status = tokio::time::interval(STATUS_INTERVAL);
     let mut watchdog =
@@ -356,7 +359,7 @@ async fn heartbeat(
                 // A stuck worker never answers: no ping then, and the
                 // status line goes on.
                 let answered = tokio::time::timeout(watchdog.period(), all_answer(&workers)).await;
-                if answered == Ok(true) {
+                if answered == Ok(true) && udp.iter().all(UdpWatch::is_running) {
                     notifier.watchdog();
                 }
             }

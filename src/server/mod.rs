@@ -11,7 +11,7 @@
 //! ```text
 //! launch ─┬─> config ─> (shared) address, duration
 //!         ├─> listeners ─> activation
-//!         ├─> workers ─┬─> event_loop ─> mailbox, limits, metrics::counters, proxy_header, shutdown, throttle, tls, udp
+//!         ├─> workers ─┬─> event_loop ─> mailbox, limits, metrics::counters, proxy_header, shutdown, throttle, tls
 //!         │            │                 (tls ─> config, throttle; its session borrows event_loop's Turn)
 //!         │            └─> mailbox, udp
 //!         ├─> udp ─> limits, metrics::counters, throttle

@@ -1,6 +1,6 @@
-//! The threads that serve the echo: each runs its own event loop
-//! (`event_loop`), every one of them accepts from every listening socket,
-//! and each UDP socket is served by one of them (spread in turn).
+//! The threads that serve the echo: the TCP workers, each running its own
+//! event loop (`event_loop`) and every one of them accepting from every
+//! listening socket, and a thread per UDP socket (`udp`).
 //!
 //! Why threads with loops of their own rather than tokio's multi-threaded
 //! runtime: fairness, and cost. Its scheduler keeps at most 256 runnable
@@ -22,7 +22,10 @@
 //! the main thread's runtime and reaches a worker through its mailbox: a
 //! channel of commands and a waker that interrupts the worker's wait. The
 //! stop signal and reloads are forwarded by a small task per worker, so
-//! shutdown uses the same broadcast and guards as everything else.
+//! shutdown uses the same broadcast and guards as everything else. A UDP
+//! thread has no mailbox: it has nothing to be told but to stop, which a
+//! flag it looks at between its bounded waits says, and a reload reaches it
+//! through the `Limits` it reads for every batch.
 
 use std::io;
 use std::num::NonZeroUsize;
@@ -31,18 +34,19 @@ use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
-use crate::server::event_loop::{EventLoop, WorkerSockets};
+use crate::server::event_loop::EventLoop;
 use crate::server::limits::Limits;
 use crate::server::listeners::TcpEndpoint;
 use crate::server::mailbox::{self, Command, Mailbox};
 use crate::server::metrics::counters::WorkerCounters;
 use crate::server::shutdown::{Shutdown, ShutdownController};
 use crate::server::tls::Tls;
-use crate::server::udp::UdpEndpoint;
+use crate::server::udp::{UdpEndpoint, UdpThread, UdpWatch};
 
-/// The worker threads.
+/// The worker threads, and the UDP sockets' threads.
 pub(crate) struct Workers {
     threads: Vec<WorkerThread>,
+    udp: Vec<UdpThread>,
 }
 
 /// One worker thread, as the control thread holds it.
@@ -65,9 +69,10 @@ impl Workers {
         }
     }
 
-    /// Starts `count` workers serving `listeners` and `udp` until
-    /// `controller` sends the stop signal. Must be called on the control
-    /// runtime, which carries the stop signal and reloads to the workers.
+    /// Starts `count` workers serving `listeners`, and a thread for each of
+    /// `udp`, until `controller` sends the stop signal. Must be called on the
+    /// control runtime, which carries the stop signal and reloads to the
+    /// workers.
     pub(crate) fn start(
         count: usize,
         listeners: Vec<TcpEndpoint>,
@@ -77,23 +82,16 @@ impl Workers {
         controller: &ShutdownController,
     ) -> io::Result<Workers> {
         let mut threads = Vec::with_capacity(count);
-        let mut udp_by_worker: Vec<Vec<UdpEndpoint>> = (0..count).map(|_| Vec::new()).collect();
-        for (index, endpoint) in udp.into_iter().enumerate() {
-            udp_by_worker[index % count].push(endpoint);
-        }
-        for (index, udp) in (1..=count).zip(udp_by_worker) {
+        for index in 1..=count {
             let poll = mio::Poll::new()?;
             let (mailbox, inbox) = mailbox::open(&poll)?;
             let counters = Arc::new(WorkerCounters::default());
             let event_loop = EventLoop::new(
                 poll,
-                WorkerSockets {
-                    listeners: listeners
-                        .iter()
-                        .map(TcpEndpoint::try_clone)
-                        .collect::<io::Result<_>>()?,
-                    udp,
-                },
+                listeners
+                    .iter()
+                    .map(TcpEndpoint::try_clone)
+                    .collect::<io::Result<_>>()?,
                 Arc::clone(limits),
                 controller.guard(),
                 inbox,
@@ -117,7 +115,18 @@ impl Workers {
                 stopped_accepting,
             });
         }
-        Ok(Workers { threads })
+        let udp = udp
+            .into_iter()
+            .enumerate()
+            .map(|(index, endpoint)| {
+                UdpThread::start(
+                    endpoint,
+                    Arc::clone(limits),
+                    format!("echo-udp-{}", index + 1),
+                )
+            })
+            .collect::<io::Result<_>>()?;
+        Ok(Workers { threads, udp })
     }
 
     /// The workers' mailboxes, to check that they still turn.
@@ -126,6 +135,11 @@ impl Workers {
             .iter()
             .map(|worker| worker.mailbox.clone())
             .collect()
+    }
+
+    /// The UDP threads, to check that they still run.
+    pub(crate) fn udp_watches(&self) -> Vec<UdpWatch> {
+        self.udp.iter().map(UdpThread::watch).collect()
     }
 
     /// Each worker's counters, in the order of their thread names.
@@ -137,11 +151,22 @@ impl Workers {
     }
 
     /// Waits until every worker has closed its listeners, which they do on
-    /// the stop signal.
+    /// the stop signal, and stops the UDP threads, which closes their
+    /// sockets.
     pub(crate) async fn stopped_accepting(&mut self) {
+        for udp in &self.udp {
+            udp.stop();
+        }
         for worker in &mut self.threads {
             let _ = (&mut worker.stopped_accepting).await;
         }
+        let udp = std::mem::take(&mut self.udp);
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in udp {
+                thread.join();
+            }
+        })
+        .await;
     }
 
     /// Closes the connections still open and waits for the workers to end.

@@ -1,14 +1,15 @@
 //! Datagrams in and out by the batch: `recvmmsg` and `sendmmsg` on Linux,
-//! one at a time elsewhere.
+//! one at a time elsewhere. Both block, each wait bounded by the socket's
+//! timeouts (see `udp`).
 //!
 //! Why batches: a UDP echo makes two system calls per datagram, and with
 //! many sources sending at once those calls are most of its cost. One
-//! `recvmmsg` takes every datagram waiting (up to `SLOTS`), and one
-//! `sendmmsg` answers them all. With a single source a batch is one datagram
-//! and costs what `recvfrom` and `sendto` do. The calls are made with
-//! `syscall` itself, for the reason `shared::socket_calls` gives: glibc's
-//! wrappers are cancellation points, which cost something on every call in
-//! a threaded process.
+//! `recvmmsg` waits for a datagram and takes every other one waiting (up to
+//! `SLOTS`), and one `sendmmsg` answers them all. With a single source a
+//! batch is one datagram and costs what `recvfrom` and `sendto` do. The
+//! calls are made with `syscall` itself, for the reason
+//! `shared::socket_calls` gives: glibc's wrappers are cancellation points,
+//! which cost something on every call in a threaded process.
 //!
 //! Memory: every slot can hold a datagram of the protocol's maximum, so a
 //! batch reserves `SLOTS` × 64 KiB (2 MiB) of address space. The allocation
@@ -17,9 +18,7 @@
 //! 128 KiB for small ones, 2 MiB at most.
 
 use std::io;
-use std::net::SocketAddr;
-
-use mio::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 
 use crate::shared::protocol::MAX_DATAGRAM;
 
@@ -111,13 +110,9 @@ mod linux {
             batch
         }
 
-        /// The most datagrams one receive can bring.
-        pub(crate) fn capacity(&self) -> usize {
-            SLOTS
-        }
-
-        /// Reads the datagrams waiting, up to `capacity`; WouldBlock if
-        /// there are none. The replies of the batch before must all be sent.
+        /// Waits for a datagram, up to the socket's read timeout, and reads
+        /// it and every other one waiting, up to `SLOTS`; WouldBlock if none
+        /// came in time. The replies of the batch before must all be sent.
         pub(crate) fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
             debug_assert!(!self.has_pending());
             for header in &mut self.received[..self.count] {
@@ -126,21 +121,19 @@ mod linux {
             self.count = 0;
             self.queued = 0;
             self.sent = 0;
-            let received = socket.try_io(|| {
-                // SAFETY: the headers point at SLOTS buffers of MAX_DATAGRAM
-                // bytes and address slots of NAME_SIZE, all owned by self.
-                let result = unsafe {
-                    libc::syscall(
-                        libc::SYS_recvmmsg,
-                        socket.as_raw_fd(),
-                        self.received.as_mut_ptr(),
-                        SLOTS as libc::c_uint,
-                        libc::MSG_DONTWAIT,
-                        ptr::null_mut::<libc::timespec>(),
-                    )
-                };
-                usize::try_from(result).map_err(|_| io::Error::last_os_error())
-            })?;
+            // SAFETY: the headers point at SLOTS buffers of MAX_DATAGRAM
+            // bytes and address slots of NAME_SIZE, all owned by self.
+            let result = unsafe {
+                libc::syscall(
+                    libc::SYS_recvmmsg,
+                    socket.as_raw_fd(),
+                    self.received.as_mut_ptr(),
+                    SLOTS as libc::c_uint,
+                    libc::MSG_WAITFORONE,
+                    ptr::null_mut::<libc::timespec>(),
+                )
+            };
+            let received = usize::try_from(result).map_err(|_| io::Error::last_os_error())?;
             self.count = received;
             Ok(received)
         }
@@ -172,23 +165,22 @@ mod linux {
         }
 
         /// Sends the waiting replies, as many as the socket takes in one
-        /// call. An error concerns the first of them.
+        /// call, waiting for room up to the socket's write timeout
+        /// (WouldBlock if none came). An error concerns the first of them.
         pub(crate) fn send_pending(&mut self, socket: &UdpSocket) -> io::Result<Delivered> {
             let waiting = &mut self.replies[self.sent..self.queued];
-            let sent = socket.try_io(|| {
-                // SAFETY: each header points at a received datagram's bytes
-                // and its sender's address, all owned by self.
-                let result = unsafe {
-                    libc::syscall(
-                        libc::SYS_sendmmsg,
-                        socket.as_raw_fd(),
-                        waiting.as_mut_ptr(),
-                        waiting.len() as libc::c_uint,
-                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                    )
-                };
-                usize::try_from(result).map_err(|_| io::Error::last_os_error())
-            })?;
+            // SAFETY: each header points at a received datagram's bytes and
+            // its sender's address, all owned by self.
+            let result = unsafe {
+                libc::syscall(
+                    libc::SYS_sendmmsg,
+                    socket.as_raw_fd(),
+                    waiting.as_mut_ptr(),
+                    waiting.len() as libc::c_uint,
+                    libc::MSG_NOSIGNAL,
+                )
+            };
+            let sent = usize::try_from(result).map_err(|_| io::Error::last_os_error())?;
             let bytes = self.reply_data[self.sent..self.sent + sent]
                 .iter()
                 .map(|data| data.iov_len as u64)
@@ -262,10 +254,6 @@ mod portable {
                 len: 0,
                 pending: false,
             }
-        }
-
-        pub(crate) fn capacity(&self) -> usize {
-            1
         }
 
         pub(crate) fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {

@@ -1,67 +1,154 @@
 //! The UDP echo (RFC 862): every datagram is answered with the same bytes.
 //!
-//! Why on the workers' event loops: cost. Served by a tokio task of its own,
-//! UDP went through the runtime's wake-ups and two system calls per datagram,
+//! Why a thread per socket: cost. Served by a tokio task of its own, UDP
+//! went through the runtime's wake-ups and two system calls per datagram,
 //! and measured at 0.59 of a plain C `recvfrom`/`sendto` loop's echoes per
-//! second. Here each UDP socket is one more source of readiness in one
-//! worker's loop (`event_loop`), beside that worker's TCP connections, and is
-//! read and answered in batches (`batch`): one `recvmmsg` and one `sendmmsg`
-//! for every datagram waiting. Each socket belongs to one worker, so its
+//! second. Served next on the TCP workers' event loops, in batches, it paid
+//! an `epoll_wait` before nearly every batch: the echo is the faster side of
+//! a ping-pong, so each batch empties the socket and the loop goes back to
+//! wait. Here a thread of its own sleeps in a blocking `recvmmsg` that waits
+//! for the first datagram only and takes every other one waiting, and
+//! answers them all with one `sendmmsg` (`batch`): two system calls per
+//! batch, the C batch loop of `scripts/bench.sh`. Side by side with the
+//! event loops' UDP that was 2 to 12% less CPU per datagram in every cell of
+//! `bench.sh udp` (docs/PERFORMANCE.md). Each socket has one thread, so its
 //! rate limiter and counters have a single owner and need no lock; more UDP
-//! sockets spread over the workers.
+//! sockets are more threads, which the kernel spreads over the cores.
+//!
+//! Why stopping is by timeout: a receive or a send waits at most
+//! `STOP_CHECK`, then the thread looks at its stop flag, so a graceful stop
+//! closes the socket within that (an idle socket costs ten wake-ups a
+//! second). `shutdown(SHUT_RD)` would wake a blocked receive at once on
+//! Linux, but it marks the socket itself, for good: every later receive
+//! that finds no datagram returns at once, empty. A socket passed by the
+//! service manager outlives the daemon, and the next one would inherit that
+//! and spin. Timeouts also work the same on every platform.
 //!
 //! The guarantees are those of any UDP echo worth running on the internet
 //! (`guard`): no answer to the ports of answering services, a rate limit per
-//! source with bounded memory, and never more bytes back than came in (a
-//! reply is the received datagram itself, up to the protocol's maximum).
-//! Fairness: a socket gets a few batches per turn, like a connection's few
-//! reads, and the rate limit keeps one source from taking a batch's worth
-//! of every turn. A reply the kernel will not take yet is kept, with the
-//! rest of its batch, and nothing more is read until it is sent: the same
-//! back-pressure as TCP's, and at most one batch held. Only then does the
-//! socket ask to hear of room to write: a UDP socket reports it after every
-//! datagram it sends (whenever a send's buffer is freed), which would wake
-//! the loop once more for every reply.
+//! source with bounded memory (read from `Limits` for every batch, so a
+//! reload applies at once), and never more bytes back than came in (a reply
+//! is the received datagram itself, up to the protocol's maximum). A reply
+//! the kernel will not take yet is waited for, with the rest of its batch,
+//! and nothing more is read until it is sent: the same back-pressure as
+//! TCP's, and at most one batch held. Fairness: between UDP and TCP, the
+//! kernel's scheduler shares the cores among the threads; between sources,
+//! the rate limit keeps one from taking every batch.
 
 mod batch;
 pub(crate) mod guard;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use mio::{Interest, Registry, Token};
 use tracing::{debug, warn};
 
 use crate::server::limits::Limits;
 use crate::server::metrics::counters::{UdpCounters, UdpDrop};
 use crate::server::throttle::{Throttle, WARNING_INTERVAL};
-use crate::shared::readiness::{Readiness, SHORT_READ_DRAINS};
 
 use batch::Batch;
 use guard::{REFLECTING_PORTS, SourceRateLimiter};
 
-/// Batches one socket may read before the rest of the loop gets its turn.
-const BATCHES_PER_TURN: usize = 4;
+/// How long a receive or a send may wait before the thread looks whether it
+/// should stop: the most a graceful stop waits for a UDP socket to close.
+const STOP_CHECK: Duration = Duration::from_millis(100);
 
-/// A bound UDP socket and its counters, on the way to the worker that will
+/// How long to wait after a receive error that is not one a UDP socket
+/// should see, so that one that persists cannot spin the thread.
+const ERROR_PAUSE: Duration = Duration::from_millis(10);
+
+/// A bound UDP socket and its counters, on the way to the thread that will
 /// serve it.
 pub(crate) struct UdpEndpoint {
     pub(crate) socket: std::net::UdpSocket,
     pub(crate) counters: Arc<UdpCounters>,
 }
 
-/// One UDP socket as a worker serves it.
-pub(crate) struct UdpService {
-    socket: mio::net::UdpSocket,
-    token: Token,
-    /// Registered for writability too, while replies wait for room.
-    awaiting_room: bool,
+/// The thread serving one UDP socket, as the control side holds it.
+pub(crate) struct UdpThread {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+    /// Alive while the thread is.
+    running: Weak<()>,
+}
+
+/// Whether a UDP thread still runs, for the watchdog: one that ended by a
+/// panic (a bug) would leave the daemon up without its UDP echo.
+#[derive(Clone)]
+pub(crate) struct UdpWatch(Weak<()>);
+
+impl UdpWatch {
+    pub(crate) fn is_running(&self) -> bool {
+        self.0.strong_count() > 0
+    }
+}
+
+impl UdpThread {
+    /// Serves `endpoint` on a thread of its own, named `name`.
+    pub(crate) fn start(
+        endpoint: UdpEndpoint,
+        limits: Arc<Limits>,
+        name: String,
+    ) -> io::Result<UdpThread> {
+        let socket = endpoint.socket;
+        // A socket passed by the service manager may come non-blocking.
+        socket.set_nonblocking(false)?;
+        socket.set_read_timeout(Some(STOP_CHECK))?;
+        socket.set_write_timeout(Some(STOP_CHECK))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let service = UdpService {
+            local: socket.local_addr().ok(),
+            socket,
+            stop: Arc::clone(&stop),
+            limits,
+            batch: Batch::new(),
+            rate_limiter: SourceRateLimiter::default(),
+            counters: endpoint.counters,
+            guarded_drops: Throttle::new(WARNING_INTERVAL),
+            rate_drops: Throttle::new(WARNING_INTERVAL),
+            errors: Throttle::new(WARNING_INTERVAL),
+        };
+        let alive = Arc::new(());
+        let running = Arc::downgrade(&alive);
+        let thread = std::thread::Builder::new().name(name).spawn(move || {
+            // Dropped when the thread ends, whether it returns or unwinds.
+            let _alive = alive;
+            service.run();
+        })?;
+        Ok(UdpThread {
+            stop,
+            thread,
+            running,
+        })
+    }
+
+    /// Asks the thread to stop; it does within `STOP_CHECK`.
+    pub(crate) fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn watch(&self) -> UdpWatch {
+        UdpWatch(Weak::clone(&self.running))
+    }
+
+    /// Waits for the thread to end, which closes its socket.
+    pub(crate) fn join(self) {
+        let _ = self.thread.join();
+    }
+}
+
+/// One UDP socket as its thread serves it.
+struct UdpService {
+    socket: std::net::UdpSocket,
     local: Option<SocketAddr>,
+    stop: Arc<AtomicBool>,
+    limits: Arc<Limits>,
     batch: Batch,
-    /// Readiness reported and not yet used up.
-    readable: bool,
     rate_limiter: SourceRateLimiter,
     counters: Arc<UdpCounters>,
     guarded_drops: Throttle,
@@ -70,98 +157,30 @@ pub(crate) struct UdpService {
 }
 
 impl UdpService {
-    /// Serves `endpoint` in the loop whose registry this is, under `token`.
-    pub(crate) fn register(
-        endpoint: UdpEndpoint,
-        registry: &Registry,
-        token: Token,
-    ) -> io::Result<UdpService> {
-        endpoint.socket.set_nonblocking(true)?;
-        let local = endpoint.socket.local_addr().ok();
-        let mut socket = mio::net::UdpSocket::from_std(endpoint.socket);
-        registry.register(&mut socket, token, Interest::READABLE)?;
-        Ok(UdpService {
-            socket,
-            token,
-            awaiting_room: false,
-            local,
-            batch: Batch::new(),
-            readable: false,
-            rate_limiter: SourceRateLimiter::default(),
-            counters: endpoint.counters,
-            guarded_drops: Throttle::new(WARNING_INTERVAL),
-            rate_drops: Throttle::new(WARNING_INTERVAL),
-            errors: Throttle::new(WARNING_INTERVAL),
-        })
-    }
-
-    /// Stops serving: the socket closes once no worker holds it.
-    pub(crate) fn deregister(mut self, registry: &Registry) {
-        let _ = registry.deregister(&mut self.socket);
-    }
-
-    /// One turn: sends the replies that wait, then reads and answers up to
-    /// `BATCHES_PER_TURN` batches. True if the turn ended with more to read.
-    pub(crate) fn serve(
-        &mut self,
-        ready: Readiness,
-        limits: &Limits,
-        registry: &Registry,
-        now: Instant,
-    ) -> bool {
-        self.readable |= ready.readable || ready.closing;
-        let more = self.take_turn(limits, now);
-        let blocked = self.batch.has_pending();
-        if blocked != self.awaiting_room {
-            let interest = if blocked {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            match registry.reregister(&mut self.socket, self.token, interest) {
-                Ok(()) => self.awaiting_room = blocked,
-                Err(e) => {
-                    if let Some(suppressed) = self.errors.event() {
-                        warn!(listener = ?self.local, error = %e, suppressed, "cannot wait for room to send UDP replies");
-                    }
+    /// Reads and answers batches until told to stop.
+    fn run(mut self) {
+        while !self.stop.load(Ordering::Relaxed) {
+            match self.batch.receive(&self.socket) {
+                Ok(received) => {
+                    // Read live, so that a reload applies from the next batch.
+                    let rate_limit = self.limits.udp_rate_limit();
+                    self.answer(received, rate_limit, Instant::now());
+                    self.send_replies();
                 }
-            }
-        }
-        more
-    }
-
-    /// Sends what waits, then reads and answers up to `BATCHES_PER_TURN`
-    /// batches; true if there is more to read.
-    fn take_turn(&mut self, limits: &Limits, now: Instant) -> bool {
-        for _ in 0..BATCHES_PER_TURN {
-            if !self.send_replies() || !self.readable {
-                // Blocked: room to write wakes it again.
-                return false;
-            }
-            let received = match self.batch.receive(&self.socket) {
-                Ok(received) => received,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.readable = false;
-                    return false;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Nothing came within STOP_CHECK, or a signal came.
+                Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+                // Windows reports an earlier reply's ICMP "port
+                // unreachable" on the next receive: that reply is lost,
+                // the socket is fine.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
                 Err(e) => {
-                    // Not one a UDP socket should see; the next datagram's
-                    // arrival tries again, so this cannot spin.
-                    self.readable = false;
                     if let Some(suppressed) = self.errors.event() {
                         warn!(listener = ?self.local, error = %e, suppressed, "UDP receive failed");
                     }
-                    return false;
+                    std::thread::sleep(ERROR_PAUSE);
                 }
-            };
-            // A batch that was not full found the socket empty.
-            if received < self.batch.capacity() && SHORT_READ_DRAINS {
-                self.readable = false;
             }
-            self.answer(received, limits.udp_rate_limit(), now);
         }
-        self.send_replies() && self.readable
     }
 
     /// Queues a reply to each datagram of the batch that passes the guard.
@@ -189,16 +208,21 @@ impl UdpService {
         self.counters.bytes_received.add(bytes);
     }
 
-    /// Sends the waiting replies; false while the kernel takes no more.
-    fn send_replies(&mut self) -> bool {
+    /// Sends the batch's replies, waiting for room as long as the kernel
+    /// takes no more: nothing more is read meanwhile (back-pressure). On the
+    /// stop signal the replies still waiting are given up.
+    fn send_replies(&mut self) {
         while self.batch.has_pending() {
             match self.batch.send_pending(&self.socket) {
                 Ok(delivered) => {
                     self.counters.answered.add(delivered.datagrams);
                     self.counters.bytes_sent.add(delivered.bytes);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {
+                    if self.stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                }
                 Err(e) => {
                     // This reply cannot go (no route, a firewall): the
                     // sender counts it lost, as it would on the wire.
@@ -208,6 +232,14 @@ impl UdpService {
                 }
             }
         }
-        true
     }
+}
+
+/// Whether `e` says a socket timeout ran out: WouldBlock on Unix, TimedOut
+/// on Windows.
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
