@@ -21,8 +21,8 @@ use common::deploy::{
 use common::ssh_host::{HostOptions, SshHost};
 use common::tls::{Pki, installed_tls_config, served_not_after};
 use common::{
-    CLIENT, DEPLOY, Finished, LogLines, SERVER, TestDir, finish_with_patience,
-    finish_within_explained, free_port,
+    CLIENT, DEPLOY, Finished, LogLines, TestDir, finish_with_patience, finish_within_explained,
+    free_port,
 };
 
 /// A deployment step with a rollback takes several restarts and checks.

@@ -19,8 +19,7 @@ use common::deploy::{assert_ok, broken_build, echo_check, new_build, shipped_ser
 use common::systemd_host::SystemdHost;
 use common::tls::{Pki, installed_tls_config, rustls_client, rustls_connect, served_not_after};
 use common::{
-    Finished, PATIENCE, SERVER, TestDir, bash_completion_script, echo_once, finish_with_patience,
-    free_port,
+    Finished, PATIENCE, TestDir, bash_completion_script, echo_once, finish_with_patience, free_port,
 };
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
