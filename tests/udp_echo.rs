@@ -60,13 +60,18 @@ fn a_burst_from_many_sources_is_answered_in_full_each_to_its_sender() {
     }
 }
 
-/// The protocol's largest datagrams, over IPv4 (65,507 bytes) and IPv6
-/// (65,527), come back whole: no batch slot cuts them short.
+/// A source that sends a datagram at a time has its socket read a datagram
+/// at a time (`recvfrom` after a few reads of one), and a burst from many
+/// sources brings batches back: over IPv4 and IPv6 every datagram, empty to
+/// the protocol's largest (65,507 bytes over IPv4, 65,527 over IPv6: no
+/// slot cuts one short), comes back whole to the socket that sent it,
+/// before, during and after the burst.
 #[test]
-fn the_largest_datagrams_come_back_whole() {
-    let server =
-        Launcher::new("[server]\nudp = true\nlisten = [\"127.0.0.1:0\", \"[::1]:0\"]\n").start();
-    assert_eq!(server.udp.len(), 2, "{:?}", server.udp);
+fn datagrams_alone_and_in_bursts_come_back_whole_to_their_senders() {
+    let server = Launcher::new(
+        "[server]\nudp = true\nudp_rate_limit = 0\nlisten = [\"127.0.0.1:0\", \"[::1]:0\"]\n",
+    )
+    .start();
     let mut buf = vec![0u8; 70_000];
     for address in &server.udp {
         let (local, largest) = if address.is_ipv4() {
@@ -74,17 +79,43 @@ fn the_largest_datagrams_come_back_whole() {
         } else {
             ("[::1]:0", 65_527)
         };
-        let socket = UdpSocket::bind(local).unwrap();
-        socket.set_read_timeout(Some(common::PATIENCE)).unwrap();
-        socket.connect(address).unwrap();
-        let payload = common::random_bytes(largest, 7);
-        socket.send(&payload).unwrap();
-        let len = socket.recv(&mut buf).unwrap();
-        assert_eq!(len, largest, "over {address}");
-        assert!(
-            buf[..len] == payload[..],
-            "over {address}: the bytes differ"
-        );
+        let bound = || {
+            let socket = UdpSocket::bind(local).unwrap();
+            socket.set_read_timeout(Some(common::PATIENCE)).unwrap();
+            socket
+        };
+        let alone = bound();
+        let ping_pong = |rounds: usize, seed: u64| {
+            for round in 0..rounds {
+                let size = [0, 1, 1400, largest][round % 4];
+                let payload = common::random_bytes(size, seed + round as u64);
+                alone.send_to(&payload, address).unwrap();
+                let mut echo = vec![0u8; 70_000];
+                let (len, from) = alone.recv_from(&mut echo).unwrap();
+                assert_eq!(from, *address);
+                assert!(echo[..len] == payload[..], "over {address}, round {round}");
+            }
+        };
+        ping_pong(24, 100);
+        let burst: Vec<UdpSocket> = (0..40).map(|_| bound()).collect();
+        for (source, socket) in burst.iter().enumerate() {
+            for n in 0..2 {
+                let message = format!("source {source} datagram {n}");
+                socket.send_to(message.as_bytes(), address).unwrap();
+            }
+        }
+        ping_pong(8, 200);
+        for (source, socket) in burst.iter().enumerate() {
+            for n in 0..2 {
+                let (len, from) = socket.recv_from(&mut buf).unwrap();
+                assert_eq!(from, *address);
+                assert_eq!(
+                    String::from_utf8_lossy(&buf[..len]),
+                    format!("source {source} datagram {n}")
+                );
+            }
+        }
+        ping_pong(24, 300);
     }
 }
 

@@ -6,8 +6,14 @@
 //! many sources sending at once those calls are most of its cost. One
 //! `recvmmsg` waits for a datagram and takes every other one waiting (up to
 //! `SLOTS`), and one `sendmmsg` answers them all. With a single source a
-//! batch is one datagram and costs what `recvfrom` and `sendto` do. The
-//! calls are made with `syscall` itself, for the reason
+//! batch is one datagram, and `recvmmsg` and `sendmmsg` cost more than
+//! `recvfrom` and `sendto` for it (the copy of their message headers, and a
+//! second, failed, read from the socket after the first): 7 to 10% more CPU
+//! per datagram at one flow in `bench.sh udp`. So a socket whose datagrams
+//! come one at a time (`ALONE_BEFORE_SINGLE` reads of one in a row) is read
+//! with `recvfrom`, and tried with `recvmmsg` every `PROBE_EVERY` reads to
+//! find out when they stop coming alone; a lone reply goes with `sendto`.
+//! The calls are made with `syscall` itself, for the reason
 //! `shared::socket_calls` gives: glibc's wrappers are cancellation points,
 //! which cost something on every call in a threaded process.
 //!
@@ -46,6 +52,14 @@ mod linux {
     /// Datagrams read in one call, and so answered in one.
     const SLOTS: usize = 32;
 
+    /// Reads in a row that brought one datagram each before the socket is
+    /// read one datagram at a time.
+    const ALONE_BEFORE_SINGLE: u32 = 4;
+
+    /// While read one at a time, every this many reads is a batch's, which
+    /// takes more if more wait.
+    const PROBE_EVERY: u32 = 8;
+
     const NAME_SIZE: libc::socklen_t = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
 
     /// The datagrams of one `recvmmsg`, and the replies to them still to be
@@ -63,6 +77,8 @@ mod linux {
         /// Replies `sent..queued` are still to be sent.
         queued: usize,
         sent: usize,
+        /// Reads in a row that brought one datagram.
+        alone: u32,
     }
 
     // SAFETY: the raw pointers in the headers point only into the batch's
@@ -92,6 +108,7 @@ mod linux {
                 count: 0,
                 queued: 0,
                 sent: 0,
+                alone: 0,
             };
             for slot in 0..SLOTS {
                 batch.received_data[slot] = libc::iovec {
@@ -121,21 +138,54 @@ mod linux {
             self.count = 0;
             self.queued = 0;
             self.sent = 0;
-            // SAFETY: the headers point at SLOTS buffers of MAX_DATAGRAM
-            // bytes and address slots of NAME_SIZE, all owned by self.
-            let result = unsafe {
-                libc::syscall(
-                    libc::SYS_recvmmsg,
-                    socket.as_raw_fd(),
-                    self.received.as_mut_ptr(),
-                    SLOTS as libc::c_uint,
-                    libc::MSG_WAITFORONE,
-                    ptr::null_mut::<libc::timespec>(),
-                )
+            let single =
+                self.alone >= ALONE_BEFORE_SINGLE && !self.alone.is_multiple_of(PROBE_EVERY);
+            let received = if single {
+                self.receive_one(socket)?
+            } else {
+                // SAFETY: the headers point at SLOTS buffers of MAX_DATAGRAM
+                // bytes and address slots of NAME_SIZE, all owned by self.
+                let result = unsafe {
+                    libc::syscall(
+                        libc::SYS_recvmmsg,
+                        socket.as_raw_fd(),
+                        self.received.as_mut_ptr(),
+                        SLOTS as libc::c_uint,
+                        libc::MSG_WAITFORONE,
+                        ptr::null_mut::<libc::timespec>(),
+                    )
+                };
+                usize::try_from(result).map_err(|_| io::Error::last_os_error())?
             };
-            let received = usize::try_from(result).map_err(|_| io::Error::last_os_error())?;
+            self.alone = if received == 1 {
+                self.alone.saturating_add(1)
+            } else {
+                0
+            };
             self.count = received;
             Ok(received)
+        }
+
+        /// `receive` of one datagram, into the first slot, with `recvfrom`.
+        fn receive_one(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+            let first = &mut self.received[0];
+            // SAFETY: the first slot's buffer holds MAX_DATAGRAM bytes and its
+            // address slot NAME_SIZE, both owned by self; the kernel writes
+            // the address's length back into the header, where `peer` reads it.
+            let result = unsafe {
+                libc::syscall(
+                    libc::SYS_recvfrom,
+                    socket.as_raw_fd(),
+                    self.received_data[0].iov_base,
+                    MAX_DATAGRAM,
+                    0,
+                    first.msg_hdr.msg_name,
+                    ptr::from_mut(&mut first.msg_hdr.msg_namelen),
+                )
+            };
+            let len = usize::try_from(result).map_err(|_| io::Error::last_os_error())?;
+            first.msg_len = len as libc::c_uint;
+            Ok(1)
         }
 
         /// The sender of datagram `slot` of the last receive.
@@ -169,18 +219,39 @@ mod linux {
         /// (WouldBlock if none came). An error concerns the first of them.
         pub(crate) fn send_pending(&mut self, socket: &UdpSocket) -> io::Result<Delivered> {
             let waiting = &mut self.replies[self.sent..self.queued];
-            // SAFETY: each header points at a received datagram's bytes and
-            // its sender's address, all owned by self.
-            let result = unsafe {
-                libc::syscall(
-                    libc::SYS_sendmmsg,
-                    socket.as_raw_fd(),
-                    waiting.as_mut_ptr(),
-                    waiting.len() as libc::c_uint,
-                    libc::MSG_NOSIGNAL,
-                )
+            let sent = if let [alone] = waiting {
+                let data = &self.reply_data[self.sent];
+                // SAFETY: the header and its data point at a received
+                // datagram's bytes and its sender's address, owned by self.
+                let result = unsafe {
+                    libc::syscall(
+                        libc::SYS_sendto,
+                        socket.as_raw_fd(),
+                        data.iov_base,
+                        data.iov_len,
+                        libc::MSG_NOSIGNAL,
+                        alone.msg_hdr.msg_name,
+                        alone.msg_hdr.msg_namelen,
+                    )
+                };
+                if result < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                1
+            } else {
+                // SAFETY: each header points at a received datagram's bytes
+                // and its sender's address, all owned by self.
+                let result = unsafe {
+                    libc::syscall(
+                        libc::SYS_sendmmsg,
+                        socket.as_raw_fd(),
+                        waiting.as_mut_ptr(),
+                        waiting.len() as libc::c_uint,
+                        libc::MSG_NOSIGNAL,
+                    )
+                };
+                usize::try_from(result).map_err(|_| io::Error::last_os_error())?
             };
-            let sent = usize::try_from(result).map_err(|_| io::Error::last_os_error())?;
             let bytes = self.reply_data[self.sent..self.sent + sent]
                 .iter()
                 .map(|data| data.iov_len as u64)
