@@ -157,10 +157,13 @@ mod linux {
                 };
                 usize::try_from(result).map_err(|_| io::Error::last_os_error())?
             };
-            self.alone = if received == 1 {
-                self.alone.saturating_add(1)
-            } else {
-                0
+            self.alone = match received {
+                // Counted round, PROBE_EVERY reads a turn (one of which is
+                // a multiple of it: the probe), so that the probes go on
+                // however long the datagrams keep coming alone.
+                1 if self.alone >= ALONE_BEFORE_SINGLE + PROBE_EVERY - 1 => ALONE_BEFORE_SINGLE,
+                1 => self.alone + 1,
+                _ => 0,
             };
             self.count = received;
             Ok(received)
