@@ -11,6 +11,7 @@ mod common;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
@@ -864,6 +865,17 @@ fn an_interrupted_run_leaves_no_temporary_files_on_either_side() {
         &["--binary", big.to_str().unwrap(), "install"],
     );
     command.env("TMPDIR", local_tmp.path());
+    // As from a terminal: a suite started in the background of a
+    // non-interactive shell has SIGINT ignored, which its children inherit,
+    // and bash cannot trap a signal that was ignored when it started.
+    // SAFETY: between fork and exec only signal(), which is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::signal::signal(common::Signal::SIGINT, nix::sys::signal::SigHandler::SigDfl)
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
+    }
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
