@@ -42,10 +42,11 @@ pub(crate) use portable::Batch;
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use std::mem::{size_of, zeroed};
+    use std::alloc::{Layout, alloc_zeroed, dealloc, handle_alloc_error};
+    use std::mem::size_of;
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
     use std::os::fd::AsRawFd;
-    use std::ptr;
+    use std::ptr::{self, NonNull, addr_of_mut};
 
     use super::*;
 
@@ -62,16 +63,28 @@ mod linux {
 
     const NAME_SIZE: libc::socklen_t = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
 
+    /// What the kernel reads and writes through the message headers'
+    /// pointers: the headers themselves, the buffers and the address slots.
+    /// It lives in one allocation that the batch holds by a raw pointer, and
+    /// every pointer into it is derived from that one pointer and only
+    /// through raw places, never through a reference: a `Box` or a `&mut`
+    /// would claim it whole (moving a box, or taking a fresh `&mut`, makes
+    /// the pointers taken before it invalid in Rust's aliasing model) while
+    /// the kernel writes through the headers.
+    #[repr(C)]
+    struct Slots {
+        received: [libc::mmsghdr; SLOTS],
+        received_data: [libc::iovec; SLOTS],
+        replies: [libc::mmsghdr; SLOTS],
+        reply_data: [libc::iovec; SLOTS],
+        names: [libc::sockaddr_storage; SLOTS],
+        buffers: [[u8; MAX_DATAGRAM]; SLOTS],
+    }
+
     /// The datagrams of one `recvmmsg`, and the replies to them still to be
-    /// sent. The message headers point into the buffers and address slots,
-    /// which are boxed so that they stay where they are when the batch moves.
+    /// sent.
     pub(crate) struct Batch {
-        buffers: Box<[u8]>,
-        names: Box<[libc::sockaddr_storage; SLOTS]>,
-        received: Box<[libc::mmsghdr; SLOTS]>,
-        received_data: Box<[libc::iovec; SLOTS]>,
-        replies: Box<[libc::mmsghdr; SLOTS]>,
-        reply_data: Box<[libc::iovec; SLOTS]>,
+        slots: NonNull<Slots>,
         /// How many datagrams the last receive brought.
         count: usize,
         /// Replies `sent..queued` are still to be sent.
@@ -81,50 +94,52 @@ mod linux {
         alone: u32,
     }
 
-    // SAFETY: the raw pointers in the headers point only into the batch's
-    // own boxes, which move with it; nothing is shared with another thread.
+    // SAFETY: the slots are the batch's alone, and go where it goes; nothing
+    // in them is shared with another thread.
     unsafe impl Send for Batch {}
+
+    impl Drop for Batch {
+        fn drop(&mut self) {
+            // SAFETY: allocated in `new` with this layout, freed only here.
+            unsafe { dealloc(self.slots.as_ptr().cast(), Layout::new::<Slots>()) }
+        }
+    }
 
     impl Batch {
         pub(crate) fn new() -> Batch {
-            // SAFETY: all-zero is a valid value of these plain C structs.
-            let zeroed_headers = || Box::new(unsafe { zeroed::<[libc::mmsghdr; SLOTS]>() });
-            let no_data = || {
-                Box::new(
-                    [libc::iovec {
-                        iov_base: ptr::null_mut(),
-                        iov_len: 0,
-                    }; SLOTS],
-                )
+            let layout = Layout::new::<Slots>();
+            // SAFETY: the layout is not empty. All-zero is a valid value of
+            // every field (plain C structs, null pointers, bytes), and the
+            // kernel hands out the zeroed pages only as they are touched.
+            let Some(slots) = NonNull::new(unsafe { alloc_zeroed(layout) }.cast::<Slots>()) else {
+                handle_alloc_error(layout)
             };
-            let mut batch = Batch {
-                buffers: vec![0; SLOTS * MAX_DATAGRAM].into_boxed_slice(),
-                // SAFETY: as above.
-                names: Box::new(unsafe { zeroed() }),
-                received: zeroed_headers(),
-                received_data: no_data(),
-                replies: zeroed_headers(),
-                reply_data: no_data(),
+            let all = slots.as_ptr();
+            for slot in 0..SLOTS {
+                // SAFETY: `all` is a live allocation of Slots, and every
+                // place below is in it; no reference to it is taken.
+                unsafe {
+                    (*all).received_data[slot] = libc::iovec {
+                        iov_base: addr_of_mut!((*all).buffers[slot]).cast(),
+                        iov_len: MAX_DATAGRAM,
+                    };
+                    let header = addr_of_mut!((*all).received[slot].msg_hdr);
+                    (*header).msg_name = addr_of_mut!((*all).names[slot]).cast();
+                    (*header).msg_namelen = NAME_SIZE;
+                    (*header).msg_iov = addr_of_mut!((*all).received_data[slot]);
+                    (*header).msg_iovlen = 1;
+                    let reply = addr_of_mut!((*all).replies[slot].msg_hdr);
+                    (*reply).msg_iov = addr_of_mut!((*all).reply_data[slot]);
+                    (*reply).msg_iovlen = 1;
+                }
+            }
+            Batch {
+                slots,
                 count: 0,
                 queued: 0,
                 sent: 0,
                 alone: 0,
-            };
-            for slot in 0..SLOTS {
-                batch.received_data[slot] = libc::iovec {
-                    iov_base: batch.buffers[slot * MAX_DATAGRAM..].as_mut_ptr().cast(),
-                    iov_len: MAX_DATAGRAM,
-                };
-                let header = &mut batch.received[slot].msg_hdr;
-                header.msg_name = ptr::from_mut(&mut batch.names[slot]).cast();
-                header.msg_namelen = NAME_SIZE;
-                header.msg_iov = &mut batch.received_data[slot];
-                header.msg_iovlen = 1;
-                let reply = &mut batch.replies[slot].msg_hdr;
-                reply.msg_iov = &mut batch.reply_data[slot];
-                reply.msg_iovlen = 1;
             }
-            batch
         }
 
         /// Waits for a datagram, up to the socket's read timeout, and reads
@@ -132,8 +147,10 @@ mod linux {
         /// came in time. The replies of the batch before must all be sent.
         pub(crate) fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
             debug_assert!(!self.has_pending());
-            for header in &mut self.received[..self.count] {
-                header.msg_hdr.msg_namelen = NAME_SIZE;
+            let all = self.slots.as_ptr();
+            for slot in 0..self.count {
+                // SAFETY: a place in the live allocation; no reference taken.
+                unsafe { (*all).received[slot].msg_hdr.msg_namelen = NAME_SIZE };
             }
             self.count = 0;
             self.queued = 0;
@@ -144,12 +161,12 @@ mod linux {
                 self.receive_one(socket)?
             } else {
                 // SAFETY: the headers point at SLOTS buffers of MAX_DATAGRAM
-                // bytes and address slots of NAME_SIZE, all owned by self.
+                // bytes and address slots of NAME_SIZE, all in the slots.
                 let result = unsafe {
                     libc::syscall(
                         libc::SYS_recvmmsg,
                         socket.as_raw_fd(),
-                        self.received.as_mut_ptr(),
+                        addr_of_mut!((*all).received).cast::<libc::mmsghdr>(),
                         SLOTS as libc::c_uint,
                         libc::MSG_WAITFORONE,
                         ptr::null_mut::<libc::timespec>(),
@@ -171,44 +188,61 @@ mod linux {
 
         /// `receive` of one datagram, into the first slot, with `recvfrom`.
         fn receive_one(&mut self, socket: &UdpSocket) -> io::Result<usize> {
-            let first = &mut self.received[0];
             // SAFETY: the first slot's buffer holds MAX_DATAGRAM bytes and its
-            // address slot NAME_SIZE, both owned by self; the kernel writes
+            // address slot NAME_SIZE, both in the slots; the kernel writes
             // the address's length back into the header, where `peer` reads it.
-            let result = unsafe {
-                libc::syscall(
+            let len = unsafe {
+                let first = addr_of_mut!((*self.slots.as_ptr()).received[0].msg_hdr);
+                let result = libc::syscall(
                     libc::SYS_recvfrom,
                     socket.as_raw_fd(),
-                    self.received_data[0].iov_base,
+                    (*(*first).msg_iov).iov_base,
                     MAX_DATAGRAM,
                     0,
-                    first.msg_hdr.msg_name,
-                    ptr::from_mut(&mut first.msg_hdr.msg_namelen),
-                )
+                    (*first).msg_name,
+                    addr_of_mut!((*first).msg_namelen),
+                );
+                usize::try_from(result).map_err(|_| io::Error::last_os_error())?
             };
-            let len = usize::try_from(result).map_err(|_| io::Error::last_os_error())?;
-            first.msg_len = len as libc::c_uint;
+            // SAFETY: a place in the live allocation; no reference taken.
+            unsafe { (*self.slots.as_ptr()).received[0].msg_len = len as libc::c_uint };
             Ok(1)
         }
 
         /// The sender of datagram `slot` of the last receive.
         pub(crate) fn peer(&self, slot: usize) -> Option<SocketAddr> {
-            socket_address(&self.names[slot], self.received[slot].msg_hdr.msg_namelen)
+            let all = self.slots.as_ptr();
+            // SAFETY: places in the live allocation; the reference to the
+            // address slot ends before anything writes to it again.
+            unsafe {
+                socket_address(
+                    &(*all).names[slot],
+                    (*all).received[slot].msg_hdr.msg_namelen,
+                )
+            }
         }
 
         /// How many bytes datagram `slot` carried.
         pub(crate) fn len(&self, slot: usize) -> usize {
-            self.received[slot].msg_len as usize
+            // SAFETY: a place in the live allocation; no reference taken.
+            unsafe { (*self.slots.as_ptr()).received[slot].msg_len as usize }
         }
 
         /// Answers datagram `slot` with its own bytes, at the next send.
         pub(crate) fn queue_reply(&mut self, slot: usize) {
+            let all = self.slots.as_ptr();
             let reply = self.queued;
-            self.reply_data[reply] = self.received_data[slot];
-            self.reply_data[reply].iov_len = self.len(slot);
-            let header = &mut self.replies[reply].msg_hdr;
-            header.msg_name = self.received[slot].msg_hdr.msg_name;
-            header.msg_namelen = self.received[slot].msg_hdr.msg_namelen;
+            // SAFETY: places in the live allocation; no reference taken. The
+            // reply points at the datagram's own buffer and sender.
+            unsafe {
+                (*all).reply_data[reply] = libc::iovec {
+                    iov_base: (*all).received_data[slot].iov_base,
+                    iov_len: (*all).received[slot].msg_len as usize,
+                };
+                let header = addr_of_mut!((*all).replies[reply].msg_hdr);
+                (*header).msg_name = (*all).received[slot].msg_hdr.msg_name;
+                (*header).msg_namelen = (*all).received[slot].msg_hdr.msg_namelen;
+            }
             self.queued += 1;
         }
 
@@ -221,43 +255,39 @@ mod linux {
         /// call, waiting for room up to the socket's write timeout
         /// (WouldBlock if none came). An error concerns the first of them.
         pub(crate) fn send_pending(&mut self, socket: &UdpSocket) -> io::Result<Delivered> {
-            let waiting = &mut self.replies[self.sent..self.queued];
-            let sent = if let [alone] = waiting {
-                let data = &self.reply_data[self.sent];
-                // SAFETY: the header and its data point at a received
-                // datagram's bytes and its sender's address, owned by self.
-                let result = unsafe {
-                    libc::syscall(
+            let all = self.slots.as_ptr();
+            let waiting = self.queued - self.sent;
+            // SAFETY: each waiting header points at a received datagram's
+            // bytes and its sender's address, all in the slots.
+            let result = unsafe {
+                let first = addr_of_mut!((*all).replies[self.sent]);
+                if waiting == 1 {
+                    let data = (*first).msg_hdr.msg_iov;
+                    let result = libc::syscall(
                         libc::SYS_sendto,
                         socket.as_raw_fd(),
-                        data.iov_base,
-                        data.iov_len,
+                        (*data).iov_base,
+                        (*data).iov_len,
                         libc::MSG_NOSIGNAL,
-                        alone.msg_hdr.msg_name,
-                        alone.msg_hdr.msg_namelen,
-                    )
-                };
-                if result < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                1
-            } else {
-                // SAFETY: each header points at a received datagram's bytes
-                // and its sender's address, all owned by self.
-                let result = unsafe {
+                        (*first).msg_hdr.msg_name,
+                        (*first).msg_hdr.msg_namelen,
+                    );
+                    // The bytes sent, which may be none: one datagram.
+                    if result < 0 { result } else { 1 }
+                } else {
                     libc::syscall(
                         libc::SYS_sendmmsg,
                         socket.as_raw_fd(),
-                        waiting.as_mut_ptr(),
-                        waiting.len() as libc::c_uint,
+                        first,
+                        waiting as libc::c_uint,
                         libc::MSG_NOSIGNAL,
                     )
-                };
-                usize::try_from(result).map_err(|_| io::Error::last_os_error())?
+                }
             };
-            let bytes = self.reply_data[self.sent..self.sent + sent]
-                .iter()
-                .map(|data| data.iov_len as u64)
+            let sent = usize::try_from(result).map_err(|_| io::Error::last_os_error())?;
+            let bytes = (self.sent..self.sent + sent)
+                // SAFETY: a place in the live allocation; no reference taken.
+                .map(|reply| unsafe { (*all).reply_data[reply].iov_len } as u64)
                 .sum();
             self.sent += sent;
             Ok(Delivered {
@@ -269,10 +299,17 @@ mod linux {
         /// Gives up the first waiting reply (its send failed), and says
         /// whom it was for.
         pub(crate) fn drop_first_pending(&mut self) -> Option<SocketAddr> {
-            let header = &self.replies[self.sent].msg_hdr;
-            // SAFETY: msg_name points into self.names, a sockaddr_storage.
-            let name = unsafe { &*header.msg_name.cast::<libc::sockaddr_storage>() };
-            let peer = socket_address(name, header.msg_namelen);
+            let all = self.slots.as_ptr();
+            // SAFETY: places in the live allocation; msg_name points at an
+            // address slot, a sockaddr_storage, and the reference to it ends
+            // before anything writes to it again.
+            let peer = unsafe {
+                let header = &(*all).replies[self.sent].msg_hdr;
+                socket_address(
+                    &*header.msg_name.cast::<libc::sockaddr_storage>(),
+                    header.msg_namelen,
+                )
+            };
             self.sent += 1;
             peer
         }
