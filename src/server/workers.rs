@@ -41,7 +41,7 @@ use crate::server::mailbox::{self, Command, Mailbox};
 use crate::server::metrics::counters::WorkerCounters;
 use crate::server::shutdown::{Shutdown, ShutdownController};
 use crate::server::tls::Tls;
-use crate::server::udp::{UdpEndpoint, UdpThread, UdpWatch};
+use crate::server::udp::{UdpEndpoint, UdpService, UdpThread, UdpWatch};
 
 /// The worker threads, and the UDP sockets' threads.
 pub(crate) struct Workers {
@@ -72,7 +72,9 @@ impl Workers {
     /// Starts `count` workers serving `listeners`, and a thread for each of
     /// `udp`, until `controller` sends the stop signal. Must be called on the
     /// control runtime, which carries the stop signal and reloads to the
-    /// workers.
+    /// workers. Every event loop and UDP socket is made ready before any
+    /// thread starts, so that one that fails leaves none serving behind the
+    /// error.
     pub(crate) fn start(
         count: usize,
         listeners: Vec<TcpEndpoint>,
@@ -81,8 +83,8 @@ impl Workers {
         tls: Option<&Arc<Tls>>,
         controller: &ShutdownController,
     ) -> io::Result<Workers> {
-        let mut threads = Vec::with_capacity(count);
-        for index in 1..=count {
+        let mut ready = Vec::with_capacity(count);
+        for _ in 0..count {
             let poll = mio::Poll::new()?;
             let (mailbox, inbox) = mailbox::open(&poll)?;
             let counters = Arc::new(WorkerCounters::default());
@@ -98,6 +100,14 @@ impl Workers {
                 Arc::clone(&counters),
                 tls.cloned(),
             )?;
+            ready.push((event_loop, mailbox, counters));
+        }
+        let udp = udp
+            .into_iter()
+            .map(|endpoint| UdpService::new(endpoint, Arc::clone(limits)))
+            .collect::<io::Result<Vec<_>>>()?;
+        let mut threads = Vec::with_capacity(count);
+        for (index, (event_loop, mailbox, counters)) in (1..).zip(ready) {
             let thread = std::thread::Builder::new()
                 .name(format!("echo-worker-{index}"))
                 .spawn(move || event_loop.run())?;
@@ -115,16 +125,9 @@ impl Workers {
                 stopped_accepting,
             });
         }
-        let udp = udp
-            .into_iter()
-            .enumerate()
-            .map(|(index, endpoint)| {
-                UdpThread::start(
-                    endpoint,
-                    Arc::clone(limits),
-                    format!("echo-udp-{}", index + 1),
-                )
-            })
+        let udp = (1..)
+            .zip(udp)
+            .map(|(index, service)| UdpThread::start(service, format!("echo-udp-{index}")))
             .collect::<io::Result<_>>()?;
         Ok(Workers { threads, udp })
     }

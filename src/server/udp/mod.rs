@@ -89,30 +89,9 @@ impl UdpWatch {
 }
 
 impl UdpThread {
-    /// Serves `endpoint` on a thread of its own, named `name`.
-    pub(crate) fn start(
-        endpoint: UdpEndpoint,
-        limits: Arc<Limits>,
-        name: String,
-    ) -> io::Result<UdpThread> {
-        let socket = endpoint.socket;
-        // A socket passed by the service manager may come non-blocking.
-        socket.set_nonblocking(false)?;
-        socket.set_read_timeout(Some(STOP_CHECK))?;
-        socket.set_write_timeout(Some(STOP_CHECK))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let service = UdpService {
-            local: socket.local_addr().ok(),
-            socket,
-            stop: Arc::clone(&stop),
-            limits,
-            batch: Batch::new(),
-            rate_limiter: SourceRateLimiter::default(),
-            counters: endpoint.counters,
-            guarded_drops: Throttle::new(WARNING_INTERVAL),
-            rate_drops: Throttle::new(WARNING_INTERVAL),
-            errors: Throttle::new(WARNING_INTERVAL),
-        };
+    /// Serves `service` on a thread of its own, named `name`.
+    pub(crate) fn start(service: UdpService, name: String) -> io::Result<UdpThread> {
+        let stop = Arc::clone(&service.stop);
         let alive = Arc::new(());
         let running = Arc::downgrade(&alive);
         let thread = std::thread::Builder::new().name(name).spawn(move || {
@@ -142,8 +121,8 @@ impl UdpThread {
     }
 }
 
-/// One UDP socket as its thread serves it.
-struct UdpService {
+/// One UDP socket as its thread will serve it.
+pub(crate) struct UdpService {
     socket: std::net::UdpSocket,
     local: Option<SocketAddr>,
     stop: Arc<AtomicBool>,
@@ -157,6 +136,29 @@ struct UdpService {
 }
 
 impl UdpService {
+    /// Makes `endpoint`'s socket ready for its thread: everything about a
+    /// UDP socket that can fail, done before any thread starts, so that a
+    /// daemon that cannot serve all its sockets serves none.
+    pub(crate) fn new(endpoint: UdpEndpoint, limits: Arc<Limits>) -> io::Result<UdpService> {
+        let socket = endpoint.socket;
+        // A socket passed by the service manager may come non-blocking.
+        socket.set_nonblocking(false)?;
+        socket.set_read_timeout(Some(STOP_CHECK))?;
+        socket.set_write_timeout(Some(STOP_CHECK))?;
+        Ok(UdpService {
+            local: socket.local_addr().ok(),
+            socket,
+            stop: Arc::new(AtomicBool::new(false)),
+            limits,
+            batch: Batch::new(),
+            rate_limiter: SourceRateLimiter::default(),
+            counters: endpoint.counters,
+            guarded_drops: Throttle::new(WARNING_INTERVAL),
+            rate_drops: Throttle::new(WARNING_INTERVAL),
+            errors: Throttle::new(WARNING_INTERVAL),
+        })
+    }
+
     /// Reads and answers batches until told to stop.
     fn run(mut self) {
         while !self.stop.load(Ordering::Relaxed) {
@@ -223,6 +225,10 @@ impl UdpService {
                         return;
                     }
                 }
+                // Windows reports an earlier reply's ICMP "port
+                // unreachable" on the next send too, and that send failed
+                // for it: this reply goes again.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
                 Err(e) => {
                     // This reply cannot go (no route, a firewall): the
                     // sender counts it lost, as it would on the wire.
