@@ -60,12 +60,14 @@ fn a_burst_from_many_sources_is_answered_in_full_each_to_its_sender() {
     }
 }
 
-/// A source that sends a datagram at a time has its socket read a datagram
-/// at a time (`recvfrom` after a few reads of one), and a burst from many
-/// sources brings batches back: over IPv4 and IPv6 every datagram, empty to
-/// the protocol's largest (65,507 bytes over IPv4, 65,527 over IPv6: no
-/// slot cuts one short), comes back whole to the socket that sent it,
-/// before, during and after the burst.
+/// Datagrams one at a time, which the server comes to read with `recvfrom`
+/// and answer with `sendto`, and a burst from many sources, which it reads
+/// and answers in batches: over IPv4 and IPv6 every datagram, empty to the
+/// protocol's largest (65,507 bytes over IPv4, 65,527 over IPv6: no slot
+/// cuts one short), comes back whole to the socket that sent it, before,
+/// during and after the burst. What it checks is what senders see; which
+/// calls the server made for them, it cannot see (`strace -f -e
+/// trace=network` on the server shows them).
 #[test]
 fn datagrams_alone_and_in_bursts_come_back_whole_to_their_senders() {
     let server = Launcher::new(
