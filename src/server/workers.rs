@@ -74,7 +74,8 @@ impl Workers {
     /// control runtime, which carries the stop signal and reloads to the
     /// workers. Every event loop and UDP socket is made ready before any
     /// thread starts, so that one that fails leaves none serving behind the
-    /// error.
+    /// error; only starting a thread itself can still fail after another
+    /// has started.
     pub(crate) fn start(
         count: usize,
         listeners: Vec<TcpEndpoint>,

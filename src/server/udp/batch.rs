@@ -19,9 +19,10 @@
 //!
 //! Memory: every slot can hold a datagram of the protocol's maximum, so a
 //! batch reserves `SLOTS` × 64 KiB (2 MiB) of address space. The allocation
-//! is zeroed by the kernel page by page as it is first touched, so it takes
-//! only as much memory as the largest datagrams received have filled: about
-//! 128 KiB for small ones, 2 MiB at most.
+//! is usually fresh pages from the kernel, zeroed as they are first touched
+//! (glibc maps a block this large of its own, unless large blocks were
+//! freed before), so it takes only as much memory as the largest datagrams
+//! received have filled: about 128 KiB for small ones, 2 MiB at most.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -66,11 +67,11 @@ mod linux {
     /// What the kernel reads and writes through the message headers'
     /// pointers: the headers themselves, the buffers and the address slots.
     /// It lives in one allocation that the batch holds by a raw pointer, and
-    /// every pointer into it is derived from that one pointer and only
-    /// through raw places, never through a reference: a `Box` or a `&mut`
-    /// would claim it whole (moving a box, or taking a fresh `&mut`, makes
-    /// the pointers taken before it invalid in Rust's aliasing model) while
-    /// the kernel writes through the headers.
+    /// every pointer into it is derived from that one pointer through raw
+    /// places. No `Box` or `&mut` claims it (moving a box, or taking a fresh
+    /// `&mut`, makes the pointers taken before invalid in Rust's aliasing
+    /// model), and the only references into it are shared ones that end
+    /// within a call, never while the kernel writes.
     #[repr(C)]
     struct Slots {
         received: [libc::mmsghdr; SLOTS],
@@ -109,8 +110,7 @@ mod linux {
         pub(crate) fn new() -> Batch {
             let layout = Layout::new::<Slots>();
             // SAFETY: the layout is not empty. All-zero is a valid value of
-            // every field (plain C structs, null pointers, bytes), and the
-            // kernel hands out the zeroed pages only as they are touched.
+            // every field (plain C structs, null pointers, bytes).
             let Some(slots) = NonNull::new(unsafe { alloc_zeroed(layout) }.cast::<Slots>()) else {
                 handle_alloc_error(layout)
             };

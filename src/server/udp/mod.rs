@@ -225,10 +225,6 @@ impl UdpService {
                         return;
                     }
                 }
-                // Windows reports an earlier reply's ICMP "port
-                // unreachable" on the next send too, and that send failed
-                // for it: this reply goes again.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
                 Err(e) => {
                     // This reply cannot go (no route, a firewall): the
                     // sender counts it lost, as it would on the wire.
