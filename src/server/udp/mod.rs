@@ -15,14 +15,10 @@
 //! rate limiter and counters have a single owner and need no lock; more UDP
 //! sockets are more threads, which the kernel spreads over the cores.
 //!
-//! Why stopping is by timeout: a receive or a send waits at most
-//! `STOP_CHECK`, then the thread looks at its stop flag, so a graceful stop
-//! closes the socket within that (an idle socket costs ten wake-ups a
-//! second). `shutdown(SHUT_RD)` would wake a blocked receive at once on
-//! Linux, but it marks the socket itself, for good: every later receive
-//! that finds no datagram returns at once, empty. A socket passed by the
-//! service manager outlives the daemon, and the next one would inherit that
-//! and spin. Timeouts also work the same on every platform.
+//! Why a stop interrupts the thread (`wake`): a receive or a send waits as
+//! long as it takes, with no timer armed for every wait, and a stop sends
+//! the thread a signal that makes its blocked call return, so that it looks
+//! at its stop flag.
 //!
 //! The guarantees are those of any UDP echo worth running on the internet
 //! (`guard`): no answer to the ports of answering services, a rate limit per
@@ -37,6 +33,7 @@
 
 mod batch;
 pub(crate) mod guard;
+mod wake;
 
 use std::io;
 use std::net::SocketAddr;
@@ -53,10 +50,6 @@ use crate::server::throttle::{Throttle, WARNING_INTERVAL};
 
 use batch::Batch;
 use guard::{REFLECTING_PORTS, SourceRateLimiter};
-
-/// How long a receive or a send may wait before the thread looks whether it
-/// should stop: the most a graceful stop waits for a UDP socket to close.
-const STOP_CHECK: Duration = Duration::from_millis(100);
 
 /// How long to wait after a receive error that is not one a UDP socket
 /// should see, so that one that persists cannot spin the thread.
@@ -106,17 +99,25 @@ impl UdpThread {
         })
     }
 
-    /// Asks the thread to stop; it does within `STOP_CHECK`.
+    /// Asks the thread to stop, which it does as soon as its receive or
+    /// send returns.
     pub(crate) fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
+        wake::interrupt(&self.thread);
     }
 
     pub(crate) fn watch(&self) -> UdpWatch {
         UdpWatch(Weak::clone(&self.running))
     }
 
-    /// Waits for the thread to end, which closes its socket.
+    /// Waits for the thread to end, which closes its socket; after `stop`.
     pub(crate) fn join(self) {
+        // The interrupt of `stop` is lost if it came just before the
+        // thread blocked.
+        while !self.thread.is_finished() {
+            wake::interrupt(&self.thread);
+            std::thread::sleep(wake::INTERRUPT_AGAIN);
+        }
         let _ = self.thread.join();
     }
 }
@@ -143,8 +144,9 @@ impl UdpService {
         let socket = endpoint.socket;
         // A socket passed by the service manager may come non-blocking.
         socket.set_nonblocking(false)?;
-        socket.set_read_timeout(Some(STOP_CHECK))?;
-        socket.set_write_timeout(Some(STOP_CHECK))?;
+        socket.set_read_timeout(wake::WAIT_BOUND)?;
+        socket.set_write_timeout(wake::WAIT_BOUND)?;
+        wake::prepare()?;
         Ok(UdpService {
             local: socket.local_addr().ok(),
             socket,
@@ -169,7 +171,8 @@ impl UdpService {
                     self.answer(received, rate_limit, Instant::now());
                     self.send_replies();
                 }
-                // Nothing came within STOP_CHECK, or a signal came.
+                // A stop (or another signal) interrupted the wait, or
+                // nothing came within the wait's bound.
                 Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
                 // Windows reports an earlier reply's ICMP "port
                 // unreachable" on the next receive: that reply is lost,
@@ -237,8 +240,8 @@ impl UdpService {
     }
 }
 
-/// Whether `e` says a socket timeout ran out: WouldBlock on Unix, TimedOut
-/// on Windows.
+/// Whether `e` says a socket timeout ran out (`wake::WAIT_BOUND`, where
+/// there is one): WouldBlock on Unix, TimedOut on Windows.
 fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
