@@ -1,6 +1,6 @@
 //! Datagrams in and out by the batch: `recvmmsg` and `sendmmsg` on Linux,
-//! one at a time elsewhere. Both block, each wait bounded by the socket's
-//! timeouts (see `udp`).
+//! one at a time elsewhere. Both block until a datagram or room comes, or a
+//! stop interrupts them (see `udp::wake`).
 //!
 //! Why batches: a UDP echo makes two system calls per datagram, and with
 //! many sources sending at once those calls are most of its cost. One
@@ -142,9 +142,9 @@ mod linux {
             }
         }
 
-        /// Waits for a datagram, up to the socket's read timeout, and reads
-        /// it and every other one waiting, up to `SLOTS`; WouldBlock if none
-        /// came in time. The replies of the batch before must all be sent.
+        /// Waits for a datagram (an error if interrupted, see `udp::wake`),
+        /// and reads it and every other one waiting, up to `SLOTS`. The
+        /// replies of the batch before must all be sent.
         pub(crate) fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
             debug_assert!(!self.has_pending());
             let all = self.slots.as_ptr();
@@ -252,8 +252,8 @@ mod linux {
         }
 
         /// Sends the waiting replies, as many as the socket takes in one
-        /// call, waiting for room up to the socket's write timeout
-        /// (WouldBlock if none came). An error concerns the first of them.
+        /// call, waiting for room (an error if interrupted, see `udp::wake`).
+        /// An error concerns the first of them.
         pub(crate) fn send_pending(&mut self, socket: &UdpSocket) -> io::Result<Delivered> {
             let all = self.slots.as_ptr();
             let waiting = self.queued - self.sent;

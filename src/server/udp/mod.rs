@@ -240,8 +240,8 @@ impl UdpService {
     }
 }
 
-/// Whether `e` says a socket timeout ran out (`wake::WAIT_BOUND`, where
-/// there is one): WouldBlock on Unix, TimedOut on Windows.
+/// Whether `e` says a socket timeout ran out, where the socket has one
+/// (`wake::WAIT_BOUND`: on Windows, which says TimedOut or WouldBlock).
 fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
